@@ -1,0 +1,1 @@
+//! The C ABI (see `include/qm.h`). Only this module knows about C.

@@ -1,0 +1,52 @@
+//! # qm — launch and drive QEMU virtual machines
+//!
+//! A blocking Rust core that reproduces QEMU's Python `QEMUMachine`: launch QEMU with a QMP
+//! monitor, run commands (from many threads at once), wait for events, read the console, pass
+//! file descriptors, and shut down — gracefully, or by force — without leaking processes, files
+//! or descriptors. The same surface is exported to C (see `include/qm.h`) and Go.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! let vm = qm::Machine::new("qemu-system-x86_64");
+//! vm.set_machine("none");
+//! vm.launch()?;
+//! let status = vm.cmd("query-status", None)?;
+//! println!("{status}");
+//! vm.shutdown(Duration::from_secs(30))?;
+//! # Ok::<(), qm::Error>(())
+//! ```
+//!
+//! Set `QM_LOG=debug` to see every QMP message and lifecycle step on stderr.
+
+#![warn(missing_docs)]
+
+mod error;
+mod event;
+pub mod ffi;
+pub mod guest;
+mod log;
+mod machine;
+pub mod qmp;
+mod wait;
+
+pub use error::{Error, Result};
+pub use event::event_match;
+pub use log::{set_log_level, LogLevel};
+pub use machine::{Machine, MonitorAddress, DEFAULT_SHUTDOWN_TIMEOUT};
+pub use qmp::{QmpClient, DEFAULT_MAX_MESSAGE};
+pub use wait::{Cancel, Wait};
+
+use serde_json::Value;
+
+/// The seed's keyword-argument convention: `_` in top-level keys becomes `-`
+/// (`{"node_name": …}` → `{"node-name": …}`). Other values are returned unchanged.
+pub fn conv_keys(args: &Value) -> Value {
+    match args {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.replace('_', "-"), v.clone()))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}

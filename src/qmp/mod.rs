@@ -1,0 +1,595 @@
+//! A QMP client: the QEMU Machine Protocol over a connected stream socket.
+//!
+//! One [`QmpClient`] may be used from many threads at once. Every command carries its own `id`
+//! and each caller gets the reply with its id. There is no reader thread: whichever caller is
+//! waiting reads the socket on behalf of all (a "leader"), files replies under their ids and
+//! events in the queue, and hands the role on when its own wait is over. Events are queued in
+//! arrival order and never dropped; end of stream or a protocol fault is sticky and fails every
+//! waiter at once.
+
+mod framing;
+
+use std::collections::{HashMap, VecDeque};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use serde_json::{json, Value};
+
+use crate::error::{Error, Result};
+use crate::log::debug;
+use crate::wait::{poll, pollfd, Deadline, Wait, Wake};
+pub(crate) use framing::preview;
+use framing::LineBuffer;
+
+/// Default cap on the size of one message from QEMU (64 MiB). `query-qmp-schema` is ~150 KiB.
+pub const DEFAULT_MAX_MESSAGE: usize = 64 << 20;
+
+/// A connected QMP client.
+pub struct QmpClient {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    /// The socket, for the reader; valid while `state.reading` or until `writer` is closed.
+    raw: RawFd,
+    /// Owns the socket; its lock serialises writes. `None` once closed.
+    writer: Mutex<Option<OwnedFd>>,
+    state: Mutex<State>,
+    changed: Condvar,
+    next_id: AtomicU64,
+    nickname: String,
+}
+
+struct State {
+    /// Commands in flight: `None` until their reply arrives.
+    replies: HashMap<u64, Option<Value>>,
+    events: VecDeque<Value>,
+    greeting: Option<Value>,
+    /// A caller is reading the socket for everyone.
+    reading: bool,
+    /// Sticky end of the connection.
+    broken: Option<Broken>,
+    input: LineBuffer,
+}
+
+#[derive(Clone, Debug)]
+enum Broken {
+    Eof,
+    Closed,
+    Exited,
+    Protocol(String),
+    Io(String),
+}
+
+impl Broken {
+    fn error(&self) -> Error {
+        match self {
+            Broken::Eof => Error::Disconnected("QEMU closed the monitor connection".into()),
+            Broken::Closed => Error::Disconnected("the connection was closed".into()),
+            Broken::Exited => Error::Disconnected("QEMU exited".into()),
+            Broken::Protocol(why) => Error::Protocol(why.clone()),
+            Broken::Io(why) => Error::Disconnected(why.clone()),
+        }
+    }
+}
+
+impl Wake for Shared {
+    fn wake(&self) {
+        // Taking the lock orders this wake after a waiter's check of its cancel flag.
+        drop(self.lock());
+        self.changed.notify_all();
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl std::fmt::Debug for QmpClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QmpClient")
+            .field("nickname", &self.shared.nickname)
+            .field("fd", &self.shared.raw)
+            .finish()
+    }
+}
+
+impl QmpClient {
+    /// Wraps a connected stream socket (unix or TCP). Nothing is read or written until
+    /// [`handshake`](Self::handshake). `max_message` caps the size of one incoming message.
+    pub fn new(socket: OwnedFd, nickname: &str, max_message: usize) -> Result<QmpClient> {
+        set_nonblocking(socket.as_raw_fd())?;
+        Ok(QmpClient {
+            shared: Arc::new(Shared {
+                raw: socket.as_raw_fd(),
+                writer: Mutex::new(Some(socket)),
+                state: Mutex::new(State {
+                    replies: HashMap::new(),
+                    events: VecDeque::new(),
+                    greeting: None,
+                    reading: false,
+                    broken: None,
+                    input: LineBuffer::new(max_message),
+                }),
+                changed: Condvar::new(),
+                next_id: AtomicU64::new(1),
+                nickname: nickname.to_owned(),
+            }),
+        })
+    }
+
+    /// Reads the greeting (before writing anything), then negotiates capabilities. Events that
+    /// arrive meanwhile are queued. Returns the greeting.
+    pub fn handshake(&self, wait: impl Into<Wait>) -> Result<Value> {
+        self.handshake_watching(&wait.into(), None)
+    }
+
+    /// [`handshake`](Self::handshake), failing at once when `exit_fd` (a pidfd) becomes readable.
+    pub(crate) fn handshake_watching(
+        &self,
+        wait: &Wait,
+        exit_fd: Option<BorrowedFd<'_>>,
+    ) -> Result<Value> {
+        let deadline = wait.start();
+        let greeting = self
+            .wait_until(&deadline, exit_fd, |st| st.greeting.take())
+            .map_err(|e| in_context(e, "waiting for the QMP greeting"))?;
+        let valid = greeting["QMP"]["version"]["qemu"].is_object()
+            && greeting["QMP"]["capabilities"].is_array();
+        if !valid {
+            return Err(Error::Protocol(format!(
+                "malformed greeting: {}",
+                preview(&greeting.to_string())
+            )));
+        }
+        let reply = self
+            .execute_until("qmp_capabilities", None, &deadline, exit_fd)
+            .map_err(|e| in_context(e, "negotiating QMP capabilities"))?;
+        into_return(reply)?;
+        Ok(greeting)
+    }
+
+    /// Runs a command and returns QEMU's raw response object, `{"return": …}` or
+    /// `{"error": {"class": …, "desc": …}}`.
+    pub fn execute(&self, cmd: &str, args: Option<&Value>, wait: impl Into<Wait>) -> Result<Value> {
+        let wait = wait.into();
+        self.execute_until(cmd, args, &wait.start(), None)
+    }
+
+    /// Runs a command and returns the value of its `return`, or [`Error::Qmp`].
+    pub fn cmd(&self, cmd: &str, args: Option<&Value>, wait: impl Into<Wait>) -> Result<Value> {
+        into_return(self.execute(cmd, args, wait)?)
+    }
+
+    fn execute_until(
+        &self,
+        cmd: &str,
+        args: Option<&Value>,
+        deadline: &Deadline<'_>,
+        exit_fd: Option<BorrowedFd<'_>>,
+    ) -> Result<Value> {
+        if let Some(args) = args {
+            if !args.is_object() {
+                return Err(Error::Invalid(format!(
+                    "arguments of {cmd:?} must be a JSON object, got {}",
+                    preview(&args.to_string())
+                )));
+            }
+        }
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut msg = json!({ "execute": cmd, "id": id });
+        if let Some(args) = args {
+            msg["arguments"] = args.clone();
+        }
+        let mut line = serde_json::to_vec(&msg).expect("a JSON value always serialises");
+        line.push(b'\n');
+
+        {
+            let mut st = self.shared.lock();
+            if let Some(broken) = &st.broken {
+                return Err(broken.error());
+            }
+            st.replies.insert(id, None);
+        }
+        let result = self.write_all(&line, deadline).and_then(|()| {
+            self.wait_until(deadline, exit_fd, |st| {
+                st.replies.get_mut(&id).and_then(Option::take)
+            })
+        });
+        self.shared.lock().replies.remove(&id);
+        result.map_err(|e| in_context(e, &format!("running {cmd:?}")))
+    }
+
+    /// Sends `fd` with SCM_RIGHTS (one space byte as payload), for QEMU's `getfd` / `add-fd`
+    /// commands, which take the descriptor that arrived last.
+    pub fn send_fd(&self, fd: BorrowedFd<'_>) -> Result<()> {
+        let writer = self.shared.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(sock) = writer.as_ref() else {
+            return Err(Broken::Closed.error());
+        };
+        let mut byte = *b" ";
+        let mut iov = libc::iovec {
+            iov_base: byte.as_mut_ptr().cast(),
+            iov_len: 1,
+        };
+        // SAFETY: CMSG_SPACE only computes a size.
+        let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
+        let mut control = vec![0u8; space];
+        // SAFETY: msghdr is plain data; zeroed is a valid empty header.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = space as _;
+        // SAFETY: msg_control points to `space` bytes, enough for one cmsg holding one fd.
+        unsafe {
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            (*cmsg).cmsg_level = libc::SOL_SOCKET;
+            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
+            std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), fd.as_raw_fd());
+        }
+        loop {
+            // SAFETY: msg and everything it points to outlive the call.
+            let n = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
+            if n == 1 {
+                debug!(
+                    "{} >>> (SCM_RIGHTS fd {})",
+                    self.shared.nickname,
+                    fd.as_raw_fd()
+                );
+                return Ok(());
+            }
+            let err = std::io::Error::last_os_error();
+            match err.kind() {
+                std::io::ErrorKind::Interrupted => continue,
+                std::io::ErrorKind::WouldBlock => {
+                    poll(&mut [pollfd(sock.as_raw_fd(), libc::POLLOUT)], None)?;
+                }
+                _ => return Err(Error::io("sending a file descriptor over QMP", err)),
+            }
+        }
+    }
+
+    /// The next event, oldest first. With a zero wait returns `None` when none is queued or
+    /// readable now; otherwise waits and fails with [`Error::Timeout`].
+    pub fn pull_event(&self, wait: impl Into<Wait>) -> Result<Option<Value>> {
+        self.take_event(|_| true, wait)
+    }
+
+    /// Removes and returns the oldest queued event for which `pred` holds, reading more as
+    /// needed; events that do not match stay queued, in order.
+    pub fn take_event(
+        &self,
+        mut pred: impl FnMut(&Value) -> bool,
+        wait: impl Into<Wait>,
+    ) -> Result<Option<Value>> {
+        let wait = wait.into();
+        let found = self
+            .wait_until(&wait.start(), None, |st| {
+                let pos = st.events.iter().position(&mut pred)?;
+                st.events.remove(pos)
+            })
+            .map_err(|e| in_context(e, "waiting for a QMP event"));
+        self.none_if_no_wait(found, &wait)
+    }
+
+    /// All queued events. With a non-zero wait, waits until there is at least one.
+    pub fn get_events(&self, wait: impl Into<Wait>) -> Result<Vec<Value>> {
+        let wait = wait.into();
+        let found = self
+            .wait_until(&wait.start(), None, |st| {
+                (!st.events.is_empty()).then(|| st.events.drain(..).collect())
+            })
+            .map_err(|e| in_context(e, "waiting for a QMP event"));
+        Ok(self.none_if_no_wait(found, &wait)?.unwrap_or_default())
+    }
+
+    /// Drops every queued event.
+    pub fn clear_events(&self) {
+        self.shared.lock().events.clear();
+    }
+
+    /// A zero wait is a look, not a wait: nothing found is `None`, and a closed connection
+    /// still yields what was queued before it closed.
+    fn none_if_no_wait<T>(&self, found: Result<T>, wait: &Wait) -> Result<Option<T>> {
+        match found {
+            Ok(v) => Ok(Some(v)),
+            Err(Error::Timeout(_)) if wait.is_no_wait() => Ok(None),
+            Err(Error::Disconnected(_)) if wait.is_no_wait() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// True until the connection ends (EOF, protocol fault, [`close`](Self::close)).
+    pub fn is_connected(&self) -> bool {
+        self.shared.lock().broken.is_none()
+    }
+
+    /// Closes the connection: every waiter fails with [`Error::Disconnected`]; queued events stay
+    /// readable. Idempotent.
+    pub fn close(&self) {
+        let mut st = self.shared.lock();
+        if st.broken.is_none() {
+            st.broken = Some(Broken::Closed);
+        }
+        // Wakes a reader blocked in poll; it sees EOF and lets go of the socket.
+        // SAFETY: raw stays open until `writer` drops it below, after the reader is done.
+        unsafe { libc::shutdown(self.shared.raw, libc::SHUT_RDWR) };
+        self.shared.changed.notify_all();
+        while st.reading {
+            st = self
+                .shared
+                .changed
+                .wait(st)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+        drop(st);
+        let sock = self
+            .shared
+            .writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if sock.is_some() {
+            debug!("{}: QMP connection closed", self.shared.nickname);
+        }
+    }
+
+    fn write_all(&self, mut buf: &[u8], deadline: &Deadline<'_>) -> Result<()> {
+        let writer = self.shared.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(sock) = writer.as_ref() else {
+            return Err(Broken::Closed.error());
+        };
+        debug!(
+            "{} >>> {}",
+            self.shared.nickname,
+            String::from_utf8_lossy(buf).trim_end()
+        );
+        while !buf.is_empty() {
+            // SAFETY: buf is a live slice; MSG_NOSIGNAL: a dead peer is EPIPE, not SIGPIPE.
+            let n = unsafe {
+                libc::send(
+                    sock.as_raw_fd(),
+                    buf.as_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_NOSIGNAL,
+                )
+            };
+            if n >= 0 {
+                buf = &buf[n as usize..];
+                continue;
+            }
+            let err = std::io::Error::last_os_error();
+            match err.kind() {
+                std::io::ErrorKind::Interrupted => {}
+                std::io::ErrorKind::WouldBlock => {
+                    if deadline.cancelled() {
+                        return Err(Error::Interrupted);
+                    }
+                    let mut fds = vec![pollfd(sock.as_raw_fd(), libc::POLLOUT)];
+                    if let Some(fd) = deadline.cancel_fd()? {
+                        fds.push(pollfd(fd, libc::POLLIN));
+                    }
+                    if poll(&mut fds, deadline.remaining())? == 0 {
+                        return Err(Error::Timeout("writing to the monitor".into()));
+                    }
+                }
+                _ => {
+                    let broken = Broken::Io(format!("writing to the monitor failed: {err}"));
+                    self.fail(broken.clone());
+                    return Err(broken.error());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn fail(&self, broken: Broken) {
+        let mut st = self.shared.lock();
+        st.broken.get_or_insert(broken);
+        self.shared.changed.notify_all();
+    }
+
+    /// Blocks until `ready` yields a value, reading the socket while nobody else does.
+    ///
+    /// `ready` runs under the state lock every time something changed. Order of checks: what
+    /// is ready wins over a broken connection (a reply that arrived before EOF is still
+    /// delivered), which wins over cancel and timeout.
+    fn wait_until<T>(
+        &self,
+        deadline: &Deadline<'_>,
+        exit_fd: Option<BorrowedFd<'_>>,
+        mut ready: impl FnMut(&mut State) -> Option<T>,
+    ) -> Result<T> {
+        let sleeper: std::sync::Weak<dyn Wake> = Arc::downgrade(&self.shared) as _;
+        let _watch = deadline.cancel.map(|c| c.watch(sleeper));
+        let mut looked = false;
+        let mut st = self.shared.lock();
+        loop {
+            if let Some(v) = ready(&mut st) {
+                return Ok(v);
+            }
+            if let Some(broken) = &st.broken {
+                return Err(broken.error());
+            }
+            if deadline.cancelled() {
+                return Err(Error::Interrupted);
+            }
+            let left = deadline.remaining();
+            let expired = left == Some(std::time::Duration::ZERO);
+            if expired && (looked || st.reading) {
+                return Err(Error::Timeout(String::new()));
+            }
+            if st.reading {
+                st = match left {
+                    None => self
+                        .shared
+                        .changed
+                        .wait(st)
+                        .unwrap_or_else(|e| e.into_inner()),
+                    Some(left) => {
+                        self.shared
+                            .changed
+                            .wait_timeout(st, left)
+                            .unwrap_or_else(|e| e.into_inner())
+                            .0
+                    }
+                };
+                continue;
+            }
+            st.reading = true;
+            let mut input = std::mem::replace(&mut st.input, LineBuffer::new(0));
+            drop(st);
+            let mut msgs = Vec::new();
+            let outcome = self.read_some(&mut input, &mut msgs, deadline, exit_fd);
+            looked = true;
+            st = self.shared.lock();
+            st.input = input;
+            st.reading = false;
+            for msg in msgs {
+                st.dispatch(msg, &self.shared);
+            }
+            if let Err(broken) = outcome {
+                st.broken.get_or_insert(broken);
+            }
+            self.shared.changed.notify_all();
+        }
+    }
+
+    /// One round of reading: waits (bounded by the deadline) for input and parses what came.
+    fn read_some(
+        &self,
+        input: &mut LineBuffer,
+        msgs: &mut Vec<Value>,
+        deadline: &Deadline<'_>,
+        exit_fd: Option<BorrowedFd<'_>>,
+    ) -> Result<(), Broken> {
+        let raw = self.shared.raw;
+        let mut fds = vec![pollfd(raw, libc::POLLIN)];
+        let io = |e: Error| Broken::Io(e.to_string());
+        if let Some(fd) = deadline.cancel_fd().map_err(io)? {
+            fds.push(pollfd(fd, libc::POLLIN));
+        }
+        if let Some(fd) = exit_fd {
+            fds.push(pollfd(fd.as_raw_fd(), libc::POLLIN));
+        }
+        if poll(&mut fds, deadline.remaining()).map_err(io)? == 0 {
+            return Ok(());
+        }
+        if fds[0].revents == 0 {
+            // Cancel or exit: the exit fd counts only once the socket has nothing left.
+            return match exit_fd {
+                Some(_) if fds.last().is_some_and(|f| f.revents != 0) => Err(Broken::Exited),
+                _ => Ok(()),
+            };
+        }
+        const CHUNK: usize = 64 << 10;
+        let spare = input.spare(CHUNK);
+        // SAFETY: spare has at least CHUNK writable bytes; recv writes at most that many.
+        let n = unsafe { libc::recv(raw, spare.as_mut_ptr().cast(), CHUNK, 0) };
+        if n < 0 {
+            let err = std::io::Error::last_os_error();
+            return match err.kind() {
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted => Ok(()),
+                _ => Err(Broken::Io(format!("reading the monitor failed: {err}"))),
+            };
+        }
+        // SAFETY: recv initialised n bytes.
+        unsafe { input.filled(n as usize) };
+        input.drain_messages(msgs).map_err(Broken::Protocol)?;
+        if n == 0 {
+            if input.has_partial() {
+                return Err(Broken::Protocol(
+                    "the monitor closed in the middle of a message".into(),
+                ));
+            }
+            return Err(Broken::Eof);
+        }
+        Ok(())
+    }
+}
+
+impl State {
+    fn dispatch(&mut self, msg: Value, shared: &Shared) {
+        debug!("{} <<< {}", shared.nickname, msg);
+        if msg.get("event").is_some() {
+            self.events.push_back(msg);
+        } else if msg.get("return").is_some() || msg.get("error").is_some() {
+            self.file_reply(msg, shared);
+        } else if msg.get("QMP").is_some() && self.greeting.is_none() {
+            self.greeting = Some(msg);
+        } else {
+            crate::log::warning!(
+                "{}: ignoring an unexpected QMP message: {}",
+                shared.nickname,
+                preview(&msg.to_string())
+            );
+        }
+    }
+
+    fn file_reply(&mut self, msg: Value, shared: &Shared) {
+        let slot = match msg.get("id") {
+            Some(id) => id.as_u64().and_then(|id| self.replies.get_mut(&id)),
+            // QEMU answers without an id only when it could not read the id; with a single
+            // command in flight the reply can only be its.
+            None if self.replies.len() == 1 => self.replies.values_mut().next(),
+            None => None,
+        };
+        match slot {
+            Some(slot) if slot.is_none() => *slot = Some(msg),
+            _ => debug!(
+                "{}: dropping a reply no caller waits for (late after a timeout, or unknown id): {}",
+                shared.nickname,
+                preview(&msg.to_string())
+            ),
+        }
+    }
+}
+
+impl Drop for QmpClient {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Turns a raw response into its `return` value or an [`Error::Qmp`].
+pub fn into_return(mut response: Value) -> Result<Value> {
+    if let Some(ret) = response.get_mut("return") {
+        return Ok(ret.take());
+    }
+    let err = &response["error"];
+    match (err["class"].as_str(), err["desc"].as_str()) {
+        (Some(class), Some(desc)) => Err(Error::Qmp {
+            class: class.to_owned(),
+            desc: desc.to_owned(),
+        }),
+        _ => Err(Error::Protocol(format!(
+            "a response with neither return nor error: {}",
+            preview(&response.to_string())
+        ))),
+    }
+}
+
+fn in_context(err: Error, what: &str) -> Error {
+    match err {
+        Error::Timeout(s) if s.is_empty() => Error::Timeout(what.to_owned()),
+        other => other,
+    }
+}
+
+pub(crate) fn set_nonblocking(fd: RawFd) -> Result<()> {
+    // SAFETY: fcntl on a descriptor we own; no memory involved.
+    let ok = unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        flags >= 0 && libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) == 0
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::last_os("making the monitor socket non-blocking"))
+    }
+}
