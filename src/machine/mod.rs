@@ -11,7 +11,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -27,6 +27,9 @@ use process::{Process, Spawn};
 
 /// How long [`Machine::kill`] waits for a SIGKILLed QEMU to disappear, as the seed does.
 const HARD_KILL_WAIT: Duration = Duration::from_secs(60);
+
+/// How long a failed launch waits for a QEMU that closed its monitor to exit by itself.
+const LAUNCH_EXIT_GRACE: Duration = Duration::from_secs(5);
 
 /// The graceful-shutdown timeout used when a running machine is dropped, as the seed's default.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -86,8 +89,8 @@ pub struct Machine {
     temp_dir: Mutex<Option<tempfile::TempDir>>,
     /// Set by a successful `quit`, and by `wait`: QEMU's exit is expected.
     quit_issued: AtomicBool,
-    /// Set by a hard shutdown: a SIGKILL exit is ours, not worth a warning.
-    user_killed: AtomicBool,
+    /// The signal a shutdown sent, if any: an exit by it is ours, not worth a warning.
+    signal_sent: AtomicI32,
     output: Mutex<RunOutput>,
 }
 
@@ -153,7 +156,7 @@ impl Machine {
             proc: Mutex::new(ProcState::None),
             temp_dir: Mutex::new(None),
             quit_issued: AtomicBool::new(false),
-            user_killed: AtomicBool::new(false),
+            signal_sent: AtomicI32::new(0),
             output: Mutex::new(RunOutput::default()),
         }
     }
@@ -333,6 +336,7 @@ impl Machine {
         if dir.is_none() {
             let created = tempfile::Builder::new()
                 .prefix("qemu-machine-")
+                .permissions(std::fs::Permissions::from_mode(0o700))
                 .tempdir_in(&base)
                 .map_err(|e| Error::io(format!("creating a temp dir in {}", base.display()), e))?;
             *dir = Some(created);
@@ -373,7 +377,7 @@ impl Machine {
         }
         let cfg = lock(&self.cfg).clone();
         self.quit_issued.store(false, Ordering::SeqCst);
-        self.user_killed.store(false, Ordering::SeqCst);
+        self.signal_sent.store(0, Ordering::SeqCst);
         *lock(&self.output) = RunOutput::default();
         match self.launch_locked(&mut life, &cfg) {
             Ok(()) => Ok(()),
@@ -381,9 +385,14 @@ impl Machine {
                 // A QEMU still running here never became usable: kill it, its code is ours.
                 let exited_by_itself = match self.process() {
                     Ok(p) => {
-                        let status = p.try_status();
+                        // QEMU that hung up on the monitor is on its way out: let it finish,
+                        // so its exit code and last words reach the error.
+                        let grace = match cause {
+                            Error::Disconnected(_) | Error::Protocol(_) => LAUNCH_EXIT_GRACE,
+                            _ => Duration::ZERO,
+                        };
+                        let status = p.wait(&Wait::timeout(grace).start()).ok();
                         if status.is_none() {
-                            self.user_killed.store(true, Ordering::SeqCst);
                             let _ = self.hard_shutdown(&mut life);
                         }
                         status
@@ -684,7 +693,6 @@ impl Machine {
         }
         debug!("{}: shutting down (hard: {hard})", self.name());
         let result = if hard {
-            self.user_killed.store(true, Ordering::SeqCst);
             self.hard_shutdown(&mut life)
         } else {
             match self.soft_shutdown(&mut life, &wait) {
@@ -718,7 +726,7 @@ impl Machine {
         let process = self.process()?;
         let client = lock(&self.qmp).clone();
         match client {
-            Some(client) if client.is_connected() => {
+            Some(client) => {
                 let quit = if self.quit_issued.load(Ordering::SeqCst) {
                     Ok(())
                 } else {
@@ -727,8 +735,11 @@ impl Machine {
                 client.close();
                 quit?;
             }
-            _ if !self.quit_issued.load(Ordering::SeqCst) => process.signal(libc::SIGTERM)?,
-            _ => {}
+            None if !self.quit_issued.load(Ordering::SeqCst) => {
+                self.signal_sent.store(libc::SIGTERM, Ordering::SeqCst);
+                process.signal(libc::SIGTERM)?
+            }
+            None => {}
         }
         process.wait(&deadline).map(drop)
     }
@@ -736,6 +747,7 @@ impl Machine {
     fn hard_shutdown(&self, life: &mut Life) -> Result<()> {
         self.early_cleanup(life);
         let process = self.process()?;
+        self.signal_sent.store(libc::SIGKILL, Ordering::SeqCst);
         process.signal(libc::SIGKILL)?;
         process
             .wait(&Wait::timeout(HARD_KILL_WAIT).start())
@@ -783,7 +795,7 @@ impl Machine {
             let _ = std::fs::remove_file(path);
         }
         if let Some(code) = exitcode {
-            let ours = self.user_killed.load(Ordering::SeqCst) && code == -libc::SIGKILL;
+            let ours = code == -self.signal_sent.load(Ordering::SeqCst);
             if code < 0 && !ours {
                 warning!(
                     "qemu received signal {}; command: \"{}\"",
@@ -793,7 +805,7 @@ impl Machine {
             }
         }
         self.quit_issued.store(false, Ordering::SeqCst);
-        self.user_killed.store(false, Ordering::SeqCst);
+        self.signal_sent.store(0, Ordering::SeqCst);
         life.launched = false;
         debug!("{}: cleaned up (exit code {exitcode:?})", self.name());
     }

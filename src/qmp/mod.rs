@@ -184,8 +184,10 @@ impl QmpClient {
         if let Some(args) = args {
             msg["arguments"] = args.clone();
         }
-        let mut line = serde_json::to_vec(&msg).expect("a JSON value always serialises");
-        line.push(b'\n');
+        // No trailing newline: QEMU reads its monitor a byte at a time and stops reading while a
+        // command runs, so after `quit` a newline would be left unread at exit, and on TCP
+        // unread data turns the close into a reset that discards the reply to `quit`.
+        let line = serde_json::to_vec(&msg).expect("a JSON value always serialises");
 
         {
             let mut st = self.shared.lock();
@@ -312,13 +314,23 @@ impl QmpClient {
     /// Closes the connection: every waiter fails with [`Error::Disconnected`]; queued events stay
     /// readable. Idempotent.
     pub fn close(&self) {
-        let mut st = self.shared.lock();
-        if st.broken.is_none() {
-            st.broken = Some(Broken::Closed);
+        {
+            let mut st = self.shared.lock();
+            st.broken.get_or_insert(Broken::Closed);
         }
-        // Wakes a reader blocked in poll; it sees EOF and lets go of the socket.
-        // SAFETY: raw stays open until `writer` drops it below, after the reader is done.
-        unsafe { libc::shutdown(self.shared.raw, libc::SHUT_RDWR) };
+        // Wake a reader blocked in poll: it sees EOF and lets go of the socket. Only while we
+        // still own the descriptor: once closed, its number may belong to someone else.
+        if let Some(sock) = self
+            .shared
+            .writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            // SAFETY: shutdown(2) on a descriptor we own and hold open.
+            unsafe { libc::shutdown(sock.as_raw_fd(), libc::SHUT_RDWR) };
+        }
+        let mut st = self.shared.lock();
         self.shared.changed.notify_all();
         while st.reading {
             st = self

@@ -23,7 +23,7 @@
 #![allow(dead_code)]
 
 use std::fmt;
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufReader, Write};
 use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -484,30 +484,54 @@ impl Runner {
         }
     }
 
-    /// Read the next non-blank line, record it and return it parsed (a
-    /// non-JSON line becomes a `Value::String`). `None` on EOF or reset.
+    /// Read the client's next message, record it and return it parsed. The
+    /// client need not end messages with a newline (qm does not: QEMU reads
+    /// its monitor a byte at a time, and a trailing byte left unread when it
+    /// exits after `quit` turns into a TCP reset), so this reads one JSON
+    /// object by counting braces outside strings. Leading whitespace (e.g.
+    /// the SCM_RIGHTS " ") is skipped but kept in the raw transcript. Text
+    /// that is not an object becomes a `Value::String`. `None` on EOF or
+    /// reset.
     fn read_line(&mut self) -> Result<Option<Value>, String> {
         let mut buf = Vec::new();
+        let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
         loop {
-            match self.reader.read_until(b'\n', &mut buf) {
+            let mut byte = [0u8; 1];
+            match io::Read::read(&mut self.reader, &mut byte) {
                 Ok(0) => {
                     if buf.iter().all(u8::is_ascii_whitespace) {
                         return Ok(None);
                     }
-                    break; // last line without terminator
+                    break; // unterminated message before EOF
                 }
                 Ok(_) => {
-                    if !buf.iter().all(u8::is_ascii_whitespace) {
-                        break;
+                    let b = byte[0];
+                    buf.push(b);
+                    if in_string {
+                        match (escaped, b) {
+                            (true, _) => escaped = false,
+                            (false, b'\\') => escaped = true,
+                            (false, b'"') => in_string = false,
+                            _ => {}
+                        }
+                    } else {
+                        match b {
+                            b'"' => in_string = true,
+                            b'{' | b'[' => depth += 1,
+                            b'}' | b']' => depth = depth.saturating_sub(1),
+                            _ => {}
+                        }
+                        let started = buf.iter().any(|c| !c.is_ascii_whitespace());
+                        if started && depth == 0 && (b == b'}' || b == b'\n') {
+                            break;
+                        }
                     }
-                    // Blank line or lone SCM_RIGHTS " ": keep it in `buf` so
-                    // the raw transcript shows it, and read on.
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if is_client_gone(&e) => return Ok(None),
                 Err(e) if is_timeout(&e) => {
                     return Err(format!(
-                        "timed out after {} waiting for a line from the client \
+                        "timed out after {} waiting for a message from the client \
                          (read so far: {:?})",
                         self.timeout_text(),
                         String::from_utf8_lossy(&buf)

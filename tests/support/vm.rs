@@ -1,0 +1,118 @@
+//! Helpers for tests that drive a real QEMU.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use qm::guest::{qemu_args, write_image, GuestAction};
+use qm::Machine;
+
+/// Generous bound for waits that should finish in milliseconds: a timeout here is a failure,
+/// never a timing assertion.
+pub const T: Duration = Duration::from_secs(30);
+
+/// The QEMU binary under test (`QM_QEMU` overrides).
+pub fn qemu() -> String {
+    std::env::var("QM_QEMU").unwrap_or_else(|_| "qemu-system-x86_64".into())
+}
+
+/// A private scratch directory, removed on drop.
+pub fn scratch() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("qm-test-")
+        .tempdir()
+        .unwrap()
+}
+
+/// A QMP-only machine: `-machine none`, no guest. Temp files go under `dir`.
+pub fn vm_none(dir: &Path) -> Machine {
+    let vm = Machine::new(qemu());
+    vm.set_machine("none");
+    vm.set_base_temp_dir(dir);
+    vm
+}
+
+/// A machine that boots the 512-byte guest with a console.
+pub fn vm_guest(dir: &Path, banner: &str, action: GuestAction) -> Machine {
+    let image = dir.join(format!("guest-{}.img", unique()));
+    write_image(&image, banner, action).unwrap();
+    let vm = Machine::new(qemu());
+    vm.set_base_temp_dir(dir);
+    vm.add_args(qemu_args(&image));
+    vm
+}
+
+pub fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// True while a process with this pid exists (a zombie counts: it was not reaped).
+pub fn pid_exists(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Asserts everything a run created is gone: the process (reaped), the temp dir.
+pub fn assert_cleaned_up(pid: u32, temp_dir: &Path) {
+    assert!(
+        !pid_exists(pid),
+        "QEMU pid {pid} still exists (not killed or not reaped)"
+    );
+    assert!(
+        !temp_dir.exists(),
+        "temp dir {} left behind",
+        temp_dir.display()
+    );
+}
+
+/// Entries directly inside `dir`.
+pub fn entries(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Pids of processes whose command line contains `needle`.
+pub fn processes_with(needle: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            if String::from_utf8_lossy(&cmdline).contains(needle) {
+                found.push(pid);
+            }
+        }
+    }
+    found
+}
+
+/// Writes an executable shell script (used as a wrapper).
+pub fn script(dir: &Path, body: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(format!("wrapper-{}.sh", unique()));
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// Reads from a console until `needle` has been seen; returns everything read.
+pub fn read_until(console: &mut impl std::io::Read, needle: &str) -> String {
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 256];
+    while !String::from_utf8_lossy(&seen).contains(needle) {
+        let n = console.read(&mut buf).expect("console read");
+        assert!(
+            n > 0,
+            "console EOF before {needle:?}; got {:?}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&seen).into_owned()
+}
