@@ -512,7 +512,11 @@ fn qemu_inherits_only_the_intended_descriptors() {
         .map(|t| t.to_string_lossy().into_owned())
         .collect();
     let count = |needle: &str| targets.iter().filter(|t| t.contains(needle)).count();
-    assert_eq!(count(&stray_path.to_string_lossy()), 0, "stray fd leaked: {targets:?}");
+    assert_eq!(
+        count(&stray_path.to_string_lossy()),
+        0,
+        "stray fd leaked: {targets:?}"
+    );
     assert_eq!(count(&passed_path.to_string_lossy()), 1, "{targets:?}");
     // Monitor and console: one socket each (QEMU opens none of its own with -machine none).
     assert_eq!(count("socket:"), 2, "{targets:?}");

@@ -736,8 +736,7 @@ impl Machine {
                 quit?;
             }
             None if !self.quit_issued.load(Ordering::SeqCst) => {
-                self.signal_sent.store(libc::SIGTERM, Ordering::SeqCst);
-                process.signal(libc::SIGTERM)?
+                self.send_signal(&process, libc::SIGTERM)?
             }
             None => {}
         }
@@ -747,11 +746,20 @@ impl Machine {
     fn hard_shutdown(&self, life: &mut Life) -> Result<()> {
         self.early_cleanup(life);
         let process = self.process()?;
-        self.signal_sent.store(libc::SIGKILL, Ordering::SeqCst);
-        process.signal(libc::SIGKILL)?;
+        self.send_signal(&process, libc::SIGKILL)?;
         process
             .wait(&Wait::timeout(HARD_KILL_WAIT).start())
             .map(drop)
+    }
+
+    /// Signals QEMU unless it already exited, remembering the signal so that its death by it
+    /// is not reported as foreign.
+    fn send_signal(&self, process: &Process, sig: libc::c_int) -> Result<()> {
+        if process.try_status().is_none() {
+            self.signal_sent.store(sig, Ordering::SeqCst);
+            process.signal(sig)?;
+        }
+        Ok(())
     }
 
     fn process(&self) -> Result<Arc<Process>> {

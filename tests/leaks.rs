@@ -1,0 +1,109 @@
+//! No descriptor, thread, child process or temp file outlives a machine. One test in its own
+//! binary, so nothing else runs in the process while it counts.
+
+#[path = "support/vm.rs"]
+mod vm;
+
+use std::time::Duration;
+
+use qm::guest::GuestAction;
+use qm::MonitorAddress;
+use vm::{scratch, vm_guest, vm_none, T};
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+fn threads() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("Threads:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+fn children() -> Vec<String> {
+    let mut kids = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let text = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        kids.extend(text.split_whitespace().map(str::to_owned));
+    }
+    kids
+}
+
+/// One of each way a machine can live and end.
+fn cycle(dir: &std::path::Path, i: usize) {
+    match i % 7 {
+        0 => {
+            let m = vm_none(dir);
+            m.launch().unwrap();
+            m.cmd("query-status", None).unwrap();
+            m.shutdown(T).unwrap();
+        }
+        1 => {
+            let m = vm_none(dir);
+            m.set_console(None, 0);
+            m.launch().unwrap();
+            m.kill().unwrap();
+        }
+        2 => {
+            let m = vm_none(dir);
+            m.add_args(["-no-such-option"]);
+            m.launch().unwrap_err();
+        }
+        3 => {
+            let m = vm_none(dir);
+            let wrapper = vm::script(dir, "exec sleep 30");
+            m.set_wrapper([wrapper.to_str().unwrap()]);
+            m.set_qmp_timer(Some(Duration::from_millis(100)));
+            m.launch().unwrap_err();
+        }
+        4 => {
+            let m = vm_guest(dir, "leak check", GuestAction::Poweroff);
+            m.set_console(None, 0);
+            m.set_drain_console(true);
+            m.launch().unwrap();
+            m.event_wait("SHUTDOWN", None, T).unwrap();
+            m.wait(T).unwrap();
+        }
+        5 => {
+            let m = vm_none(dir);
+            m.set_monitor_address(MonitorAddress::Unix(None));
+            m.launch().unwrap();
+            m.cmd("stop", None).unwrap();
+            m.event_wait("STOP", None, T).unwrap();
+            m.shutdown(T).unwrap();
+        }
+        _ => {
+            let m = vm_none(dir);
+            m.set_monitor_address(MonitorAddress::Tcp {
+                host: "127.0.0.1".into(),
+                port: 0,
+            });
+            m.launch().unwrap();
+            drop(m); // dropped while running
+        }
+    }
+}
+
+#[test]
+fn machines_leave_nothing_behind() {
+    let dir = scratch();
+    // Warm up: the first launch starts qm's one long-lived spawner thread.
+    cycle(dir.path(), 0);
+    let (fds, threads_before) = (open_fds(), threads());
+    for i in 0..35 {
+        cycle(dir.path(), i);
+    }
+    assert_eq!(open_fds(), fds, "descriptors leaked");
+    assert_eq!(threads(), threads_before, "threads leaked");
+    assert_eq!(children(), Vec::<String>::new(), "child processes left");
+    let left: Vec<_> = vm::entries(dir.path())
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("qemu-machine-")
+        })
+        .collect();
+    assert!(left.is_empty(), "temp dirs left: {left:?}");
+}

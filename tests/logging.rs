@@ -1,0 +1,116 @@
+//! Debug logging is off by default and switchable: `QM_LOG=debug` shows lifecycle steps and
+//! every QMP message on stderr. Checked in a child process so the environment is its own.
+
+#[path = "support/vm.rs"]
+mod vm;
+
+use std::process::Command;
+
+/// Runs `child_run_one_machine` in a fresh copy of this test binary with `QM_LOG` set.
+fn stderr_of_child(qm_log: Option<&str>) -> String {
+    stderr_of_child_setting(qm_log, None)
+}
+
+/// As above; the child first calls `set_log_level(level)` when `set` is given.
+fn stderr_of_child_setting(qm_log: Option<&str>, set: Option<&str>) -> String {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    if let Some(level) = set {
+        cmd.env("QM_TEST_SET_LEVEL", level);
+    }
+    cmd.args([
+        "--exact",
+        "child_run_one_machine",
+        "--ignored",
+        "--nocapture",
+    ]);
+    match qm_log {
+        Some(level) => cmd.env("QM_LOG", level),
+        None => cmd.env_remove("QM_LOG"),
+    };
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "child failed: {out:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+#[ignore = "run by the tests below in a child process"]
+fn child_run_one_machine() {
+    if std::env::var("QM_TEST_FOREIGN_KILL").is_ok() {
+        let dir = vm::scratch();
+        let machine = vm::vm_none(dir.path());
+        machine.launch().unwrap();
+        // SAFETY: signalling our own child behind the machine's back.
+        unsafe { libc::kill(machine.pid().unwrap() as i32, libc::SIGKILL) };
+        let _ = machine.shutdown(vm::T);
+        let ours = vm::vm_none(dir.path());
+        ours.launch().unwrap();
+        ours.kill().unwrap();
+        return;
+    }
+    match std::env::var("QM_TEST_SET_LEVEL").as_deref() {
+        Ok("debug") => qm::set_log_level(qm::LogLevel::Debug),
+        Ok("off") => qm::set_log_level(qm::LogLevel::Off),
+        _ => {}
+    }
+    let dir = vm::scratch();
+    let machine = vm::vm_none(dir.path());
+    machine.launch().unwrap();
+    machine.cmd("query-status", None).unwrap();
+    machine.shutdown(vm::T).unwrap();
+}
+
+#[test]
+fn debug_logging_shows_qmp_traffic_and_lifecycle() {
+    let err = stderr_of_child(Some("debug"));
+    assert!(err.contains("launch command: "), "{err}");
+    assert!(
+        err.contains(r#">>> {"execute":"qmp_capabilities","id":1}"#),
+        "{err}"
+    );
+    assert!(
+        err.contains(r#">>> {"execute":"query-status","id":2}"#),
+        "{err}"
+    );
+    assert!(err.contains("<<< {\"QMP\""), "{err}");
+    assert!(err.contains("cleaned up"), "{err}");
+}
+
+#[test]
+fn logging_is_quiet_by_default() {
+    let err = stderr_of_child(None);
+    assert!(!err.contains("qm debug"), "{err}");
+}
+
+#[test]
+fn log_level_can_be_changed_at_run_time() {
+    let err = stderr_of_child_setting(None, Some("debug"));
+    assert!(err.contains(">>> {\"execute\":\"query-status\""), "{err}");
+    let err = stderr_of_child_setting(Some("debug"), Some("off"));
+    assert!(
+        !err.contains("qm debug"),
+        "set_log_level overrides QM_LOG: {err}"
+    );
+}
+
+#[test]
+fn a_death_by_a_signal_we_did_not_send_is_warned_about() {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_run_one_machine",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("QM_TEST_FOREIGN_KILL", "1")
+        .env_remove("QM_LOG")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    // Exactly one warning: for the foreign SIGKILL, not for our own kill().
+    assert_eq!(
+        err.matches("qm warning: qemu received signal 9").count(),
+        1,
+        "{err}"
+    );
+}
