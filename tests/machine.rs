@@ -781,3 +781,17 @@ fn console_without_set_console_is_a_state_error() {
     assert!(matches!(vm.console_fd(), Err(Error::State(_))));
     vm.shutdown(T).unwrap();
 }
+
+#[test]
+fn quit_by_hand_makes_the_following_eof_expected() {
+    let dir = scratch();
+    let vm = vm_none(dir.path());
+    vm.set_qmp_timer(None);
+    vm.launch().unwrap();
+    let pid = vm.pid().unwrap();
+    assert_eq!(vm.qmp("quit", None).unwrap()["return"], json!({}));
+    // QEMU exits by itself after quit: the shutdown only waits and cleans up, without error.
+    vm.shutdown(T).unwrap();
+    assert_eq!(vm.exitcode(), Some(0));
+    assert!(!vm::pid_exists(pid));
+}
