@@ -605,3 +605,22 @@ pub(crate) fn set_nonblocking(fd: RawFd) -> Result<()> {
         Err(Error::last_os("making the monitor socket non-blocking"))
     }
 }
+
+/// Feeds `chunks` (as successive reads) through the client's message framing and returns the
+/// messages, or the protocol error that would end the connection. For fuzzing and tests; not
+/// a stable API.
+#[doc(hidden)]
+pub fn split_messages(chunks: &[&[u8]], max_message: usize) -> Result<Vec<Value>, String> {
+    let mut input = LineBuffer::new(max_message);
+    let mut out = Vec::new();
+    for chunk in chunks {
+        let spare = input.spare(chunk.len());
+        for (dst, src) in spare.iter_mut().zip(chunk.iter()) {
+            dst.write(*src);
+        }
+        // SAFETY: the loop above initialised chunk.len() bytes of the spare room.
+        unsafe { input.filled(chunk.len()) };
+        input.drain_messages(&mut out)?;
+    }
+    Ok(out)
+}
