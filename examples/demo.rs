@@ -17,11 +17,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let started = Instant::now();
     vm.launch()?;
-    println!("launched QEMU (pid {}) in {:.1?}", vm.pid().unwrap_or(0), started.elapsed());
+    println!(
+        "launched QEMU (pid {}) in {:.1?}",
+        vm.pid().unwrap_or(0),
+        started.elapsed()
+    );
     println!("command line: {}", vm.full_args().join(" "));
 
     let mut console = BufReader::new(vm.console()?);
-    console.get_ref().set_read_timeout(Some(Duration::from_secs(30)))?;
+    console
+        .get_ref()
+        .set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut line = String::new();
     console.read_line(&mut line)?;
     println!("console: {}", line.trim_end());

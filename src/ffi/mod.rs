@@ -1,1 +1,144 @@
-//! The C ABI (see `include/qm.h`). Only this module knows about C.
+//! The C ABI (see `include/qm.h`, generated from this module by `build.rs` with cbindgen).
+//! Only this module knows about C; the core never depends on it.
+//!
+//! One file per C type: [`machine`] (`qm_machine`), [`error`] (`qm_status`, `qm_error`),
+//! [`cancel`] (`qm_cancel`), [`guest`] (the test guest); `boundary` holds the shared plumbing
+//! (panic boundary, NULL/UTF-8/JSON checks, timeouts, `*_out` writes).
+//!
+//! Every export is `#[no_mangle] pub unsafe extern "C"` (or safe when it takes no pointer). The
+//! pointer contract of each one is in its documentation and in the header's preamble: handles
+//! come from their `_new` function and are live, strings are NUL-terminated, `*_out` pointers
+//! point to writable variables. Those prose contracts stand in for `# Safety` sections, which
+//! would only repeat them in every function of the header.
+
+#![allow(non_camel_case_types)]
+#![allow(clippy::missing_safety_doc)]
+
+// The order of these declarations is the order of the header's sections.
+pub mod error;
+
+pub mod cancel;
+
+pub mod machine;
+
+pub mod guest;
+
+mod boundary;
+
+use std::ffi::{c_char, c_int, CString};
+
+use boundary::{call, guard};
+use error::{qm_error, qm_status};
+
+/// `timeout_ms` value: wait as long as it takes (a `qm_cancel` can still interrupt the call).
+pub const QM_WAIT_FOREVER: i64 = -1;
+
+/// `timeout_ms` value: the call's own default. For `qm_qmp` and `qm_cmd` that is the machine's
+/// QMP timer (`qm_set_qmp_timer`, 30 s unless changed); for `qm_shutdown` and `qm_wait` it is
+/// 30 s. Other calls reject it with `QM_ERR_INVALID`.
+pub const QM_WAIT_DEFAULT: i64 = -2;
+
+/// How much qm writes to stderr (`qm_set_log_level`).
+pub type qm_log_level = c_int;
+
+/// Log nothing.
+pub const QM_LOG_OFF: qm_log_level = 0;
+/// Log warnings only (e.g. QEMU killed by a signal qm did not send). The default, unless the
+/// environment variable `QM_LOG` (`off`, `warn`, `debug`) says otherwise.
+pub const QM_LOG_WARN: qm_log_level = 1;
+/// Log every lifecycle step and every QMP message.
+pub const QM_LOG_DEBUG: qm_log_level = 2;
+
+/// The version of the qm library, e.g. `"0.1.0"`: a static string, never freed. Thread-safe.
+#[no_mangle]
+pub extern "C" fn qm_version() -> *const c_char {
+    concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
+}
+
+/// Frees a string returned by qm (every `char *` a `*_out` parameter receives). NULL is a
+/// no-op. Only for strings qm returned, once each, and never with `free()`: qm's allocator is
+/// its own. Strings borrowed from a `qm_error` are freed with the error, not here.
+#[no_mangle]
+pub unsafe extern "C" fn qm_string_free(s: *mut c_char) {
+    guard((), || {
+        if !s.is_null() {
+            // SAFETY: a non-NULL s came from CString::into_raw in qm and is freed only once.
+            drop(unsafe { CString::from_raw(s) });
+        }
+    })
+}
+
+/// Sets how much qm logs to stderr, for the whole process (it overrides `QM_LOG`).
+/// Thread-safe. `QM_ERR_INVALID` for a value that is not a `QM_LOG_*` constant (the level is
+/// then unchanged).
+#[no_mangle]
+pub unsafe extern "C" fn qm_set_log_level(
+    level: qm_log_level,
+    err_out: *mut *mut qm_error,
+) -> qm_status {
+    call("qm_set_log_level", err_out, || {
+        let level = match level {
+            QM_LOG_OFF => crate::LogLevel::Off,
+            QM_LOG_WARN => crate::LogLevel::Warn,
+            QM_LOG_DEBUG => crate::LogLevel::Debug,
+            other => {
+                return Err(crate::Error::Invalid(format!(
+                    "level {other} is not QM_LOG_OFF, QM_LOG_WARN or QM_LOG_DEBUG"
+                )))
+            }
+        };
+        crate::set_log_level(level);
+        Ok(())
+    })
+}
+
+/// Tells whether an event matches a filter, by the rule of QEMU's `QEMUMachine.event_match`:
+/// the filter is a sub-dict: every key of the filter must be in the event, recursively, with
+/// an equal value wherever the filter's value is not `null` (`null` matches anything). For
+/// example the filter `{"data": {"reason": "host-qmp-quit"}}` matches a `SHUTDOWN` event caused
+/// by `quit`.
+///
+/// `event_json` is any JSON text; `match_json` is any JSON text, or NULL (matches everything).
+/// On success stores the answer in `*matches_out`. `QM_ERR_INVALID` when a text is not valid
+/// UTF-8 JSON or `event_json`/`matches_out` is NULL. Pure function: thread-safe, never blocks.
+#[no_mangle]
+pub unsafe extern "C" fn qm_event_match(
+    event_json: *const c_char,
+    match_json: *const c_char,
+    matches_out: *mut bool,
+    err_out: *mut *mut qm_error,
+) -> qm_status {
+    call("qm_event_match", err_out, || {
+        let out = boundary::out(matches_out, "matches_out")?;
+        // SAFETY: NUL-terminated strings (the caller's contract).
+        let event = boundary::json(
+            unsafe { boundary::string(event_json, "event_json") }?,
+            "event_json",
+        )?;
+        // SAFETY: as above.
+        let filter = match unsafe { boundary::opt_string(match_json, "match_json") }? {
+            Some(text) => Some(boundary::json(text, "match_json")?),
+            None => None,
+        };
+        out.write(crate::event_match(&event, filter.as_ref()));
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_is_the_crate_version() {
+        // SAFETY: qm_version returns a static NUL-terminated string.
+        let v = unsafe { std::ffi::CStr::from_ptr(qm_version()) };
+        assert_eq!(v.to_str().unwrap(), env!("CARGO_PKG_VERSION"));
+    }
+
+    #[test]
+    fn wait_constants_match_the_boundary() {
+        assert_eq!(QM_WAIT_FOREVER, boundary::FOREVER);
+        assert_eq!(QM_WAIT_DEFAULT, boundary::DEFAULT);
+    }
+}

@@ -1,0 +1,754 @@
+/*
+ * qm: launch and drive QEMU virtual machines: the C API.
+ *
+ * Link with `pkg-config --cflags --libs qm` (add `--static` for libqm.a).
+ *
+ * Conventions, which every function follows unless its documentation says otherwise:
+ *
+ * Errors. A fallible function returns a qm_status: QM_OK (0) on success. Its last parameter,
+ *   `qm_error **err_out`, may be NULL; when it is not and the call fails, `*err_out` receives a
+ *   new error object (message and structured details) that the caller owns and frees with
+ *   qm_error_free (a previous value of `*err_out` is overwritten, not freed). On success
+ *   `*err_out` is left untouched. There is no thread-local "last error": errors are safe to
+ *   read from any thread, and from Go, whose goroutines move between threads.
+ *
+ * Outputs. Results go through `*_out` parameters, which must not be NULL (QM_ERR_INVALID) and
+ *   are written only on success. A `char *` result is a NUL-terminated UTF-8 string owned by
+ *   the caller, freed with qm_string_free (never free()). Strings returned by qm_error_* are
+ *   borrowed from the error object.
+ *
+ * Inputs. Strings are NUL-terminated UTF-8, borrowed for the duration of the call only. JSON
+ *   parameters are UTF-8 JSON texts. A NULL pointer where one is not allowed, bad UTF-8, text
+ *   that is not JSON or JSON of the wrong shape give QM_ERR_INVALID with a message naming the
+ *   parameter, never a crash.
+ *
+ * Handles. qm_machine, qm_error and qm_cancel are opaque; each comes from its own function and
+ *   is freed with its own _free function, once; _free(NULL) is a no-op.
+ *
+ * Timeouts. `int64_t timeout_ms` is in milliseconds. QM_WAIT_FOREVER (-1) waits as long as it
+ *   takes; 0 does not block (look only); QM_WAIT_DEFAULT (-2) is the call's own default where
+ *   documented. Any other negative value is QM_ERR_INVALID.
+ *
+ * Blocking. Only the calls that take a timeout (qm_qmp, qm_cmd, the event calls, qm_shutdown,
+ *   qm_wait) and qm_launch, qm_kill and qm_free wait for QEMU; each says how long. Every other
+ *   call returns at once.
+ *
+ * Cancellation. Every call that takes a timeout also takes a `qm_cancel *cancel` (may be NULL):
+ *   qm_cancel_fire from another thread makes it return QM_ERR_INTERRUPTED at once.
+ *
+ * Threads. All functions are thread-safe. Any number of threads may call functions on one
+ *   qm_machine at once, except qm_free, which must be the last call on it.
+ *
+ * Panics. A bug inside qm never unwinds into C: it is reported as QM_ERR_PANIC.
+ */
+
+#ifndef QM_H
+#define QM_H
+
+/*
+ * Generated from src/ffi by build.rs (cbindgen 0.29.0). Do not edit: change the Rust doc
+ * comments and rebuild. CI fails when a build changes this file.
+ */
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stddef.h>
+
+/**
+ * `timeout_ms` value: wait as long as it takes (a `qm_cancel` can still interrupt the call).
+ */
+#define QM_WAIT_FOREVER -1
+
+/**
+ * `timeout_ms` value: the call's own default. For `qm_qmp` and `qm_cmd` that is the machine's
+ * QMP timer (`qm_set_qmp_timer`, 30 s unless changed); for `qm_shutdown` and `qm_wait` it is
+ * 30 s. Other calls reject it with `QM_ERR_INVALID`.
+ */
+#define QM_WAIT_DEFAULT -2
+
+/**
+ * The longest banner `qm_guest_write_image` accepts, in bytes.
+ */
+#define QM_GUEST_MAX_BANNER 380
+
+/**
+ * The result of every fallible call. The values are stable: they never change, and new ones
+ * are only ever added at the end.
+ */
+typedef enum {
+    /**
+     * Success.
+     */
+    QM_OK = 0,
+    /**
+     * The machine could not be launched. The error object has QEMU's exit code (if it exited),
+     * the command line and QEMU's output; everything the launch created is cleaned up.
+     */
+    QM_ERR_LAUNCH = 1,
+    /**
+     * QEMU answered a command with an error: see `qm_error_qmp_class` / `qm_error_qmp_desc`.
+     */
+    QM_ERR_QMP = 2,
+    /**
+     * A wait ran out of time.
+     */
+    QM_ERR_TIMEOUT = 3,
+    /**
+     * The QMP connection is gone (QEMU exited or closed it, or the machine shut down).
+     */
+    QM_ERR_DISCONNECTED = 4,
+    /**
+     * The call was interrupted through its `qm_cancel` token.
+     */
+    QM_ERR_INTERRUPTED = 5,
+    /**
+     * A graceful shutdown (or wait) did not end in time, or was interrupted: QEMU was killed.
+     * Cleanup has run.
+     */
+    QM_ERR_ABNORMAL_SHUTDOWN = 6,
+    /**
+     * The call does not fit the machine's state (a command before launch, launch twice ...).
+     */
+    QM_ERR_STATE = 7,
+    /**
+     * An invalid argument: a NULL pointer, a string that is not UTF-8, text that is not JSON
+     * (or JSON of the wrong shape), an out-of-range number, an invalid setting.
+     */
+    QM_ERR_INVALID = 8,
+    /**
+     * QEMU broke the QMP protocol (bad JSON, a message over the size cap, a bad greeting).
+     */
+    QM_ERR_PROTOCOL = 9,
+    /**
+     * An operating-system call failed: see `qm_error_os_code`.
+     */
+    QM_ERR_IO = 10,
+    /**
+     * A bug in qm: a Rust panic was caught at the C boundary. The handle stays usable but its
+     * state may be inconsistent; please report the message.
+     */
+    QM_ERR_PANIC = 11,
+} qm_status;
+
+/**
+ * A cancellation token. Pass it to blocking calls (`qm_qmp`, `qm_event_wait`, `qm_shutdown` ...);
+ * `qm_cancel_fire` from any thread makes every call waiting with it return
+ * `QM_ERR_INTERRUPTED` at once. Firing is sticky: a call that starts after the token fired
+ * returns `QM_ERR_INTERRUPTED` before doing anything. A token is not tied to one machine and
+ * may be shared by many calls and threads; make a new one to start over.
+ */
+typedef struct qm_cancel qm_cancel;
+
+/**
+ * An error: status, message and structured details. Created by a failed call and owned by the
+ * caller, who frees it with `qm_error_free`. Immutable: any number of threads may read it at
+ * once; it is tied to no thread and no handle (it outlives the machine that produced it).
+ */
+typedef struct qm_error qm_error;
+
+/**
+ * A QEMU virtual machine: its configuration, and while launched the QEMU process, its QMP
+ * connection, its event queue and its console.
+ *
+ * Thread-safety: every function that takes a `qm_machine *` may be called from any number of
+ * threads at once on the same handle, except `qm_free`, which must be the last call. Commands
+ * from several threads run concurrently, each getting its own reply; a shutdown in the middle
+ * fails the others with `QM_ERR_DISCONNECTED` (or `QM_ERR_STATE` once it is over).
+ * Configuration calls apply to the next launch.
+ */
+typedef struct qm_machine qm_machine;
+
+/**
+ * How much qm writes to stderr (`qm_set_log_level`).
+ */
+typedef int qm_log_level;
+
+/**
+ * What the test guest does after writing its banner line to the serial port.
+ */
+typedef int qm_guest_action;
+
+/**
+ * Log nothing.
+ */
+#define QM_LOG_OFF 0
+
+/**
+ * Log warnings only (e.g. QEMU killed by a signal qm did not send). The default, unless the
+ * environment variable `QM_LOG` (`off`, `warn`, `debug`) says otherwise.
+ */
+#define QM_LOG_WARN 1
+
+/**
+ * Log every lifecycle step and every QMP message.
+ */
+#define QM_LOG_DEBUG 2
+
+/**
+ * Power off through ACPI: QEMU emits a `SHUTDOWN` event with `"guest": true` and exits with 0.
+ */
+#define QM_GUEST_POWEROFF 0
+
+/**
+ * Echo every byte read from the serial port, except two commands (not echoed): `'p'` powers
+ * off (as `QM_GUEST_POWEROFF`), `'x'` exits QEMU with status 3 (isa-debug-exit value 1).
+ */
+#define QM_GUEST_ECHO 1
+
+/**
+ * Exit QEMU at once through isa-debug-exit with `exit_value`: QEMU's exit status is then
+ * `qm_guest_exit_status(exit_value)`.
+ */
+#define QM_GUEST_EXIT 2
+
+/**
+ * Halt forever: a guest that never stops by itself.
+ */
+#define QM_GUEST_HALT 3
+
+#ifdef __cplusplus
+extern "C" {
+#endif // __cplusplus
+
+/**
+ * The version of the qm library, e.g. `"0.1.0"`: a static string, never freed. Thread-safe.
+ */
+const char *qm_version(void);
+
+/**
+ * Frees a string returned by qm (every `char *` a `*_out` parameter receives). NULL is a
+ * no-op. Only for strings qm returned, once each, and never with `free()`: qm's allocator is
+ * its own. Strings borrowed from a `qm_error` are freed with the error, not here.
+ */
+void qm_string_free(char *s);
+
+/**
+ * Sets how much qm logs to stderr, for the whole process (it overrides `QM_LOG`).
+ * Thread-safe. `QM_ERR_INVALID` for a value that is not a `QM_LOG_*` constant (the level is
+ * then unchanged).
+ */
+qm_status qm_set_log_level(qm_log_level level, qm_error **err_out);
+
+/**
+ * Tells whether an event matches a filter, by the rule of QEMU's `QEMUMachine.event_match`:
+ * the filter is a sub-dict: every key of the filter must be in the event, recursively, with
+ * an equal value wherever the filter's value is not `null` (`null` matches anything). For
+ * example the filter `{"data": {"reason": "host-qmp-quit"}}` matches a `SHUTDOWN` event caused
+ * by `quit`.
+ *
+ * `event_json` is any JSON text; `match_json` is any JSON text, or NULL (matches everything).
+ * On success stores the answer in `*matches_out`. `QM_ERR_INVALID` when a text is not valid
+ * UTF-8 JSON or `event_json`/`matches_out` is NULL. Pure function: thread-safe, never blocks.
+ */
+qm_status qm_event_match(const char *event_json,
+                         const char *match_json,
+                         bool *matches_out,
+                         qm_error **err_out);
+
+/**
+ * The error's status (never `QM_OK` for an error a call returned). `QM_OK` for NULL.
+ *
+ * `err` is borrowed.
+ */
+qm_status qm_error_status(const qm_error *err);
+
+/**
+ * The error's message: one line or more of UTF-8 for humans (for a launch failure it includes
+ * the exit code, the command line and QEMU's output). NULL for NULL.
+ *
+ * The string belongs to `err` and stays valid until `qm_error_free(err)`; do not free it.
+ */
+const char *qm_error_message(const qm_error *err);
+
+/**
+ * The QMP error class (e.g. `"GenericError"`, `"CommandNotFound"`) of a `QM_ERR_QMP` error;
+ * NULL for any other error and for NULL.
+ *
+ * The string belongs to `err` and stays valid until `qm_error_free(err)`.
+ */
+const char *qm_error_qmp_class(const qm_error *err);
+
+/**
+ * QEMU's description of a `QM_ERR_QMP` error; NULL for any other error and for NULL.
+ *
+ * The string belongs to `err` and stays valid until `qm_error_free(err)`.
+ */
+const char *qm_error_qmp_desc(const qm_error *err);
+
+/**
+ * For a `QM_ERR_LAUNCH` error where QEMU exited by itself: stores QEMU's exit status in
+ * `*code_out` (negative: killed by that signal) and returns true. Returns false, and leaves
+ * `*code_out` untouched, for other errors, for a launch where QEMU never ran or was still
+ * running (and was killed), and when `err` or `code_out` is NULL.
+ */
+bool qm_error_exit_code(const qm_error *err, int *code_out);
+
+/**
+ * The command line of a `QM_ERR_LAUNCH` error (the arguments joined by spaces, for humans;
+ * never run by a shell); NULL for other errors and for NULL.
+ *
+ * The string belongs to `err` and stays valid until `qm_error_free(err)`.
+ */
+const char *qm_error_command(const qm_error *err);
+
+/**
+ * What QEMU wrote to stdout and stderr before a `QM_ERR_LAUNCH` error (possibly empty); NULL
+ * for other errors and for NULL.
+ *
+ * The string belongs to `err` and stays valid until `qm_error_free(err)`.
+ */
+const char *qm_error_output(const qm_error *err);
+
+/**
+ * For a `QM_ERR_LAUNCH` error, the status of what made the launch fail: e.g. `QM_ERR_IO` when
+ * the binary could not be started, `QM_ERR_DISCONNECTED` when QEMU exited before QMP was up,
+ * `QM_ERR_TIMEOUT` when the QMP timer ran out. `QM_OK` for other errors and for NULL.
+ */
+qm_status qm_error_launch_cause(const qm_error *err);
+
+/**
+ * For an error caused by a failed operating-system call (`QM_ERR_IO`, or a `QM_ERR_LAUNCH`
+ * whose cause is one), stores the `errno` value in `*code_out` and returns true (e.g. `ENOENT`
+ * for a QEMU binary that does not exist). Returns false, leaving `*code_out` untouched,
+ * otherwise and when `err` or `code_out` is NULL.
+ */
+bool qm_error_os_code(const qm_error *err, int *code_out);
+
+/**
+ * Frees an error and the strings it lent out. NULL is a no-op. Call it once per error.
+ */
+void qm_error_free(qm_error *err);
+
+/**
+ * A new token that has not fired; NULL only if memory runs out. Free it with `qm_cancel_free`.
+ */
+qm_cancel *qm_cancel_new(void);
+
+/**
+ * Fires the token: every call waiting with it returns `QM_ERR_INTERRUPTED`, now and later.
+ * Thread-safe and non-blocking (safe from any thread, also while other threads wait on the
+ * token); firing twice is harmless. NULL is a no-op.
+ */
+void qm_cancel_fire(const qm_cancel *cancel);
+
+/**
+ * True once the token has fired. False for NULL.
+ */
+bool qm_cancel_is_fired(const qm_cancel *cancel);
+
+/**
+ * Frees a token. NULL is a no-op. No call that was passed the token may still be running
+ * (fire it and wait for those calls to return first).
+ */
+void qm_cancel_free(qm_cancel *cancel);
+
+/**
+ * Creates a machine that will run `binary` (e.g. `"qemu-system-x86_64"`, looked up in `PATH`;
+ * borrowed, non-empty UTF-8). Nothing starts until `qm_launch`. On success `*machine_out`
+ * receives a handle the caller owns and frees with `qm_free`.
+ *
+ * Defaults: a QMP monitor on a socketpair, a 30 s QMP timer, no console, temporary files under
+ * `/var/tmp`, `-display none -vga none`.
+ */
+qm_status qm_new(const char *binary, qm_machine **machine_out, qm_error **err_out);
+
+/**
+ * Frees a machine. A launched machine is shut down first, gracefully (`quit`, up to 30 s, then
+ * SIGKILL), so this may block. NULL is a no-op.
+ *
+ * Must be the last call on the handle: no other thread may be using it or start to (fire the
+ * `qm_cancel` of blocked calls and wait for them to return first). Borrowed descriptors (the
+ * console) and strings borrowed from the handle are invalid afterwards; owned strings and
+ * `qm_error` objects stay valid.
+ */
+void qm_free(qm_machine *m);
+
+/**
+ * Appends `n` arguments for QEMU after the ones qm builds. `args` points to `n` borrowed UTF-8
+ * strings (it may be NULL when `n` is 0). Applies to the next launch.
+ */
+qm_status qm_add_args(qm_machine *m, const char *const *args, size_t n, qm_error **err_out);
+
+/**
+ * Sets the argv prefix QEMU runs under, e.g. `{"strace", "-f"}` (never a shell), replacing
+ * the previous one; `n` = 0 removes it. `argv` points to `n` borrowed UTF-8 strings (NULL is
+ * allowed when `n` is 0).
+ */
+qm_status qm_set_wrapper(qm_machine *m, const char *const *argv, size_t n, qm_error **err_out);
+
+/**
+ * Names the machine: the prefix of its log file (`<name>.log`) and socket files. Default
+ * `qm-<pid>-<n>`. `QM_ERR_INVALID` for an empty name or one with `/`, `..` (or bad UTF-8).
+ */
+qm_status qm_set_name(qm_machine *m, const char *name, qm_error **err_out);
+
+/**
+ * Sets the directory under which the machine's temporary directory is created (default
+ * `/var/tmp`). Takes effect when the temporary directory is first created.
+ */
+qm_status qm_set_base_temp_dir(qm_machine *m, const char *dir, qm_error **err_out);
+
+/**
+ * Sets the directory for socket files qm names itself (default: the temporary directory).
+ */
+qm_status qm_set_sock_dir(qm_machine *m, const char *dir, qm_error **err_out);
+
+/**
+ * Sets the directory of `<name>.log`, QEMU's stdout and stderr (default: the temporary
+ * directory, removed at shutdown after the log is read back; see `qm_get_log`).
+ */
+qm_status qm_set_log_dir(qm_machine *m, const char *dir, qm_error **err_out);
+
+/**
+ * Puts the QMP monitor on a socketpair (the default; no file is created).
+ */
+qm_status qm_set_monitor_socketpair(qm_machine *m, qm_error **err_out);
+
+/**
+ * Puts the QMP monitor on a unix socket at `path` (borrowed; NULL: `<sock_dir>/<name>-monitor.sock`).
+ * qm listens (mode 0600) and QEMU connects; the file is removed at shutdown. The path must be
+ * shorter than 108 bytes (checked at launch).
+ */
+qm_status qm_set_monitor_unix(qm_machine *m,
+                              const char *path,
+                              qm_error **err_out);
+
+/**
+ * Puts the QMP monitor on TCP: qm listens on `host` (borrowed, e.g. `"127.0.0.1"`) and `port`
+ * (0: any free port) and QEMU connects.
+ */
+qm_status qm_set_monitor_tcp(qm_machine *m, const char *host, uint16_t port, qm_error **err_out);
+
+/**
+ * Turns the console drain on or off (default off). With it, a background thread always reads
+ * the console, so QEMU never blocks on a console nobody reads; bytes are kept for readers of
+ * `qm_console_fd`.
+ */
+qm_status qm_set_drain_console(qm_machine *m, bool drain, qm_error **err_out);
+
+/**
+ * Appends every console byte to the file at `path` (borrowed; created mode 0600 if missing),
+ * which implies the drain; NULL turns the console log off.
+ */
+qm_status qm_set_console_log(qm_machine *m, const char *path, qm_error **err_out);
+
+/**
+ * Sets the QMP timer, in milliseconds, or `QM_WAIT_FOREVER`: it bounds the QMP handshake at
+ * launch and is what `QM_WAIT_DEFAULT` means for `qm_qmp` and `qm_cmd`. Default 30000.
+ */
+qm_status qm_set_qmp_timer(qm_machine *m, int64_t timeout_ms, qm_error **err_out);
+
+/**
+ * Turns the QMP monitor on (the default) or off. Without it, QMP calls fail with
+ * `QM_ERR_STATE` and a graceful shutdown sends SIGTERM.
+ */
+qm_status qm_set_qmp_monitor(qm_machine *m, bool enabled, qm_error **err_out);
+
+/**
+ * Adds `-machine TYPE` (`machine_type` borrowed, e.g. `"none"`, `"pc"`, `"q35"`).
+ */
+qm_status qm_set_machine(qm_machine *m, const char *machine_type, qm_error **err_out);
+
+/**
+ * Adds a console on a socketpair (see `qm_console_fd`): `-serial chardev:console`, or with a
+ * `device_type` (borrowed, e.g. `"isa-serial"`; NULL for the default serial port)
+ * `-device TYPE,chardev=console`. An `index` above 0 first adds that many `-serial null`.
+ */
+qm_status qm_set_console(qm_machine *m,
+                         const char *device_type,
+                         uint32_t index,
+                         qm_error **err_out);
+
+/**
+ * Adds an unused `-monitor null`.
+ */
+qm_status qm_add_monitor_null(qm_machine *m, qm_error **err_out);
+
+/**
+ * Passes the open descriptor `fd` to QEMU as `-add-fd fd=FD,set=FDSET,opaque=OPAQUE[,OPTS]`
+ * (`opaque` borrowed; `opts` borrowed or NULL for none). QEMU inherits it under the same
+ * number. The caller keeps ownership and must keep it open until `qm_launch` returns.
+ * `QM_ERR_INVALID` when `fd` is not an open descriptor.
+ */
+qm_status qm_add_fd(qm_machine *m,
+                    int fd,
+                    uint32_t fdset,
+                    const char *opaque,
+                    const char *opts,
+                    qm_error **err_out);
+
+/**
+ * Caps the size of one message from QEMU, in bytes (default 64 MiB; values under 1024 count
+ * as 1024). A larger message fails the connection with `QM_ERR_PROTOCOL`.
+ */
+qm_status qm_set_max_message_size(qm_machine *m, size_t bytes, qm_error **err_out);
+
+/**
+ * Starts QEMU and, unless QMP is off, connects and negotiates QMP.
+ *
+ * Blocks until QMP is up, at most the QMP timer (`qm_set_qmp_timer`); returns at once when
+ * QEMU exits early. `QM_ERR_STATE` when already launched. Any other failure is
+ * `QM_ERR_LAUNCH`, whose error object has QEMU's exit code (`qm_error_exit_code`), the command
+ * line and QEMU's output, and the cause (`qm_error_launch_cause`); by then no process is left
+ * and everything the launch created is removed, and the machine can be launched again.
+ */
+qm_status qm_launch(qm_machine *m, qm_error **err_out);
+
+/**
+ * Runs the QMP command `cmd` (borrowed) with the arguments `args_json` (borrowed: a JSON
+ * object, or NULL / `"null"` for none; sent as it is) and stores QEMU's raw response, a JSON
+ * object `{"return": ...}` or `{"error": {"class": ..., "desc": ...}}`, in `*response_out`
+ * (owned: free with `qm_string_free`). A QMP error response is a success here.
+ *
+ * Blocks until the reply, at most `timeout_ms` milliseconds (`QM_WAIT_DEFAULT`: the QMP timer;
+ * `QM_WAIT_FOREVER`), or until `cancel` (may be NULL) fires. Any number of threads may run
+ * commands on one machine at once. Errors: `QM_ERR_STATE` (not launched, or QMP off),
+ * `QM_ERR_TIMEOUT`, `QM_ERR_INTERRUPTED`, `QM_ERR_DISCONNECTED`, `QM_ERR_INVALID`,
+ * `QM_ERR_PROTOCOL`. A reply that arrives after a timeout is dropped; the connection stays
+ * usable.
+ */
+qm_status qm_qmp(qm_machine *m,
+                 const char *cmd,
+                 const char *args_json,
+                 int64_t timeout_ms,
+                 const qm_cancel *cancel,
+                 char **response_out,
+                 qm_error **err_out);
+
+/**
+ * Like `qm_qmp`, but stores only the value of `return` as JSON in `*return_out` (owned: free
+ * with `qm_string_free`; e.g. `{}` or `{"status": "running", ...}`), and turns an error response
+ * into `QM_ERR_QMP` with its class and description on the error object
+ * (`qm_error_qmp_class`, `qm_error_qmp_desc`).
+ */
+qm_status qm_cmd(qm_machine *m,
+                 const char *cmd,
+                 const char *args_json,
+                 int64_t timeout_ms,
+                 const qm_cancel *cancel,
+                 char **return_out,
+                 qm_error **err_out);
+
+/**
+ * Sends the open descriptor `fd` (borrowed; the caller keeps it) to QEMU over the QMP socket
+ * with SCM_RIGHTS, for a following `getfd` or `add-fd` command, which take the descriptor that
+ * arrived last. The monitor must be a unix socket or socketpair (the default).
+ * `QM_ERR_INVALID` when `fd` is not open; `QM_ERR_STATE` when not launched.
+ *
+ * Two threads that each send a descriptor and then run `getfd`/`add-fd` must not interleave:
+ * serialise such pairs.
+ */
+qm_status qm_send_fd_scm(qm_machine *m, int fd, qm_error **err_out);
+
+/**
+ * Opens the file at `path` (borrowed) read-only and sends it with `qm_send_fd_scm`; qm closes
+ * its descriptor afterwards. `QM_ERR_IO` when the file cannot be opened.
+ */
+qm_status qm_send_file_scm(qm_machine *m, const char *path, qm_error **err_out);
+
+/**
+ * Takes the oldest queued QMP event and stores it as a JSON object (`{"event": "STOP",
+ * "data": ..., "timestamp": ...}`) in `*event_out` (owned: free with `qm_string_free`).
+ *
+ * `timeout_ms` 0 only looks: when no event is queued, `*event_out` is set to NULL and the call
+ * succeeds (also after the connection closed). Otherwise it blocks until an event arrives, at
+ * most `timeout_ms` (or `QM_WAIT_FOREVER`), failing with `QM_ERR_TIMEOUT`, or until `cancel`
+ * (may be NULL) fires. Events received before a shutdown stay readable after it; before the
+ * first launch this is `QM_ERR_STATE`.
+ */
+qm_status qm_event_get(qm_machine *m,
+                       int64_t timeout_ms,
+                       const qm_cancel *cancel,
+                       char **event_out,
+                       qm_error **err_out);
+
+/**
+ * Takes every queued event and stores them, oldest first, as a JSON array in
+ * `*events_json_array_out` (owned: free with `qm_string_free`). With `timeout_ms` 0 the array
+ * may be empty (`[]`); otherwise it waits for at least one event as `qm_event_get` does.
+ */
+qm_status qm_events_get(qm_machine *m,
+                        int64_t timeout_ms,
+                        const qm_cancel *cancel,
+                        char **events_json_array_out,
+                        qm_error **err_out);
+
+/**
+ * Drops every queued event. Never blocks; does nothing before the first launch.
+ */
+qm_status qm_events_clear(qm_machine *m, qm_error **err_out);
+
+/**
+ * Waits for the first event called `name` (borrowed) that matches `match_json` (borrowed: a
+ * JSON object, or NULL / `"null"` for any; see `qm_event_match`), takes it out of the queue and
+ * stores it as a JSON object in `*event_out` (owned: free with `qm_string_free`). Queued
+ * events are searched first; events that do not match stay queued, in order.
+ *
+ * Blocking as for `qm_event_get`: with `timeout_ms` 0, `*event_out` is set to NULL when no
+ * queued event matches; a longer wait fails with `QM_ERR_TIMEOUT`. `cancel` (may be NULL)
+ * interrupts it from another thread with `QM_ERR_INTERRUPTED`.
+ */
+qm_status qm_event_wait(qm_machine *m,
+                        const char *name,
+                        const char *match_json,
+                        int64_t timeout_ms,
+                        const qm_cancel *cancel,
+                        char **event_out,
+                        qm_error **err_out);
+
+/**
+ * Like `qm_event_wait`, for the first event that matches any of several filters:
+ * `filters_json` (borrowed) is a non-empty JSON array of objects
+ * `{"name": "EVENT", "match": {...}}` (`"match"` optional, as `match_json`).
+ */
+qm_status qm_events_wait(qm_machine *m,
+                         const char *filters_json,
+                         int64_t timeout_ms,
+                         const qm_cancel *cancel,
+                         char **event_out,
+                         qm_error **err_out);
+
+/**
+ * Shuts QEMU down. Gracefully (`hard` false): `quit` over QMP (SIGTERM without QMP), then
+ * waits for QEMU to exit, at most `timeout_ms` (`QM_WAIT_DEFAULT`: 30 s; `QM_WAIT_FOREVER`);
+ * if it does not exit in time, or `cancel` (may be NULL) fires meanwhile, QEMU is killed and
+ * the call fails with `QM_ERR_ABNORMAL_SHUTDOWN`. Hard (`hard` true): SIGKILL at once
+ * (`timeout_ms` is then ignored, but must be valid).
+ *
+ * Cleanup always runs (console closed, temp dir and socket files removed, log read back). A
+ * machine that is not launched (never, or already shut down) is left alone and the call
+ * succeeds, so a second shutdown is harmless. Calls blocked on the machine in other threads
+ * fail with `QM_ERR_DISCONNECTED`.
+ */
+qm_status qm_shutdown(qm_machine *m,
+                      bool hard,
+                      int64_t timeout_ms,
+                      const qm_cancel *cancel,
+                      qm_error **err_out);
+
+/**
+ * Kills QEMU with SIGKILL, reaps it and cleans up; the same as `qm_shutdown(m, true, ...)`.
+ * Blocks until QEMU is gone (normally milliseconds). Succeeds when not launched.
+ */
+qm_status qm_kill(qm_machine *m, qm_error **err_out);
+
+/**
+ * Waits for QEMU to exit by itself (e.g. the guest powered off), at most `timeout_ms`
+ * (`QM_WAIT_DEFAULT`: 30 s; `QM_WAIT_FOREVER`), then cleans up. When it does not exit in time
+ * or `cancel` (may be NULL) fires, QEMU is killed and the call fails with
+ * `QM_ERR_ABNORMAL_SHUTDOWN`. Succeeds at once when not launched.
+ */
+qm_status qm_wait(qm_machine *m, int64_t timeout_ms, const qm_cancel *cancel, qm_error **err_out);
+
+/**
+ * True while QEMU runs (false for NULL). Never blocks.
+ */
+bool qm_is_running(const qm_machine *m);
+
+/**
+ * QEMU's process id while it runs; -1 when it does not (or for NULL). Never blocks.
+ */
+int64_t qm_pid(const qm_machine *m);
+
+/**
+ * Once QEMU has exited (after a shutdown, a wait, or a failed launch where it ran): stores its
+ * exit status in `*code_out` (when not NULL; negative: killed by that signal) and returns
+ * true. Returns false while it runs, before a launch, and for a NULL `m`. Never blocks.
+ */
+bool qm_exit_code(const qm_machine *m, int *code_out);
+
+/**
+ * What QEMU wrote to stdout and stderr during the last run, read back after a shutdown or a
+ * failed launch, in `*log_out` (owned: free with `qm_string_free`). While QEMU runs, and
+ * before any run, there is no log yet: `*log_out` is set to NULL and the call succeeds.
+ */
+qm_status qm_get_log(const qm_machine *m, char **log_out, qm_error **err_out);
+
+/**
+ * The machine's temporary directory (mode 0700) in `*dir_out` (owned). It is created on first
+ * use (so this may fail with `QM_ERR_IO`) and removed at shutdown.
+ */
+qm_status qm_get_temp_dir(const qm_machine *m, char **dir_out, qm_error **err_out);
+
+/**
+ * The directory of the log file in `*dir_out` (owned): the one set with `qm_set_log_dir`, or
+ * the temporary directory (created on first use).
+ */
+qm_status qm_get_log_dir(const qm_machine *m, char **dir_out, qm_error **err_out);
+
+/**
+ * The directory of socket files in `*dir_out` (owned): the one set with `qm_set_sock_dir`, or
+ * the temporary directory (created on first use).
+ */
+qm_status qm_get_sock_dir(const qm_machine *m, char **dir_out, qm_error **err_out);
+
+/**
+ * The machine's name in `*name_out` (owned).
+ */
+qm_status qm_get_name(const qm_machine *m, char **name_out, qm_error **err_out);
+
+/**
+ * The QEMU binary given to `qm_new` in `*binary_out` (owned).
+ */
+qm_status qm_get_binary(const qm_machine *m, char **binary_out, qm_error **err_out);
+
+/**
+ * The extra arguments added with `qm_add_args` (and `qm_add_fd`, `qm_add_monitor_null`), as a
+ * JSON array of strings in `*json_array_out` (owned).
+ */
+qm_status qm_get_args(const qm_machine *m, char **json_array_out, qm_error **err_out);
+
+/**
+ * The whole command line of the last launch (wrapper, binary, qm's arguments, extra ones) as a
+ * JSON array of strings in `*json_array_out` (owned); `[]` before the first launch.
+ */
+qm_status qm_get_command_line(const qm_machine *m, char **json_array_out, qm_error **err_out);
+
+/**
+ * Stores the console's descriptor (a connected stream socket) in `*fd_out`. It is borrowed:
+ * owned by the machine and valid until a shutdown begins (or `qm_free`); the caller may read,
+ * write and poll it (and set it non-blocking) but must not close it. `QM_ERR_STATE` unless
+ * `qm_set_console` was called and the machine is launched.
+ *
+ * Without the drain (`qm_set_drain_console`), QEMU blocks when the console's buffer is full,
+ * so read what the guest writes.
+ */
+qm_status qm_console_fd(const qm_machine *m, int *fd_out, qm_error **err_out);
+
+/**
+ * Writes the test guest's boot image (512 bytes, raw) to `path`, replacing any file there.
+ * The guest prints `banner` and `"\r\n"` on its first serial port, then does `action`
+ * (`exit_value` is used only by `QM_GUEST_EXIT`). Boot it with the arguments of
+ * `qm_guest_qemu_args` plus a console (`qm_set_console`).
+ *
+ * `path` and `banner` are borrowed UTF-8 strings. `QM_ERR_INVALID` for NULL, bad UTF-8, a
+ * banner over `QM_GUEST_MAX_BANNER` bytes or an unknown action; `QM_ERR_IO` when the file
+ * cannot be written. Thread-safe; does file I/O only.
+ */
+qm_status qm_guest_write_image(const char *path,
+                               const char *banner,
+                               qm_guest_action action,
+                               uint8_t exit_value,
+                               qm_error **err_out);
+
+/**
+ * The QEMU arguments (after the binary) that boot an image written by
+ * `qm_guest_write_image`, as a JSON array of strings in `*json_array_out` (owned: free with
+ * `qm_string_free`). They select `-machine pc` with TCG; add them with `qm_add_args` and add
+ * a console with `qm_set_console(m, NULL, 0, ...)`.
+ *
+ * `QM_ERR_INVALID` for NULL or bad UTF-8. Thread-safe, never blocks.
+ */
+qm_status qm_guest_qemu_args(const char *image_path, char **json_array_out, qm_error **err_out);
+
+/**
+ * The exit status QEMU reports when the guest exits through isa-debug-exit with `value`
+ * (`QM_GUEST_EXIT`): `((value << 1) | 1) & 0xff`. Pure function.
+ */
+int qm_guest_exit_status(uint8_t value);
+
+#ifdef __cplusplus
+}  // extern "C"
+#endif  // __cplusplus
+
+#endif  /* QM_H */

@@ -1,0 +1,325 @@
+//! The plumbing every export shares: the panic boundary, argument checks (NULL, UTF-8, JSON),
+//! timeouts, and writing results through `*_out` pointers.
+//!
+//! Every export runs its body through [`call`] (status-returning functions) or [`guard`]
+//! (functions returning a plain value), so no Rust panic ever unwinds into C. Argument checks
+//! return [`Error::Invalid`] naming the parameter; [`call`] prefixes the function's name.
+
+use std::ffi::{c_char, CStr, CString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::cancel::qm_cancel;
+use super::error::{qm_error, qm_status};
+use crate::{Cancel, Error, Wait};
+
+/// What the body of an export returns; the error becomes a `qm_error`.
+pub(crate) type Result<T = ()> = std::result::Result<T, Error>;
+
+/// Runs the body of a status-returning export: catches panics, turns an error into an owned
+/// `qm_error` stored in `*err_out` (when `err_out` is not NULL) and returns its status.
+/// On success `*err_out` is left untouched.
+pub(crate) fn call(
+    function: &'static str,
+    err_out: *mut *mut qm_error,
+    body: impl FnOnce() -> Result,
+) -> qm_status {
+    let error = match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(Ok(())) => return qm_status::QM_OK,
+        Ok(Err(err)) => catch_unwind(AssertUnwindSafe(|| qm_error::from_core(function, &err))),
+        Err(payload) => catch_unwind(AssertUnwindSafe(|| qm_error::from_panic(function, payload))),
+    };
+    // Building the error object itself panicked (it allocates): report the bare status.
+    let Ok(error) = error else {
+        return qm_status::QM_ERR_PANIC;
+    };
+    let status = error.status();
+    if !err_out.is_null() {
+        // SAFETY: err_out is not NULL and the caller promises it points to a writable
+        // `qm_error *`. Ownership of the box goes to the caller (`qm_error_free`).
+        unsafe { *err_out = Box::into_raw(Box::new(error)) };
+    }
+    status
+}
+
+/// Runs the body of an export that returns a plain value: a panic yields `fallback`.
+pub(crate) fn guard<T>(fallback: T, body: impl FnOnce() -> T) -> T {
+    catch_unwind(AssertUnwindSafe(body)).unwrap_or(fallback)
+}
+
+/// The "is NULL" error for parameter `name`.
+pub(crate) fn null(name: &str) -> Error {
+    Error::Invalid(format!("{name} is NULL"))
+}
+
+/// Borrows `*ptr`, or fails with [`Error::Invalid`] naming `name` when it is NULL.
+///
+/// # Safety
+/// A non-NULL `ptr` must point to a live `T` for `'a`.
+pub(crate) unsafe fn reference<'a, T>(ptr: *const T, name: &str) -> Result<&'a T> {
+    // SAFETY: the caller's contract; as_ref handles NULL.
+    unsafe { ptr.as_ref() }.ok_or_else(|| null(name))
+}
+
+/// Checks that an output pointer is not NULL, so a call fails before doing anything.
+pub(crate) fn out<T>(ptr: *mut T, name: &str) -> Result<Out<T>> {
+    if ptr.is_null() {
+        Err(null(name))
+    } else {
+        Ok(Out(ptr))
+    }
+}
+
+/// An output pointer known not to be NULL; written at most once, after the work succeeded.
+pub(crate) struct Out<T>(*mut T);
+
+impl<T> Out<T> {
+    /// Stores `value` in the caller's variable.
+    pub(crate) fn write(self, value: T) {
+        // SAFETY: checked non-NULL by `out`; the caller promises it points to a writable T.
+        // `write` does not drop what was there (a C caller's uninitialised variable).
+        unsafe { self.0.write(value) }
+    }
+}
+
+impl Out<*mut c_char> {
+    /// Stores an owned copy of `text` (freed by the caller with `qm_string_free`).
+    pub(crate) fn write_string(self, text: impl Into<Vec<u8>>) {
+        self.write(owned_c_string(text).into_raw());
+    }
+
+    /// Stores `value` serialised as JSON, or NULL for `None`.
+    pub(crate) fn write_json(self, value: Option<&Value>) {
+        match value {
+            Some(v) => self.write_string(v.to_string()),
+            None => self.write(std::ptr::null_mut()),
+        }
+    }
+}
+
+/// A C string from arbitrary bytes: NUL bytes (which C strings cannot hold) become U+FFFD.
+pub(crate) fn owned_c_string(text: impl Into<Vec<u8>>) -> CString {
+    let bytes = text.into();
+    match CString::new(bytes) {
+        Ok(s) => s,
+        Err(e) => {
+            let mut clean = Vec::new();
+            for b in e.into_vec() {
+                if b == 0 {
+                    clean.extend_from_slice("\u{fffd}".as_bytes());
+                } else {
+                    clean.push(b);
+                }
+            }
+            CString::new(clean).expect("every NUL byte was replaced")
+        }
+    }
+}
+
+/// Borrows a NUL-terminated UTF-8 string.
+///
+/// # Safety
+/// A non-NULL `ptr` must point to a NUL-terminated string that stays valid for `'a`.
+pub(crate) unsafe fn string<'a>(ptr: *const c_char, name: &str) -> Result<&'a str> {
+    if ptr.is_null() {
+        return Err(null(name));
+    }
+    // SAFETY: not NULL, and the caller promises a NUL-terminated string alive for 'a.
+    let text = unsafe { CStr::from_ptr(ptr) };
+    text.to_str()
+        .map_err(|e| Error::Invalid(format!("{name} is not valid UTF-8 ({e})")))
+}
+
+/// Like [`string`], but NULL is `None`.
+///
+/// # Safety
+/// As for [`string`].
+pub(crate) unsafe fn opt_string<'a>(ptr: *const c_char, name: &str) -> Result<Option<&'a str>> {
+    if ptr.is_null() {
+        Ok(None)
+    } else {
+        // SAFETY: forwarded contract.
+        unsafe { string(ptr, name) }.map(Some)
+    }
+}
+
+/// Copies an array of `n` strings; `ptr` may be NULL only when `n` is 0.
+///
+/// # Safety
+/// A non-NULL `ptr` must point to `n` pointers, each a NUL-terminated string (checked for
+/// NULL).
+pub(crate) unsafe fn strings(
+    ptr: *const *const c_char,
+    n: usize,
+    name: &str,
+) -> Result<Vec<String>> {
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    if ptr.is_null() {
+        return Err(Error::Invalid(format!(
+            "{name} is NULL but its length is {n}"
+        )));
+    }
+    // SAFETY: the caller promises `n` readable pointers at `ptr`.
+    let items = unsafe { std::slice::from_raw_parts(ptr, n) };
+    items
+        .iter()
+        .enumerate()
+        // SAFETY: each element is NULL (rejected) or a NUL-terminated string.
+        .map(|(i, &p)| unsafe { string(p, &format!("{name}[{i}]")) }.map(str::to_owned))
+        .collect()
+}
+
+/// Parses a JSON text.
+pub(crate) fn json(text: &str, name: &str) -> Result<Value> {
+    serde_json::from_str(text).map_err(|e| Error::Invalid(format!("{name} is not valid JSON: {e}")))
+}
+
+/// Parses an optional JSON object: NULL and the JSON text `null` are `None`; anything but an
+/// object is rejected.
+///
+/// # Safety
+/// As for [`string`].
+pub(crate) unsafe fn opt_json_object(ptr: *const c_char, name: &str) -> Result<Option<Value>> {
+    // SAFETY: forwarded contract.
+    let Some(text) = (unsafe { opt_string(ptr, name) })? else {
+        return Ok(None);
+    };
+    match json(text, name)? {
+        Value::Null => Ok(None),
+        v @ Value::Object(_) => Ok(Some(v)),
+        other => Err(Error::Invalid(format!(
+            "{name} must be a JSON object or null, got {}",
+            kind(&other)
+        ))),
+    }
+}
+
+/// A JSON value's kind, for messages.
+pub(crate) fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Wait forever (`QM_WAIT_FOREVER`).
+pub(crate) const FOREVER: i64 = -1;
+/// The call's default wait (`QM_WAIT_DEFAULT`).
+pub(crate) const DEFAULT: i64 = -2;
+
+/// A duration in milliseconds, or `None` for [`FOREVER`]. Other negative values are invalid.
+pub(crate) fn millis(timeout_ms: i64, name: &str) -> Result<Option<Duration>> {
+    match timeout_ms {
+        FOREVER => Ok(None),
+        ms if ms >= 0 => Ok(Some(Duration::from_millis(ms as u64))),
+        ms => Err(Error::Invalid(format!(
+            "{name} is {ms}: use a number of milliseconds >= 0 or QM_WAIT_FOREVER (-1)"
+        ))),
+    }
+}
+
+/// Builds the [`Wait`] of a blocking call from its `timeout_ms` and `cancel` parameters.
+///
+/// `default` is what `QM_WAIT_DEFAULT` means for this call (`None`: the call has no default and
+/// rejects it). A token that already fired fails the call at once with
+/// [`Error::Interrupted`], before it does anything.
+///
+/// # Safety
+/// A non-NULL `cancel` must be a live `qm_cancel`.
+pub(crate) unsafe fn wait(
+    timeout_ms: i64,
+    cancel: *const qm_cancel,
+    default: Option<&dyn Fn() -> Option<Duration>>,
+) -> Result<Wait> {
+    let timeout = match (timeout_ms, default) {
+        (DEFAULT, Some(default)) => default(),
+        (DEFAULT, None) => {
+            return Err(Error::Invalid(
+                "timeout_ms is QM_WAIT_DEFAULT, which this call does not take".into(),
+            ))
+        }
+        (ms, _) => millis(ms, "timeout_ms")?,
+    };
+    let mut wait = Wait::from(timeout);
+    // SAFETY: the caller's contract.
+    if let Some(cancel) = unsafe { cancel.as_ref() } {
+        let token: &Cancel = cancel.token();
+        if token.is_cancelled() {
+            return Err(Error::Interrupted);
+        }
+        wait = wait.cancel(token);
+    }
+    Ok(wait)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_becomes_a_status_and_an_error() {
+        let mut err: *mut qm_error = std::ptr::null_mut();
+        let status = call("qm_test", &mut err, || panic!("boom {}", 42));
+        assert_eq!(status, qm_status::QM_ERR_PANIC);
+        assert!(!err.is_null());
+        // SAFETY: err was just created by `call`.
+        let e = unsafe { Box::from_raw(err) };
+        assert_eq!(e.status(), qm_status::QM_ERR_PANIC);
+        assert!(e.message().contains("boom 42"), "{}", e.message());
+        assert!(e.message().starts_with("qm_test: "), "{}", e.message());
+    }
+
+    #[test]
+    fn a_panic_with_a_null_err_out_still_returns_the_status() {
+        let status = call("qm_test", std::ptr::null_mut(), || {
+            std::panic::panic_any(17u8)
+        });
+        assert_eq!(status, qm_status::QM_ERR_PANIC);
+    }
+
+    #[test]
+    fn guard_returns_the_fallback_on_panic() {
+        assert_eq!(guard(-1i64, || panic!("no")), -1);
+        assert_eq!(guard(-1i64, || 5), 5);
+    }
+
+    #[test]
+    fn success_leaves_err_out_untouched() {
+        let sentinel = 0x10 as *mut qm_error;
+        let mut err = sentinel;
+        assert_eq!(call("qm_test", &mut err, || Ok(())), qm_status::QM_OK);
+        assert_eq!(err, sentinel);
+    }
+
+    #[test]
+    fn nul_bytes_become_replacement_characters() {
+        assert_eq!(
+            owned_c_string(b"a\0b".to_vec()).to_str().unwrap(),
+            "a\u{fffd}b"
+        );
+    }
+
+    #[test]
+    fn timeouts() {
+        assert_eq!(millis(-1, "t").unwrap(), None);
+        assert_eq!(millis(0, "t").unwrap(), Some(Duration::ZERO));
+        assert_eq!(
+            millis(1500, "t").unwrap(),
+            Some(Duration::from_millis(1500))
+        );
+        assert!(matches!(millis(-3, "t"), Err(Error::Invalid(_))));
+        // SAFETY: NULL cancel.
+        assert!(matches!(
+            unsafe { wait(-2, std::ptr::null(), None) },
+            Err(Error::Invalid(_))
+        ));
+    }
+}

@@ -1,0 +1,63 @@
+//! `qm_cancel`: a token that interrupts blocked calls from another thread.
+
+use super::boundary::guard;
+use crate::Cancel;
+
+/// A cancellation token. Pass it to blocking calls (`qm_qmp`, `qm_event_wait`, `qm_shutdown` ...);
+/// `qm_cancel_fire` from any thread makes every call waiting with it return
+/// `QM_ERR_INTERRUPTED` at once. Firing is sticky: a call that starts after the token fired
+/// returns `QM_ERR_INTERRUPTED` before doing anything. A token is not tied to one machine and
+/// may be shared by many calls and threads; make a new one to start over.
+pub struct qm_cancel {
+    token: Cancel,
+}
+
+impl qm_cancel {
+    pub(crate) fn token(&self) -> &Cancel {
+        &self.token
+    }
+}
+
+/// A new token that has not fired; NULL only if memory runs out. Free it with `qm_cancel_free`.
+#[no_mangle]
+pub extern "C" fn qm_cancel_new() -> *mut qm_cancel {
+    guard(std::ptr::null_mut(), || {
+        Box::into_raw(Box::new(qm_cancel {
+            token: Cancel::new(),
+        }))
+    })
+}
+
+/// Fires the token: every call waiting with it returns `QM_ERR_INTERRUPTED`, now and later.
+/// Thread-safe and non-blocking (safe from any thread, also while other threads wait on the
+/// token); firing twice is harmless. NULL is a no-op.
+#[no_mangle]
+pub unsafe extern "C" fn qm_cancel_fire(cancel: *const qm_cancel) {
+    guard((), || {
+        // SAFETY: NULL or a live token (the caller's contract).
+        if let Some(c) = unsafe { cancel.as_ref() } {
+            c.token.cancel();
+        }
+    })
+}
+
+/// True once the token has fired. False for NULL.
+#[no_mangle]
+pub unsafe extern "C" fn qm_cancel_is_fired(cancel: *const qm_cancel) -> bool {
+    // SAFETY: NULL or a live token.
+    guard(false, || {
+        unsafe { cancel.as_ref() }.is_some_and(|c| c.token.is_cancelled())
+    })
+}
+
+/// Frees a token. NULL is a no-op. No call that was passed the token may still be running
+/// (fire it and wait for those calls to return first).
+#[no_mangle]
+pub unsafe extern "C" fn qm_cancel_free(cancel: *mut qm_cancel) {
+    guard((), || {
+        if !cancel.is_null() {
+            // SAFETY: a non-NULL token came from qm_cancel_new and is freed only once.
+            drop(unsafe { Box::from_raw(cancel) });
+        }
+    })
+}

@@ -1,0 +1,367 @@
+//! `qm_status` and `qm_error`: what a failed call reports.
+
+use std::any::Any;
+use std::ffi::{c_char, c_int, CString};
+
+use super::boundary::{guard, owned_c_string};
+use crate::Error;
+
+/// The result of every fallible call. The values are stable: they never change, and new ones
+/// are only ever added at the end.
+#[allow(non_camel_case_types)]
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum qm_status {
+    /// Success.
+    QM_OK = 0,
+    /// The machine could not be launched. The error object has QEMU's exit code (if it exited),
+    /// the command line and QEMU's output; everything the launch created is cleaned up.
+    QM_ERR_LAUNCH = 1,
+    /// QEMU answered a command with an error: see `qm_error_qmp_class` / `qm_error_qmp_desc`.
+    QM_ERR_QMP = 2,
+    /// A wait ran out of time.
+    QM_ERR_TIMEOUT = 3,
+    /// The QMP connection is gone (QEMU exited or closed it, or the machine shut down).
+    QM_ERR_DISCONNECTED = 4,
+    /// The call was interrupted through its `qm_cancel` token.
+    QM_ERR_INTERRUPTED = 5,
+    /// A graceful shutdown (or wait) did not end in time, or was interrupted: QEMU was killed.
+    /// Cleanup has run.
+    QM_ERR_ABNORMAL_SHUTDOWN = 6,
+    /// The call does not fit the machine's state (a command before launch, launch twice ...).
+    QM_ERR_STATE = 7,
+    /// An invalid argument: a NULL pointer, a string that is not UTF-8, text that is not JSON
+    /// (or JSON of the wrong shape), an out-of-range number, an invalid setting.
+    QM_ERR_INVALID = 8,
+    /// QEMU broke the QMP protocol (bad JSON, a message over the size cap, a bad greeting).
+    QM_ERR_PROTOCOL = 9,
+    /// An operating-system call failed: see `qm_error_os_code`.
+    QM_ERR_IO = 10,
+    /// A bug in qm: a Rust panic was caught at the C boundary. The handle stays usable but its
+    /// state may be inconsistent; please report the message.
+    QM_ERR_PANIC = 11,
+}
+
+impl qm_status {
+    fn of(err: &Error) -> qm_status {
+        match err {
+            Error::Launch { .. } => qm_status::QM_ERR_LAUNCH,
+            Error::Qmp { .. } => qm_status::QM_ERR_QMP,
+            Error::Timeout(_) => qm_status::QM_ERR_TIMEOUT,
+            Error::Disconnected(_) => qm_status::QM_ERR_DISCONNECTED,
+            Error::Interrupted => qm_status::QM_ERR_INTERRUPTED,
+            Error::AbnormalShutdown(_) => qm_status::QM_ERR_ABNORMAL_SHUTDOWN,
+            Error::State(_) => qm_status::QM_ERR_STATE,
+            Error::Invalid(_) => qm_status::QM_ERR_INVALID,
+            Error::Protocol(_) => qm_status::QM_ERR_PROTOCOL,
+            Error::Io { .. } => qm_status::QM_ERR_IO,
+        }
+    }
+}
+
+/// An error: status, message and structured details. Created by a failed call and owned by the
+/// caller, who frees it with `qm_error_free`. Immutable: any number of threads may read it at
+/// once; it is tied to no thread and no handle (it outlives the machine that produced it).
+pub struct qm_error {
+    status: qm_status,
+    message: CString,
+    qmp: Option<(CString, CString)>,
+    exit_code: Option<i32>,
+    command: Option<CString>,
+    output: Option<CString>,
+    launch_cause: qm_status,
+    os_code: Option<i32>,
+}
+
+impl qm_error {
+    /// The error object for a core error raised in `function`.
+    pub(crate) fn from_core(function: &str, err: &Error) -> qm_error {
+        let status = qm_status::of(err);
+        // Arguments rejected at the boundary say which function they were rejected by.
+        let message = match err {
+            Error::Invalid(_) => format!("{function}: {err}"),
+            _ => err.to_string(),
+        };
+        let mut e = qm_error::bare(status, message);
+        match err {
+            Error::Qmp { class, desc } => {
+                e.qmp = Some((owned_c_string(class.clone()), owned_c_string(desc.clone())));
+            }
+            Error::Launch {
+                exitcode,
+                command,
+                output,
+                cause,
+            } => {
+                e.exit_code = *exitcode;
+                e.command = Some(owned_c_string(command.clone()));
+                e.output = Some(owned_c_string(output.clone()));
+                e.launch_cause = qm_status::of(cause);
+                e.os_code = os_code(cause);
+            }
+            other => e.os_code = os_code(other),
+        }
+        e
+    }
+
+    /// The error object for a panic caught in `function`.
+    pub(crate) fn from_panic(function: &str, payload: Box<dyn Any + Send>) -> qm_error {
+        let what = if let Some(s) = payload.downcast_ref::<&str>() {
+            (*s).to_owned()
+        } else if let Some(s) = payload.downcast_ref::<String>() {
+            s.clone()
+        } else {
+            "a panic with a non-string payload".to_owned()
+        };
+        qm_error::bare(
+            qm_status::QM_ERR_PANIC,
+            format!("{function}: internal error (Rust panic): {what}"),
+        )
+    }
+
+    fn bare(status: qm_status, message: String) -> qm_error {
+        qm_error {
+            status,
+            message: owned_c_string(message),
+            qmp: None,
+            exit_code: None,
+            command: None,
+            output: None,
+            launch_cause: qm_status::QM_OK,
+            os_code: None,
+        }
+    }
+
+    pub(crate) fn status(&self) -> qm_status {
+        self.status
+    }
+
+    #[cfg(test)]
+    pub(crate) fn message(&self) -> &str {
+        self.message.to_str().unwrap_or_default()
+    }
+}
+
+fn os_code(err: &Error) -> Option<i32> {
+    match err {
+        Error::Io { source, .. } => source.raw_os_error(),
+        _ => None,
+    }
+}
+
+fn borrowed(s: Option<&CString>) -> *const c_char {
+    s.map_or(std::ptr::null(), |s| s.as_ptr())
+}
+
+/// The error's status (never `QM_OK` for an error a call returned). `QM_OK` for NULL.
+///
+/// `err` is borrowed.
+#[no_mangle]
+pub unsafe extern "C" fn qm_error_status(err: *const qm_error) -> qm_status {
+    // SAFETY: NULL or a live error (the caller's contract).
+    guard(qm_status::QM_ERR_PANIC, || match unsafe { err.as_ref() } {
+        Some(e) => e.status,
+        None => qm_status::QM_OK,
+    })
+}
+
+/// The error's message: one line or more of UTF-8 for humans (for a launch failure it includes
+/// the exit code, the command line and QEMU's output). NULL for NULL.
+///
+/// The string belongs to `err` and stays valid until `qm_error_free(err)`; do not free it.
+#[no_mangle]
+pub unsafe extern "C" fn qm_error_message(err: *const qm_error) -> *const c_char {
+    // SAFETY: NULL or a live error.
+    guard(std::ptr::null(), || {
+        borrowed(unsafe { err.as_ref() }.map(|e| &e.message))
+    })
+}
+
+/// The QMP error class (e.g. `"GenericError"`, `"CommandNotFound"`) of a `QM_ERR_QMP` error;
+/// NULL for any other error and for NULL.
+///
+/// The string belongs to `err` and stays valid until `qm_error_free(err)`.
+#[no_mangle]
+pub unsafe extern "C" fn qm_error_qmp_class(err: *const qm_error) -> *const c_char {
+    // SAFETY: NULL or a live error.
+    guard(std::ptr::null(), || {
+        borrowed(unsafe { err.as_ref() }.and_then(|e| e.qmp.as_ref().map(|q| &q.0)))
+    })
+}
+
+/// QEMU's description of a `QM_ERR_QMP` error; NULL for any other error and for NULL.
+///
+/// The string belongs to `err` and stays valid until `qm_error_free(err)`.
+#[no_mangle]
+pub unsafe extern "C" fn qm_error_qmp_desc(err: *const qm_error) -> *const c_char {
+    // SAFETY: NULL or a live error.
+    guard(std::ptr::null(), || {
+        borrowed(unsafe { err.as_ref() }.and_then(|e| e.qmp.as_ref().map(|q| &q.1)))
+    })
+}
+
+/// For a `QM_ERR_LAUNCH` error where QEMU exited by itself: stores QEMU's exit status in
+/// `*code_out` (negative: killed by that signal) and returns true. Returns false, and leaves
+/// `*code_out` untouched, for other errors, for a launch where QEMU never ran or was still
+/// running (and was killed), and when `err` or `code_out` is NULL.
+#[no_mangle]
+pub unsafe extern "C" fn qm_error_exit_code(err: *const qm_error, code_out: *mut c_int) -> bool {
+    guard(false, || {
+        // SAFETY: NULL or a live error.
+        match (
+            unsafe { err.as_ref() }.and_then(|e| e.exit_code),
+            code_out.is_null(),
+        ) {
+            (Some(code), false) => {
+                // SAFETY: not NULL; the caller promises a writable int.
+                unsafe { code_out.write(code) };
+                true
+            }
+            _ => false,
+        }
+    })
+}
+
+/// The command line of a `QM_ERR_LAUNCH` error (the arguments joined by spaces, for humans;
+/// never run by a shell); NULL for other errors and for NULL.
+///
+/// The string belongs to `err` and stays valid until `qm_error_free(err)`.
+#[no_mangle]
+pub unsafe extern "C" fn qm_error_command(err: *const qm_error) -> *const c_char {
+    // SAFETY: NULL or a live error.
+    guard(std::ptr::null(), || {
+        borrowed(unsafe { err.as_ref() }.and_then(|e| e.command.as_ref()))
+    })
+}
+
+/// What QEMU wrote to stdout and stderr before a `QM_ERR_LAUNCH` error (possibly empty); NULL
+/// for other errors and for NULL.
+///
+/// The string belongs to `err` and stays valid until `qm_error_free(err)`.
+#[no_mangle]
+pub unsafe extern "C" fn qm_error_output(err: *const qm_error) -> *const c_char {
+    // SAFETY: NULL or a live error.
+    guard(std::ptr::null(), || {
+        borrowed(unsafe { err.as_ref() }.and_then(|e| e.output.as_ref()))
+    })
+}
+
+/// For a `QM_ERR_LAUNCH` error, the status of what made the launch fail: e.g. `QM_ERR_IO` when
+/// the binary could not be started, `QM_ERR_DISCONNECTED` when QEMU exited before QMP was up,
+/// `QM_ERR_TIMEOUT` when the QMP timer ran out. `QM_OK` for other errors and for NULL.
+#[no_mangle]
+pub unsafe extern "C" fn qm_error_launch_cause(err: *const qm_error) -> qm_status {
+    // SAFETY: NULL or a live error.
+    guard(qm_status::QM_ERR_PANIC, || {
+        unsafe { err.as_ref() }.map_or(qm_status::QM_OK, |e| e.launch_cause)
+    })
+}
+
+/// For an error caused by a failed operating-system call (`QM_ERR_IO`, or a `QM_ERR_LAUNCH`
+/// whose cause is one), stores the `errno` value in `*code_out` and returns true (e.g. `ENOENT`
+/// for a QEMU binary that does not exist). Returns false, leaving `*code_out` untouched,
+/// otherwise and when `err` or `code_out` is NULL.
+#[no_mangle]
+pub unsafe extern "C" fn qm_error_os_code(err: *const qm_error, code_out: *mut c_int) -> bool {
+    guard(false, || {
+        // SAFETY: NULL or a live error.
+        match (
+            unsafe { err.as_ref() }.and_then(|e| e.os_code),
+            code_out.is_null(),
+        ) {
+            (Some(code), false) => {
+                // SAFETY: not NULL; the caller promises a writable int.
+                unsafe { code_out.write(code) };
+                true
+            }
+            _ => false,
+        }
+    })
+}
+
+/// Frees an error and the strings it lent out. NULL is a no-op. Call it once per error.
+#[no_mangle]
+pub unsafe extern "C" fn qm_error_free(err: *mut qm_error) {
+    guard((), || {
+        if !err.is_null() {
+            // SAFETY: a non-NULL err came from Box::into_raw in `call` and is freed only once.
+            drop(unsafe { Box::from_raw(err) });
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_core_error_has_its_status() {
+        let io = || std::io::Error::from_raw_os_error(libc::ENOENT);
+        let cases = [
+            (
+                Error::Qmp {
+                    class: "C".into(),
+                    desc: "D".into(),
+                },
+                qm_status::QM_ERR_QMP,
+            ),
+            (Error::Timeout("t".into()), qm_status::QM_ERR_TIMEOUT),
+            (
+                Error::Disconnected("d".into()),
+                qm_status::QM_ERR_DISCONNECTED,
+            ),
+            (Error::Interrupted, qm_status::QM_ERR_INTERRUPTED),
+            (
+                Error::AbnormalShutdown("a".into()),
+                qm_status::QM_ERR_ABNORMAL_SHUTDOWN,
+            ),
+            (Error::State("s".into()), qm_status::QM_ERR_STATE),
+            (Error::Invalid("i".into()), qm_status::QM_ERR_INVALID),
+            (Error::Protocol("p".into()), qm_status::QM_ERR_PROTOCOL),
+            (
+                Error::Io {
+                    context: "c".into(),
+                    source: io(),
+                },
+                qm_status::QM_ERR_IO,
+            ),
+            (
+                Error::Launch {
+                    exitcode: Some(1),
+                    command: "qemu -x".into(),
+                    output: "bad\0arg".into(),
+                    cause: Box::new(Error::Io {
+                        context: "c".into(),
+                        source: io(),
+                    }),
+                },
+                qm_status::QM_ERR_LAUNCH,
+            ),
+        ];
+        for (err, status) in cases {
+            let e = qm_error::from_core("qm_test", &err);
+            assert_eq!(e.status, status, "{err}");
+        }
+    }
+
+    #[test]
+    fn launch_details() {
+        let err = Error::Launch {
+            exitcode: Some(1),
+            command: "qemu -x".into(),
+            output: "bad\0arg".into(),
+            cause: Box::new(Error::io(
+                "spawn",
+                std::io::Error::from_raw_os_error(libc::ENOENT),
+            )),
+        };
+        let e = qm_error::from_core("qm_launch", &err);
+        assert_eq!(e.exit_code, Some(1));
+        assert_eq!(
+            e.output.as_ref().unwrap().to_str().unwrap(),
+            "bad\u{fffd}arg"
+        );
+        assert_eq!(e.launch_cause, qm_status::QM_ERR_IO);
+        assert_eq!(e.os_code, Some(libc::ENOENT));
+    }
+}

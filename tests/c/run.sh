@@ -1,0 +1,236 @@
+#!/usr/bin/env bash
+# The C side of `make test` (`make test-c`): builds and runs the C tests against a real QEMU.
+#
+#   tests/c/run.sh [STEP...]     steps: header asan valgrind install (default: all, in order)
+#
+#   header    include/qm.h compiles alone as C99 (-Wall -Wextra -Werror -pedantic) and as C++
+#   asan      every tests/c/test_*.c, built with -Wall -Wextra -Werror and AddressSanitizer +
+#             UBSan, statically linked with libqm.a (LeakSanitizer on)
+#   valgrind  the same tests, linked with libqm.so, once under valgrind --leak-check=full
+#   install   `make install` into a temporary prefix, then bindings/c/examples/*.c built with
+#             pkg-config (shared, and --static against a prefix that has only libqm.a) and run
+#
+# Every test binary ends with `<file>: N passed, M failed`; this script adds them up and ends
+# with `c-tests: N passed, M failed`. Environment: CC, CXX, CARGO, MAKE, QM_QEMU (the QEMU
+# binary), QM_C_TESTS (space-separated test binaries to run, e.g. "test_api test_qmp").
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+CC=${CC:-cc}
+CXX=${CXX:-c++}
+CARGO=${CARGO:-cargo}
+MAKE=${MAKE:-make}
+B=$ROOT/tests/c/build
+# What rustc links a static Rust library with (`--print native-static-libs`).
+NATIVE_LIBS=${NATIVE_LIBS:--lgcc_s -lutil -lrt -lpthread -lm -ldl -lc}
+CFLAGS_COMMON=(-std=c11 -D_GNU_SOURCE -g -O1 -Wall -Wextra -Werror -I"$ROOT/include" -I"$ROOT/tests/c")
+
+steps=("$@")
+[ ${#steps[@]} -eq 0 ] && steps=(header asan valgrind install)
+tests=()
+for src in tests/c/test_*.c; do
+    name=$(basename "$src" .c)
+    if [ -n "${QM_C_TESTS:-}" ] && [[ " $QM_C_TESTS " != *" $name "* ]]; then continue; fi
+    tests+=("$name")
+done
+
+passed=0
+failed=0
+skipped=0
+started=$(date +%s)
+note() { printf '\n=== %s\n' "$*"; }
+
+# Adds up the closing line of one test binary's output (in $1); a binary that crashed or
+# printed no closing line counts as one failure.
+tally() {
+    local out=$1 rc=$2 line p f
+    line=$(grep -E '^[^ ]+: [0-9]+ passed, [0-9]+ failed(, [0-9]+ skipped)?$' "$out" | tail -n 1 || true)
+    if [ -z "$line" ]; then
+        echo "!!! no result line (exit status $rc)"
+        failed=$((failed + 1))
+        return
+    fi
+    p=$(sed -E 's/.*: ([0-9]+) passed, ([0-9]+) failed.*/\1/' <<<"$line")
+    f=$(sed -E 's/.*: ([0-9]+) passed, ([0-9]+) failed.*/\2/' <<<"$line")
+    if [[ $line =~ ([0-9]+)\ skipped$ ]]; then skipped=$((skipped + BASH_REMATCH[1])); fi
+    passed=$((passed + p))
+    failed=$((failed + f))
+    if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+        echo "!!! exit status $rc although every test passed (sanitizer or valgrind report above)"
+        failed=$((failed + 1))
+    fi
+}
+
+# Runs one test binary (with a runner prefix such as valgrind) and tallies it.
+run_one() {
+    local label=$1
+    shift
+    local out=$B/$label.out rc=0
+    "$@" >"$out" 2>&1 || rc=$?
+    cat "$out"
+    tally "$out" "$rc"
+}
+
+build_lib() {
+    note "cargo build (libqm.a, libqm.so; regenerates include/qm.h)"
+    $CARGO build --lib
+    mkdir -p "$B/lib"
+    # The soname is libqm.so.0: give the test binaries that name to load.
+    ln -sf "$ROOT/target/debug/libqm.so" "$B/lib/libqm.so.0"
+    ln -sf "$ROOT/target/debug/libqm.so" "$B/lib/libqm.so"
+}
+
+step_header() {
+    note "header: include/qm.h compiles alone (C99 pedantic, C++11)"
+    mkdir -p "$B"
+    printf '#include "qm.h"\n' >"$B/header_c.c"
+    printf '#include "qm.h"\n#include <cstdio>\nint main() { std::printf("%%s\\n", qm_version()); return 0; }\n' >"$B/header_cxx.cpp"
+    $CC -std=c99 -Wall -Wextra -Werror -pedantic -I"$ROOT/include" -c "$B/header_c.c" -o "$B/header_c.o"
+    $CXX -std=c++11 -Wall -Wextra -Werror -pedantic -I"$ROOT/include" "$B/header_cxx.cpp" \
+        -L"$B/lib" -lqm -Wl,-rpath,"$B/lib" -o "$B/header_cxx"
+    "$B/header_cxx" >/dev/null
+    echo "ok: C99 -pedantic, C++11"
+    passed=$((passed + 2))
+}
+
+step_asan() {
+    note "C tests under AddressSanitizer + UBSan (static libqm.a)"
+    mkdir -p "$B/asan"
+    local flags=(-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer)
+    $CC "${CFLAGS_COMMON[@]}" "${flags[@]}" -c tests/c/check.c -o "$B/asan/check.o"
+    for t in "${tests[@]}"; do
+        $CC "${CFLAGS_COMMON[@]}" "${flags[@]}" "tests/c/$t.c" "$B/asan/check.o" \
+            "$ROOT/target/debug/libqm.a" $NATIVE_LIBS -o "$B/asan/$t"
+    done
+    for t in "${tests[@]}"; do
+        echo "--- $t (asan)"
+        ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:strict_string_checks=1:detect_stack_use_after_return=1" \
+            LSAN_OPTIONS="suppressions=$ROOT/tests/c/lsan.supp:print_suppressions=0" \
+            UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1" \
+            run_one "asan-$t" "$B/asan/$t"
+    done
+}
+
+step_valgrind() {
+    note "C tests under valgrind (libqm.so)"
+    if ! command -v valgrind >/dev/null 2>&1; then
+        echo "!!! valgrind is not installed (make test-c installs it as root: apt-get install valgrind)"
+        failed=$((failed + 1))
+        return
+    fi
+    mkdir -p "$B/plain"
+    $CC "${CFLAGS_COMMON[@]}" -c tests/c/check.c -o "$B/plain/check.o"
+    local vg=(valgrind --quiet --leak-check=full --errors-for-leak-kinds=definite,indirect
+        --show-leak-kinds=definite,indirect --error-exitcode=99 --trace-children=no
+        --suppressions="$ROOT/tests/c/valgrind.supp")
+    # Can qm launch QEMU under this valgrind? 3.19 lacks pidfd_open: then the tests are linked
+    # with a shim that emulates it (see valgrind_pidfd_shim.c).
+    local rc=0 shim=()
+    $CC "${CFLAGS_COMMON[@]}" tests/c/valgrind_probe.c -L"$B/lib" -lqm -Wl,-rpath,"$B/lib" \
+        -o "$B/plain/valgrind_probe"
+    "${vg[@]}" "$B/plain/valgrind_probe" >"$B/valgrind-probe.out" 2>&1 || rc=$?
+    if [ "$rc" -eq 3 ]; then
+        echo "$(valgrind --version) does not implement pidfd_open: linking tests/c/valgrind_pidfd_shim.c"
+        $CC "${CFLAGS_COMMON[@]}" -c tests/c/valgrind_pidfd_shim.c -o "$B/plain/shim.o"
+        shim=("$B/plain/shim.o" -ldl)
+        $CC "${CFLAGS_COMMON[@]}" tests/c/valgrind_probe.c "${shim[@]}" -L"$B/lib" -lqm -lpthread \
+            -Wl,-rpath,"$B/lib" -o "$B/plain/valgrind_probe"
+        rc=0
+        "${vg[@]}" "$B/plain/valgrind_probe" >"$B/valgrind-probe.out" 2>&1 || rc=$?
+    fi
+    if [ "$rc" -ne 0 ]; then
+        cat "$B/valgrind-probe.out"
+        echo "!!! qm cannot launch QEMU under valgrind (probe exit status $rc)"
+        failed=$((failed + 1))
+        return
+    fi
+    for t in "${tests[@]}"; do
+        $CC "${CFLAGS_COMMON[@]}" "tests/c/$t.c" "$B/plain/check.o" "${shim[@]}" -L"$B/lib" -lqm \
+            -lpthread -Wl,-rpath,"$B/lib" -o "$B/plain/$t"
+    done
+    for t in "${tests[@]}"; do
+        echo "--- $t (valgrind)"
+        run_one "valgrind-$t" "${vg[@]}" "$B/plain/$t"
+    done
+}
+
+step_install() {
+    note "make install into a temporary prefix; examples built with pkg-config"
+    local prefix=$B/prefix static=$B/prefix-static
+    rm -rf "$prefix" "$static" "$B"/readme-*
+    $MAKE --no-print-directory install PREFIX="$prefix" >/dev/null
+    ls -l "$prefix/lib" "$prefix/include" "$prefix/lib/pkgconfig"
+    [ "$(readlink "$prefix/lib/libqm.so")" = libqm.so.0 ]
+    [ "$(readlink "$prefix/lib/libqm.so.0")" = "libqm.so.0.1.0" ]
+    readelf -d "$prefix/lib/libqm.so.0.1.0" | grep -q 'SONAME.*\[libqm\.so\.0\]'
+    # The same prefix without the shared library: pkg-config --static must be enough.
+    cp -a "$prefix" "$static"
+    rm -f "$static"/lib/libqm.so*
+    sed -i "s|^prefix=.*|prefix=$static|" "$static/lib/pkgconfig/qm.pc"
+    local ok=0 bad=0 ex name
+    for ex in bindings/c/examples/*.c; do
+        name=$(basename "$ex" .c)
+        # shellcheck disable=SC2046
+        $CC -std=c99 -Wall -Wextra -Werror -pedantic "$ex" -o "$B/$name" \
+            $(PKG_CONFIG_PATH="$prefix/lib/pkgconfig" pkg-config --cflags --libs qm)
+        readelf -d "$B/$name" | grep -q 'NEEDED.*\[libqm\.so\.0\]'
+        # shellcheck disable=SC2046
+        $CC -std=c99 -Wall -Wextra -Werror -pedantic "$ex" -o "$B/$name-static" \
+            $(PKG_CONFIG_PATH="$static/lib/pkgconfig" pkg-config --static --cflags --libs qm)
+        if readelf -d "$B/$name-static" | grep -q 'libqm'; then
+            echo "!!! $name-static links libqm dynamically"
+            bad=$((bad + 1))
+            continue
+        fi
+        echo "--- $name (installed shared library)"
+        if LD_LIBRARY_PATH="$prefix/lib" "$B/$name"; then ok=$((ok + 1)); else bad=$((bad + 1)); fi
+        echo "--- $name-static"
+        if "$B/$name-static" >/dev/null; then ok=$((ok + 1)); else bad=$((bad + 1)); fi
+    done
+    # The README's C examples compile as written (the section before the lead merges it, and
+    # README.md once it is merged).
+    local md n=0
+    for md in bindings/c/README-section.md README.md; do
+        [ -f "$md" ] || continue
+        awk -v dir="$B" -v base="$(basename "$md" .md)" '
+            /^```c$/ { n++; f = dir "/readme-" base "-" n ".c"; printf "" > f; inside = 1; next }
+            /^```/ { inside = 0 }
+            inside { print >> f }' "$md"
+    done
+    for ex in "$B"/readme-*.c; do
+        [ -e "$ex" ] || continue
+        grep -q 'int main' "$ex" || continue
+        n=$((n + 1))
+        # shellcheck disable=SC2046
+        if $CC -std=c99 -Wall -Wextra -Werror -pedantic "$ex" -o "${ex%.c}" \
+            $(PKG_CONFIG_PATH="$prefix/lib/pkgconfig" pkg-config --cflags --libs qm); then
+            echo "--- $(basename "$ex"): compiles"
+            ok=$((ok + 1))
+        else
+            bad=$((bad + 1))
+        fi
+    done
+    echo "install: $ok passed, $bad failed"
+    passed=$((passed + ok))
+    failed=$((failed + bad))
+}
+
+mkdir -p "$B"
+build_lib
+for s in "${steps[@]}"; do
+    case $s in
+    header | asan | valgrind | install) "step_$s" ;;
+    *)
+        echo "unknown step $s (header asan valgrind install)" >&2
+        exit 2
+        ;;
+    esac
+done
+echo
+echo "C tests took $(($(date +%s) - started)) s"
+if [ "$skipped" -gt 0 ]; then
+    echo "c-tests: $passed passed, $failed failed, $skipped skipped"
+else
+    echo "c-tests: $passed passed, $failed failed"
+fi
+[ "$failed" -eq 0 ]
