@@ -39,8 +39,20 @@ fn child_run_one_machine() {
         let dir = vm::scratch();
         let machine = vm::vm_none(dir.path());
         machine.launch().unwrap();
+        let pid = machine.pid().unwrap();
         // SAFETY: signalling our own child behind the machine's back.
-        unsafe { libc::kill(machine.pid().unwrap() as i32, libc::SIGKILL) };
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        // Let the kill land first: a shutdown racing it would SIGKILL too and own the death.
+        while !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap()
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .trim_start()
+            .starts_with('Z')
+        {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
         let _ = machine.shutdown(vm::T);
         let ours = vm::vm_none(dir.path());
         ours.launch().unwrap();

@@ -36,6 +36,11 @@ fn launch_query_shutdown_and_clean_up() {
     assert_eq!(status["status"], "running");
     let raw = vm.qmp("query-status", None).unwrap();
     assert_eq!(raw["return"], status);
+    assert_eq!(
+        raw.get("id"),
+        None,
+        "qm's pairing id is not part of the response"
+    );
     vm.shutdown(T).unwrap();
     assert_eq!(vm.exitcode(), Some(0));
     assert!(!vm.is_running());
@@ -794,4 +799,31 @@ fn quit_by_hand_makes_the_following_eof_expected() {
     vm.shutdown(T).unwrap();
     assert_eq!(vm.exitcode(), Some(0));
     assert!(!vm::pid_exists(pid));
+}
+
+#[test]
+fn a_launch_waiting_for_qemu_can_be_cancelled() {
+    let dir = scratch();
+    let marker = format!("{}.{}", 5000 + std::process::id() % 1000, vm::unique());
+    let wrapper = vm::script(dir.path(), &format!("exec sleep {marker}"));
+    let vm = vm_none(dir.path());
+    vm.set_wrapper([wrapper.to_str().unwrap()]);
+    vm.set_qmp_timer(None);
+    let cancel = qm::Cancel::new();
+    std::thread::scope(|s| {
+        let launch = s.spawn(|| vm.launch_with_cancel(&cancel));
+        std::thread::sleep(Duration::from_millis(200));
+        cancel.cancel();
+        match launch.join().unwrap().unwrap_err() {
+            Error::Launch { cause, .. } => assert!(matches!(*cause, Error::Interrupted)),
+            other => panic!("{other}"),
+        }
+    });
+    assert!(vm::processes_with(&format!("sleep {marker}")).is_empty());
+    // A fired token launches nothing.
+    assert!(matches!(
+        vm.launch_with_cancel(&cancel),
+        Err(Error::Interrupted)
+    ));
+    assert_eq!(vm.pid(), None);
 }

@@ -3,8 +3,6 @@
 use std::ffi::{c_char, c_int};
 use std::os::fd::{BorrowedFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::time::Duration;
 
 use serde_json::Value;
 
@@ -16,9 +14,6 @@ use super::cancel::qm_cancel;
 use super::error::{qm_error, qm_status};
 use crate::{Error, Machine, MonitorAddress, DEFAULT_SHUTDOWN_TIMEOUT};
 
-/// The QMP timer a new machine starts with (the core's default).
-const DEFAULT_QMP_TIMER: Option<Duration> = Some(Duration::from_secs(30));
-
 /// A QEMU virtual machine: its configuration, and while launched the QEMU process, its QMP
 /// connection, its event queue and its console.
 ///
@@ -29,15 +24,6 @@ const DEFAULT_QMP_TIMER: Option<Duration> = Some(Duration::from_secs(30));
 /// Configuration calls apply to the next launch.
 pub struct qm_machine {
     vm: Machine,
-    /// The QMP timer as last set, for `QM_WAIT_DEFAULT` with a cancel token: the core applies it
-    /// only to calls without one.
-    qmp_timer: Mutex<Option<Duration>>,
-}
-
-impl qm_machine {
-    fn qmp_timer(&self) -> Option<Duration> {
-        *self.qmp_timer.lock().unwrap_or_else(|e| e.into_inner())
-    }
 }
 
 /// Borrows the machine behind a handle.
@@ -88,7 +74,6 @@ pub unsafe extern "C" fn qm_new(
         }
         let m = qm_machine {
             vm: Machine::new(binary),
-            qmp_timer: Mutex::new(DEFAULT_QMP_TIMER),
         };
         out.write(Box::into_raw(Box::new(m)));
         Ok(())
@@ -307,9 +292,7 @@ pub unsafe extern "C" fn qm_set_qmp_timer(
         // SAFETY: the handle contract.
         let m = unsafe { machine(m) }?;
         let timer = millis(timeout_ms, "timeout_ms")?;
-        let mut shadow = m.qmp_timer.lock().unwrap_or_else(|e| e.into_inner());
         m.vm.set_qmp_timer(timer);
-        *shadow = timer;
         Ok(())
     })
 }
@@ -422,16 +405,24 @@ pub unsafe extern "C" fn qm_set_max_message_size(
 
 /// Starts QEMU and, unless QMP is off, connects and negotiates QMP.
 ///
-/// Blocks until QMP is up, at most the QMP timer (`qm_set_qmp_timer`); returns at once when
-/// QEMU exits early. `QM_ERR_STATE` when already launched. Any other failure is
+/// Blocks until QMP is up, at most the QMP timer (`qm_set_qmp_timer`), or until `cancel` (may
+/// be NULL) fires; returns at once when QEMU exits early. `QM_ERR_STATE` when already launched. Any other failure is
 /// `QM_ERR_LAUNCH`, whose error object has QEMU's exit code (`qm_error_exit_code`), the command
 /// line and QEMU's output, and the cause (`qm_error_launch_cause`); by then no process is left
 /// and everything the launch created is removed, and the machine can be launched again.
 #[no_mangle]
-pub unsafe extern "C" fn qm_launch(m: *mut qm_machine, err_out: *mut *mut qm_error) -> qm_status {
+pub unsafe extern "C" fn qm_launch(
+    m: *mut qm_machine,
+    cancel: *const qm_cancel,
+    err_out: *mut *mut qm_error,
+) -> qm_status {
     call("qm_launch", err_out, || {
-        // SAFETY: the handle contract.
-        unsafe { machine(m) }?.vm.launch()
+        // SAFETY: the handle and token contracts.
+        let (m, cancel) = unsafe { (machine(m)?, cancel.as_ref()) };
+        match cancel {
+            Some(cancel) => m.vm.launch_with_cancel(cancel.token()),
+            None => m.vm.launch(),
+        }
     })
 }
 
@@ -457,7 +448,7 @@ unsafe fn execute(
         )
     };
     // SAFETY: the token contract.
-    let wait = unsafe { boundary::wait(timeout_ms, cancel, Some(&|| m.qmp_timer())) }?;
+    let wait = unsafe { boundary::wait(timeout_ms, cancel, Some(&|| m.vm.qmp_timer())) }?;
     m.vm.qmp_with(cmd, args.as_ref(), wait)
 }
 

@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::event::event_match;
 use crate::log::{debug, warning};
 use crate::qmp::{QmpClient, DEFAULT_MAX_MESSAGE};
-use crate::wait::{poll, pollfd, Wait};
+use crate::wait::{poll, pollfd, Cancel, Wait};
 use console::Console;
 use process::{Process, Spawn};
 
@@ -233,6 +233,11 @@ impl Machine {
         lock(&self.cfg).qmp_timer = timer;
     }
 
+    /// The QMP timer (see [`set_qmp_timer`](Self::set_qmp_timer)); `None` is no limit.
+    pub fn qmp_timer(&self) -> Option<Duration> {
+        lock(&self.cfg).qmp_timer
+    }
+
     /// Turns the QMP monitor on (default) or off. Without it, shutdown uses SIGTERM.
     pub fn set_qmp_monitor(&self, enabled: bool) {
         lock(&self.cfg).qmp_enabled = enabled;
@@ -371,6 +376,20 @@ impl Machine {
     /// output; by then the process is gone and everything the launch created is removed. When
     /// QEMU exits before greeting, this returns at once rather than waiting out the QMP timer.
     pub fn launch(&self) -> Result<()> {
+        self.launch_inner(None)
+    }
+
+    /// [`launch`](Self::launch), also interrupted when `cancel` fires (the launch then fails
+    /// with [`Error::Launch`] whose cause is [`Error::Interrupted`], and cleans up as usual).
+    /// A token that already fired fails at once with [`Error::Interrupted`], launching nothing.
+    pub fn launch_with_cancel(&self, cancel: &Cancel) -> Result<()> {
+        if cancel.is_cancelled() {
+            return Err(Error::Interrupted);
+        }
+        self.launch_inner(Some(cancel))
+    }
+
+    fn launch_inner(&self, cancel: Option<&Cancel>) -> Result<()> {
         let mut life = lock(&self.life);
         if life.launched {
             return Err(Error::State("the machine is already launched".into()));
@@ -379,7 +398,7 @@ impl Machine {
         self.quit_issued.store(false, Ordering::SeqCst);
         self.signal_sent.store(0, Ordering::SeqCst);
         *lock(&self.output) = RunOutput::default();
-        match self.launch_locked(&mut life, &cfg) {
+        match self.launch_locked(&mut life, &cfg, cancel) {
             Ok(()) => Ok(()),
             Err(cause) => {
                 // A QEMU still running here never became usable: kill it, its code is ours.
@@ -411,8 +430,11 @@ impl Machine {
         }
     }
 
-    fn launch_locked(&self, life: &mut Life, cfg: &Config) -> Result<()> {
-        let wait = Wait::from(cfg.qmp_timer);
+    fn launch_locked(&self, life: &mut Life, cfg: &Config, cancel: Option<&Cancel>) -> Result<()> {
+        let mut wait = Wait::from(cfg.qmp_timer);
+        if let Some(cancel) = cancel {
+            wait = wait.cancel(cancel);
+        }
         let deadline = wait.start();
         let mut keep_fds = cfg.pass_fds.clone();
         let mut base = vec!["-display", "none", "-vga", "none"]

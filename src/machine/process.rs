@@ -1,5 +1,9 @@
 //! The QEMU child process: spawning with exactly the intended descriptors, exact timed waits
 //! through a pidfd, and signals that cannot hit a recycled pid.
+//!
+//! Without pidfds (Linux before 5.3, or valgrind, which does not know the syscall) a small
+//! thread blocks in `waitid(WNOWAIT)` and signals an eventfd when the child exits: the same
+//! exact wake-up, at the cost of one thread per running QEMU.
 
 use std::fs::File;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -23,9 +27,72 @@ pub(crate) struct Spawn {
 /// A running (or exited, not yet forgotten) QEMU.
 pub(crate) struct Process {
     pid: u32,
-    pidfd: OwnedFd,
+    /// Readable once the child has exited: its pidfd, or the fallback's eventfd.
+    exit: ExitFd,
     child: Mutex<Child>,
     status: Mutex<Option<i32>>,
+}
+
+enum ExitFd {
+    Pidfd(OwnedFd),
+    Watched {
+        eventfd: OwnedFd,
+        watcher: Option<std::thread::JoinHandle<()>>,
+    },
+}
+
+impl ExitFd {
+    fn fd(&self) -> &OwnedFd {
+        match self {
+            ExitFd::Pidfd(fd) => fd,
+            ExitFd::Watched { eventfd, .. } => eventfd,
+        }
+    }
+}
+
+/// A pidfd for our child `pid`, or the fallback when the kernel (or valgrind) has none.
+fn exit_fd(pid: u32) -> std::io::Result<ExitFd> {
+    // SAFETY: pidfd_open takes a pid and flags; the result is checked. Our unreaped child's
+    // pid cannot be recycled, so the pidfd refers to it.
+    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if raw >= 0 {
+        // SAFETY: a fresh descriptor nothing else owns (pidfds are close-on-exec).
+        return Ok(ExitFd::Pidfd(unsafe { OwnedFd::from_raw_fd(raw as RawFd) }));
+    }
+    let err = std::io::Error::last_os_error();
+    if err.raw_os_error() != Some(libc::ENOSYS) {
+        return Err(err);
+    }
+    // SAFETY: eventfd has no memory preconditions; checked below.
+    let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if raw < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor.
+    let eventfd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let signal = eventfd.try_clone()?;
+    let watcher = std::thread::Builder::new()
+        .name(format!("qm-wait-{pid}"))
+        .spawn(move || {
+            // SAFETY: siginfo_t is plain data; waitid fills it. WNOWAIT leaves the child
+            // unreaped, so its pid stays ours until try_status reaps it.
+            let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+            loop {
+                let flags = libc::WEXITED | libc::WNOWAIT;
+                // SAFETY: as above.
+                let rc = unsafe { libc::waitid(libc::P_PID, pid, &mut info, flags) };
+                if rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+                    break;
+                }
+            }
+            let one: u64 = 1;
+            // SAFETY: writes 8 bytes from a live u64 to our eventfd.
+            unsafe { libc::write(signal.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        })?;
+    Ok(ExitFd::Watched {
+        eventfd,
+        watcher: Some(watcher),
+    })
 }
 
 type Job = (Spawn, mpsc::SyncSender<std::io::Result<Child>>);
@@ -116,23 +183,18 @@ impl Process {
             .map_err(|_| Error::State("the qm spawner thread is gone".into()))?
             .map_err(|e| Error::io(format!("starting {program:?}"), e))?;
         let pid = child.id();
-        // SAFETY: pidfd_open takes a pid and flags; the result is checked. Our unreaped child's
-        // pid cannot be recycled, so the pidfd refers to it.
-        let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-        if raw < 0 {
-            let err = std::io::Error::last_os_error();
-            let mut child = child;
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(Error::io(
-                "pidfd_open (Linux 5.3 or later is required)",
-                err,
-            ));
-        }
+        let exit = match exit_fd(pid) {
+            Ok(exit) => exit,
+            Err(err) => {
+                let mut child = child;
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(Error::io("watching QEMU's exit", err));
+            }
+        };
         Ok(Process {
             pid,
-            // SAFETY: a fresh descriptor nothing else owns (pidfds are close-on-exec).
-            pidfd: unsafe { OwnedFd::from_raw_fd(raw as RawFd) },
+            exit,
             child: Mutex::new(child),
             status: Mutex::new(None),
         })
@@ -145,7 +207,7 @@ impl Process {
     /// Readable once the process has exited.
     pub(crate) fn exit_fd(&self) -> BorrowedFd<'_> {
         use std::os::fd::AsFd;
-        self.pidfd.as_fd()
+        self.exit.fd().as_fd()
     }
 
     /// The exit status if the process has exited (reaping it), `-N` for death by signal N.
@@ -169,7 +231,7 @@ impl Process {
             if deadline.cancelled() {
                 return Err(Error::Interrupted);
             }
-            let mut fds = vec![pollfd(self.pidfd.as_raw_fd(), libc::POLLIN)];
+            let mut fds = vec![pollfd(self.exit.fd().as_raw_fd(), libc::POLLIN)];
             if let Some(fd) = deadline.cancel_fd()? {
                 fds.push(pollfd(fd, libc::POLLIN));
             }
@@ -182,19 +244,29 @@ impl Process {
         }
     }
 
-    /// Sends `sig` unless the process is already gone. Uses the pidfd, so a recycled pid is
-    /// never signalled.
+    /// Sends `sig` unless the process is already gone. Never hits a recycled pid: the pidfd
+    /// names this process only, and without one the status lock keeps the child unreaped (so
+    /// its pid ours) while the signal goes out.
     pub(crate) fn signal(&self, sig: libc::c_int) -> Result<()> {
-        // SAFETY: pidfd_send_signal with a live pidfd and no siginfo.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                self.pidfd.as_raw_fd(),
-                sig,
-                std::ptr::null::<libc::siginfo_t>(),
-                0,
-            )
+        let status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        if status.is_some() {
+            return Ok(());
+        }
+        let rc = match &self.exit {
+            // SAFETY: pidfd_send_signal with a live pidfd and no siginfo.
+            ExitFd::Pidfd(fd) => unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    fd.as_raw_fd(),
+                    sig,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0,
+                )
+            },
+            // SAFETY: kill(2) on our unreaped child.
+            ExitFd::Watched { .. } => (unsafe { libc::kill(self.pid as libc::pid_t, sig) }) as _,
         };
+        drop(status);
         if rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) {
             Ok(())
         } else {
@@ -202,6 +274,17 @@ impl Process {
                 "signalling QEMU (pid {})",
                 self.pid
             )))
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        // The fallback watcher ends when the child exits; join it if so, never block on it.
+        if let ExitFd::Watched { watcher, .. } = &mut self.exit {
+            if let Some(handle) = watcher.take_if(|h| h.is_finished()) {
+                let _ = handle.join();
+            }
         }
     }
 }

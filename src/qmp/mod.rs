@@ -202,7 +202,12 @@ impl QmpClient {
             })
         });
         self.shared.lock().replies.remove(&id);
-        result.map_err(|e| in_context(e, &format!("running {cmd:?}")))
+        let mut response = result.map_err(|e| in_context(e, &format!("running {cmd:?}")))?;
+        // The id is ours, for pairing; callers get the response as QEMU meant it.
+        if let Some(fields) = response.as_object_mut() {
+            fields.remove("id");
+        }
+        Ok(response)
     }
 
     /// Sends `fd` with SCM_RIGHTS (one space byte as payload), for QEMU's `getfd` / `add-fd`

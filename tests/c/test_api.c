@@ -306,7 +306,7 @@ static void null_pointers_everywhere(void)
     INVALID(qm_add_fd(NULL, 0, 0, "o", NULL, &err), "m is NULL");
     INVALID(qm_add_fd(m, 0, 0, NULL, NULL, &err), "opaque is NULL");
     INVALID(qm_set_max_message_size(NULL, 5, &err), "m is NULL");
-    INVALID(qm_launch(NULL, &err), "m is NULL");
+    INVALID(qm_launch(NULL, NULL, &err), "m is NULL");
 
     INVALID(qm_qmp(NULL, "c", NULL, 0, NULL, &s, &err), "m is NULL");
     INVALID(qm_qmp(m, NULL, NULL, 0, NULL, &s, &err), "cmd is NULL");

@@ -18,7 +18,7 @@ static void console_banner_echo_and_poweroff(void)
     char *dir = make_temp_dir(), buf[4096], *s = NULL;
     qm_machine *m = new_guest(dir, "hello from the C test guest", QM_GUEST_ECHO, 0, NULL);
     int fd = -1, fd2 = -1, code = -1;
-    OK(qm_launch(m, &err));
+    OK(qm_launch(m, NULL, &err));
     OK(qm_console_fd(m, &fd, &err));
     CHECK(fd >= 0);
     OK(qm_console_fd(m, &fd2, &err));
@@ -51,7 +51,7 @@ static void guest_exit_status(void)
     char *dir = make_temp_dir(), buf[256];
     qm_machine *m = new_guest(dir, "exiting", QM_GUEST_EXIT, 21, NULL);
     int fd = -1, code = -1;
-    OK(qm_launch(m, &err));
+    OK(qm_launch(m, NULL, &err));
     OK(qm_console_fd(m, &fd, &err));
     /* Read the banner so the guest is never blocked on a full console. */
     CHECK(read_until(fd, "exiting\r\n", buf, sizeof buf, GUEST_TIMEOUT_MS));
@@ -69,13 +69,13 @@ static void guest_that_never_stops(void)
     char *dir = make_temp_dir(), buf[256];
     qm_machine *m = new_guest(dir, "halting", QM_GUEST_HALT, 0, NULL);
     int fd = -1;
-    OK(qm_launch(m, &err));
+    OK(qm_launch(m, NULL, &err));
     OK(qm_console_fd(m, &fd, &err));
     CHECK(read_until(fd, "halting\r\n", buf, sizeof buf, GUEST_TIMEOUT_MS));
     FAILS(QM_ERR_ABNORMAL_SHUTDOWN, qm_wait(m, 200, NULL, &err));
     CHECK(!qm_is_running(m));
     /* A graceful shutdown of a halted guest works (quit over QMP). */
-    OK(qm_launch(m, &err));
+    OK(qm_launch(m, NULL, &err));
     OK(qm_console_fd(m, &fd, &err));
     CHECK(read_until(fd, "halting\r\n", buf, sizeof buf, GUEST_TIMEOUT_MS));
     OK(qm_shutdown(m, false, GUEST_TIMEOUT_MS, NULL, &err));
@@ -93,7 +93,7 @@ static void drained_console_and_console_log(void)
     size_t n;
     snprintf(logpath, sizeof logpath, "%s/console.log", dir);
     OK(qm_set_console_log(m, logpath, &err));
-    OK(qm_launch(m, &err));
+    OK(qm_launch(m, NULL, &err));
     OK(qm_console_fd(m, &fd, &err));
     /* The drain keeps what the guest wrote for the reader. */
     CHECK(read_until(fd, "drained banner\r\n", buf, sizeof buf, GUEST_TIMEOUT_MS));
@@ -119,7 +119,7 @@ static void drain_without_a_reader(void)
     qm_machine *m = new_guest(dir, "nobody reads this", QM_GUEST_POWEROFF, 0, NULL);
     int code = -1;
     OK(qm_set_drain_console(m, true, &err));
-    OK(qm_launch(m, &err));
+    OK(qm_launch(m, NULL, &err));
     OK(qm_event_wait(m, "SHUTDOWN", NULL, GUEST_TIMEOUT_MS, NULL, &s, &err));
     qm_string_free(s);
     OK(qm_wait(m, GUEST_TIMEOUT_MS, NULL, &err));
@@ -136,7 +136,7 @@ static void console_on_a_device(void)
     char *dir = make_temp_dir(), *s = NULL, *cl = NULL;
     qm_machine *m = new_guest(dir, "on com1", QM_GUEST_HALT, 0, NULL);
     OK(qm_set_console(m, "isa-serial", 1, &err));
-    OK(qm_launch(m, &err));
+    OK(qm_launch(m, NULL, &err));
     OK(qm_get_command_line(m, &cl, &err));
     CHECK_HAS(cl, "\"-serial\",\"null\"");
     CHECK_HAS(cl, "\"-device\",\"isa-serial,chardev=console\"");

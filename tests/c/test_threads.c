@@ -102,7 +102,7 @@ static void sixteen_threads_on_one_handle(void)
 struct blocked {
     qm_machine *m;
     qm_cancel *cancel;
-    int kind; /* 0: qm_event_wait, 1: qm_cmd, 2: qm_shutdown, 3: qm_events_wait */
+    int kind; /* 0: qm_event_wait, 1: qm_cmd, 2: qm_shutdown, 3: qm_events_wait, 4: qm_launch */
     qm_status status;
     double returned_at;
     char *out;
@@ -122,6 +122,15 @@ static void *block(void *arg)
     case 2:
         b->status = qm_shutdown(b->m, false, QM_WAIT_FOREVER, b->cancel, &err);
         break;
+    case 4:
+        b->status = qm_launch(b->m, b->cancel, &err);
+        /* A launch interrupted by its token is a launch failure caused by the interruption. */
+        if (b->status == QM_ERR_LAUNCH && qm_error_launch_cause(err) == QM_ERR_INTERRUPTED)
+            b->status = QM_ERR_INTERRUPTED;
+        qm_error_free(err);
+        err = NULL;
+        b->returned_at = now_ms();
+        return NULL;
     default:
         b->status = qm_events_wait(b->m, "[{\"name\":\"A\"},{\"name\":\"B\"}]", 600000, b->cancel,
                                    &b->out, &err);
@@ -298,7 +307,7 @@ static void *launch(void *arg)
 {
     struct launcher *l = arg;
     qm_error *err = NULL;
-    l->status = qm_launch(l->m, &err);
+    l->status = qm_launch(l->m, NULL, &err);
     qm_error_free(err);
     return NULL;
 }
@@ -321,6 +330,26 @@ static void racing_launches(void)
     shutdown_free(m);
 }
 
+static void cancel_interrupts_a_launch_waiting_for_qemu(void)
+{
+    /* A wrapper that sleeps before exec'ing QEMU keeps the launch waiting for the greeting. */
+    const char *wrapper[] = {"sh", "-c", "exec sleep 60"};
+    qm_machine *m = new_none();
+    struct blocked b = {.m = m, .cancel = qm_cancel_new(), .kind = 4};
+    double took;
+    OK(qm_set_wrapper(m, wrapper, 3, &err));
+    OK(qm_set_qmp_timer(m, QM_WAIT_FOREVER, &err));
+    took = interrupt(&b);
+    CHECK(b.status == QM_ERR_INTERRUPTED);
+    CHECK(took < 5000);
+    CHECK(!qm_is_running(m));
+    /* A token that already fired launches nothing. */
+    FAILS(QM_ERR_INTERRUPTED, qm_launch(m, b.cancel, &err));
+    CHECK(qm_pid(m) == -1);
+    qm_cancel_free(b.cancel);
+    qm_free(m);
+}
+
 int main(int argc, char **argv)
 {
     static const struct test tests[] = {
@@ -331,6 +360,7 @@ int main(int argc, char **argv)
         TEST(waiters_on_different_events),
         TEST(shutdown_while_others_wait),
         TEST(racing_launches),
+        TEST(cancel_interrupts_a_launch_waiting_for_qemu),
     };
     return RUN_TESTS(tests);
 }
