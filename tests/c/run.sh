@@ -168,10 +168,9 @@ step_install() {
         echo "--- $name-static"
         if "$B/$name-static" >/dev/null; then ok=$((ok + 1)); else bad=$((bad + 1)); fi
     done
-    # The README's C examples compile as written (the section before the lead merges it, and
-    # README.md once it is merged).
+    # The README's C examples compile as written.
     local md n=0
-    for md in bindings/c/README-section.md README.md; do
+    for md in README.md; do
         [ -f "$md" ] || continue
         awk -v dir="$B" -v base="$(basename "$md" .md)" '
             /^```c$/ { n++; f = dir "/readme-" base "-" n ".c"; printf "" > f; inside = 1; next }
