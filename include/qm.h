@@ -134,7 +134,9 @@ typedef enum {
  * A cancellation token. Pass it to blocking calls (`qm_qmp`, `qm_event_wait`, `qm_shutdown` ...);
  * `qm_cancel_fire` from any thread makes every call waiting with it return
  * `QM_ERR_INTERRUPTED` at once. Firing is sticky: a call that starts after the token fired
- * returns `QM_ERR_INTERRUPTED` before doing anything. A token is not tied to one machine and
+ * returns `QM_ERR_INTERRUPTED` before doing anything — except `qm_shutdown` and `qm_wait`,
+ * for which a fired token means "do not wait: kill QEMU" (`QM_ERR_ABNORMAL_SHUTDOWN`, QEMU
+ * gone, cleanup done). A token is not tied to one machine and
  * may be shared by many calls and threads; make a new one to start over.
  */
 typedef struct qm_cancel qm_cancel;
@@ -613,7 +615,8 @@ qm_status qm_events_wait(qm_machine *m,
 /**
  * Shuts QEMU down. Gracefully (`hard` false): `quit` over QMP (SIGTERM without QMP), then
  * waits for QEMU to exit, at most `timeout_ms` (`QM_WAIT_DEFAULT`: 30 s; `QM_WAIT_FOREVER`);
- * if it does not exit in time, or `cancel` (may be NULL) fires meanwhile, QEMU is killed and
+ * if it does not exit in time, or `cancel` (may be NULL) fires meanwhile or had fired before
+ * the call, QEMU is killed and
  * the call fails with `QM_ERR_ABNORMAL_SHUTDOWN`. Hard (`hard` true): SIGKILL at once
  * (`timeout_ms` is then ignored, but must be valid).
  *
@@ -637,7 +640,7 @@ qm_status qm_kill(qm_machine *m, qm_error **err_out);
 /**
  * Waits for QEMU to exit by itself (e.g. the guest powered off), at most `timeout_ms`
  * (`QM_WAIT_DEFAULT`: 30 s; `QM_WAIT_FOREVER`), then cleans up. When it does not exit in time
- * or `cancel` (may be NULL) fires, QEMU is killed and the call fails with
+ * or `cancel` (may be NULL) fires (or had fired), QEMU is killed and the call fails with
  * `QM_ERR_ABNORMAL_SHUTDOWN`. Succeeds at once when not launched.
  */
 qm_status qm_wait(qm_machine *m, int64_t timeout_ms, const qm_cancel *cancel, qm_error **err_out);
@@ -712,10 +715,21 @@ qm_status qm_get_command_line(const qm_machine *m, char **json_array_out, qm_err
  * write and poll it (and set it non-blocking) but must not close it. `QM_ERR_STATE` unless
  * `qm_set_console` was called and the machine is launched.
  *
- * Without the drain (`qm_set_drain_console`), QEMU blocks when the console's buffer is full,
- * so read what the guest writes.
+ * Without the drain (`qm_set_drain_console`), the guest's serial port stalls when nobody reads
+ * the console, so read what the guest writes. Returns at once, even during a shutdown. Another
+ * thread's shutdown may close the descriptor at any moment (and its number be reused): a
+ * program that shuts down from another thread should use `qm_console_dup` instead.
  */
 qm_status qm_console_fd(const qm_machine *m, int *fd_out, qm_error **err_out);
+
+/**
+ * Stores a new descriptor for the console in `*fd_out`: a close-on-exec duplicate that the
+ * caller owns and closes (it stays valid after a shutdown, then reading gives end of file).
+ * Close it before a graceful shutdown of a machine without a drain, so QEMU's console has no
+ * reader left behind. `QM_ERR_STATE` unless `qm_set_console` was called and the machine is
+ * launched. Returns at once, even during a shutdown.
+ */
+qm_status qm_console_dup(const qm_machine *m, int *fd_out, qm_error **err_out);
 
 /**
  * Writes the test guest's boot image (512 bytes, raw) to `path`, replacing any file there.

@@ -83,7 +83,7 @@ impl fmt::Display for DisplayExit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.0 {
             Some(code) => write!(f, "{code}"),
-            None => f.write_str("none (still running when the launch failed; killed)"),
+            None => f.write_str("none"),
         }
     }
 }

@@ -827,3 +827,43 @@ fn a_launch_waiting_for_qemu_can_be_cancelled() {
     ));
     assert_eq!(vm.pid(), None);
 }
+
+#[test]
+fn commands_after_a_shutdown_are_state_errors() {
+    let dir = scratch();
+    let vm = vm_none(dir.path());
+    vm.launch().unwrap();
+    vm.shutdown(T).unwrap();
+    assert!(matches!(vm.cmd("query-status", None), Err(Error::State(_))));
+    let file = std::fs::File::open("/dev/null").unwrap();
+    assert!(matches!(vm.send_fd_scm(file.as_fd()), Err(Error::State(_))));
+}
+
+#[test]
+fn console_calls_never_wait_for_a_shutdown_in_progress() {
+    let dir = scratch();
+    let vm = vm_guest(dir.path(), "halted", GuestAction::Halt);
+    vm.set_console(None, 0);
+    vm.launch().unwrap();
+    let mut console = vm.console().unwrap();
+    console.set_read_timeout(Some(T)).unwrap();
+    assert_eq!(vm::read_until(&mut console, "\r\n"), "halted\r\n");
+    std::thread::scope(|s| {
+        // A halted guest never exits: this wait holds the machine for its whole 5 s.
+        let waiter = s.spawn(|| vm.wait(Duration::from_secs(5)));
+        std::thread::sleep(Duration::from_millis(200));
+        let _ = vm.console();
+        let _ = vm.console_fd();
+        assert!(
+            !waiter.is_finished(),
+            "the console calls waited for the wait to end"
+        );
+        assert!(matches!(
+            waiter.join().unwrap(),
+            Err(Error::AbnormalShutdown(_))
+        ));
+    });
+    // Our duplicate outlives the machine's console: it now reads end of file.
+    let mut rest = Vec::new();
+    std::io::Read::read_to_end(&mut console, &mut rest).unwrap();
+}

@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use super::cancel::qm_cancel;
 use super::error::{qm_error, qm_status};
-use crate::{Cancel, Error, Wait};
+use crate::{Error, Wait};
 
 /// What the body of an export returns; the error becomes a `qm_error`.
 pub(crate) type Result<T = ()> = std::result::Result<T, Error>;
@@ -239,6 +239,25 @@ pub(crate) unsafe fn wait(
     cancel: *const qm_cancel,
     default: Option<&dyn Fn() -> Option<Duration>>,
 ) -> Result<Wait> {
+    // SAFETY: the caller's contract.
+    let wait = unsafe { teardown_wait(timeout_ms, cancel, default) }?;
+    // SAFETY: the caller's contract.
+    if unsafe { cancel.as_ref() }.is_some_and(|c| c.token().is_cancelled()) {
+        return Err(Error::Interrupted);
+    }
+    Ok(wait)
+}
+
+/// [`wait`] for `qm_shutdown` and `qm_wait`, which must not be refused by a fired token: for
+/// them an interruption means "stop waiting and kill QEMU", which the core does.
+///
+/// # Safety
+/// A non-NULL `cancel` must be a live `qm_cancel`.
+pub(crate) unsafe fn teardown_wait(
+    timeout_ms: i64,
+    cancel: *const qm_cancel,
+    default: Option<&dyn Fn() -> Option<Duration>>,
+) -> Result<Wait> {
     let timeout = match (timeout_ms, default) {
         (DEFAULT, Some(default)) => default(),
         (DEFAULT, None) => {
@@ -251,11 +270,7 @@ pub(crate) unsafe fn wait(
     let mut wait = Wait::from(timeout);
     // SAFETY: the caller's contract.
     if let Some(cancel) = unsafe { cancel.as_ref() } {
-        let token: &Cancel = cancel.token();
-        if token.is_cancelled() {
-            return Err(Error::Interrupted);
-        }
-        wait = wait.cancel(token);
+        wait = wait.cancel(cancel.token());
     }
     Ok(wait)
 }

@@ -6,7 +6,9 @@ use crate::Cancel;
 /// A cancellation token. Pass it to blocking calls (`qm_qmp`, `qm_event_wait`, `qm_shutdown` ...);
 /// `qm_cancel_fire` from any thread makes every call waiting with it return
 /// `QM_ERR_INTERRUPTED` at once. Firing is sticky: a call that starts after the token fired
-/// returns `QM_ERR_INTERRUPTED` before doing anything. A token is not tied to one machine and
+/// returns `QM_ERR_INTERRUPTED` before doing anything — except `qm_shutdown` and `qm_wait`,
+/// for which a fired token means "do not wait: kill QEMU" (`QM_ERR_ABNORMAL_SHUTDOWN`, QEMU
+/// gone, cleanup done). A token is not tied to one machine and
 /// may be shared by many calls and threads; make a new one to start over.
 pub struct qm_cancel {
     token: Cancel,

@@ -718,7 +718,8 @@ pub unsafe extern "C" fn qm_events_wait(
 
 /// Shuts QEMU down. Gracefully (`hard` false): `quit` over QMP (SIGTERM without QMP), then
 /// waits for QEMU to exit, at most `timeout_ms` (`QM_WAIT_DEFAULT`: 30 s; `QM_WAIT_FOREVER`);
-/// if it does not exit in time, or `cancel` (may be NULL) fires meanwhile, QEMU is killed and
+/// if it does not exit in time, or `cancel` (may be NULL) fires meanwhile or had fired before
+/// the call, QEMU is killed and
 /// the call fails with `QM_ERR_ABNORMAL_SHUTDOWN`. Hard (`hard` true): SIGKILL at once
 /// (`timeout_ms` is then ignored, but must be valid).
 ///
@@ -739,7 +740,11 @@ pub unsafe extern "C" fn qm_shutdown(
         let (m, wait) = unsafe {
             (
                 machine(m)?,
-                boundary::wait(timeout_ms, cancel, Some(&|| Some(DEFAULT_SHUTDOWN_TIMEOUT)))?,
+                boundary::teardown_wait(
+                    timeout_ms,
+                    cancel,
+                    Some(&|| Some(DEFAULT_SHUTDOWN_TIMEOUT)),
+                )?,
             )
         };
         if hard {
@@ -762,7 +767,7 @@ pub unsafe extern "C" fn qm_kill(m: *mut qm_machine, err_out: *mut *mut qm_error
 
 /// Waits for QEMU to exit by itself (e.g. the guest powered off), at most `timeout_ms`
 /// (`QM_WAIT_DEFAULT`: 30 s; `QM_WAIT_FOREVER`), then cleans up. When it does not exit in time
-/// or `cancel` (may be NULL) fires, QEMU is killed and the call fails with
+/// or `cancel` (may be NULL) fires (or had fired), QEMU is killed and the call fails with
 /// `QM_ERR_ABNORMAL_SHUTDOWN`. Succeeds at once when not launched.
 #[no_mangle]
 pub unsafe extern "C" fn qm_wait(
@@ -776,7 +781,11 @@ pub unsafe extern "C" fn qm_wait(
         let (m, wait) = unsafe {
             (
                 machine(m)?,
-                boundary::wait(timeout_ms, cancel, Some(&|| Some(DEFAULT_SHUTDOWN_TIMEOUT)))?,
+                boundary::teardown_wait(
+                    timeout_ms,
+                    cancel,
+                    Some(&|| Some(DEFAULT_SHUTDOWN_TIMEOUT)),
+                )?,
             )
         };
         m.vm.wait(wait)
@@ -1012,8 +1021,10 @@ pub unsafe extern "C" fn qm_get_command_line(
 /// write and poll it (and set it non-blocking) but must not close it. `QM_ERR_STATE` unless
 /// `qm_set_console` was called and the machine is launched.
 ///
-/// Without the drain (`qm_set_drain_console`), QEMU blocks when the console's buffer is full,
-/// so read what the guest writes.
+/// Without the drain (`qm_set_drain_console`), the guest's serial port stalls when nobody reads
+/// the console, so read what the guest writes. Returns at once, even during a shutdown. Another
+/// thread's shutdown may close the descriptor at any moment (and its number be reused): a
+/// program that shuts down from another thread should use `qm_console_dup` instead.
 #[no_mangle]
 pub unsafe extern "C" fn qm_console_fd(
     m: *const qm_machine,
@@ -1025,6 +1036,26 @@ pub unsafe extern "C" fn qm_console_fd(
         // SAFETY: the handle contract.
         let fd = unsafe { machine(m) }?.vm.console_fd()?;
         out.write(fd);
+        Ok(())
+    })
+}
+
+/// Stores a new descriptor for the console in `*fd_out`: a close-on-exec duplicate that the
+/// caller owns and closes (it stays valid after a shutdown, then reading gives end of file).
+/// Close it before a graceful shutdown of a machine without a drain, so QEMU's console has no
+/// reader left behind. `QM_ERR_STATE` unless `qm_set_console` was called and the machine is
+/// launched. Returns at once, even during a shutdown.
+#[no_mangle]
+pub unsafe extern "C" fn qm_console_dup(
+    m: *const qm_machine,
+    fd_out: *mut c_int,
+    err_out: *mut *mut qm_error,
+) -> qm_status {
+    call("qm_console_dup", err_out, || {
+        let out = out(fd_out, "fd_out")?;
+        // SAFETY: the handle contract.
+        let console = unsafe { machine(m) }?.vm.console()?;
+        out.write(std::os::fd::IntoRawFd::into_raw_fd(console));
         Ok(())
     })
 }

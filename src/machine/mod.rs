@@ -86,6 +86,8 @@ pub struct Machine {
     /// The current QMP connection, kept after it closes so its queued events stay readable.
     qmp: Mutex<Option<Arc<QmpClient>>>,
     proc: Mutex<ProcState>,
+    /// The console while launched. Its own lock, so console calls never wait for a shutdown.
+    console: Mutex<Option<Console>>,
     temp_dir: Mutex<Option<tempfile::TempDir>>,
     /// Set by a successful `quit`, and by `wait`: QEMU's exit is expected.
     quit_issued: AtomicBool,
@@ -97,7 +99,6 @@ pub struct Machine {
 #[derive(Default)]
 struct Life {
     launched: bool,
-    console: Option<Console>,
     /// Monitor socket paths created by qm, removed at cleanup.
     remove_files: Vec<PathBuf>,
     log_path: Option<PathBuf>,
@@ -154,6 +155,7 @@ impl Machine {
             life: Mutex::new(Life::default()),
             qmp: Mutex::new(None),
             proc: Mutex::new(ProcState::None),
+            console: Mutex::new(None),
             temp_dir: Mutex::new(None),
             quit_issued: AtomicBool::new(false),
             signal_sent: AtomicI32::new(0),
@@ -412,7 +414,7 @@ impl Machine {
                         };
                         let status = p.wait(&Wait::timeout(grace).start()).ok();
                         if status.is_none() {
-                            let _ = self.hard_shutdown(&mut life);
+                            let _ = self.hard_shutdown();
                         }
                         status
                     }
@@ -529,7 +531,7 @@ impl Machine {
         drop(console_qemu);
 
         if let Some(console) = console_host {
-            life.console = Some(if cfg.drain_console || cfg.console_log.is_some() {
+            *lock(&self.console) = Some(if cfg.drain_console || cfg.console_log.is_some() {
                 let log = match &cfg.console_log {
                     Some(path) => Some(create_private(path, false)?),
                     None => None,
@@ -558,6 +560,18 @@ impl Machine {
             .ok_or_else(|| Error::State("no QMP connection (not launched, or QMP is off)".into()))
     }
 
+    /// The connection for a new command: a machine that was shut down is a state error, not
+    /// a disconnection (calls in flight during the shutdown get [`Error::Disconnected`]).
+    fn live_client(&self) -> Result<Arc<QmpClient>> {
+        let client = self.client()?;
+        if client.is_closed() {
+            return Err(Error::State(
+                "the machine is not running (it was shut down)".into(),
+            ));
+        }
+        Ok(client)
+    }
+
     fn default_wait(&self) -> Wait {
         Wait::from(lock(&self.cfg).qmp_timer)
     }
@@ -575,7 +589,7 @@ impl Machine {
         args: Option<&Value>,
         wait: impl Into<Wait>,
     ) -> Result<Value> {
-        let response = self.client()?.execute(cmd, args, wait)?;
+        let response = self.live_client()?.execute(cmd, args, wait)?;
         if cmd == "quit" && response.get("return").is_some() {
             self.quit_issued.store(true, Ordering::SeqCst);
         }
@@ -600,7 +614,7 @@ impl Machine {
 
     /// Sends a descriptor to QEMU with SCM_RIGHTS, for a following `getfd` or `add-fd`.
     pub fn send_fd_scm(&self, fd: BorrowedFd<'_>) -> Result<()> {
-        self.client()?.send_fd(fd)
+        self.live_client()?.send_fd(fd)
     }
 
     /// Opens `path` read-only and sends it with [`send_fd_scm`](Self::send_fd_scm).
@@ -664,8 +678,7 @@ impl Machine {
     /// shutdown begins. Fails unless [`set_console`](Self::set_console) was called and the
     /// machine is launched.
     pub fn console_fd(&self) -> Result<RawFd> {
-        lock(&self.life)
-            .console
+        lock(&self.console)
             .as_ref()
             .and_then(Console::fd)
             .ok_or_else(|| Error::State("no console (set_console before launch)".into()))
@@ -674,13 +687,12 @@ impl Machine {
     /// A new handle on the console (a duplicate of [`console_fd`](Self::console_fd)). Close it
     /// before shutting down a machine without a drain, so QEMU never blocks on it.
     pub fn console(&self) -> Result<UnixStream> {
-        let life = lock(&self.life);
-        let fd = life
-            .console
+        let console = lock(&self.console);
+        let fd = console
             .as_ref()
             .and_then(Console::fd)
             .ok_or_else(|| Error::State("no console (set_console before launch)".into()))?;
-        // SAFETY: fd stays open while we hold the life lock.
+        // SAFETY: fd stays open while we hold the console lock.
         let dup = unsafe { BorrowedFd::borrow_raw(fd) }
             .try_clone_to_owned()
             .map_err(|e| Error::io("duplicating the console socket", e))?;
@@ -715,16 +727,16 @@ impl Machine {
         }
         debug!("{}: shutting down (hard: {hard})", self.name());
         let result = if hard {
-            self.hard_shutdown(&mut life)
+            self.hard_shutdown()
         } else {
-            match self.soft_shutdown(&mut life, &wait) {
+            match self.soft_shutdown(&wait) {
                 Ok(()) => Ok(()),
                 Err(cause) => {
                     debug!(
                         "{}: graceful shutdown failed ({cause}); killing",
                         self.name()
                     );
-                    let _ = self.hard_shutdown(&mut life);
+                    let _ = self.hard_shutdown();
                     Err(Error::AbnormalShutdown(format!(
                         "could not perform graceful shutdown: {cause}"
                     )))
@@ -736,15 +748,18 @@ impl Machine {
     }
 
     /// Before waiting for QEMU: close the console so QEMU can't block writing to it.
-    fn early_cleanup(&self, life: &mut Life) {
-        if let Some(console) = life.console.as_mut() {
+    fn early_cleanup(&self) {
+        if let Some(console) = lock(&self.console).as_mut() {
             console.close_user();
         }
     }
 
-    fn soft_shutdown(&self, life: &mut Life, wait: &Wait) -> Result<()> {
-        self.early_cleanup(life);
+    fn soft_shutdown(&self, wait: &Wait) -> Result<()> {
+        self.early_cleanup();
         let deadline = wait.start();
+        if deadline.cancelled() {
+            return Err(Error::Interrupted);
+        }
         let process = self.process()?;
         let client = lock(&self.qmp).clone();
         match client {
@@ -765,8 +780,8 @@ impl Machine {
         process.wait(&deadline).map(drop)
     }
 
-    fn hard_shutdown(&self, life: &mut Life) -> Result<()> {
-        self.early_cleanup(life);
+    fn hard_shutdown(&self) -> Result<()> {
+        self.early_cleanup();
         let process = self.process()?;
         self.send_signal(&process, libc::SIGKILL)?;
         process
@@ -797,7 +812,8 @@ impl Machine {
         if let Some(client) = lock(&self.qmp).as_ref() {
             client.close();
         }
-        if let Some(console) = life.console.take() {
+        let console = lock(&self.console).take();
+        if let Some(console) = console {
             console.finish();
         }
         let exitcode = {

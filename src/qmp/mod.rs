@@ -311,6 +311,11 @@ impl QmpClient {
         }
     }
 
+    /// True once [`close`](Self::close) was called (rather than the peer ending it).
+    pub fn is_closed(&self) -> bool {
+        matches!(self.shared.lock().broken, Some(Broken::Closed))
+    }
+
     /// True until the connection ends (EOF, protocol fault, [`close`](Self::close)).
     pub fn is_connected(&self) -> bool {
         self.shared.lock().broken.is_none()

@@ -352,6 +352,8 @@ static void null_pointers_everywhere(void)
     INVALID(qm_get_command_line(m, NULL, &err), "json_array_out is NULL");
     INVALID(qm_console_fd(NULL, &fd, &err), "m is NULL");
     INVALID(qm_console_fd(m, NULL, &err), "fd_out is NULL");
+    INVALID(qm_console_dup(NULL, &fd, &err), "m is NULL");
+    INVALID(qm_console_dup(m, NULL, &err), "fd_out is NULL");
     INVALID(qm_event_match(NULL, "{}", &yes, &err), "event_json is NULL");
 
     CHECK(s == NULL && fd == -1); /* no output was written by a failed call */
@@ -447,6 +449,7 @@ static void wrong_state_before_launch(void)
     FAILS(QM_ERR_STATE, qm_event_wait(m, "STOP", NULL, 10, NULL, &s, &err));
     FAILS(QM_ERR_STATE, qm_events_wait(m, "[{\"name\":\"STOP\"}]", 10, NULL, &s, &err));
     FAILS(QM_ERR_STATE, qm_console_fd(m, &fd, &err));
+    FAILS(QM_ERR_STATE, qm_console_dup(m, &fd, &err));
     FAILS(QM_ERR_STATE, qm_send_fd_scm(m, devnull, &err));
     FAILS(QM_ERR_STATE, qm_send_file_scm(m, "/dev/null", &err));
     OK(qm_events_clear(m, &err));
@@ -460,18 +463,26 @@ static void wrong_state_before_launch(void)
     qm_free(m);
 }
 
-/* A token that already fired interrupts a call before it does anything. */
+/* A token that already fired interrupts a call before it does anything, except the shutdown
+ * calls, for which an interruption means "stop waiting, kill QEMU". */
 static void fired_token_is_sticky(void)
 {
     qm_machine *m = new_none();
     qm_cancel *c = qm_cancel_new();
     char *s = NULL;
+    int code = 0;
     qm_cancel_fire(c);
+    FAILS(QM_ERR_INTERRUPTED, qm_launch(m, c, &err));
+    CHECK(!qm_is_running(m));
+    OK(qm_launch(m, NULL, &err));
     FAILS(QM_ERR_INTERRUPTED, qm_qmp(m, "query-status", NULL, QM_WAIT_FOREVER, c, &s, &err));
     FAILS(QM_ERR_INTERRUPTED, qm_event_wait(m, "STOP", NULL, QM_WAIT_FOREVER, c, &s, &err));
-    FAILS(QM_ERR_INTERRUPTED, qm_shutdown(m, false, QM_WAIT_DEFAULT, c, &err));
-    FAILS(QM_ERR_INTERRUPTED, qm_wait(m, 0, c, &err));
     CHECK(s == NULL);
+    CHECK(qm_is_running(m));
+    FAILS(QM_ERR_ABNORMAL_SHUTDOWN, qm_shutdown(m, false, QM_WAIT_DEFAULT, c, &err));
+    CHECK(!qm_is_running(m));
+    CHECK(qm_exit_code(m, &code) && code == -9);
+    OK(qm_wait(m, 0, c, &err)); /* not launched any more: nothing to do */
     qm_cancel_free(c);
     qm_free(m);
 }

@@ -4,6 +4,8 @@
  * (SHUTDOWN event with guest:true, then qm_wait), exit through isa-debug-exit with a status,
  * a guest that never stops, the console drain and the console log.
  */
+#include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -41,6 +43,59 @@ static void console_banner_echo_and_poweroff(void)
     CHECK(qm_exit_code(m, &code) && code == 0);
     /* The console is gone with the shutdown. */
     FAILS(QM_ERR_STATE, qm_console_fd(m, &fd, &err));
+    qm_free(m);
+    remove_dir(dir);
+    free(dir);
+}
+
+struct waiter {
+    qm_machine *m;
+    qm_status status;
+    _Atomic int done;
+};
+
+static void *wait_for_exit(void *arg)
+{
+    struct waiter *w = arg;
+    qm_error *err = NULL;
+    w->status = qm_wait(w->m, 5000, NULL, &err);
+    qm_error_free(err);
+    w->done = 1;
+    return NULL;
+}
+
+static void console_dup_is_owned_and_never_waits_for_a_shutdown(void)
+{
+    char *dir = make_temp_dir(), buf[4096];
+    qm_machine *m = new_guest(dir, "dup guest", QM_GUEST_HALT, 0, NULL);
+    struct waiter w = {.m = m};
+    pthread_t t;
+    int fd = -1, fd2 = -1;
+    OK(qm_launch(m, NULL, &err));
+    OK(qm_console_dup(m, &fd, &err));
+    CHECK(fd >= 0 && (fcntl(fd, F_GETFD) & FD_CLOEXEC));
+    OK(qm_console_fd(m, &fd2, &err));
+    CHECK(fd != fd2); /* a new descriptor, the caller's */
+    CHECK(read_until(fd, "dup guest\r\n", buf, sizeof buf, GUEST_TIMEOUT_MS));
+    /* A halted guest never exits: qm_wait blocks for its 5 s, then kills QEMU. Meanwhile the
+     * console calls answer instead of queueing behind it. */
+    CHECK(pthread_create(&t, NULL, wait_for_exit, &w) == 0);
+    usleep(200 * 1000);
+    {
+        int fd3 = -1;
+        qm_error *e = NULL;
+        qm_status st = qm_console_dup(m, &fd3, &e);
+        CHECK(st == QM_OK || st == QM_ERR_STATE);
+        if (st == QM_OK)
+            close(fd3);
+        qm_error_free(e);
+    }
+    CHECK(!w.done); /* answered while the wait was still going on */
+    CHECK(pthread_join(t, NULL) == 0);
+    CHECK(w.status == QM_ERR_ABNORMAL_SHUTDOWN);
+    /* Our copy outlives the machine's console: reading now gives end of file. */
+    CHECK(read(fd, buf, sizeof buf) == 0);
+    close(fd);
     qm_free(m);
     remove_dir(dir);
     free(dir);
@@ -153,6 +208,7 @@ int main(int argc, char **argv)
 {
     static const struct test tests[] = {
         TEST(console_banner_echo_and_poweroff),
+        TEST(console_dup_is_owned_and_never_waits_for_a_shutdown),
         TEST(guest_exit_status),
         TEST(guest_that_never_stops),
         TEST(drained_console_and_console_log),

@@ -108,8 +108,9 @@ static void wrong_state_after_launch(void)
     OK(qm_shutdown(m, false, 10000, NULL, &err)); /* twice: harmless */
     OK(qm_kill(m, &err));
     OK(qm_wait(m, 0, NULL, &err));
-    /* After the shutdown the connection is closed: commands fail, the handle stays usable. */
-    FAILS(QM_ERR_DISCONNECTED, qm_cmd(m, "query-status", NULL, QM_WAIT_DEFAULT, NULL, &s, &err));
+    /* After the shutdown commands are a state error; the handle stays usable. */
+    FAILS(QM_ERR_STATE, qm_cmd(m, "query-status", NULL, QM_WAIT_DEFAULT, NULL, &s, &err));
+    FAILS(QM_ERR_STATE, qm_send_file_scm(m, "/dev/null", &err));
     OK(qm_events_get(m, 0, NULL, &s, &err)); /* the events queued before stay readable */
     CHECK_HAS(s, "SHUTDOWN");
     qm_string_free(s);
