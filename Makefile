@@ -14,7 +14,7 @@ build:
 demo: deps
 	$(CARGO) run --release --example demo
 
-test: deps lint test-rust test-c check-header
+test: deps lint test-rust test-c check-header test-go
 
 test-rust:
 	$(CARGO) test --all-targets
@@ -70,3 +70,14 @@ install:
 		-e 's|@INCLUDEDIR@|$(PC_INCLUDEDIR)|' -e 's|@VERSION@|$(VERSION)|' \
 		-e 's|@LIBS_PRIVATE@|$(NATIVE_STATIC_LIBS)|' \
 		bindings/c/qm.pc.in > "$(DESTDIR)$(PKGCONFIGDIR)/qm.pc"
+
+# ---- the Go binding ------------------------------------------------------------------------------
+# GO: the go command (default: `go` in PATH, else /usr/local/go/bin/go; missing: a clear error).
+GO ?=
+
+.PHONY: test-go
+
+# Go tests against a real QEMU: gofmt + vet, go test, GOGC=1 GODEBUG=cgocheck=1, -race, and an
+# outside module built with -tags qm_pkgconfig against `make install` in a temporary prefix.
+test-go: deps
+	CARGO="$(CARGO)" MAKE="$(MAKE)" GO="$(GO)" bindings/go/run-tests.sh

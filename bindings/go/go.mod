@@ -1,0 +1,3 @@
+module github.com/qm-project/qm/bindings/go
+
+go 1.21

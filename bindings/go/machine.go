@@ -1,0 +1,737 @@
+package qm
+
+// #include <stdlib.h>
+// #include <string.h>
+// #include <qm.h>
+import "C"
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+	"unsafe"
+)
+
+// Machine is one QEMU virtual machine: its configuration and, while launched, the QEMU
+// process, its QMP connection, its event queue and its console. It wraps a qm_machine handle
+// of the C library.
+//
+// A Machine is safe for concurrent use by any number of goroutines: commands from several
+// goroutines run at once, each getting its own reply. Every blocked call holds an OS thread
+// (it waits inside C).
+//
+// Close frees it (shutting QEMU down first); a finalizer closes a Machine that becomes
+// unreachable without Close, but do not rely on it: QEMU runs until then.
+type Machine struct {
+	// mu guards h: every call holds the read lock while it uses the handle; Close takes the
+	// write lock, after interrupting blocked calls, so qm_free is the handle's last call.
+	mu sync.RWMutex
+	h  *C.qm_machine // nil once closed
+
+	closed    atomic.Bool
+	closeTok  *C.qm_cancel // the token of calls whose context can never end; Close fires it
+	tokMu     sync.Mutex
+	toks      map[*C.qm_cancel]struct{} // per-call tokens (contexts that can end); Close fires them
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// New creates a machine that will run binary (e.g. "qemu-system-x86_64", looked up in PATH),
+// configured by opts. Nothing starts until Launch.
+//
+// Defaults (from the C library): a QMP monitor on a socketpair, a 30 s QMP timer, no console,
+// temporary files under /var/tmp, and "-display none -vga none".
+func New(binary string, opts ...Option) (*Machine, error) {
+	cb, err := cstring("binary", binary)
+	if err != nil {
+		return nil, err
+	}
+	defer C.free(unsafe.Pointer(cb))
+	var h *C.qm_machine
+	var cerr *C.qm_error
+	if err := takeError(C.qm_new(cb, &h, &cerr), cerr); err != nil {
+		return nil, err
+	}
+	tok := C.qm_cancel_new()
+	if tok == nil {
+		C.qm_free(h)
+		return nil, &Error{Status: StatusIO, Message: "qm: out of memory (qm_cancel_new)"}
+	}
+	m := &Machine{h: h, closeTok: tok, toks: make(map[*C.qm_cancel]struct{})}
+	runtime.SetFinalizer(m, (*Machine).finalize)
+	if err := m.Configure(opts...); err != nil {
+		m.Close()
+		return nil, err
+	}
+	return m, nil
+}
+
+// Configure applies options to the machine. They take effect at the next Launch (and
+// accumulate: WithArgs adds to the arguments already set). It stops at the first option that
+// fails.
+func (m *Machine) Configure(opts ...Option) error {
+	for _, o := range opts {
+		if o == nil {
+			continue
+		}
+		if err := o(m); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ---- plumbing ----------------------------------------------------------------------------------
+
+func closedError() error {
+	return &Error{Status: StatusState, Message: "qm: the machine is closed", cause: []error{ErrClosed}}
+}
+
+// use runs f with the live handle, holding the read lock so that Close cannot free the
+// handle meanwhile. It fails with ErrClosed after Close.
+func (m *Machine) use(f func(h *C.qm_machine) error) error {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.h == nil {
+		return closedError()
+	}
+	err := f(m.h)
+	runtime.KeepAlive(m)
+	return err
+}
+
+// set runs a configuration call.
+func (m *Machine) set(f func(h *C.qm_machine, cerr **C.qm_error) C.qm_status) error {
+	return m.use(func(h *C.qm_machine) error {
+		var cerr *C.qm_error
+		return takeError(f(h, &cerr), cerr)
+	})
+}
+
+// waiter is the cancellation token and timeout of one blocking call.
+type waiter struct {
+	tok      *C.qm_cancel
+	timeout  C.int64_t
+	deadline time.Time // the context's deadline, when it became the timeout
+	stop     func() bool
+	fired    chan struct{}
+}
+
+// begin prepares a blocking call: its timeout (the context's deadline in milliseconds,
+// rounded up, or def) and its token. A context that can end gets its own token, fired by
+// context.AfterFunc when the context ends (no goroutine runs until then); any other call uses
+// the machine's token, which only Close fires. begin fails when the context already ended.
+// Callers hold the read lock (use) and call end when the C call returned.
+func (m *Machine) begin(ctx context.Context, def C.int64_t) (*waiter, error) {
+	w := &waiter{timeout: def}
+	if dl, ok := ctx.Deadline(); ok {
+		d := time.Until(dl)
+		if d <= 0 {
+			return nil, contextError(ctx, context.DeadlineExceeded)
+		}
+		w.timeout = C.int64_t((d + time.Millisecond - 1) / time.Millisecond)
+		w.deadline = dl
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, contextError(ctx, err)
+	}
+	if ctx.Done() == nil {
+		w.tok = m.closeTok
+		return w, nil
+	}
+	tok := C.qm_cancel_new()
+	if tok == nil {
+		return nil, &Error{Status: StatusIO, Message: "qm: out of memory (qm_cancel_new)"}
+	}
+	m.tokMu.Lock()
+	if m.closed.Load() {
+		C.qm_cancel_fire(tok)
+	}
+	m.toks[tok] = struct{}{}
+	m.tokMu.Unlock()
+	fired := make(chan struct{})
+	w.tok, w.fired = tok, fired
+	w.stop = context.AfterFunc(ctx, func() {
+		C.qm_cancel_fire(tok)
+		close(fired)
+	})
+	return w, nil
+}
+
+// end releases what begin took. The token is freed only once nothing can fire it.
+func (m *Machine) end(w *waiter) {
+	if w.stop == nil {
+		return
+	}
+	if !w.stop() {
+		<-w.fired // the context ended: let the firing finish before freeing the token
+	}
+	m.tokMu.Lock()
+	delete(m.toks, w.tok)
+	m.tokMu.Unlock()
+	C.qm_cancel_free(w.tok)
+}
+
+// contextError is the error of a call that did not start because its context had ended.
+func contextError(ctx context.Context, err error) error {
+	if err == nil {
+		err = ctx.Err()
+	}
+	status := StatusInterrupted
+	if err == context.DeadlineExceeded {
+		status = StatusTimeout
+	}
+	return &Error{Status: status, Message: "qm: the context ended before the call", cause: []error{err}}
+}
+
+// finish adds to a blocking call's error why it ended early: the context's error, or
+// ErrClosed when Close interrupted it.
+func (m *Machine) finish(ctx context.Context, w *waiter, err error) error {
+	if err == nil {
+		return nil
+	}
+	ctxErr := ctx.Err()
+	if ctxErr == nil && !w.deadline.IsZero() && !time.Now().Before(w.deadline) {
+		ctxErr = context.DeadlineExceeded // the deadline passed; ctx's timer has yet to fire
+	}
+	status := StatusOf(err)
+	var le *LaunchError
+	if status == StatusLaunch && asLaunch(err, &le) {
+		status = StatusOf(le.Cause)
+	}
+	switch status {
+	case StatusInterrupted, StatusAbnormalShutdown:
+		if ctxErr == context.DeadlineExceeded && status == StatusInterrupted {
+			// The token fired at the deadline, a hair before the library's own timeout
+			// (rounded up to the millisecond) would have: the deadline is the timeout.
+			err = asTimeout(err)
+		}
+		if ctxErr != nil {
+			return withCause(err, ctxErr)
+		}
+		if m.closed.Load() {
+			return withCause(err, ErrClosed)
+		}
+	case StatusTimeout:
+		if !w.deadline.IsZero() && ctxErr != nil {
+			return withCause(err, ctxErr)
+		}
+	}
+	return err
+}
+
+// asTimeout turns an interrupted call's error into a timeout.
+func asTimeout(err error) error {
+	switch e := err.(type) {
+	case *Error:
+		e.Status, e.Message = StatusTimeout, "qm: timeout: the context's deadline passed"
+	case *LaunchError:
+		if ce, ok := e.Cause.(*Error); ok {
+			ce.Status, ce.Message = StatusTimeout, StatusTimeout.String()
+		}
+	}
+	return err
+}
+
+func asLaunch(err error, le **LaunchError) bool {
+	e, ok := err.(*LaunchError)
+	if ok {
+		*le = e
+	}
+	return ok
+}
+
+// cstring copies s to C memory (the caller frees it with C.free). Go strings may hold NUL
+// bytes, which C strings cannot: they are rejected.
+func cstring(name, s string) (*C.char, error) {
+	if strings.IndexByte(s, 0) >= 0 {
+		return nil, invalid("%s contains a NUL byte", name)
+	}
+	return C.CString(s), nil
+}
+
+// cstrings copies ss to a C array of C strings; free releases everything.
+func cstrings(name string, ss []string) (arr **C.char, free func(), err error) {
+	if len(ss) == 0 {
+		return nil, func() {}, nil
+	}
+	for i, s := range ss {
+		if strings.IndexByte(s, 0) >= 0 {
+			return nil, nil, invalid("%s[%d] contains a NUL byte", name, i)
+		}
+	}
+	p := C.malloc(C.size_t(len(ss)) * C.size_t(unsafe.Sizeof((*C.char)(nil))))
+	if p == nil {
+		return nil, nil, &Error{Status: StatusIO, Message: "qm: out of memory"}
+	}
+	elems := unsafe.Slice((**C.char)(p), len(ss))
+	for i, s := range ss {
+		elems[i] = C.CString(s)
+	}
+	return (**C.char)(p), func() {
+		for _, e := range elems {
+			C.free(unsafe.Pointer(e))
+		}
+		C.free(p)
+	}, nil
+}
+
+// jsonArg marshals a command's arguments to a C string: NULL for nil.
+func jsonArg(name string, v any) (*C.char, error) {
+	if v == nil {
+		return nil, nil
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		e := invalid("%s cannot be marshalled to JSON", name)
+		e.(*Error).cause = []error{err}
+		return nil, e
+	}
+	return cstring(name, string(b))
+}
+
+// takeBytes copies a string the library returned and frees it (nil for NULL).
+func takeBytes(s *C.char) []byte {
+	if s == nil {
+		return nil
+	}
+	defer C.qm_string_free(s)
+	return C.GoBytes(unsafe.Pointer(s), C.int(C.strlen(s)))
+}
+
+// takeString copies a string the library returned and frees it ("" for NULL).
+func takeString(s *C.char) string {
+	if s == nil {
+		return ""
+	}
+	defer C.qm_string_free(s)
+	return C.GoString(s)
+}
+
+// ---- lifecycle ---------------------------------------------------------------------------------
+
+// Launch starts QEMU and, unless QMP is off, connects and negotiates QMP. It blocks until QMP
+// is up, at most the QMP timer (WithQMPTimer, 30 s by default), and returns at once when QEMU
+// exits early or ctx ends.
+//
+// A failure is a *LaunchError with QEMU's exit code, command line and output (and the
+// context's error when ctx ended); by then no QEMU process is left and the machine can be
+// launched again. Launching a launched machine fails with ErrState.
+func (m *Machine) Launch(ctx context.Context) error {
+	return m.use(func(h *C.qm_machine) error {
+		w, err := m.begin(ctx, 0)
+		if err != nil {
+			return err
+		}
+		defer m.end(w)
+		var cerr *C.qm_error
+		return m.finish(ctx, w, takeError(C.qm_launch(h, w.tok, &cerr), cerr))
+	})
+}
+
+// Shutdown shuts QEMU down gracefully: "quit" over QMP (SIGTERM without QMP), then waits for
+// QEMU to exit until ctx's deadline, or 30 s (the C library's default) when ctx has none. If
+// QEMU does not exit in time, or ctx ends first (even before the call), QEMU is killed and the
+// error matches ErrAbnormalShutdown (and the context's error). Cleanup always runs. A machine
+// that is not running is left alone, so a second Shutdown returns nil. Calls blocked on the
+// machine in other goroutines fail with ErrDisconnected.
+func (m *Machine) Shutdown(ctx context.Context) error {
+	return m.stop(ctx, false, C.QM_WAIT_DEFAULT)
+}
+
+// Wait waits for QEMU to exit by itself (e.g. the guest powered off), then cleans up. It waits
+// until ctx ends, however long that takes (ctx without deadline: forever); when ctx ends
+// first QEMU is killed and the error matches ErrAbnormalShutdown and the context's error, as
+// exec.CommandContext does. Wait returns nil at once when the machine is not running.
+func (m *Machine) Wait(ctx context.Context) error {
+	return m.stop(ctx, true, C.QM_WAIT_FOREVER)
+}
+
+func (m *Machine) stop(ctx context.Context, wait bool, def C.int64_t) error {
+	return m.use(func(h *C.qm_machine) error {
+		w, err := m.begin(ctx, def)
+		if err != nil {
+			return killAfter(h, err)
+		}
+		defer m.end(w)
+		var cerr *C.qm_error
+		var st C.qm_status
+		if wait {
+			st = C.qm_wait(h, w.timeout, w.tok, &cerr)
+		} else {
+			st = C.qm_shutdown(h, false, w.timeout, w.tok, &cerr)
+		}
+		err = takeError(st, cerr)
+		if StatusOf(err) == StatusInterrupted {
+			// The token fired before the library began to wait (firing is sticky), so it
+			// did nothing: end the way a token firing during the wait does.
+			return killAfter(h, m.finish(ctx, w, err))
+		}
+		return m.finish(ctx, w, err)
+	})
+}
+
+// killAfter kills QEMU for a Shutdown or Wait whose context ended (interrupted: why), and
+// reports an abnormal shutdown when QEMU was running.
+func killAfter(h *C.qm_machine, interrupted error) error {
+	running := bool(C.qm_is_running(h))
+	var cerr *C.qm_error
+	if err := takeError(C.qm_kill(h, &cerr), cerr); err != nil {
+		return err
+	}
+	if !running {
+		return nil
+	}
+	e := &Error{Status: StatusAbnormalShutdown, Message: "qm: the call was interrupted: QEMU was killed"}
+	if ie, ok := interrupted.(*Error); ok {
+		e.cause = ie.cause
+	}
+	return e
+}
+
+// Kill kills QEMU with SIGKILL, reaps it and cleans up. It blocks until QEMU is gone
+// (normally milliseconds) and returns nil when the machine is not running.
+func (m *Machine) Kill() error {
+	return m.use(func(h *C.qm_machine) error {
+		var cerr *C.qm_error
+		return takeError(C.qm_kill(h, &cerr), cerr)
+	})
+}
+
+// Close shuts the machine down and frees it. It first interrupts every call blocked on the
+// machine (they fail with ErrInterrupted and ErrClosed; a blocked Shutdown or Wait kills
+// QEMU), waits for them to return, then shuts QEMU down gracefully ("quit", up to 30 s, then
+// SIGKILL) and frees the handle. It returns the shutdown's error. Calls after Close fail with
+// ErrClosed. Close is safe to call more than once and from several goroutines: later calls
+// wait for the first and return nil.
+func (m *Machine) Close() error {
+	return m.close(false)
+}
+
+func (m *Machine) finalize() {
+	m.close(true) // nobody can be waiting for a graceful shutdown: kill at once
+}
+
+func (m *Machine) close(hard bool) error {
+	first := false
+	m.closeOnce.Do(func() {
+		first = true
+		runtime.SetFinalizer(m, nil)
+		// Interrupt blocked calls: new ones see closed and get a fired token.
+		m.tokMu.Lock()
+		m.closed.Store(true)
+		C.qm_cancel_fire(m.closeTok)
+		for tok := range m.toks {
+			C.qm_cancel_fire(tok)
+		}
+		m.tokMu.Unlock()
+		// Wait for every call to return; later calls find h nil.
+		m.mu.Lock()
+		h := m.h
+		m.h = nil
+		m.mu.Unlock()
+		var cerr *C.qm_error
+		if hard {
+			m.closeErr = takeError(C.qm_kill(h, &cerr), cerr)
+		} else {
+			m.closeErr = takeError(C.qm_shutdown(h, false, C.QM_WAIT_DEFAULT, nil, &cerr), cerr)
+		}
+		C.qm_free(h) // the last call on the handle
+		C.qm_cancel_free(m.closeTok)
+		m.closeTok = nil
+	})
+	if !first {
+		return nil
+	}
+	return m.closeErr
+}
+
+// ---- QMP ---------------------------------------------------------------------------------------
+
+// QMP runs the QMP command cmd with args (any value that marshals to a JSON object; nil for
+// none; a json.RawMessage is sent as it is) and returns QEMU's raw response: {"return": ...}
+// or {"error": {"class": ..., "desc": ...}}. An error response is not an error here (see Cmd).
+//
+// It waits for the reply until ctx's deadline, or the QMP timer (WithQMPTimer) when ctx has
+// none, and returns at once when ctx ends. A reply that arrives late is dropped; the
+// connection stays usable.
+func (m *Machine) QMP(ctx context.Context, cmd string, args any) (json.RawMessage, error) {
+	return m.execute(ctx, cmd, args, true)
+}
+
+// Cmd runs the QMP command cmd with args (as QMP) and returns the value of "return" (e.g. {}
+// or {"status": "running", ...}); an error response becomes a *QMPError.
+func (m *Machine) Cmd(ctx context.Context, cmd string, args any) (json.RawMessage, error) {
+	return m.execute(ctx, cmd, args, false)
+}
+
+// CmdInto runs Cmd and unmarshals its return value into out (a pointer, as for
+// json.Unmarshal; nil to discard it). A value that does not unmarshal gives the
+// encoding/json error.
+func (m *Machine) CmdInto(ctx context.Context, cmd string, args any, out any) error {
+	ret, err := m.Cmd(ctx, cmd, args)
+	if err != nil || out == nil {
+		return err
+	}
+	return json.Unmarshal(ret, out)
+}
+
+// Decode unmarshals a command's return value (or an event's data) into a new T, passing an
+// error through, so that it wraps a call: qm.Decode[QueryStatus](m.Cmd(ctx, "query-status",
+// nil)) with the caller's type QueryStatus.
+func Decode[T any](raw json.RawMessage, err error) (T, error) {
+	var v T
+	if err != nil {
+		return v, err
+	}
+	err = json.Unmarshal(raw, &v)
+	return v, err
+}
+
+func (m *Machine) execute(ctx context.Context, cmd string, args any, raw bool) (json.RawMessage, error) {
+	ccmd, err := cstring("cmd", cmd)
+	if err != nil {
+		return nil, err
+	}
+	defer C.free(unsafe.Pointer(ccmd))
+	cargs, err := jsonArg("args", args)
+	if err != nil {
+		return nil, err
+	}
+	defer C.free(unsafe.Pointer(cargs))
+	var out json.RawMessage
+	err = m.use(func(h *C.qm_machine) error {
+		w, err := m.begin(ctx, C.QM_WAIT_DEFAULT)
+		if err != nil {
+			return err
+		}
+		defer m.end(w)
+		var res *C.char
+		var cerr *C.qm_error
+		var st C.qm_status
+		if raw {
+			st = C.qm_qmp(h, ccmd, cargs, w.timeout, w.tok, &res, &cerr)
+		} else {
+			st = C.qm_cmd(h, ccmd, cargs, w.timeout, w.tok, &res, &cerr)
+		}
+		if err := takeError(st, cerr); err != nil {
+			return m.finish(ctx, w, err)
+		}
+		out = takeBytes(res)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// ---- descriptors -------------------------------------------------------------------------------
+
+// SendFD sends f's descriptor (an *os.File, *net.UnixConn ...; f keeps it) to QEMU over the
+// QMP socket with SCM_RIGHTS, for a following "getfd" or "add-fd" command, which take the
+// descriptor that arrived last. The monitor must be a socketpair (the default) or a unix
+// socket. Goroutines that each send a descriptor and then run getfd/add-fd must not
+// interleave: serialise such pairs.
+func (m *Machine) SendFD(f syscall.Conn) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return invalid("SendFD: %v", err)
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = m.SendRawFD(fd) }); err != nil {
+		return invalid("SendFD: %v", err)
+	}
+	return serr
+}
+
+// SendRawFD is SendFD for a raw descriptor number, which the caller keeps open during the
+// call (and owns).
+func (m *Machine) SendRawFD(fd uintptr) error {
+	if fd > 1<<31-1 {
+		return invalid("fd %d is out of range", fd)
+	}
+	return m.set(func(h *C.qm_machine, cerr **C.qm_error) C.qm_status {
+		return C.qm_send_fd_scm(h, C.int(fd), cerr)
+	})
+}
+
+// SendFile opens the file at path read-only and sends its descriptor as SendFD does (qm
+// closes its descriptor afterwards).
+func (m *Machine) SendFile(path string) error {
+	cp, err := cstring("path", path)
+	if err != nil {
+		return err
+	}
+	defer C.free(unsafe.Pointer(cp))
+	return m.set(func(h *C.qm_machine, cerr **C.qm_error) C.qm_status {
+		return C.qm_send_file_scm(h, cp, cerr)
+	})
+}
+
+// Console returns a new descriptor for the console (WithConsole) of a launched machine: a
+// duplicate of the machine's connected stream socket, non-blocking and registered with Go's
+// poller, so Read and Write honour SetDeadline and Close unblocks them. The caller must close
+// it.
+//
+// Without the drain (WithDrainConsole, WithConsoleLog), the guest's serial port stalls when
+// nobody reads the console: read what the guest writes, and close the file before Shutdown,
+// Close or Wait so no reader of QEMU's console is left behind. Once QEMU has exited the file
+// reads EOF.
+//
+// Console fails with ErrState unless the console is configured and the machine launched; it
+// never waits for a Shutdown, Kill or Wait in progress.
+func (m *Machine) Console() (*os.File, error) {
+	var f *os.File
+	err := m.use(func(h *C.qm_machine) error {
+		var fd C.int
+		var cerr *C.qm_error
+		if err := takeError(C.qm_console_dup(h, &fd, &cerr), cerr); err != nil {
+			return err
+		}
+		// Non-blocking, so os.NewFile registers it with Go's poller (deadlines work).
+		if err := syscall.SetNonblock(int(fd), true); err != nil {
+			syscall.Close(int(fd))
+			return &Error{Status: StatusIO, Message: "qm: setting the console non-blocking: " + err.Error()}
+		}
+		f = os.NewFile(uintptr(fd), "qm-console")
+		return nil
+	})
+	return f, err
+}
+
+// ---- state -------------------------------------------------------------------------------------
+
+// Running reports whether QEMU runs. Never blocks.
+func (m *Machine) Running() bool {
+	var r bool
+	m.use(func(h *C.qm_machine) error {
+		r = bool(C.qm_is_running(h))
+		return nil
+	})
+	return r
+}
+
+// PID returns QEMU's process id while it runs, and 0 when it does not.
+func (m *Machine) PID() int {
+	pid := int64(-1)
+	m.use(func(h *C.qm_machine) error {
+		pid = int64(C.qm_pid(h))
+		return nil
+	})
+	if pid < 0 {
+		return 0
+	}
+	return int(pid)
+}
+
+// ExitCode returns QEMU's exit status once it has exited (after a shutdown, a wait, or a
+// failed launch where it ran; negative: killed by that signal), and ok false while it runs or
+// before a launch.
+func (m *Machine) ExitCode() (code int, ok bool) {
+	m.use(func(h *C.qm_machine) error {
+		var c C.int
+		if C.qm_exit_code(h, &c) {
+			code, ok = int(c), true
+		}
+		return nil
+	})
+	return code, ok
+}
+
+// getString runs a qm_get_* call.
+func (m *Machine) getString(f func(h *C.qm_machine, out **C.char, cerr **C.qm_error) C.qm_status) (s string, isNull bool, err error) {
+	err = m.use(func(h *C.qm_machine) error {
+		var out *C.char
+		var cerr *C.qm_error
+		if err := takeError(f(h, &out, &cerr), cerr); err != nil {
+			return err
+		}
+		isNull = out == nil
+		s = takeString(out)
+		return nil
+	})
+	return s, isNull, err
+}
+
+func (m *Machine) getStrings(f func(h *C.qm_machine, out **C.char, cerr **C.qm_error) C.qm_status) []string {
+	s, _, err := m.getString(f)
+	var v []string
+	if err == nil {
+		json.Unmarshal([]byte(s), &v)
+	}
+	return v
+}
+
+// Log returns what QEMU wrote to stdout and stderr during the last run, read back after a
+// shutdown or a failed launch; ok is false while QEMU runs and before any run.
+func (m *Machine) Log() (log string, ok bool) {
+	s, null, err := m.getString(func(h *C.qm_machine, out **C.char, cerr **C.qm_error) C.qm_status {
+		return C.qm_get_log(h, out, cerr)
+	})
+	return s, err == nil && !null
+}
+
+// TempDir returns the machine's temporary directory (mode 0700), creating it on first use;
+// it is removed at shutdown.
+func (m *Machine) TempDir() (string, error) {
+	s, _, err := m.getString(func(h *C.qm_machine, out **C.char, cerr **C.qm_error) C.qm_status {
+		return C.qm_get_temp_dir(h, out, cerr)
+	})
+	return s, err
+}
+
+// LogDir returns the directory of QEMU's log file: the one set with WithLogDir, or the
+// temporary directory (created on first use).
+func (m *Machine) LogDir() (string, error) {
+	s, _, err := m.getString(func(h *C.qm_machine, out **C.char, cerr **C.qm_error) C.qm_status {
+		return C.qm_get_log_dir(h, out, cerr)
+	})
+	return s, err
+}
+
+// SockDir returns the directory of socket files: the one set with WithSockDir, or the
+// temporary directory (created on first use).
+func (m *Machine) SockDir() (string, error) {
+	s, _, err := m.getString(func(h *C.qm_machine, out **C.char, cerr **C.qm_error) C.qm_status {
+		return C.qm_get_sock_dir(h, out, cerr)
+	})
+	return s, err
+}
+
+// Name returns the machine's name (WithName; by default "qm-<pid>-<n>"), or "" after Close.
+func (m *Machine) Name() string {
+	s, _, _ := m.getString(func(h *C.qm_machine, out **C.char, cerr **C.qm_error) C.qm_status {
+		return C.qm_get_name(h, out, cerr)
+	})
+	return s
+}
+
+// Binary returns the QEMU binary given to New, or "" after Close.
+func (m *Machine) Binary() string {
+	s, _, _ := m.getString(func(h *C.qm_machine, out **C.char, cerr **C.qm_error) C.qm_status {
+		return C.qm_get_binary(h, out, cerr)
+	})
+	return s
+}
+
+// Args returns the extra QEMU arguments added with WithArgs (and WithFD, WithMonitorNull).
+func (m *Machine) Args() []string {
+	return m.getStrings(func(h *C.qm_machine, out **C.char, cerr **C.qm_error) C.qm_status {
+		return C.qm_get_args(h, out, cerr)
+	})
+}
+
+// CommandLine returns the whole command line of the last launch (wrapper, binary, qm's
+// arguments, extra ones); empty before the first launch.
+func (m *Machine) CommandLine() []string {
+	return m.getStrings(func(h *C.qm_machine, out **C.char, cerr **C.qm_error) C.qm_status {
+		return C.qm_get_command_line(h, out, cerr)
+	})
+}
