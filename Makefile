@@ -81,3 +81,8 @@ GO ?=
 # outside module built with -tags qm_pkgconfig against `make install` in a temporary prefix.
 test-go: deps
 	CARGO="$(CARGO)" MAKE="$(MAKE)" GO="$(GO)" bindings/go/run-tests.sh
+
+# ---- benchmarks: qm side by side with a raw QMP client (bench/README.md) ------------------------
+.PHONY: bench
+bench: deps
+	bench/run
