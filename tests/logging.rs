@@ -42,15 +42,18 @@ fn child_run_one_machine() {
         let pid = machine.pid().unwrap();
         // SAFETY: signalling our own child behind the machine's back.
         unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-        // Let the kill land first: a shutdown racing it would SIGKILL too and own the death.
-        while !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .unwrap()
-            .rsplit(')')
-            .next()
-            .unwrap()
-            .trim_start()
-            .starts_with('Z')
-        {
+        // Let the kill land first (every QEMU thread gone, the child waitable but not reaped):
+        // a shutdown racing it would SIGKILL too and rightly take the death for its own.
+        loop {
+            // SAFETY: siginfo_t is plain data; WNOWAIT leaves the child for qm to reap.
+            let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+            let flags = libc::WEXITED | libc::WNOWAIT | libc::WNOHANG;
+            // SAFETY: waitid on our own child with a valid siginfo_t.
+            let rc = unsafe { libc::waitid(libc::P_PID, pid, &mut info, flags) };
+            // SAFETY: si_pid is valid to read after waitid filled the struct (0 if not exited).
+            if rc == 0 && unsafe { info.si_pid() } == pid as libc::pid_t {
+                break;
+            }
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
         let _ = machine.shutdown(vm::T);

@@ -36,7 +36,6 @@ struct Shared {
     /// Owns the socket; its lock serialises writes. `None` once closed.
     writer: Mutex<Option<OwnedFd>>,
     state: Mutex<State>,
-    changed: Condvar,
     next_id: AtomicU64,
     nickname: String,
 }
@@ -48,9 +47,35 @@ struct State {
     greeting: Option<Value>,
     /// A caller is reading the socket for everyone.
     reading: bool,
+    /// Callers asleep until news that concerns them (or their turn to read).
+    sleepers: Vec<Sleeper>,
     /// Sticky end of the connection.
     broken: Option<Broken>,
     input: LineBuffer,
+}
+
+/// What a sleeping caller waits for, so that a reader wakes only those its news concerns:
+/// with many threads, waking everyone for every reply costs more than QEMU's round trip.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Interest {
+    /// The reply with this id.
+    Reply(u64),
+    /// Events (or the greeting).
+    Events,
+    /// Nothing but the end of reading (`close`).
+    Idle,
+}
+
+struct Sleeper {
+    interest: Interest,
+    wake: Arc<Condvar>,
+}
+
+/// What one round of reading brought.
+#[derive(Default)]
+struct News {
+    replies: Vec<u64>,
+    events: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -76,9 +101,8 @@ impl Broken {
 
 impl Wake for Shared {
     fn wake(&self) {
-        // Taking the lock orders this wake after a waiter's check of its cancel flag.
-        drop(self.lock());
-        self.changed.notify_all();
+        // Under the lock: ordered after a sleeper's check of its cancel flag.
+        self.lock().wake_all();
     }
 }
 
@@ -111,10 +135,10 @@ impl QmpClient {
                     events: VecDeque::new(),
                     greeting: None,
                     reading: false,
+                    sleepers: Vec::new(),
                     broken: None,
                     input: LineBuffer::new(max_message),
                 }),
-                changed: Condvar::new(),
                 next_id: AtomicU64::new(1),
                 nickname: nickname.to_owned(),
             }),
@@ -135,7 +159,9 @@ impl QmpClient {
     ) -> Result<Value> {
         let deadline = wait.start();
         let greeting = self
-            .wait_until(&deadline, exit_fd, |st| st.greeting.take())
+            .wait_until(Interest::Events, &deadline, exit_fd, |st| {
+                st.greeting.take()
+            })
             .map_err(|e| in_context(e, "waiting for the QMP greeting"))?;
         let valid = greeting["QMP"]["version"]["qemu"].is_object()
             && greeting["QMP"]["capabilities"].is_array();
@@ -197,7 +223,7 @@ impl QmpClient {
             st.replies.insert(id, None);
         }
         let result = self.write_all(&line, deadline).and_then(|()| {
-            self.wait_until(deadline, exit_fd, |st| {
+            self.wait_until(Interest::Reply(id), deadline, exit_fd, |st| {
                 st.replies.get_mut(&id).and_then(Option::take)
             })
         });
@@ -276,7 +302,7 @@ impl QmpClient {
     ) -> Result<Option<Value>> {
         let wait = wait.into();
         let found = self
-            .wait_until(&wait.start(), None, |st| {
+            .wait_until(Interest::Events, &wait.start(), None, |st| {
                 let pos = st.events.iter().position(&mut pred)?;
                 st.events.remove(pos)
             })
@@ -288,7 +314,7 @@ impl QmpClient {
     pub fn get_events(&self, wait: impl Into<Wait>) -> Result<Vec<Value>> {
         let wait = wait.into();
         let found = self
-            .wait_until(&wait.start(), None, |st| {
+            .wait_until(Interest::Events, &wait.start(), None, |st| {
                 (!st.events.is_empty()).then(|| st.events.drain(..).collect())
             })
             .map_err(|e| in_context(e, "waiting for a QMP event"));
@@ -341,13 +367,11 @@ impl QmpClient {
             unsafe { libc::shutdown(sock.as_raw_fd(), libc::SHUT_RDWR) };
         }
         let mut st = self.shared.lock();
-        self.shared.changed.notify_all();
+        st.wake_all();
+        // The reader wakes everyone once it sees the connection broken and stops reading.
+        let idle = Arc::new(Condvar::new());
         while st.reading {
-            st = self
-                .shared
-                .changed
-                .wait(st)
-                .unwrap_or_else(|e| e.into_inner());
+            st = sleep(st, &idle, Interest::Idle, None);
         }
         drop(st);
         let sock = self
@@ -413,54 +437,59 @@ impl QmpClient {
     fn fail(&self, broken: Broken) {
         let mut st = self.shared.lock();
         st.broken.get_or_insert(broken);
-        self.shared.changed.notify_all();
+        st.wake_all();
     }
 
     /// Blocks until `ready` yields a value, reading the socket while nobody else does.
     ///
-    /// `ready` runs under the state lock every time something changed. Order of checks: what
-    /// is ready wins over a broken connection (a reply that arrived before EOF is still
-    /// delivered), which wins over cancel and timeout.
+    /// `ready` runs under the state lock whenever news of `interest` may have come. Order of
+    /// checks: what is ready wins over a broken connection (a reply that arrived before EOF is
+    /// still delivered), which wins over cancel and timeout. Whoever leaves while nobody reads
+    /// hands the reading role to one sleeper.
     fn wait_until<T>(
         &self,
+        interest: Interest,
         deadline: &Deadline<'_>,
         exit_fd: Option<BorrowedFd<'_>>,
-        mut ready: impl FnMut(&mut State) -> Option<T>,
+        ready: impl FnMut(&mut State) -> Option<T>,
     ) -> Result<T> {
         let sleeper: std::sync::Weak<dyn Wake> = Arc::downgrade(&self.shared) as _;
         let _watch = deadline.cancel.map(|c| c.watch(sleeper));
+        let (st, result) = self.wait_locked(interest, deadline, exit_fd, ready);
+        st.promote();
+        result
+    }
+
+    fn wait_locked<T>(
+        &self,
+        interest: Interest,
+        deadline: &Deadline<'_>,
+        exit_fd: Option<BorrowedFd<'_>>,
+        mut ready: impl FnMut(&mut State) -> Option<T>,
+    ) -> (MutexGuard<'_, State>, Result<T>) {
         let mut looked = false;
+        // Made only when this caller has to sleep: a lone caller always reads.
+        let mut wake = None;
         let mut st = self.shared.lock();
         loop {
             if let Some(v) = ready(&mut st) {
-                return Ok(v);
+                return (st, Ok(v));
             }
             if let Some(broken) = &st.broken {
-                return Err(broken.error());
+                let err = broken.error();
+                return (st, Err(err));
             }
             if deadline.cancelled() {
-                return Err(Error::Interrupted);
+                return (st, Err(Error::Interrupted));
             }
             let left = deadline.remaining();
             let expired = left == Some(std::time::Duration::ZERO);
             if expired && (looked || st.reading) {
-                return Err(Error::Timeout(String::new()));
+                return (st, Err(Error::Timeout(String::new())));
             }
             if st.reading {
-                st = match left {
-                    None => self
-                        .shared
-                        .changed
-                        .wait(st)
-                        .unwrap_or_else(|e| e.into_inner()),
-                    Some(left) => {
-                        self.shared
-                            .changed
-                            .wait_timeout(st, left)
-                            .unwrap_or_else(|e| e.into_inner())
-                            .0
-                    }
-                };
+                let wake = wake.get_or_insert_with(|| Arc::new(Condvar::new()));
+                st = sleep(st, wake, interest, left);
                 continue;
             }
             st.reading = true;
@@ -472,13 +501,18 @@ impl QmpClient {
             st = self.shared.lock();
             st.input = input;
             st.reading = false;
+            let mut news = News::default();
             for msg in msgs {
-                st.dispatch(msg, &self.shared);
+                st.dispatch(msg, &self.shared, &mut news);
             }
             if let Err(broken) = outcome {
                 st.broken.get_or_insert(broken);
             }
-            self.shared.changed.notify_all();
+            if st.broken.is_some() {
+                st.wake_all();
+            } else {
+                st.wake_concerned(&news);
+            }
         }
     }
 
@@ -535,15 +569,72 @@ impl QmpClient {
     }
 }
 
+/// Sleeps on `wake` (at most `timeout`) as a sleeper interested in `interest`.
+fn sleep<'a>(
+    mut st: MutexGuard<'a, State>,
+    wake: &Arc<Condvar>,
+    interest: Interest,
+    timeout: Option<std::time::Duration>,
+) -> MutexGuard<'a, State> {
+    st.sleepers.push(Sleeper {
+        interest,
+        wake: wake.clone(),
+    });
+    let mut st = match timeout {
+        None => wake.wait(st).unwrap_or_else(|e| e.into_inner()),
+        Some(t) => {
+            wake.wait_timeout(st, t)
+                .unwrap_or_else(|e| e.into_inner())
+                .0
+        }
+    };
+    st.sleepers.retain(|s| !Arc::ptr_eq(&s.wake, wake));
+    st
+}
+
 impl State {
-    fn dispatch(&mut self, msg: Value, shared: &Shared) {
+    fn wake_all(&self) {
+        for s in &self.sleepers {
+            s.wake.notify_one();
+        }
+    }
+
+    /// Wakes the owners of the replies that came, and the event waiters if events came.
+    fn wake_concerned(&self, news: &News) {
+        for s in &self.sleepers {
+            let concerned = match s.interest {
+                Interest::Reply(id) => news.replies.contains(&id),
+                Interest::Events => news.events,
+                Interest::Idle => true,
+            };
+            if concerned {
+                s.wake.notify_one();
+            }
+        }
+    }
+
+    /// When nobody reads, wakes one sleeper to take over (or to find it has nothing left to
+    /// wait for, and pass the turn on when it leaves).
+    fn promote(&self) {
+        if !self.reading {
+            if let Some(s) = self.sleepers.first() {
+                s.wake.notify_one();
+            }
+        }
+    }
+
+    fn dispatch(&mut self, msg: Value, shared: &Shared, news: &mut News) {
         debug!("{} <<< {}", shared.nickname, msg);
         if msg.get("event").is_some() {
             self.events.push_back(msg);
+            news.events = true;
         } else if msg.get("return").is_some() || msg.get("error").is_some() {
-            self.file_reply(msg, shared);
+            if let Some(id) = self.file_reply(msg, shared) {
+                news.replies.push(id);
+            }
         } else if msg.get("QMP").is_some() && self.greeting.is_none() {
             self.greeting = Some(msg);
+            news.events = true;
         } else {
             crate::log::warning!(
                 "{}: ignoring an unexpected QMP message: {}",
@@ -553,21 +644,28 @@ impl State {
         }
     }
 
-    fn file_reply(&mut self, msg: Value, shared: &Shared) {
-        let slot = match msg.get("id") {
-            Some(id) => id.as_u64().and_then(|id| self.replies.get_mut(&id)),
+    /// Files a reply under its command's id; returns the id, or `None` if nobody waits for it.
+    fn file_reply(&mut self, msg: Value, shared: &Shared) -> Option<u64> {
+        let id = match msg.get("id") {
+            Some(id) => id.as_u64(),
             // QEMU answers without an id only when it could not read the id; with a single
             // command in flight the reply can only be its.
-            None if self.replies.len() == 1 => self.replies.values_mut().next(),
+            None if self.replies.len() == 1 => self.replies.keys().next().copied(),
             None => None,
         };
-        match slot {
-            Some(slot) if slot.is_none() => *slot = Some(msg),
-            _ => debug!(
+        match id.and_then(|id| self.replies.get_mut(&id)) {
+            Some(slot) if slot.is_none() => {
+                *slot = Some(msg);
+                id
+            }
+            _ => {
+                debug!(
                 "{}: dropping a reply no caller waits for (late after a timeout, or unknown id): {}",
                 shared.nickname,
-                preview(&msg.to_string())
-            ),
+                    preview(&msg.to_string())
+                );
+                None
+            }
         }
     }
 }
