@@ -396,8 +396,9 @@ qm_status qm_set_base_temp_dir(qm_machine *m, const char *dir, qm_error **err_ou
 qm_status qm_set_sock_dir(qm_machine *m, const char *dir, qm_error **err_out);
 
 /**
- * Sets the directory of `<name>.log`, QEMU's stdout and stderr (default: the temporary
- * directory, removed at shutdown after the log is read back; see `qm_get_log`).
+ * Sets the directory of `<name>.log`, QEMU's stdout and stderr, kept after shutdown (default:
+ * none, the output is kept in an anonymous in-memory file). Either way `qm_get_log` returns
+ * it after a shutdown or a failed launch.
  */
 qm_status qm_set_log_dir(qm_machine *m, const char *dir, qm_error **err_out);
 
@@ -677,7 +678,7 @@ qm_status qm_get_temp_dir(const qm_machine *m, char **dir_out, qm_error **err_ou
 
 /**
  * The directory of the log file in `*dir_out` (owned): the one set with `qm_set_log_dir`, or
- * the temporary directory (created on first use).
+ * NULL when none was set (QEMU's output is then kept in memory; `qm_get_log` has it).
  */
 qm_status qm_get_log_dir(const qm_machine *m, char **dir_out, qm_error **err_out);
 

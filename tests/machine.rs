@@ -27,11 +27,6 @@ fn launch_query_shutdown_and_clean_up() {
         std::fs::metadata(&temp).unwrap().permissions().mode() & 0o777,
         0o700
     );
-    let log = vm.log_dir().unwrap().join(format!("{}.log", vm.name()));
-    assert_eq!(
-        std::fs::metadata(&log).unwrap().permissions().mode() & 0o777,
-        0o600
-    );
     let status = vm.cmd("query-status", None).unwrap();
     assert_eq!(status["status"], "running");
     let raw = vm.qmp("query-status", None).unwrap();
@@ -170,9 +165,14 @@ fn log_dir_keeps_the_log_after_shutdown() {
     vm.set_name("kept").unwrap();
     vm.set_log_dir(&logs);
     vm.launch().unwrap();
-    assert_eq!(vm.log_dir().unwrap(), logs);
+    assert_eq!(vm.log_dir(), Some(logs.clone()));
+    let log = logs.join("kept.log");
+    assert_eq!(
+        std::fs::metadata(&log).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     vm.shutdown(T).unwrap();
-    assert!(logs.join("kept.log").exists());
+    assert!(log.exists());
 }
 
 #[test]
@@ -866,4 +866,17 @@ fn console_calls_never_wait_for_a_shutdown_in_progress() {
     // Our duplicate outlives the machine's console: it now reads end of file.
     let mut rest = Vec::new();
     std::io::Read::read_to_end(&mut console, &mut rest).unwrap();
+}
+
+#[test]
+fn a_machine_without_log_dir_writes_no_file() {
+    let dir = scratch();
+    let vm = vm_none(dir.path());
+    vm.launch().unwrap();
+    // QEMU's output goes to an anonymous memory file: no temp dir, no log file on disk.
+    assert_eq!(vm::entries(dir.path()), Vec::<std::path::PathBuf>::new());
+    assert_eq!(vm.log_dir(), None);
+    vm.shutdown(T).unwrap();
+    assert_eq!(vm.get_log().as_deref(), Some(""));
+    assert_eq!(vm::entries(dir.path()), Vec::<std::path::PathBuf>::new());
 }

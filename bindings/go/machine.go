@@ -687,8 +687,8 @@ func (m *Machine) TempDir() (string, error) {
 	return s, err
 }
 
-// LogDir returns the directory of QEMU's log file: the one set with WithLogDir, or the
-// temporary directory (created on first use).
+// LogDir returns the directory of QEMU's log file set with WithLogDir, or "" when none was set
+// (QEMU's output is then kept in memory; Log has it).
 func (m *Machine) LogDir() (string, error) {
 	s, _, err := m.getString(func(h *C.qm_machine, out **C.char, cerr **C.qm_error) C.qm_status {
 		return C.qm_get_log_dir(h, out, cerr)

@@ -82,8 +82,8 @@ func WithSockDir(dir string) Option {
 	})
 }
 
-// WithLogDir sets the directory of <name>.log, QEMU's stdout and stderr (default: the
-// temporary directory, removed at shutdown after the log is read back; see Machine.Log).
+// WithLogDir sets the directory of <name>.log, QEMU's stdout and stderr, kept after shutdown
+// (default: none, the output is kept in memory). Either way Machine.Log has it.
 func WithLogDir(dir string) Option {
 	return withString("dir", dir, false, func(h *C.qm_machine, s *C.char, cerr **C.qm_error) C.qm_status {
 		return C.qm_set_log_dir(h, s, cerr)

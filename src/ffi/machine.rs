@@ -180,8 +180,9 @@ pub unsafe extern "C" fn qm_set_sock_dir(
     })
 }
 
-/// Sets the directory of `<name>.log`, QEMU's stdout and stderr (default: the temporary
-/// directory, removed at shutdown after the log is read back; see `qm_get_log`).
+/// Sets the directory of `<name>.log`, QEMU's stdout and stderr, kept after shutdown (default:
+/// none, the output is kept in an anonymous in-memory file). Either way `qm_get_log` returns
+/// it after a shutdown or a failed launch.
 #[no_mangle]
 pub unsafe extern "C" fn qm_set_log_dir(
     m: *mut qm_machine,
@@ -897,7 +898,7 @@ pub unsafe extern "C" fn qm_get_temp_dir(
 }
 
 /// The directory of the log file in `*dir_out` (owned): the one set with `qm_set_log_dir`, or
-/// the temporary directory (created on first use).
+/// NULL when none was set (QEMU's output is then kept in memory; `qm_get_log` has it).
 #[no_mangle]
 pub unsafe extern "C" fn qm_get_log_dir(
     m: *const qm_machine,
@@ -910,7 +911,7 @@ pub unsafe extern "C" fn qm_get_log_dir(
             ("qm_get_log_dir", "dir_out"),
             m,
             dir_out,
-            |vm| Ok(Some(path_string(&vm.log_dir()?))),
+            |vm| Ok(vm.log_dir().map(|dir| path_string(&dir))),
             err_out,
         )
     }

@@ -6,7 +6,7 @@ mod console;
 mod process;
 
 use std::fs::{File, OpenOptions};
-use std::io::Read;
+use std::io::{Read, Seek};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -101,7 +101,56 @@ struct Life {
     launched: bool,
     /// Monitor socket paths created by qm, removed at cleanup.
     remove_files: Vec<PathBuf>,
-    log_path: Option<PathBuf>,
+    /// Where QEMU's stdout and stderr go, read back at cleanup.
+    log: Option<QemuLog>,
+}
+
+/// QEMU's output: `<log_dir>/<name>.log`, or without a log dir an anonymous memory file, which
+/// saves creating, reading back and unlinking a file on disk for every machine.
+enum QemuLog {
+    File(PathBuf),
+    Memory(File),
+}
+
+impl QemuLog {
+    /// Creates the log for machine `name` and returns the descriptor QEMU writes to.
+    fn create(log_dir: Option<&Path>, name: &str) -> Result<(QemuLog, File)> {
+        match log_dir {
+            Some(dir) => {
+                let path = dir.join(format!("{name}.log"));
+                let file = create_private(&path, true)?;
+                Ok((QemuLog::File(path), file))
+            }
+            None => {
+                let cname = std::ffi::CString::new(format!("qm-{name}.log"))
+                    .map_err(|_| Error::Invalid("machine name contains NUL".into()))?;
+                // SAFETY: memfd_create with a valid C string; the result is checked.
+                let fd = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) };
+                if fd < 0 {
+                    return Err(Error::last_os("creating the in-memory log"));
+                }
+                // SAFETY: a fresh descriptor nobody else owns.
+                let file = unsafe { File::from_raw_fd(fd) };
+                let ours = file
+                    .try_clone()
+                    .map_err(|e| Error::io("duplicating the in-memory log", e))?;
+                Ok((QemuLog::Memory(ours), file))
+            }
+        }
+    }
+
+    /// Everything QEMU wrote (call once QEMU is gone).
+    fn read_back(self) -> String {
+        let mut text = Vec::new();
+        let _ = match self {
+            QemuLog::File(path) => File::open(path).and_then(|mut f| f.read_to_end(&mut text)),
+            // QEMU shared this file's offset; start over from the beginning.
+            QemuLog::Memory(mut f) => f
+                .seek(std::io::SeekFrom::Start(0))
+                .and_then(|_| f.read_to_end(&mut text)),
+        };
+        String::from_utf8_lossy(&text).into_owned()
+    }
 }
 
 #[derive(Default)]
@@ -207,8 +256,9 @@ impl Machine {
         lock(&self.cfg).sock_dir = Some(dir.into());
     }
 
-    /// Where `<name>.log` (QEMU's stdout and stderr) is written (default: the temporary
-    /// directory, which is removed at shutdown; the log is read back first).
+    /// Writes QEMU's stdout and stderr to `<dir>/<name>.log`, kept after shutdown. Without it
+    /// they go to an anonymous in-memory file. Either way [`get_log`](Self::get_log) returns
+    /// them after a shutdown or a failed launch.
     pub fn set_log_dir(&self, dir: impl Into<PathBuf>) {
         lock(&self.cfg).log_dir = Some(dir.into());
     }
@@ -351,13 +401,10 @@ impl Machine {
         Ok(dir.as_ref().expect("created above").path().to_owned())
     }
 
-    /// Where the log file goes: the configured log dir, or the temporary directory.
-    pub fn log_dir(&self) -> Result<PathBuf> {
-        let configured = lock(&self.cfg).log_dir.clone();
-        match configured {
-            Some(dir) => Ok(dir),
-            None => self.temp_dir(),
-        }
+    /// Where `<name>.log` goes, if [`set_log_dir`](Self::set_log_dir) was called. Without a log
+    /// dir QEMU's output is kept in memory; either way [`get_log`](Self::get_log) has it.
+    pub fn log_dir(&self) -> Option<PathBuf> {
+        lock(&self.cfg).log_dir.clone()
     }
 
     /// Where qm-chosen socket paths go: the configured sock dir, or the temporary directory.
@@ -505,9 +552,8 @@ impl Machine {
             console_qemu = Some(qemu);
         }
 
-        let log_path = self.log_dir()?.join(format!("{}.log", cfg.name));
-        let log = create_private(&log_path, true)?;
-        life.log_path = Some(log_path);
+        let (qemu_log, log) = QemuLog::create(cfg.log_dir.as_deref(), &cfg.name)?;
+        life.log = Some(qemu_log);
 
         let full_args: Vec<String> = cfg
             .wrapper
@@ -829,12 +875,8 @@ impl Machine {
             }
             code
         };
-        if let Some(path) = life.log_path.take() {
-            let mut text = Vec::new();
-            if let Ok(mut f) = File::open(&path) {
-                let _ = f.read_to_end(&mut text);
-            }
-            lock(&self.output).log = Some(String::from_utf8_lossy(&text).into_owned());
+        if let Some(log) = life.log.take() {
+            lock(&self.output).log = Some(log.read_back());
         }
         *lock(&self.temp_dir) = None;
         for path in life.remove_files.drain(..) {
