@@ -5,10 +5,9 @@
 //! thread blocks in `waitid(WNOWAIT)` and signals an eventfd when the child exits: the same
 //! exact wake-up, at the cost of one thread per running QEMU.
 
+use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::sync::{Mutex, OnceLock};
 
@@ -29,7 +28,8 @@ pub(crate) struct Process {
     pid: u32,
     /// Readable once the child has exited: its pidfd, or the fallback's eventfd.
     exit: ExitFd,
-    child: Mutex<Child>,
+    /// The exit status once reaped; its lock also keeps the pid from being reaped (and so
+    /// recycled) while a signal goes out.
     status: Mutex<Option<i32>>,
 }
 
@@ -95,11 +95,17 @@ fn exit_fd(pid: u32) -> std::io::Result<ExitFd> {
     })
 }
 
-type Job = (Spawn, mpsc::SyncSender<std::io::Result<Child>>);
+/// A forked child, and the read end of a close-on-exec pipe: end of file once the child has
+/// exec'd, or the errno of a failed exec.
+type Forked = (libc::pid_t, OwnedFd);
+
+type Job = (Spawn, mpsc::SyncSender<std::io::Result<Forked>>);
 
 /// Every QEMU is forked from one long-lived thread. `PR_SET_PDEATHSIG` fires when the thread
 /// that forked the child ends, not the process; forking from a caller's thread would kill the
-/// VM when that thread exits (a Go goroutine's OS thread, a test thread).
+/// VM when that thread exits (a Go goroutine's OS thread, a test thread). The spawner only
+/// forks: waiting for the exec (loading QEMU takes milliseconds) is the launching thread's, so
+/// many launches exec in parallel.
 fn spawner() -> &'static mpsc::Sender<Job> {
     static SPAWNER: OnceLock<mpsc::Sender<Job>> = OnceLock::new();
     SPAWNER.get_or_init(|| {
@@ -108,7 +114,7 @@ fn spawner() -> &'static mpsc::Sender<Job> {
             .name("qm-spawner".into())
             .spawn(move || {
                 for (job, reply) in rx {
-                    let _ = reply.send(spawn_here(job));
+                    let _ = reply.send(fork_child(job));
                 }
             })
             .expect("starting the qm spawner thread");
@@ -116,39 +122,114 @@ fn spawner() -> &'static mpsc::Sender<Job> {
     })
 }
 
-fn spawn_here(job: Spawn) -> std::io::Result<Child> {
-    let Spawn {
-        argv,
-        keep_fds,
-        log,
-    } = job;
-    let host = std::process::id() as libc::pid_t;
-    let mut cmd = Command::new(&argv[0]);
-    cmd.args(&argv[1..])
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log);
-    // SAFETY: the closure runs between fork and exec and only makes async-signal-safe calls
-    // (prctl, getppid, syscall, fcntl), with no allocation.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // The host may have died before prctl: then nobody would ever kill us.
-            if libc::getppid() != host {
-                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
-            }
-            close_on_exec_from(3);
-            for &fd in &keep_fds {
-                if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
+/// Forks a child that sets itself up and execs `job.argv`; does not wait for the exec.
+fn fork_child(job: Spawn) -> std::io::Result<Forked> {
+    let invalid = |_| std::io::Error::from_raw_os_error(libc::EINVAL);
+    let args: Vec<CString> = job
+        .argv
+        .iter()
+        .map(|a| CString::new(a.as_bytes()).map_err(invalid))
+        .collect::<std::io::Result<_>>()?;
+    let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let null = File::open("/dev/null")?;
+    let mut pipe = [0 as RawFd; 2];
+    // SAFETY: pipe2 writes two descriptors into the array.
+    if unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
     }
-    cmd.spawn()
+    // SAFETY: fresh descriptors owned by nobody else.
+    let (status_r, status_w) =
+        unsafe { (OwnedFd::from_raw_fd(pipe[0]), OwnedFd::from_raw_fd(pipe[1])) };
+    let host = std::process::id() as libc::pid_t;
+    // SAFETY: fork(2). The child runs only `exec_child`, which is async-signal-safe and does
+    // not return; everything it touches was prepared above.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if pid == 0 {
+        // SAFETY: in the child, as above.
+        unsafe {
+            exec_child(
+                &argv,
+                host,
+                null.as_raw_fd(),
+                job.log.as_raw_fd(),
+                &job.keep_fds,
+                status_w.as_raw_fd(),
+            )
+        }
+    }
+    Ok((pid, status_r))
+}
+
+/// The child's side of [`fork_child`]: never returns. Only async-signal-safe calls: another
+/// thread of the host may have held any lock (malloc's included) at the fork.
+unsafe fn exec_child(
+    argv: &[*const libc::c_char],
+    host: libc::pid_t,
+    stdin: RawFd,
+    log: RawFd,
+    keep_fds: &[RawFd],
+    status: RawFd,
+) -> ! {
+    let fail = |errno: libc::c_int| -> ! {
+        libc::write(status, (&errno as *const libc::c_int).cast(), 4);
+        libc::_exit(127)
+    };
+    // The host's signal mask and ignored signals (Rust ignores SIGPIPE) must not reach QEMU.
+    let mut none: libc::sigset_t = std::mem::zeroed();
+    libc::sigemptyset(&mut none);
+    libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+    libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+        fail(*libc::__errno_location());
+    }
+    // The host may have died before prctl: then nobody would ever kill us.
+    if libc::getppid() != host {
+        fail(libc::ESRCH);
+    }
+    if libc::dup2(stdin, 0) < 0 || libc::dup2(log, 1) < 0 || libc::dup2(log, 2) < 0 {
+        fail(*libc::__errno_location());
+    }
+    close_on_exec_from(3);
+    for &fd in keep_fds {
+        if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+            fail(*libc::__errno_location());
+        }
+    }
+    libc::execvp(argv[0], argv.as_ptr());
+    fail(*libc::__errno_location())
+}
+
+/// Waits until the forked child exec'd; on a failed exec, reaps it and returns the error.
+fn await_exec(pid: libc::pid_t, status: OwnedFd) -> std::io::Result<()> {
+    let mut errno: libc::c_int = 0;
+    let n = loop {
+        // SAFETY: reads at most 4 bytes into a live c_int.
+        let n = unsafe {
+            libc::read(
+                status.as_raw_fd(),
+                (&mut errno as *mut libc::c_int).cast(),
+                4,
+            )
+        };
+        if n >= 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            break n;
+        }
+    };
+    if n == 0 {
+        return Ok(());
+    }
+    let mut wstatus = 0;
+    // SAFETY: reaping our own child, which exits right after reporting.
+    unsafe { libc::waitpid(pid, &mut wstatus, 0) };
+    Err(if n == 4 {
+        std::io::Error::from_raw_os_error(errno)
+    } else {
+        std::io::Error::last_os_error()
+    })
 }
 
 /// Marks every descriptor from `first` up close-on-exec, so that descriptors other code in the
@@ -178,24 +259,25 @@ impl Process {
         spawner()
             .send((spawn, tx))
             .map_err(|_| Error::State("the qm spawner thread is gone".into()))?;
-        let child = rx
+        let (pid, exec_status) = rx
             .recv()
             .map_err(|_| Error::State("the qm spawner thread is gone".into()))?
             .map_err(|e| Error::io(format!("starting {program:?}"), e))?;
-        let pid = child.id();
-        let exit = match exit_fd(pid) {
+        await_exec(pid, exec_status).map_err(|e| Error::io(format!("starting {program:?}"), e))?;
+        let exit = match exit_fd(pid as u32) {
             Ok(exit) => exit,
             Err(err) => {
-                let mut child = child;
-                let _ = child.kill();
-                let _ = child.wait();
+                // SAFETY: killing and reaping our own child.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                    libc::waitpid(pid, std::ptr::null_mut(), 0);
+                }
                 return Err(Error::io("watching QEMU's exit", err));
             }
         };
         Ok(Process {
-            pid,
+            pid: pid as u32,
             exit,
-            child: Mutex::new(child),
             status: Mutex::new(None),
         })
     }
@@ -214,9 +296,14 @@ impl Process {
     pub(crate) fn try_status(&self) -> Option<i32> {
         let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
         if status.is_none() {
-            let mut child = self.child.lock().unwrap_or_else(|e| e.into_inner());
-            if let Ok(Some(st)) = child.try_wait() {
-                *status = st.code().or_else(|| st.signal().map(|s| -s));
+            let mut wstatus = 0;
+            // SAFETY: waitpid on our own child, without blocking.
+            if unsafe { libc::waitpid(self.pid as libc::pid_t, &mut wstatus, libc::WNOHANG) } > 0 {
+                *status = Some(if libc::WIFSIGNALED(wstatus) {
+                    -libc::WTERMSIG(wstatus)
+                } else {
+                    libc::WEXITSTATUS(wstatus)
+                });
             }
         }
         *status
