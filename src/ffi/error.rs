@@ -206,20 +206,25 @@ pub unsafe extern "C" fn qm_error_qmp_desc(err: *const qm_error) -> *const c_cha
 /// running (and was killed), and when `err` or `code_out` is NULL.
 #[no_mangle]
 pub unsafe extern "C" fn qm_error_exit_code(err: *const qm_error, code_out: *mut c_int) -> bool {
-    guard(false, || {
-        // SAFETY: NULL or a live error.
-        match (
-            unsafe { err.as_ref() }.and_then(|e| e.exit_code),
-            code_out.is_null(),
-        ) {
-            (Some(code), false) => {
-                // SAFETY: not NULL; the caller promises a writable int.
-                unsafe { code_out.write(code) };
-                true
-            }
-            _ => false,
-        }
+    // SAFETY: NULL or a live error; NULL or a writable int.
+    guard(false, || unsafe {
+        write_code(err.as_ref().and_then(|e| e.exit_code), code_out)
     })
+}
+
+/// Stores `code` in `*out` when there is one and `out` is not NULL; says whether it did.
+///
+/// # Safety
+/// A non-NULL `out` must point to a writable int.
+unsafe fn write_code(code: Option<c_int>, out: *mut c_int) -> bool {
+    match code {
+        Some(code) if !out.is_null() => {
+            // SAFETY: not NULL; the caller's contract.
+            unsafe { out.write(code) };
+            true
+        }
+        _ => false,
+    }
 }
 
 /// The command line of a `QM_ERR_LAUNCH` error (the arguments joined by spaces, for humans;
@@ -263,19 +268,9 @@ pub unsafe extern "C" fn qm_error_launch_cause(err: *const qm_error) -> qm_statu
 /// otherwise and when `err` or `code_out` is NULL.
 #[no_mangle]
 pub unsafe extern "C" fn qm_error_os_code(err: *const qm_error, code_out: *mut c_int) -> bool {
-    guard(false, || {
-        // SAFETY: NULL or a live error.
-        match (
-            unsafe { err.as_ref() }.and_then(|e| e.os_code),
-            code_out.is_null(),
-        ) {
-            (Some(code), false) => {
-                // SAFETY: not NULL; the caller promises a writable int.
-                unsafe { code_out.write(code) };
-                true
-            }
-            _ => false,
-        }
+    // SAFETY: NULL or a live error; NULL or a writable int.
+    guard(false, || unsafe {
+        write_code(err.as_ref().and_then(|e| e.os_code), code_out)
     })
 }
 
