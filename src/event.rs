@@ -1,6 +1,6 @@
 //! Matching QMP events against filters.
 
-use serde_json::Value;
+use serde_json::{Number, Value};
 
 /// True when `event` matches `filter`, the rule of QEMU's `QEMUMachine.event_match`.
 ///
@@ -25,10 +25,30 @@ pub fn event_match(event: &Value, filter: Option<&Value>) -> bool {
             _ => false,
         },
         Some(Value::Number(f)) => match event {
-            Value::Number(e) => e == f || (e.as_f64().is_some() && e.as_f64() == f.as_f64()),
+            Value::Number(e) => numbers_equal(e, f),
             _ => false,
         },
         Some(other) => other == event,
+    }
+}
+
+/// Equality by value, exact as in Python: `1 == 1.0`, but integers are never rounded through
+/// a float (`2**64-1 != 2**64-2`).
+fn numbers_equal(a: &Number, b: &Number) -> bool {
+    fn integer(n: &Number) -> Option<i128> {
+        n.as_i64()
+            .map(i128::from)
+            .or_else(|| n.as_u64().map(i128::from))
+    }
+    /// A float equals an integer only if it is integral and converts back exactly.
+    fn float_is(f: f64, i: i128) -> bool {
+        f.fract() == 0.0 && f >= i128::MIN as f64 && f < i128::MAX as f64 && f as i128 == i
+    }
+    match (integer(a), integer(b)) {
+        (Some(x), Some(y)) => x == y,
+        (Some(x), None) => b.as_f64().is_some_and(|f| float_is(f, x)),
+        (None, Some(y)) => a.as_f64().is_some_and(|f| float_is(f, y)),
+        (None, None) => a.as_f64() == b.as_f64(),
     }
 }
 
@@ -76,5 +96,21 @@ mod tests {
         assert!(!event_match(&ev, Some(&json!({"missing": null}))));
         assert!(event_match(&json!([1, 2]), Some(&json!([1, 2]))));
         assert!(!event_match(&json!("1"), Some(&json!(1))));
+    }
+
+    #[test]
+    fn integers_compare_exactly_not_through_floats() {
+        let big = json!({"n": u64::MAX});
+        assert!(event_match(&big, Some(&json!({"n": u64::MAX}))));
+        assert!(!event_match(&big, Some(&json!({"n": u64::MAX - 1}))));
+        let min = json!({"n": i64::MIN});
+        assert!(!event_match(&min, Some(&json!({"n": i64::MIN + 1}))));
+        assert!(event_match(&json!({"n": 2.0}), Some(&json!({"n": 2}))));
+        assert!(!event_match(&json!({"n": 2.5}), Some(&json!({"n": 2}))));
+        // 2^53 + 1 has no float: the float 2^53 is not it.
+        assert!(!event_match(
+            &json!({"n": 9007199254740993u64}),
+            Some(&json!({"n": 9007199254740992.0}))
+        ));
     }
 }

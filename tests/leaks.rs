@@ -60,7 +60,11 @@ fn cycle(dir: &std::path::Path, i: usize) {
             let m = vm_guest(dir, "leak check", GuestAction::Poweroff);
             m.set_console(None, 0);
             m.set_drain_console(true);
+            // Paused until QMP is up: a guest that powers off at boot could otherwise end
+            // QEMU during the handshake on a loaded machine.
+            m.add_args(["-S"]);
             m.launch().unwrap();
+            m.cmd("cont", None).unwrap();
             m.event_wait("SHUTDOWN", None, T).unwrap();
             m.wait(T).unwrap();
         }

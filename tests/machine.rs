@@ -737,7 +737,11 @@ fn guest_console_echo_and_guest_initiated_shutdown() {
 fn guest_exit_status_through_isa_debug_exit() {
     let dir = scratch();
     let vm = vm_guest(dir.path(), "exiting", GuestAction::Exit(5));
+    // Paused until QMP is up: a guest that ends at boot could otherwise end QEMU during the
+    // handshake on a loaded machine.
+    vm.add_args(["-S"]);
     vm.launch().unwrap();
+    vm.cmd("cont", None).unwrap();
     vm.wait(T).unwrap();
     assert_eq!(vm.exitcode(), Some(qm::guest::debug_exit_status(5)));
 }
@@ -749,7 +753,11 @@ fn drained_console_is_logged_completely() {
     let vm = vm_guest(dir.path(), "to the console log", GuestAction::Poweroff);
     vm.set_console(None, 0);
     vm.set_console_log(Some(console_log.clone()));
+    // Paused until QMP is up: a guest that powers off at boot could otherwise end QEMU
+    // during the handshake on a loaded machine.
+    vm.add_args(["-S"]);
     vm.launch().unwrap();
+    vm.cmd("cont", None).unwrap();
     // Nobody reads the console: the drain keeps QEMU going and logs every byte.
     vm.event_wait("SHUTDOWN", None, T).unwrap();
     vm.wait(T).unwrap();

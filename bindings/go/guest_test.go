@@ -84,8 +84,13 @@ func TestGuestActions(t *testing.T) {
 	if got := qm.GuestExitStatus(21); got != 43 {
 		t.Fatalf("GuestExitStatus(21) = %d", got)
 	}
-	m := newMachine(t, guestOptions(t, "exiting", qm.GuestExit, 21)...)
+	// Paused (-S) until QMP is up: a guest that ends at boot could otherwise end QEMU during
+	// the handshake on a loaded machine.
+	m := newMachine(t, append(guestOptions(t, "exiting", qm.GuestExit, 21), qm.WithArgs("-S"))...)
 	if err := m.Launch(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Cmd(ctx, "cont", nil); err != nil {
 		t.Fatal(err)
 	}
 	con, err := m.Console()

@@ -28,8 +28,8 @@ use process::{Process, Spawn};
 /// How long [`Machine::kill`] waits for a SIGKILLed QEMU to disappear, as the seed does.
 const HARD_KILL_WAIT: Duration = Duration::from_secs(60);
 
-/// How long a failed launch waits for a QEMU that closed its monitor to exit by itself.
-const LAUNCH_EXIT_GRACE: Duration = Duration::from_secs(5);
+/// How long qm waits for a QEMU that closed its monitor to exit by itself before killing it.
+const EXIT_GRACE: Duration = Duration::from_secs(5);
 
 /// The graceful-shutdown timeout used when a running machine is dropped, as the seed's default.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -314,9 +314,10 @@ impl Machine {
 
     /// Passes `fd` to QEMU as `-add-fd fd=FD,set=FDSET,opaque=OPAQUE[,OPTS]`. QEMU inherits it
     /// under the same number; the caller keeps ownership and must keep it open until launch.
+    /// Commas in `opaque` are escaped; `opts` is passed as it is (more `key=value` options).
     pub fn add_fd(&self, fd: BorrowedFd<'_>, fdset: u32, opaque: &str, opts: &str) {
         let raw = fd.as_raw_fd();
-        let mut option = format!("fd={raw},set={fdset},opaque={opaque}");
+        let mut option = format!("fd={raw},set={fdset},opaque={}", option_value(opaque));
         if !opts.is_empty() {
             option.push(',');
             option.push_str(opts);
@@ -451,22 +452,10 @@ impl Machine {
             Ok(()) => Ok(()),
             Err(cause) => {
                 // A QEMU still running here never became usable: kill it, its code is ours.
-                let exited_by_itself = match self.process() {
-                    Ok(p) => {
-                        // QEMU that hung up on the monitor is on its way out: let it finish,
-                        // so its exit code and last words reach the error.
-                        let grace = match cause {
-                            Error::Disconnected(_) | Error::Protocol(_) => LAUNCH_EXIT_GRACE,
-                            _ => Duration::ZERO,
-                        };
-                        let status = p.wait(&Wait::timeout(grace).start()).ok();
-                        if status.is_none() {
-                            let _ = self.hard_shutdown();
-                        }
-                        status
-                    }
-                    Err(_) => None,
-                };
+                let exited_by_itself = self.exit_after(&cause);
+                if exited_by_itself.is_none() {
+                    let _ = self.hard_shutdown();
+                }
                 self.post_shutdown(&mut life);
                 let output = lock(&self.output);
                 Err(Error::Launch {
@@ -510,7 +499,10 @@ impl Machine {
                     life.remove_files.push(path.clone());
                     (
                         Listen::Unix(listener),
-                        format!("socket,id=mon,path={}", path.display()),
+                        format!(
+                            "socket,id=mon,path={}",
+                            option_value(&path.to_string_lossy())
+                        ),
                     )
                 }
                 MonitorAddress::Tcp { host, port } => {
@@ -521,7 +513,11 @@ impl Machine {
                         .map_err(|e| Error::io("local_addr", e))?;
                     (
                         Listen::Tcp(listener),
-                        format!("socket,id=mon,host={host},port={}", port.port()),
+                        format!(
+                            "socket,id=mon,host={},port={}",
+                            option_value(host),
+                            port.port()
+                        ),
                     )
                 }
             };
@@ -782,6 +778,7 @@ impl Machine {
                         "{}: graceful shutdown failed ({cause}); killing",
                         self.name()
                     );
+                    self.exit_after(&cause);
                     let _ = self.hard_shutdown();
                     Err(Error::AbnormalShutdown(format!(
                         "could not perform graceful shutdown: {cause}"
@@ -833,6 +830,19 @@ impl Machine {
         process
             .wait(&Wait::timeout(HARD_KILL_WAIT).start())
             .map(drop)
+    }
+
+    /// QEMU's exit status if it has exited, or exits soon: a QEMU that hung up on its monitor
+    /// (`cause` is a disconnection) is on its way out, and is given a moment to finish so that
+    /// its exit code, its last words and a signal someone else sent are its own, not our
+    /// SIGKILL's.
+    fn exit_after(&self, cause: &Error) -> Option<i32> {
+        let process = self.process().ok()?;
+        let grace = match cause {
+            Error::Disconnected(_) => EXIT_GRACE,
+            _ => Duration::ZERO,
+        };
+        process.wait(&Wait::timeout(grace).start()).ok()
     }
 
     /// Signals QEMU unless it already exited, remembering the signal so that its death by it
@@ -963,6 +973,12 @@ impl Listen {
             }
         }
     }
+}
+
+/// A value for QEMU's `key=value,…` option syntax: commas are doubled, so a path or name can
+/// never end one option and start another (`path=x,server=on`).
+pub(crate) fn option_value(value: &str) -> String {
+    value.replace(',', ",,")
 }
 
 /// Listens on a unix socket at `path`, readable and writable by the owner only.

@@ -43,22 +43,26 @@ impl LineBuffer {
     /// Moves every complete message into `out`, in order. Fails on a line that is not a JSON
     /// object and on a message longer than the cap; the stream cannot be trusted after that.
     pub(crate) fn drain_messages(&mut self, out: &mut Vec<Value>) -> Result<(), String> {
+        // The cap applies to a line's raw bytes (whitespace included, newline excluded), both
+        // while it is still arriving and once complete, so it cannot depend on how the stream
+        // happened to be split into reads.
         let mut start = 0;
         while let Some(pos) = self.buf[self.scanned..].iter().position(|&b| b == b'\n') {
             let end = self.scanned + pos;
+            if end - start > self.max_message {
+                return Err(self.oversize());
+            }
             let line = self.buf[start..end].trim_ascii();
             self.scanned = end + 1;
             start = end + 1;
-            if line.is_empty() {
-                continue;
+            if !line.is_empty() {
+                out.push(parse(line)?);
             }
-            if line.len() > self.max_message {
-                return Err(self.oversize());
-            }
-            out.push(parse(line)?);
         }
+        // Everything left has been searched: the next read is searched from its own start,
+        // so a long line costs one pass, not one pass per read.
+        self.scanned = self.buf.len() - start;
         self.buf.drain(..start);
-        self.scanned -= start;
         if self.buf.len() > self.max_message {
             return Err(self.oversize());
         }

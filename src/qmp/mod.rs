@@ -38,6 +38,8 @@ struct Shared {
     state: Mutex<State>,
     next_id: AtomicU64,
     nickname: String,
+    /// A unix socket, which can carry descriptors (SCM_RIGHTS); a TCP one cannot.
+    unix: bool,
 }
 
 struct State {
@@ -126,6 +128,7 @@ impl QmpClient {
     /// [`handshake`](Self::handshake). `max_message` caps the size of one incoming message.
     pub fn new(socket: OwnedFd, nickname: &str, max_message: usize) -> Result<QmpClient> {
         set_nonblocking(socket.as_raw_fd())?;
+        let unix = socket_domain(socket.as_raw_fd()) == Some(libc::AF_UNIX);
         Ok(QmpClient {
             shared: Arc::new(Shared {
                 raw: socket.as_raw_fd(),
@@ -141,6 +144,7 @@ impl QmpClient {
                 }),
                 next_id: AtomicU64::new(1),
                 nickname: nickname.to_owned(),
+                unix,
             }),
         })
     }
@@ -239,6 +243,13 @@ impl QmpClient {
     /// Sends `fd` with SCM_RIGHTS (one space byte as payload), for QEMU's `getfd` / `add-fd`
     /// commands, which take the descriptor that arrived last.
     pub fn send_fd(&self, fd: BorrowedFd<'_>) -> Result<()> {
+        // Over TCP the kernel would drop the descriptor and send the byte: QEMU's next
+        // getfd would fail far from the cause.
+        if !self.shared.unix {
+            return Err(Error::Invalid(
+                "file descriptors can only be passed over a unix socket monitor, not TCP".into(),
+            ));
+        }
         let writer = self.shared.writer.lock().unwrap_or_else(|e| e.into_inner());
         let Some(sock) = writer.as_ref() else {
             return Err(Broken::Closed.error());
@@ -699,6 +710,23 @@ fn in_context(err: Error, what: &str) -> Error {
         Error::Timeout(s) if s.is_empty() => Error::Timeout(what.to_owned()),
         other => other,
     }
+}
+
+/// The address family of a socket (`AF_UNIX`, `AF_INET` …).
+fn socket_domain(fd: RawFd) -> Option<libc::c_int> {
+    let mut domain: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `domain`.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_DOMAIN,
+            (&mut domain as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0).then_some(domain)
 }
 
 pub(crate) fn set_nonblocking(fd: RawFd) -> Result<()> {

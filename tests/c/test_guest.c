@@ -105,8 +105,13 @@ static void guest_exit_status(void)
 {
     char *dir = make_temp_dir(), buf[256];
     qm_machine *m = new_guest(dir, "exiting", QM_GUEST_EXIT, 21, NULL);
+    const char *paused[] = {"-S"};
     int fd = -1, code = -1;
+    /* Paused until QMP is up: a guest that ends at boot could otherwise end QEMU during the
+     * handshake on a loaded machine. */
+    OK(qm_add_args(m, paused, 1, &err));
     OK(qm_launch(m, NULL, &err));
+    qm_string_free(cmd_ok(m, "cont", NULL));
     OK(qm_console_fd(m, &fd, &err));
     /* Read the banner so the guest is never blocked on a full console. */
     CHECK(read_until(fd, "exiting\r\n", buf, sizeof buf, GUEST_TIMEOUT_MS));
@@ -172,9 +177,14 @@ static void drain_without_a_reader(void)
     /* With the drain on, a console nobody reads never blocks the guest. */
     char *dir = make_temp_dir(), *s = NULL;
     qm_machine *m = new_guest(dir, "nobody reads this", QM_GUEST_POWEROFF, 0, NULL);
+    const char *paused[] = {"-S"};
     int code = -1;
     OK(qm_set_drain_console(m, true, &err));
+    /* Paused until QMP is up: a guest that ends at boot could otherwise end QEMU during the
+     * handshake on a loaded machine. */
+    OK(qm_add_args(m, paused, 1, &err));
     OK(qm_launch(m, NULL, &err));
+    qm_string_free(cmd_ok(m, "cont", NULL));
     OK(qm_event_wait(m, "SHUTDOWN", NULL, GUEST_TIMEOUT_MS, NULL, &s, &err));
     qm_string_free(s);
     OK(qm_wait(m, GUEST_TIMEOUT_MS, NULL, &err));
