@@ -14,7 +14,7 @@ build:
 demo: deps
 	$(CARGO) run --release --example demo
 
-test: deps lint test-rust test-c check-header test-go
+test: deps lint test-rust test-c check-header test-go test-fuzz
 
 test-rust:
 	$(CARGO) test --all-targets
@@ -81,6 +81,11 @@ GO ?=
 # outside module built with -tags qm_pkgconfig against `make install` in a temporary prefix.
 test-go: deps
 	CARGO="$(CARGO)" MAKE="$(MAKE)" GO="$(GO)" bindings/go/run-tests.sh
+
+# ---- fuzzing: a short pass in `make test` (fuzz/README.md; fuzz/run for long runs) ---------------
+.PHONY: test-fuzz
+test-fuzz:
+	fuzz/smoke
 
 # ---- benchmarks: qm side by side with a raw QMP client (bench/README.md) ------------------------
 .PHONY: bench

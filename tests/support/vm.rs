@@ -116,3 +116,88 @@ pub fn read_until(console: &mut impl std::io::Read, needle: &str) -> String {
     }
     String::from_utf8_lossy(&seen).into_owned()
 }
+
+// ---- added for tests/hardening.rs and tests/soak.rs ----------------------------------------
+
+/// Sends `sig` to `pid` (a QEMU we launched), behind the machine's back.
+pub fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill(2) has no memory preconditions; the pid is our own child.
+    let rc = unsafe { libc::kill(pid as libc::pid_t, sig) };
+    assert_eq!(
+        rc,
+        0,
+        "kill({pid}, {sig}): {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// A numeric field of /proc/self/status (`Threads`; `VmRSS` and `VmHWM` are in KiB).
+pub fn self_status(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(&format!("{field}:")))
+        .unwrap_or_else(|| panic!("no {field} in /proc/self/status"));
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Open descriptors of this process.
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// Threads of this process.
+pub fn thread_count() -> usize {
+    self_status("Threads") as usize
+}
+
+/// Child processes of this process (any thread's), zombies included.
+pub fn child_pids() -> Vec<String> {
+    let mut kids = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let text = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        kids.extend(text.split_whitespace().map(str::to_owned));
+    }
+    kids
+}
+
+/// `qemu-machine-*` temp dirs directly inside `dir`.
+pub fn machine_temp_dirs(dir: &Path) -> Vec<PathBuf> {
+    entries(dir)
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("qemu-machine-")
+        })
+        .collect()
+}
+
+/// The permission bits of `path`.
+pub fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+/// Runs the ignored test `name` of this test binary in a child process with `env` set, and
+/// returns its output; for tests that change process-wide state (signal dispositions, umask)
+/// or measure the whole process (peak RSS).
+pub fn run_child_test(name: &str, env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        "--exact",
+        name,
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ]);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
