@@ -388,7 +388,7 @@ fn child_100_mib_line() {
             Error::Protocol(why) => assert!(why.contains("exceeds the limit"), "{why}"),
             other => panic!(
                 "expected a protocol error, got {other} (a timeout here is the quadratic \
-                 rescan of src_bug_an_unfinished_line_is_scanned_once_not_once_per_read)"
+                 rescan of regression_an_unfinished_line_is_scanned_once_not_once_per_read)"
             ),
         }
         assert!(!c.is_connected());
@@ -796,9 +796,9 @@ fn names_that_could_escape_a_directory_are_rejected() {
     }
 }
 
-// ---- SRC BUGS: these tests fail until src/ is fixed (see the report / fuzz/README.md) -------
+// ---- regressions: bugs this suite and the fuzzers found in src/ (fixed in 7c18197) ----------
 
-/// SRC BUG (src/qmp/framing.rs, `LineBuffer::drain_messages`): when a read brings no newline,
+/// Regression (src/qmp/framing.rs, `LineBuffer::drain_messages`): when a read brings no newline,
 /// `scanned` is not advanced, so an unfinished line is searched again from its start on every
 /// read — quadratic in the line's length. A 64 MiB reply (under the default cap) arriving in
 /// 64 KiB reads costs ~32 GiB of scanning: tens of seconds of CPU while every other caller
@@ -807,7 +807,7 @@ fn names_that_could_escape_a_directory_are_rejected() {
 /// Here: an 8 MiB message in 64-byte reads. Scanned once, that is milliseconds; rescanned per
 /// read, it is ~512 GiB of work. The 30 s bound is a watchdog, not a measurement.
 #[test]
-fn src_bug_an_unfinished_line_is_scanned_once_not_once_per_read() {
+fn regression_an_unfinished_line_is_scanned_once_not_once_per_read() {
     let mut line = b"{\"return\": \"".to_vec();
     line.resize(line.len() + (8 << 20), b'x');
     line.extend_from_slice(b"\"}\r\n");
@@ -826,7 +826,7 @@ fn src_bug_an_unfinished_line_is_scanned_once_not_once_per_read() {
     }
 }
 
-/// SRC BUG (src/qmp/framing.rs): whitespace counts towards `max_message` while a line is
+/// Regression (src/qmp/framing.rs): whitespace counts towards `max_message` while a line is
 /// unfinished (`self.buf.len() > self.max_message`, untrimmed) but not once it is complete
 /// (`line.len()` after `trim_ascii`). So whether a message is accepted depends on how the
 /// kernel happened to split the stream: a reply of exactly `max_message` bytes passes when its
@@ -834,7 +834,7 @@ fn src_bug_an_unfinished_line_is_scanned_once_not_once_per_read() {
 /// fuzz target qmp_framing (fuzz/corpus/qmp_framing/regress-ws-cap-*). Either rule is fine
 /// (counting the whitespace also bounds a line of endless spaces), as long as it is one rule.
 #[test]
-fn src_bug_the_message_cap_does_not_depend_on_how_reads_split_the_stream() {
+fn regression_the_message_cap_does_not_depend_on_how_reads_split_the_stream() {
     let reply: &[u8] = br#"{"return": {}, "id": 1}"#;
     let cap = reply.len();
     let whole = qm::qmp::split_messages(&[b"{\"return\": {}, \"id\": 1}\r\n"], cap);
@@ -849,14 +849,14 @@ fn src_bug_the_message_cap_does_not_depend_on_how_reads_split_the_stream() {
     assert_eq!(whole.is_ok(), split.is_ok(), "{whole:?} vs {split:?}");
 }
 
-/// SRC BUG (src/event.rs): numbers are compared through f64 when they are not equal as
+/// Regression (src/event.rs): numbers are compared through f64 when they are not equal as
 /// `serde_json::Number`s, so distinct integers beyond 2^53 match: a filter asking for
 /// 18446744073709551614 accepts an event carrying 18446744073709551615. The seed (Python)
 /// compares integers exactly, and the doc says "Numbers compare by value". Found by the fuzz
 /// target event_match (fuzz/corpus/event_match/regress-bigint). Suggested rule: equal as
 /// Numbers, or one is a float and both are the same real number (an exact int/float compare).
 #[test]
-fn src_bug_event_match_compares_large_integers_exactly() {
+fn regression_event_match_compares_large_integers_exactly() {
     let event = json!({"data": {"offset": 18_446_744_073_709_551_615u64, "id": i64::MIN}});
     for filter in [
         json!({"data": {"offset": 18_446_744_073_709_551_614u64}}),
@@ -882,13 +882,13 @@ fn src_bug_event_match_compares_large_integers_exactly() {
     ));
 }
 
-/// SRC BUG (src/qmp/mod.rs, `QmpClient::send_fd`): over a TCP monitor, SCM_RIGHTS cannot carry
+/// Regression (src/qmp/mod.rs, `QmpClient::send_fd`): over a TCP monitor, SCM_RIGHTS cannot carry
 /// a descriptor; Linux accepts the sendmsg and drops the descriptor, so `send_fd_scm` reports
 /// success and the following `getfd` fails with "No file descriptor supplied via SCM_RIGHTS".
 /// Python's qemu.qmp raises ("Sending file descriptors requires a UNIX socket"); qm should
 /// fail too (e.g. `Error::Invalid` when the socket is not AF_UNIX, checked with getsockname).
 #[test]
-fn src_bug_send_fd_scm_over_tcp_is_an_error() {
+fn regression_send_fd_scm_over_tcp_is_an_error() {
     let dir = scratch();
     let m = launched(dir.path(), tcp());
     let file = std::fs::File::open("/dev/null").unwrap();
@@ -901,7 +901,7 @@ fn src_bug_send_fd_scm_over_tcp_is_an_error() {
     );
 }
 
-/// SRC BUG (src/machine/mod.rs, the monitor's `-chardev socket,…,path=` argument and
+/// Regression (src/machine/mod.rs, the monitor's `-chardev socket,…,path=` argument and
 /// `set_name`): QEMU's option syntax splits on ',' (a literal comma is written ",,"), and the
 /// socket path is pasted in unescaped. A name with a comma — which `set_name` accepts — injects
 /// chardev options: "x,path=other" makes QEMU hand its QMP monitor, i.e. control of the VM, to
@@ -909,7 +909,7 @@ fn src_bug_send_fd_scm_over_tcp_is_an_error() {
 /// waits in vain. A sock_dir with a comma fails the launch with QEMU's "Invalid parameter".
 /// Fix: double every ',' in paths put into QEMU options (and/or reject ',' in names).
 #[test]
-fn src_bug_a_comma_in_a_socket_path_cannot_inject_monitor_options() {
+fn regression_a_comma_in_a_socket_path_cannot_inject_monitor_options() {
     let dir = scratch();
     // QEMU runs in the scratch dir, so a relative path lands there.
     let in_dir = vm::script(
