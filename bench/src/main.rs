@@ -60,6 +60,8 @@ struct Metric {
     /// (key, full run, --quick run)
     params: &'static [(&'static str, usize, usize)],
     target: Target,
+    /// The target through the Go binding where the issue sets a looser one (cgo's cost).
+    go_target: Option<Target>,
     /// Side measurements (`stat NAME side value`) reported as rows of their own.
     stats: &'static [Stat],
 }
@@ -79,6 +81,7 @@ const METRICS: &[Metric] = &[
         unit: "us",
         params: &[("segments", 40, 2), ("blocks", 2, 2), ("reps", 250, 200)],
         target: Target::RatioAtMost(1.05),
+        go_target: Some(Target::RatioAtMost(1.10)),
         stats: &[],
     },
     Metric {
@@ -91,6 +94,7 @@ const METRICS: &[Metric] = &[
             ("threads", 8, 8),
         ],
         target: Target::RatioAtLeast(0.95),
+        go_target: None,
         stats: &[],
     },
     Metric {
@@ -98,6 +102,7 @@ const METRICS: &[Metric] = &[
         unit: "ms",
         params: &[("reps", 100, 8)],
         target: Target::RatioAtMost(1.05),
+        go_target: Some(Target::RatioAtMost(1.10)),
         stats: &[],
     },
     Metric {
@@ -105,6 +110,7 @@ const METRICS: &[Metric] = &[
         unit: "ms",
         params: &[("reps", 100, 8)],
         target: Target::RatioAtMostPlus(1.05, 0.3),
+        go_target: None,
         stats: &[],
     },
     Metric {
@@ -112,6 +118,7 @@ const METRICS: &[Metric] = &[
         unit: "us",
         params: &[("segments", 40, 2), ("blocks", 2, 2), ("reps", 25, 25)],
         target: Target::RatioAtMost(1.05),
+        go_target: Some(Target::RatioAtMost(1.10)),
         stats: &[],
     },
     Metric {
@@ -119,6 +126,7 @@ const METRICS: &[Metric] = &[
         unit: "ms",
         params: &[("machines", 200, 50), ("rounds", 4, 1)],
         target: Target::RatioAtMost(1.10),
+        go_target: None,
         stats: &[
             Stat {
                 name: "up_ms",
@@ -513,7 +521,10 @@ fn main() {
                         median(&s.raw),
                         median(&s.subject),
                         (s.raw.len(), s.subject.len()),
-                        metric.target,
+                        match (subject.as_str(), metric.go_target) {
+                            ("go", Some(target)) => target,
+                            _ => metric.target,
+                        },
                         pair_ratios(&s.pairs),
                     );
                     for stat in metric.stats {
