@@ -144,7 +144,20 @@ impl qm_error {
 
 fn os_code(err: &Error) -> Option<i32> {
     match err {
-        Error::Io { source, .. } => source.raw_os_error(),
+        // Some errors wrap the OS error with context (e.g. tempfile's path errors): look inside.
+        Error::Io { source, .. } => {
+            let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(source);
+            while let Some(e) = cause {
+                if let Some(code) = e
+                    .downcast_ref::<std::io::Error>()
+                    .and_then(|e| e.raw_os_error())
+                {
+                    return Some(code);
+                }
+                cause = e.source();
+            }
+            None
+        }
         _ => None,
     }
 }

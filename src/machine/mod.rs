@@ -392,6 +392,9 @@ impl Machine {
         let base = lock(&self.cfg).base_temp_dir.clone();
         let mut dir = lock(&self.temp_dir);
         if dir.is_none() {
+            // Checked first so the error carries the OS's errno (tempfile's wraps it).
+            std::fs::metadata(&base)
+                .map_err(|e| Error::io(format!("creating a temp dir in {}", base.display()), e))?;
             let created = tempfile::Builder::new()
                 .prefix("qemu-machine-")
                 .permissions(std::fs::Permissions::from_mode(0o700))
@@ -448,6 +451,8 @@ impl Machine {
         self.quit_issued.store(false, Ordering::SeqCst);
         self.signal_sent.store(0, Ordering::SeqCst);
         *lock(&self.output) = RunOutput::default();
+        // The last run's exit code must not pass for this run's.
+        *lock(&self.proc) = ProcState::None;
         match self.launch_locked(&mut life, &cfg, cancel) {
             Ok(()) => Ok(()),
             Err(cause) => {
@@ -587,8 +592,12 @@ impl Machine {
         if let Some(listen) = monitor {
             let sock = listen.connect(&process, &deadline)?;
             let client = Arc::new(QmpClient::new(sock, &cfg.name, cfg.max_message)?);
-            *lock(&self.qmp) = Some(client.clone());
-            client.handshake_watching(&wait, Some(process.exit_fd()))?;
+            // Published only once the handshake is over (a command from another thread must
+            // not overtake qmp_capabilities), and also when it failed: events QEMU sent before
+            // stay readable.
+            let negotiated = client.handshake_watching(&wait, Some(process.exit_fd()));
+            *lock(&self.qmp) = Some(client);
+            negotiated?;
         }
         debug!("{}: launched, pid {}", cfg.name, process.pid());
         Ok(())

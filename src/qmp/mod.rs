@@ -53,6 +53,8 @@ struct State {
     sleepers: Vec<Sleeper>,
     /// Sticky end of the connection.
     broken: Option<Broken>,
+    /// `close` was called (whatever ended the connection first).
+    closed: bool,
     input: LineBuffer,
 }
 
@@ -140,6 +142,7 @@ impl QmpClient {
                     reading: false,
                     sleepers: Vec::new(),
                     broken: None,
+                    closed: false,
                     input: LineBuffer::new(max_message),
                 }),
                 next_id: AtomicU64::new(1),
@@ -293,7 +296,11 @@ impl QmpClient {
                 std::io::ErrorKind::WouldBlock => {
                     poll(&mut [pollfd(sock.as_raw_fd(), libc::POLLOUT)], None)?;
                 }
-                _ => return Err(Error::io("sending a file descriptor over QMP", err)),
+                _ => {
+                    return Err(Error::Disconnected(format!(
+                        "sending a file descriptor over QMP failed: {err}"
+                    )))
+                }
             }
         }
     }
@@ -350,7 +357,7 @@ impl QmpClient {
 
     /// True once [`close`](Self::close) was called (rather than the peer ending it).
     pub fn is_closed(&self) -> bool {
-        matches!(self.shared.lock().broken, Some(Broken::Closed))
+        self.shared.lock().closed
     }
 
     /// True until the connection ends (EOF, protocol fault, [`close`](Self::close)).
@@ -364,6 +371,7 @@ impl QmpClient {
         {
             let mut st = self.shared.lock();
             st.broken.get_or_insert(Broken::Closed);
+            st.closed = true;
         }
         // Wake a reader blocked in poll: it sees EOF and lets go of the socket. Only while we
         // still own the descriptor: once closed, its number may belong to someone else.
@@ -406,6 +414,17 @@ impl QmpClient {
             self.shared.nickname,
             String::from_utf8_lossy(buf).trim_end()
         );
+        let whole = buf.len();
+        // Giving up in the middle of a command would leave QEMU to read the next command as its
+        // rest: the stream cannot be used any more.
+        let give_up = |err: Error, left: usize| {
+            if left < whole {
+                self.fail(Broken::Protocol(format!(
+                    "a command was only partly sent ({err}); the connection cannot be used any more"
+                )));
+            }
+            err
+        };
         while !buf.is_empty() {
             // SAFETY: buf is a live slice; MSG_NOSIGNAL: a dead peer is EPIPE, not SIGPIPE.
             let n = unsafe {
@@ -425,20 +444,23 @@ impl QmpClient {
                 std::io::ErrorKind::Interrupted => {}
                 std::io::ErrorKind::WouldBlock => {
                     if deadline.cancelled() {
-                        return Err(Error::Interrupted);
+                        return Err(give_up(Error::Interrupted, buf.len()));
                     }
                     let mut fds = vec![pollfd(sock.as_raw_fd(), libc::POLLOUT)];
                     if let Some(fd) = deadline.cancel_fd()? {
                         fds.push(pollfd(fd, libc::POLLIN));
                     }
                     if poll(&mut fds, deadline.remaining())? == 0 {
-                        return Err(Error::Timeout("writing to the monitor".into()));
+                        let err = Error::Timeout("writing to the monitor".into());
+                        return Err(give_up(err, buf.len()));
                     }
                 }
+                // The peer is gone; what it sent before stays readable for the other callers,
+                // who see the end of the stream when they get there.
                 _ => {
-                    let broken = Broken::Io(format!("writing to the monitor failed: {err}"));
-                    self.fail(broken.clone());
-                    return Err(broken.error());
+                    return Err(Error::Disconnected(format!(
+                        "writing to the monitor failed: {err}"
+                    )))
                 }
             }
         }
