@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # The C side of `make test` (`make test-c`): builds and runs the C tests against a real QEMU.
 #
-#   tests/c/run.sh [STEP...]     steps: header asan valgrind install (default: all, in order)
+#   tests/c/run.sh [STEP...]     steps: header asan valgrind tsan install (default: all, in order)
 #
 #   header    include/qm.h compiles alone as C99 (-Wall -Wextra -Werror -pedantic) and as C++
 #   asan      every tests/c/test_*.c, built with -Wall -Wextra -Werror and AddressSanitizer +
 #             UBSan, statically linked with libqm.a (LeakSanitizer on)
 #   valgrind  the same tests, linked with libqm.so, once under valgrind --leak-check=full
+#   tsan      the threaded tests (test_threads.c; the hammer of test_hostile.c) built with
+#             ThreadSanitizer, statically linked with libqm.a, which is not instrumented: reports
+#             that involve Rust code are suppressed (tests/c/tsan.supp says why), and
+#             tests/c/tsan_canary.c checks that a race in C is still reported
 #   install   `make install` into a temporary prefix, then bindings/c/examples/*.c built with
 #             pkg-config (shared, and --static against a prefix that has only libqm.a) and run
 #
@@ -26,7 +30,7 @@ NATIVE_LIBS=${NATIVE_LIBS:--lgcc_s -lutil -lrt -lpthread -lm -ldl -lc}
 CFLAGS_COMMON=(-std=c11 -D_GNU_SOURCE -g -O1 -Wall -Wextra -Werror -I"$ROOT/include" -I"$ROOT/tests/c")
 
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(header asan valgrind install)
+[ ${#steps[@]} -eq 0 ] && steps=(header asan valgrind tsan install)
 tests=()
 for src in tests/c/test_*.c; do
     name=$(basename "$src" .c)
@@ -120,8 +124,15 @@ step_valgrind() {
     fi
     mkdir -p "$B/plain"
     $CC "${CFLAGS_COMMON[@]}" -c tests/c/check.c -o "$B/plain/check.o"
+    # --fair-sched=yes: valgrind runs one thread at a time, and its default lock lets a busy
+    # thread starve one coming back from a syscall (test_hostile's hammer: rounds of minutes).
+    # --child-silent-after-fork=yes: a child whose exec fails (test_hostile's huge arguments and
+    # names) exits with a copy of the parent's heap and only one thread's stack as roots, and
+    # its leak report (everything "definitely lost") would only be noise; its exit status does
+    # not count either way.
     local vg=(valgrind --quiet --leak-check=full --errors-for-leak-kinds=definite,indirect
         --show-leak-kinds=definite,indirect --error-exitcode=99 --trace-children=no
+        --fair-sched=yes --child-silent-after-fork=yes
         --suppressions="$ROOT/tests/c/valgrind.supp")
     # valgrind 3.19 does not know pidfd_open: qm's core then falls back to its waitid watcher
     # thread, so this step also exercises that path.
@@ -133,6 +144,56 @@ step_valgrind() {
         echo "--- $t (valgrind)"
         run_one "valgrind-$t" "${vg[@]}" "$B/plain/$t"
     done
+}
+
+# The threaded tests, and the tests of theirs that run threads ("" for all of a file's tests).
+TSAN_TESTS=("test_threads:" "test_hostile:hammer_one_handle")
+
+step_tsan() {
+    note "threaded C tests under ThreadSanitizer (static libqm.a; Rust frames suppressed)"
+    mkdir -p "$B/tsan"
+    if ! echo 'int main(void){return 0;}' | $CC -x c -fsanitize=thread -o /dev/null - 2>/dev/null; then
+        echo "!!! $CC cannot link with -fsanitize=thread (gcc: apt-get install libtsan2)"
+        failed=$((failed + 1))
+        return
+    fi
+    local flags=(-fsanitize=thread -fno-omit-frame-pointer) entry t names out rc selected=()
+    local opts="suppressions=$ROOT/tests/c/tsan.supp:print_suppressions=0:second_deadlock_stack=1"
+    for entry in "${TSAN_TESTS[@]}"; do
+        [[ " ${tests[*]} " == *" ${entry%%:*} "* ]] && selected+=("$entry")
+    done
+    if [ ${#selected[@]} -eq 0 ]; then
+        echo "(no threaded test selected)"
+        return
+    fi
+    $CC "${CFLAGS_COMMON[@]}" "${flags[@]}" -c tests/c/check.c -o "$B/tsan/check.o"
+    for entry in "${selected[@]}" "tsan_canary:"; do
+        t=${entry%%:*}
+        $CC "${CFLAGS_COMMON[@]}" "${flags[@]}" "tests/c/$t.c" "$B/tsan/check.o" \
+            "$ROOT/target/debug/libqm.a" $NATIVE_LIBS -o "$B/tsan/$t"
+    done
+    for entry in "${selected[@]}"; do
+        t=${entry%%:*}
+        names=${entry#*:}
+        echo "--- $t${names:+ ($names)} (tsan)"
+        # shellcheck disable=SC2086
+        TSAN_OPTIONS="$opts" run_one "tsan-$t" "$B/tsan/$t" $names
+    done
+    # The suppressions must not hide a race of the C side: the canary has one, next to qm calls.
+    echo "--- tsan_canary (a deliberate race in C: TSan must report it)"
+    out=$B/tsan-canary.out
+    rc=0
+    TSAN_OPTIONS="$opts" "$B/tsan/tsan_canary" >"$out" 2>&1 || rc=$?
+    if [ "$rc" -eq 66 ] && grep -q 'WARNING: ThreadSanitizer: data race' "$out" &&
+        grep -q "Location is global 'racy_counter'" "$out"; then
+        echo "tsan_canary: the race in C was reported (exit status 66), as it must be"
+        passed=$((passed + 1))
+    else
+        cat "$out"
+        echo "!!! tsan_canary: TSan did not report the race in C (exit status $rc):" \
+            "tests/c/tsan.supp hides too much"
+        failed=$((failed + 1))
+    fi
 }
 
 step_install() {
@@ -199,9 +260,9 @@ mkdir -p "$B"
 build_lib
 for s in "${steps[@]}"; do
     case $s in
-    header | asan | valgrind | install) "step_$s" ;;
+    header | asan | valgrind | tsan | install) "step_$s" ;;
     *)
-        echo "unknown step $s (header asan valgrind install)" >&2
+        echo "unknown step $s (header asan valgrind tsan install)" >&2
         exit 2
         ;;
     esac
