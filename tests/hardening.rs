@@ -9,21 +9,24 @@
 //! process (peak RSS) run in a child process: an `#[ignore]`d `child_*` test of this binary,
 //! started by its parent test with `QM_TEST_CHILD` set.
 
+#[path = "support/fake_client.rs"]
+mod fake_client;
 #[path = "support/fake_qmp.rs"]
 mod fake_qmp;
+
+use fake_client::{client, client_with, with_handshake};
 #[path = "support/vm.rs"]
 mod vm;
 
 use std::ops::Range;
 use std::os::fd::AsFd;
-use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use fake_qmp::{handshake, FakePeer, Step};
-use qm::{Error, Machine, MonitorAddress, QmpClient};
+use fake_qmp::Step;
+use qm::{Error, Machine, MonitorAddress};
 use serde_json::{json, Value};
 use vm::{assert_cleaned_up, scratch, vm_none, T};
 
@@ -345,23 +348,6 @@ fn qemu_that_connects_then_exits_fails_at_once_with_its_exit_code() {
 }
 
 // ---- a fake QMP peer -----------------------------------------------------------------------
-
-fn client_with(script: Vec<Step>, max_message: usize) -> (QmpClient, FakePeer) {
-    let (ours, theirs) = UnixStream::pair().unwrap();
-    let peer = FakePeer::start(theirs, script);
-    let client = QmpClient::new(ours.into(), "fake", max_message).unwrap();
-    (client, peer)
-}
-
-fn client(script: Vec<Step>) -> (QmpClient, FakePeer) {
-    client_with(script, qm::DEFAULT_MAX_MESSAGE)
-}
-
-fn with_handshake(rest: Vec<Step>) -> Vec<Step> {
-    let mut script = handshake();
-    script.extend(rest);
-    script
-}
 
 /// Reads a 100 MiB reply line twice: with a 1 MiB cap and with the default 64 MiB cap. Both
 /// fail with a protocol error; peak memory grows with the cap, not with the line.

@@ -1,33 +1,19 @@
 //! The QMP client against a scripted fake peer: faults a real QEMU does not produce.
 
+#[path = "support/fake_client.rs"]
+mod fake_client;
 #[path = "support/fake_qmp.rs"]
 mod fake_qmp;
 
-use std::os::unix::net::UnixStream;
+use fake_client::{client, client_with, with_handshake};
+
 use std::time::Duration;
 
-use fake_qmp::{handshake, FakePeer, Step};
-use qm::{Error, QmpClient};
+use fake_qmp::{handshake, Step};
+use qm::Error;
 use serde_json::json;
 
 const T: Duration = Duration::from_secs(10);
-
-fn client_with(script: Vec<Step>, max_message: usize) -> (QmpClient, FakePeer) {
-    let (ours, theirs) = UnixStream::pair().unwrap();
-    let peer = FakePeer::start(theirs, script);
-    let client = QmpClient::new(ours.into(), "fake", max_message).unwrap();
-    (client, peer)
-}
-
-fn client(script: Vec<Step>) -> (QmpClient, FakePeer) {
-    client_with(script, qm::DEFAULT_MAX_MESSAGE)
-}
-
-fn with_handshake(rest: Vec<Step>) -> Vec<Step> {
-    let mut script = handshake();
-    script.extend(rest);
-    script
-}
 
 #[test]
 fn event_before_greeting_is_queued_not_taken_for_a_reply() {
