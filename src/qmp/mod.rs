@@ -14,7 +14,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::log::debug;
@@ -213,14 +213,19 @@ impl QmpClient {
             }
         }
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-        let mut msg = json!({ "execute": cmd, "id": id });
+        // Written straight from the caller's arguments (no copy of them). No trailing newline:
+        // QEMU reads its monitor a byte at a time and stops reading while a command runs, so
+        // after `quit` a newline would be left unread at exit, and on TCP unread data turns the
+        // close into a reset that discards the reply to `quit`.
+        let mut line = Vec::with_capacity(64);
+        line.extend_from_slice(b"{\"execute\":");
+        serde_json::to_writer(&mut line, cmd).expect("a string always serialises");
         if let Some(args) = args {
-            msg["arguments"] = args.clone();
+            line.extend_from_slice(b",\"arguments\":");
+            serde_json::to_writer(&mut line, args).expect("a JSON value always serialises");
         }
-        // No trailing newline: QEMU reads its monitor a byte at a time and stops reading while a
-        // command runs, so after `quit` a newline would be left unread at exit, and on TCP
-        // unread data turns the close into a reset that discards the reply to `quit`.
-        let line = serde_json::to_vec(&msg).expect("a JSON value always serialises");
+        std::io::Write::write_fmt(&mut line, format_args!(",\"id\":{id}}}"))
+            .expect("writing to a Vec cannot fail");
 
         {
             let mut st = self.shared.lock();
@@ -486,8 +491,10 @@ impl QmpClient {
         exit_fd: Option<BorrowedFd<'_>>,
         ready: impl FnMut(&mut State) -> Option<T>,
     ) -> Result<T> {
-        let sleeper: std::sync::Weak<dyn Wake> = Arc::downgrade(&self.shared) as _;
-        let _watch = deadline.cancel.map(|c| c.watch(sleeper));
+        let _watch = deadline.cancel.map(|c| {
+            let sleeper: std::sync::Weak<dyn Wake> = Arc::downgrade(&self.shared) as _;
+            c.watch(sleeper)
+        });
         let (st, result) = self.wait_locked(interest, deadline, exit_fd, ready);
         st.promote();
         result
