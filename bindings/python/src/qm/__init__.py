@@ -1,0 +1,52 @@
+"""qm: launch and drive QEMU virtual machines (Python binding of libqm's C API).
+
+    import qm
+    with qm.Machine("qemu-system-x86_64", machine="none") as vm:
+        vm.launch()
+        print(vm.cmd("query-status"))
+
+`qemu.machine` (installed alongside) is a drop-in for QEMU's own `QEMUMachine`.
+"""
+
+from . import guest
+from ._ffi import library_path
+from ._machine import DEFAULT, Cancel, Machine, event_match, set_log_level, version
+from .errors import (
+    AbnormalShutdownError,
+    DisconnectedError,
+    InternalError,
+    Interrupted,
+    InvalidArgumentError,
+    LaunchError,
+    ProtocolError,
+    QMError,
+    QMOSError,
+    QMPError,
+    StateError,
+    TimeoutError,
+)
+
+__version__ = "0.2.0"
+
+__all__ = [
+    "DEFAULT",
+    "AbnormalShutdownError",
+    "Cancel",
+    "DisconnectedError",
+    "InternalError",
+    "Interrupted",
+    "InvalidArgumentError",
+    "LaunchError",
+    "Machine",
+    "ProtocolError",
+    "QMError",
+    "QMOSError",
+    "QMPError",
+    "StateError",
+    "TimeoutError",
+    "event_match",
+    "guest",
+    "library_path",
+    "set_log_level",
+    "version",
+]
