@@ -391,9 +391,8 @@ class QEMUMachine:
         return self._popen
 
     def exitcode(self) -> Optional[int]:
-        """Returns the exit code if possible, or None."""
-        if self._popen is None:
-            return None
+        """Returns the exit code if possible, or None: the last run's (also of a launch that
+        failed once QEMU ran), never an earlier run's."""
         return self._vm.exitcode
 
     def get_pid(self) -> Optional[int]:
@@ -504,6 +503,10 @@ class QEMUMachine:
     def _launch(self) -> None:
         """Launches the VM and establishes the QMP connection."""
         self._pre_launch()
+        for i, arg in enumerate(self._qemu_full_args):
+            if not isinstance(arg, str):
+                raise TypeError(f"QEMU argument {i} ({arg!r}) is a {type(arg).__name__}, "
+                                "not a str")
         LOG.debug("VM launch command: %r", " ".join(self._qemu_full_args))
         self._vm.launch_argv(self._qemu_full_args, pass_fds=_inheritable_fds())
         self._popen = _Process(self._vm, self._qemu_full_args)
@@ -524,6 +527,9 @@ class QEMUMachine:
             else:
                 if self._prepared_base is not None:
                     self._vm.abort_launch()
+                if self._vm.exitcode is not None:
+                    # QEMU ran (and exited): as the original's Popen, keep what it was.
+                    self._popen = _Process(self._vm, self._qemu_full_args)
                 self._post_shutdown()
             if isinstance(exc, Exception):
                 cause: BaseException = exc
@@ -531,7 +537,7 @@ class QEMUMachine:
                     cause = exc.cause
                 raise VMLaunchFailure(
                     exitcode=self.exitcode(),
-                    command=" ".join(self._qemu_full_args),
+                    command=" ".join(map(str, self._qemu_full_args)),
                     output=self._iolog,
                 ) from cause
             raise
