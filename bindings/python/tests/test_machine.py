@@ -143,7 +143,8 @@ def test_stopped_qemu_shutdown_is_abnormal_and_bounded(qemu: str) -> None:
 
 
 def test_killed_externally_is_reported_on_the_logger(
-        qemu: str, caplog: pytest.LogCaptureFixture) -> None:
+    qemu: str, caplog: pytest.LogCaptureFixture
+) -> None:
     vm = QEMUMachine(qemu, args=["-machine", "none"])
     vm.launch()
     pid = vm.get_pid()
@@ -279,8 +280,7 @@ def test_unix_and_tcp_monitor(qemu: str, tmp_path: Path) -> None:
         assert os.path.exists(sock)
         assert vm.cmd("query-status")["running"] is True
     assert not os.path.exists(sock)
-    with QEMUMachine(qemu, args=["-machine", "none"],
-                     monitor_address=("127.0.0.1", 0)) as vm:
+    with QEMUMachine(qemu, args=["-machine", "none"], monitor_address=("127.0.0.1", 0)) as vm:
         vm.launch()
         assert vm.cmd("query-status")["running"] is True
 

@@ -75,7 +75,8 @@ def test_events_in_order_and_wait_with_match(qemu: str) -> None:
         vm.cmd("cont")
         vm.cmd("stop")
         # A wait for the second STOP leaves STOP, RESUME queued, in order.
-        assert vm.event_wait("RESUME", timeout=5)["event"] == "RESUME"
+        ev = vm.event_wait("RESUME", timeout=5)
+        assert ev is not None and ev["event"] == "RESUME"
         assert vm.get_event()["event"] == "STOP"  # type: ignore[index]
         assert vm.get_event(timeout=5)["event"] == "STOP"  # type: ignore[index]
         assert vm.get_event() is None
@@ -151,8 +152,9 @@ def test_console_of_the_test_guest(qemu: str, guest_image: Path) -> None:
 def test_guest_exit_status_and_wait(qemu: str, tmp_path: Path) -> None:
     image = tmp_path / "exit.img"
     qm.guest.write_image(str(image), "bye", qm.guest.EXIT, 5)
-    with qm.Machine(qemu, args=qm.guest.qemu_args(str(image)), console=True,
-                    drain_console=True) as vm:
+    with qm.Machine(
+        qemu, args=qm.guest.qemu_args(str(image)), console=True, drain_console=True
+    ) as vm:
         vm.launch()
         vm.wait(timeout=20)
         assert vm.exitcode == qm.guest.exit_status(5)
@@ -213,7 +215,7 @@ def test_close_twice_and_calls_after_close(qemu: str) -> None:
         (lambda: qm.Machine(""), ValueError, "binary is empty"),
         (lambda: qm.Machine("q", args=["a\0b"]), ValueError, "NUL"),
         (lambda: qm.Machine("q", name="../x"), ValueError, "name"),
-        (lambda: qm.Machine("q", qmp_timer="soon"), TypeError, "seconds"),
+        (lambda: qm.Machine("q", qmp_timer="soon"), TypeError, "seconds"),  # type: ignore[arg-type]
         (lambda: qm.Machine("q", qmp_timer=-1), ValueError, ">= 0"),
         (lambda: qm.Machine("q", monitor=("h", 1, 2)), TypeError, "(host, port)"),  # type: ignore[arg-type]
         (lambda: qm.Machine("q", monitor=("h", 70000)), ValueError, "out of range"),

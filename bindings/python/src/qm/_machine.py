@@ -7,7 +7,6 @@ stays in the core: this module converts Python values to C ones and back, and ad
 
 from __future__ import annotations
 
-import ctypes
 import json
 import logging
 import os
@@ -87,8 +86,9 @@ def _json_arg(value: Any, what: str) -> Optional[bytes]:
         raise TypeError(f"{what} must be JSON-serialisable: {exc}") from None
 
 
-def _check(status: int, err: Any, command: str = "",
-           arguments: Optional[Dict[str, Any]] = None) -> None:
+def _check(
+    status: int, err: Any, command: str = "", arguments: Optional[Dict[str, Any]] = None
+) -> None:
     if status != _ffi.QM_OK:
         raise _errors.from_c(status, err, command, arguments)
 
@@ -216,8 +216,9 @@ class Machine:
             raise _errors.StateError("the machine was closed")
         return self._h
 
-    def _call(self, fn: Any, *args: Any, command: str = "",
-              arguments: Optional[Dict[str, Any]] = None) -> None:
+    def _call(
+        self, fn: Any, *args: Any, command: str = "", arguments: Optional[Dict[str, Any]] = None
+    ) -> None:
         """Calls `fn(handle, *args, &err)` and raises the matching exception on failure."""
         err = _ffi.ErrorP()
         with self._calls_cv:
@@ -232,14 +233,16 @@ class Machine:
                     self._calls_cv.notify_all()
         _check(status, err, command, arguments)
 
-    def _string(self, fn: Any, *args: Any, command: str = "",
-                arguments: Optional[Dict[str, Any]] = None) -> Optional[str]:
+    def _string(
+        self, fn: Any, *args: Any, command: str = "", arguments: Optional[Dict[str, Any]] = None
+    ) -> Optional[str]:
         out = c_void_p()
         self._call(fn, *args, byref(out), command=command, arguments=arguments)
         return _ffi.take_string(out.value)
 
-    def _json(self, fn: Any, *args: Any, command: str = "",
-              arguments: Optional[Dict[str, Any]] = None) -> Any:
+    def _json(
+        self, fn: Any, *args: Any, command: str = "", arguments: Optional[Dict[str, Any]] = None
+    ) -> Any:
         text = self._string(fn, *args, command=command, arguments=arguments)
         return None if text is None else json.loads(text)
 
@@ -279,8 +282,11 @@ class Machine:
         if address is None:
             self._call(_lib.qm_set_monitor_socketpair)
         elif isinstance(address, tuple):
-            if len(address) != 2 or not isinstance(address[1], int) or isinstance(
-                    address[1], bool):
+            if (
+                len(address) != 2
+                or not isinstance(address[1], int)
+                or isinstance(address[1], bool)
+            ):
                 raise TypeError("a TCP monitor address is a (host, port) tuple")
             host, port = address
             if not 0 <= port <= 65535:
@@ -333,8 +339,13 @@ class Machine:
         fd = _fd(fd)
         if isinstance(fdset, bool) or not isinstance(fdset, int) or not 0 <= fdset < 2**32:
             raise ValueError(f"fdset must be an int in 0..2**32-1, not {fdset!r}")
-        self._call(_lib.qm_add_fd, fd, fdset, _bytes(opaque, "opaque"),
-                   _bytes(opts, "opts") if opts else None)
+        self._call(
+            _lib.qm_add_fd,
+            fd,
+            fdset,
+            _bytes(opaque, "opaque"),
+            _bytes(opts, "opts") if opts else None,
+        )
 
     def set_max_message_size(self, size: int) -> None:
         """Caps one message from QEMU, in bytes (default 64 MiB)."""
@@ -358,8 +369,9 @@ class Machine:
         _require("qm_launch_prepare")
         return list(self._json(_lib.qm_launch_prepare))
 
-    def launch_argv(self, argv: Sequence[str], *, pass_fds: Sequence[int] = (),
-                    cancel: Optional[Cancel] = None) -> None:
+    def launch_argv(
+        self, argv: Sequence[str], *, pass_fds: Sequence[int] = (), cancel: Optional[Cancel] = None
+    ) -> None:
         """Starts exactly `argv` (a caller-composed command line around `prepare_launch`'s
         arguments) and negotiates QMP; QEMU also inherits `pass_fds`."""
         _require("qm_launch_argv")
@@ -370,8 +382,14 @@ class Machine:
             raise ValueError("argv is empty")
         fds = [_fd(fd) for fd in pass_fds]
         fd_arr = (c_int * max(len(fds), 1))(*fds)
-        self._call(_lib.qm_launch_argv, _ffi.str_array(raw), len(raw), fd_arr, len(fds),
-                   _cancel_ptr(cancel))
+        self._call(
+            _lib.qm_launch_argv,
+            _ffi.str_array(raw),
+            len(raw),
+            fd_arr,
+            len(fds),
+            _cancel_ptr(cancel),
+        )
         self._pid = self.pid
 
     def abort_launch(self) -> None:
@@ -381,28 +399,54 @@ class Machine:
 
     # ---- QMP ---------------------------------------------------------------------------
 
-    def qmp(self, cmd: str, args: Optional[Mapping[str, Any]] = None, *,
-            timeout: Timeout = DEFAULT, cancel: Optional[Cancel] = None) -> Dict[str, Any]:
+    def qmp(
+        self,
+        cmd: str,
+        args: Optional[Mapping[str, Any]] = None,
+        *,
+        timeout: Timeout = DEFAULT,
+        cancel: Optional[Cancel] = None,
+    ) -> Dict[str, Any]:
         """Runs a QMP command and returns QEMU's whole response (`{"return": ...}` or
         `{"error": ...}`). `timeout` defaults to the QMP timer."""
         arguments = _args_dict(args)
         raw = _json_arg(arguments, "QMP arguments")
         self._trace_send(cmd, arguments)
-        reply = self._json(_lib.qm_qmp, _bytes(cmd, "command"), raw, _ms(timeout),
-                           _cancel_ptr(cancel), command=cmd, arguments=arguments)
+        reply = self._json(
+            _lib.qm_qmp,
+            _bytes(cmd, "command"),
+            raw,
+            _ms(timeout),
+            _cancel_ptr(cancel),
+            command=cmd,
+            arguments=arguments,
+        )
         self._trace_recv(reply)
         return reply  # type: ignore[no-any-return]
 
-    def cmd(self, cmd: str, args: Optional[Mapping[str, Any]] = None, *,
-            timeout: Timeout = DEFAULT, cancel: Optional[Cancel] = None) -> Any:
+    def cmd(
+        self,
+        cmd: str,
+        args: Optional[Mapping[str, Any]] = None,
+        *,
+        timeout: Timeout = DEFAULT,
+        cancel: Optional[Cancel] = None,
+    ) -> Any:
         """Runs a QMP command and returns its `return` value; raises `QMPError` (a
         `qemu.qmp.ExecuteError` when that package is installed) on an error response."""
         arguments = _args_dict(args)
         raw = _json_arg(arguments, "QMP arguments")
         self._trace_send(cmd, arguments)
         try:
-            value = self._json(_lib.qm_cmd, _bytes(cmd, "command"), raw, _ms(timeout),
-                               _cancel_ptr(cancel), command=cmd, arguments=arguments)
+            value = self._json(
+                _lib.qm_cmd,
+                _bytes(cmd, "command"),
+                raw,
+                _ms(timeout),
+                _cancel_ptr(cancel),
+                command=cmd,
+                arguments=arguments,
+            )
         except _errors.QMPError as exc:
             self._trace_recv({"error": {"class": exc.error_class_name, "desc": exc.desc}})
             raise
@@ -431,20 +475,22 @@ class Machine:
 
     # ---- events ------------------------------------------------------------------------
 
-    def get_event(self, timeout: Optional[float] = 0, *,
-                  cancel: Optional[Cancel] = None) -> Optional[Dict[str, Any]]:
+    def get_event(
+        self, timeout: Optional[float] = 0, *, cancel: Optional[Cancel] = None
+    ) -> Optional[Dict[str, Any]]:
         """The oldest queued event; `timeout=0` only looks (None when there is none), a
         longer one waits (raising `qm.TimeoutError`), None waits forever."""
-        ev = self._json(_lib.qm_event_get, _ms(timeout, allow_default=False),
-                        _cancel_ptr(cancel))
+        ev = self._json(_lib.qm_event_get, _ms(timeout, allow_default=False), _cancel_ptr(cancel))
         self._trace_event(ev)
         return ev  # type: ignore[no-any-return]
 
-    def get_events(self, timeout: Optional[float] = 0, *,
-                   cancel: Optional[Cancel] = None) -> List[Dict[str, Any]]:
+    def get_events(
+        self, timeout: Optional[float] = 0, *, cancel: Optional[Cancel] = None
+    ) -> List[Dict[str, Any]]:
         """Every queued event, oldest first (waits for at least one when `timeout` != 0)."""
-        evs = self._json(_lib.qm_events_get, _ms(timeout, allow_default=False),
-                         _cancel_ptr(cancel))
+        evs = self._json(
+            _lib.qm_events_get, _ms(timeout, allow_default=False), _cancel_ptr(cancel)
+        )
         for ev in evs:
             self._trace_event(ev)
         return evs  # type: ignore[no-any-return]
@@ -453,20 +499,33 @@ class Machine:
         """Drops every queued event."""
         self._call(_lib.qm_events_clear)
 
-    def event_wait(self, name: str, match: Optional[Mapping[str, Any]] = None,
-                   timeout: Optional[float] = 60.0, *,
-                   cancel: Optional[Cancel] = None) -> Optional[Dict[str, Any]]:
+    def event_wait(
+        self,
+        name: str,
+        match: Optional[Mapping[str, Any]] = None,
+        timeout: Optional[float] = 60.0,
+        *,
+        cancel: Optional[Cancel] = None,
+    ) -> Optional[Dict[str, Any]]:
         """Waits for the first event `name` matching `match` (see `event_match`); queued
         events are searched first and those that don't match stay queued, in order."""
-        ev = self._json(_lib.qm_event_wait, _bytes(name, "event name"),
-                        _json_arg(match, "match"), _ms(timeout, allow_default=False),
-                        _cancel_ptr(cancel))
+        ev = self._json(
+            _lib.qm_event_wait,
+            _bytes(name, "event name"),
+            _json_arg(match, "match"),
+            _ms(timeout, allow_default=False),
+            _cancel_ptr(cancel),
+        )
         self._trace_event(ev)
         return ev  # type: ignore[no-any-return]
 
-    def events_wait(self, events: Iterable[Tuple[str, Optional[Mapping[str, Any]]]],
-                    timeout: Optional[float] = 60.0, *,
-                    cancel: Optional[Cancel] = None) -> Optional[Dict[str, Any]]:
+    def events_wait(
+        self,
+        events: Iterable[Tuple[str, Optional[Mapping[str, Any]]]],
+        timeout: Optional[float] = 60.0,
+        *,
+        cancel: Optional[Cancel] = None,
+    ) -> Optional[Dict[str, Any]]:
         """Like `event_wait` for the first event matching any `(name, match)` pair."""
         filters = []
         for item in events:
@@ -479,8 +538,12 @@ class Machine:
             if match is not None:
                 entry["match"] = match
             filters.append(entry)
-        ev = self._json(_lib.qm_events_wait, _json_arg(filters, "events"),
-                        _ms(timeout, allow_default=False), _cancel_ptr(cancel))
+        ev = self._json(
+            _lib.qm_events_wait,
+            _json_arg(filters, "events"),
+            _ms(timeout, allow_default=False),
+            _cancel_ptr(cancel),
+        )
         self._trace_event(ev)
         return ev  # type: ignore[no-any-return]
 
@@ -505,8 +568,9 @@ class Machine:
 
     # ---- shutdown ------------------------------------------------------------------------
 
-    def shutdown(self, timeout: Timeout = DEFAULT, *, hard: bool = False,
-                 cancel: Optional[Cancel] = None) -> None:
+    def shutdown(
+        self, timeout: Timeout = DEFAULT, *, hard: bool = False, cancel: Optional[Cancel] = None
+    ) -> None:
         """`quit` (SIGTERM without QMP), then waits for QEMU to exit (default 30 s); if it
         does not, kills it and raises `AbnormalShutdownError`. Cleanup always runs; does
         nothing when not launched."""
@@ -673,8 +737,7 @@ def event_match(event: Any, match: Any) -> bool:
     raw_event = _json_arg(event, "event")
     if raw_event is None:
         raw_event = b"null"
-    _check(_lib.qm_event_match(raw_event, _json_arg(match, "match"), byref(ok), byref(err)),
-           err)
+    _check(_lib.qm_event_match(raw_event, _json_arg(match, "match"), byref(ok), byref(err)), err)
     return bool(ok.value)
 
 
@@ -690,6 +753,3 @@ def set_log_level(level: str) -> None:
 def version() -> str:
     """The version of the loaded libqm."""
     return str(_lib.qm_version().decode())
-
-
-_ = ctypes  # ctypes is used through _ffi; keep the import for type checkers of byref

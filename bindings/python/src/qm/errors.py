@@ -80,8 +80,15 @@ class LaunchError(QMError):
 class _QMPErrorBase(QMError):
     status = _ffi.QM_ERR_QMP
 
-    def __init__(self, message: str, *, error_class: str, desc: str, command: str = "",
-                 arguments: Optional[Dict[str, Any]] = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        error_class: str,
+        desc: str,
+        command: str = "",
+        arguments: Optional[Dict[str, Any]] = None,
+    ) -> None:
         QMError.__init__(self, message)
         #: QEMU's error class, e.g. "GenericError", "CommandNotFound".
         self.error_class_name = error_class
@@ -107,15 +114,15 @@ class _QMPErrorBase(QMError):
 
 if HAVE_QEMU_QMP:
 
-    class QMPError(_QMPErrorBase, _QmpExecuteError):  # type: ignore[misc]
+    class QMPError(_QMPErrorBase, _QmpExecuteError):  # type: ignore[misc,unused-ignore]
         """QEMU answered a command with an error (also a `qemu.qmp.ExecuteError`)."""
 
-    class DisconnectedError(QMError, ConnectionError, _QmpExecInterrupted):  # type: ignore[misc]
+    class DisconnectedError(QMError, ConnectionError, _QmpExecInterrupted):  # type: ignore[misc,unused-ignore]
         """The QMP connection is gone (QEMU exited or closed it, or the machine shut down)."""
 
         status = _ffi.QM_ERR_DISCONNECTED
 
-    class ProtocolError(QMError, _QmpProtocolError):  # type: ignore[misc]
+    class ProtocolError(QMError, _QmpProtocolError):  # type: ignore[misc,unused-ignore]
         """QEMU broke the QMP protocol (bad JSON, an oversized message, a bad greeting)."""
 
         status = _ffi.QM_ERR_PROTOCOL
@@ -216,8 +223,9 @@ def simple(status: int, message: str, errno: Optional[int] = None) -> QMError:
     return cls(message, errno=errno)
 
 
-def from_c(status: int, err: Any, command: str = "",
-           arguments: Optional[Dict[str, Any]] = None) -> QMError:
+def from_c(
+    status: int, err: Any, command: str = "", arguments: Optional[Dict[str, Any]] = None
+) -> QMError:
     """Builds the exception for a failed call from its `qm_error *` (and frees it)."""
     lib = _ffi.lib
     try:
@@ -236,8 +244,9 @@ def from_c(status: int, err: Any, command: str = "",
             )
         if status == _ffi.QM_ERR_LAUNCH:
             exit_code = ctypes.c_int(0)
-            exitcode = exit_code.value if lib.qm_error_exit_code(
-                err, ctypes.byref(exit_code)) else None
+            exitcode = (
+                exit_code.value if lib.qm_error_exit_code(err, ctypes.byref(exit_code)) else None
+            )
             cause_status = lib.qm_error_launch_cause(err)
             # The cause's own words: the first line (the rest is the command line and output).
             first = message.split("\n", 1)[0]

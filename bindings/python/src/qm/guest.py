@@ -21,8 +21,12 @@ def write_image(path: str, banner: str, action: int = POWEROFF, exit_value: int 
     if not 0 <= exit_value <= 255:
         raise ValueError(f"exit_value must be 0..255, not {exit_value}")
     err = _ffi.ErrorP()
-    _check(_ffi.lib.qm_guest_write_image(_bytes(path, "path"), _bytes(banner, "banner"),
-                                         int(action), exit_value, byref(err)), err)
+    _check(
+        _ffi.lib.qm_guest_write_image(
+            _bytes(path, "path"), _bytes(banner, "banner"), int(action), exit_value, byref(err)
+        ),
+        err,
+    )
 
 
 def qemu_args(image_path: str) -> List[str]:
@@ -30,8 +34,9 @@ def qemu_args(image_path: str) -> List[str]:
     console to see it."""
     out = c_void_p()
     err = _ffi.ErrorP()
-    _check(_ffi.lib.qm_guest_qemu_args(_bytes(image_path, "image_path"), byref(out),
-                                       byref(err)), err)
+    _check(
+        _ffi.lib.qm_guest_qemu_args(_bytes(image_path, "image_path"), byref(out), byref(err)), err
+    )
     return list(json.loads(_ffi.take_string(out.value) or "[]"))
 
 

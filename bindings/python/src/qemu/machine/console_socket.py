@@ -22,11 +22,13 @@ _CHUNK = 65536
 class ConsoleSocket(socket.socket):
     """A socket attached to a char device (`address`: a unix socket path, or `sock_fd`)."""
 
-    def __init__(self,
-                 address: Optional[str] = None,
-                 sock_fd: Optional[int] = None,
-                 file: Optional[str] = None,
-                 drain: bool = False):
+    def __init__(
+        self,
+        address: Optional[str] = None,
+        sock_fd: Optional[int] = None,
+        file: Optional[str] = None,
+        drain: bool = False,
+    ):
         if address is None and sock_fd is None:
             raise ValueError("one of 'address' or 'sock_fd' must be specified")
         if address is not None and sock_fd is not None:
@@ -45,13 +47,16 @@ class ConsoleSocket(socket.socket):
         self._timeout: Optional[float] = None
         self._drain_thread: Optional[threading.Thread] = None
         if drain:
-            self._drain_thread = threading.Thread(target=self._drain, daemon=True,
-                                                  name="ConsoleSocket-drain")
+            self._drain_thread = threading.Thread(
+                target=self._drain, daemon=True, name="ConsoleSocket-drain"
+            )
             self._drain_thread.start()
 
     def __repr__(self) -> str:
-        return (f"{super().__repr__().rstrip('>')}, logfile={self._logfile}, "
-                f"drain_thread={self._drain_thread}>")
+        return (
+            f"{super().__repr__().rstrip('>')}, logfile={self._logfile}, "
+            f"drain_thread={self._drain_thread}>"
+        )
 
     def _drain(self) -> None:
         """Reads until end of file (or close), keeping every byte for `recv`."""

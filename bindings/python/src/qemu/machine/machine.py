@@ -32,7 +32,6 @@ from typing import (
 )
 
 import qm
-from qm import _ffi
 
 from . import console_socket
 
@@ -41,7 +40,8 @@ QMP_LOG = logging.getLogger("qemu.qmp.qmp_client")
 
 SocketAddrT = Union[str, Tuple[str, int]]
 QMPMessage = Dict[str, Any]
-QMPReturnValue = object
+#: What `cmd` returns: any JSON value (the original says `object`; `Any` spares callers casts).
+QMPReturnValue = Any
 
 
 class QEMUMachineError(Exception):
@@ -137,7 +137,7 @@ class _Process:
         if code is not None:
             return code
         try:
-            pidfd = os.pidfd_open(self.pid)  # type: ignore[attr-defined]
+            pidfd = os.pidfd_open(self.pid)
         except (AttributeError, OSError):
             pidfd = -1
         try:
@@ -231,18 +231,20 @@ class QEMUMachine:
 
     # pylint: disable=too-many-instance-attributes, too-many-public-methods
 
-    def __init__(self,
-                 binary: str,
-                 args: Sequence[str] = (),
-                 wrapper: Sequence[str] = (),
-                 name: Optional[str] = None,
-                 base_temp_dir: str = "/var/tmp",
-                 monitor_address: Optional[SocketAddrT] = None,
-                 drain_console: bool = False,
-                 console_log: Optional[str] = None,
-                 log_dir: Optional[str] = None,
-                 qmp_timer: Optional[float] = 30,
-                 sock_dir: Optional[str] = None):
+    def __init__(
+        self,
+        binary: str,
+        args: Sequence[str] = (),
+        wrapper: Sequence[str] = (),
+        name: Optional[str] = None,
+        base_temp_dir: str = "/var/tmp",
+        monitor_address: Optional[SocketAddrT] = None,
+        drain_console: bool = False,
+        console_log: Optional[str] = None,
+        log_dir: Optional[str] = None,
+        qmp_timer: Optional[float] = 30,
+        sock_dir: Optional[str] = None,
+    ):
         """
         :param binary: path to the qemu binary
         :param args: list of extra arguments
@@ -299,16 +301,19 @@ class QEMUMachine:
         self._quit_issued = False
 
     def _new_vm(self) -> qm.Machine:
-        return qm.Machine(self._binary, base_temp_dir=self._base_temp_dir, logger=LOG,
-                          qmp_logger=QMP_LOG)
+        return qm.Machine(
+            self._binary, base_temp_dir=self._base_temp_dir, logger=LOG, qmp_logger=QMP_LOG
+        )
 
     def __enter__(self: _T) -> _T:
         return self
 
-    def __exit__(self,
-                 exc_type: Optional[Type[BaseException]],
-                 exc_val: Optional[BaseException],
-                 exc_tb: Optional[TracebackType]) -> None:
+    def __exit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc_val: Optional[BaseException],
+        exc_tb: Optional[TracebackType],
+    ) -> None:
         self.shutdown()
 
     def __del__(self) -> None:
@@ -490,12 +495,14 @@ class QEMUMachine:
             self._qemu_log_path = os.path.join(self._log_dir, self._name + ".log")
         self._iolog = None
         self._prepared_base = self._vm.prepare_launch()
-        self._qemu_full_args = tuple(chain(
-            self._wrapper,
-            [self._binary],
-            self._base_args,
-            self._args,
-        ))
+        self._qemu_full_args = tuple(
+            chain(
+                self._wrapper,
+                [self._binary],
+                self._base_args,
+                self._args,
+            )
+        )
 
     def _post_launch(self) -> None:
         """Runs once QEMU is up and QMP negotiated (qm connects inside the launch)."""
@@ -505,8 +512,9 @@ class QEMUMachine:
         self._pre_launch()
         for i, arg in enumerate(self._qemu_full_args):
             if not isinstance(arg, str):
-                raise TypeError(f"QEMU argument {i} ({arg!r}) is a {type(arg).__name__}, "
-                                "not a str")
+                raise TypeError(
+                    f"QEMU argument {i} ({arg!r}) is a {type(arg).__name__}, not a str"
+                )
         LOG.debug("VM launch command: %r", " ".join(self._qemu_full_args))
         self._vm.launch_argv(self._qemu_full_args, pass_fds=_inheritable_fds())
         self._popen = _Process(self._vm, self._qemu_full_args)
@@ -560,10 +568,14 @@ class QEMUMachine:
         while self._remove_files:
             self._remove_if_exists(self._remove_files.pop())
         exitcode = self.exitcode()
-        if (exitcode is not None and exitcode < 0
-                and not (self._user_killed and exitcode == -signal.SIGKILL)):
-            LOG.warning('qemu received signal %i; command: "%s"', -exitcode,
-                        " ".join(self._qemu_full_args))
+        if (
+            exitcode is not None
+            and exitcode < 0
+            and not (self._user_killed and exitcode == -signal.SIGKILL)
+        ):
+            LOG.warning(
+                'qemu received signal %i; command: "%s"', -exitcode, " ".join(self._qemu_full_args)
+            )
         self._quit_issued = False
         self._user_killed = False
         self._launched = False
@@ -588,8 +600,10 @@ class QEMUMachine:
         LOG.debug("Attempting graceful termination")
         self._early_cleanup()
         if self._quit_issued:
-            LOG.debug("Anticipating QEMU termination due to prior 'quit' command, "
-                      "or explicit call to wait()")
+            LOG.debug(
+                "Anticipating QEMU termination due to prior 'quit' command, "
+                "or explicit call to wait()"
+            )
             self._vm.wait(timeout)
         else:
             LOG.debug("Politely asking QEMU to terminate")
@@ -653,8 +667,12 @@ class QEMUMachine:
             return {k.replace("_", "-"): v for k, v in args.items()}
         return args
 
-    def _command_args(self, args_dict: Optional[Dict[str, object]],
-                      conv_keys: Optional[bool], args: Dict[str, Any]) -> Dict[str, object]:
+    def _command_args(
+        self,
+        args_dict: Optional[Dict[str, object]],
+        conv_keys: Optional[bool],
+        args: Dict[str, Any],
+    ) -> Dict[str, object]:
         if args_dict is not None:
             if args:
                 raise TypeError("give either args_dict or keyword arguments, not both")
@@ -663,10 +681,13 @@ class QEMUMachine:
             return self._qmp_args(False, args_dict)
         return self._qmp_args(True if conv_keys is None else conv_keys, args)
 
-    def qmp(self, cmd: str,
-            args_dict: Optional[Dict[str, object]] = None,
-            conv_keys: Optional[bool] = None,
-            **args: Any) -> QMPMessage:
+    def qmp(
+        self,
+        cmd: str,
+        args_dict: Optional[Dict[str, object]] = None,
+        conv_keys: Optional[bool] = None,
+        **args: Any,
+    ) -> QMPMessage:
         """Invokes a QMP command and returns the whole response dict."""
         qmp_args = self._command_args(args_dict, conv_keys, args)
         self._check_qmp()
@@ -675,10 +696,13 @@ class QEMUMachine:
             self._quit_issued = True
         return ret
 
-    def cmd(self, cmd: str,
-            args_dict: Optional[Dict[str, object]] = None,
-            conv_keys: Optional[bool] = None,
-            **args: Any) -> QMPReturnValue:
+    def cmd(
+        self,
+        cmd: str,
+        args_dict: Optional[Dict[str, object]] = None,
+        conv_keys: Optional[bool] = None,
+        **args: Any,
+    ) -> QMPReturnValue:
         """Invokes a QMP command and returns its `return` value; an error response raises
         qm.QMPError, which is a qemu.qmp.ExecuteError when qemu.qmp is installed."""
         qmp_args = self._command_args(args_dict, conv_keys, args)
@@ -686,7 +710,7 @@ class QEMUMachine:
         ret = self._qmp_call(self._vm.cmd, cmd, qmp_args)
         if cmd == "quit":
             self._quit_issued = True
-        return ret  # type: ignore[no-any-return]
+        return ret
 
     #: The older name of `cmd`.
     command = cmd
@@ -718,19 +742,23 @@ class QEMUMachine:
         matches anything; match None matches every event. Decided by qm's core."""
         return qm.event_match(event, match)
 
-    def event_wait(self, name: str, timeout: float = 60.0,
-                   match: Optional[QMPMessage] = None) -> Optional[QMPMessage]:
+    def event_wait(
+        self, name: str, timeout: float = 60.0, match: Optional[QMPMessage] = None
+    ) -> Optional[QMPMessage]:
         """Waits for and returns the event `name` matching `match` (see event_match)."""
         return self.events_wait([(name, match)], timeout)
 
-    def events_wait(self, events: Sequence[Tuple[str, Any]],
-                    timeout: float = 60.0) -> Optional[QMPMessage]:
+    def events_wait(
+        self, events: Sequence[Tuple[str, Any]], timeout: float = 60.0
+    ) -> Optional[QMPMessage]:
         """Waits for and returns the first event matching any (name, match) pair. Queued
         events are searched first; those that don't match stay queued, in order. timeout 0:
         None when nothing matches; otherwise TimeoutError when nothing came in time."""
         for event in self._events:
-            if any(event.get("event") == name and self.event_match(event, match)
-                   for name, match in events):
+            if any(
+                event.get("event") == name and self.event_match(event, match)
+                for name, match in events
+            ):
                 self._events.remove(event)
                 return event
         self._check_qmp()
@@ -750,7 +778,8 @@ class QEMUMachine:
                 fd = self._vm.console_dup_fd()
             except qm.StateError as exc:
                 raise QEMUMachineError(
-                    f"Attempt to access console socket with no connection ({exc})") from exc
+                    f"Attempt to access console socket with no connection ({exc})"
+                ) from exc
             # Drain and log are qm's: this socket is plain.
             self._console_socket = console_socket.ConsoleSocket(sock_fd=fd)
         return self._console_socket
@@ -760,10 +789,8 @@ class QEMUMachine:
         """A file on the console socket (binary, unbuffered)."""
         if self._console_file is None:
             LOG.debug("Opening console file")
-            self._console_file = self.console_socket.makefile(  # type: ignore[assignment]
-                mode="rb", buffering=0, encoding="utf-8")
+            self._console_file = self.console_socket.makefile(
+                mode="rb", buffering=0, encoding="utf-8"
+            )
         assert self._console_file is not None
         return self._console_file
-
-
-_ = _ffi

@@ -65,21 +65,30 @@ class QEMUQtestProtocol:
 class QEMUQtestMachine(QEMUMachine):
     """A QEMU VM with a qtest socket available."""
 
-    def __init__(self,
-                 binary: str,
-                 args: Sequence[str] = (),
-                 wrapper: Sequence[str] = (),
-                 name: Optional[str] = None,
-                 base_temp_dir: str = "/var/tmp",
-                 sock_dir: Optional[str] = None,
-                 qmp_timer: Optional[float] = None):
+    def __init__(
+        self,
+        binary: str,
+        args: Sequence[str] = (),
+        wrapper: Sequence[str] = (),
+        name: Optional[str] = None,
+        base_temp_dir: str = "/var/tmp",
+        sock_dir: Optional[str] = None,
+        qmp_timer: Optional[float] = None,
+    ):
         # pylint: disable=too-many-arguments
         if name is None:
             name = f"qemu-{os.getpid()}"
         if sock_dir is None:
             sock_dir = base_temp_dir
-        super().__init__(binary, args, wrapper=wrapper, name=name,
-                         base_temp_dir=base_temp_dir, sock_dir=sock_dir, qmp_timer=qmp_timer)
+        super().__init__(
+            binary,
+            args,
+            wrapper=wrapper,
+            name=name,
+            base_temp_dir=base_temp_dir,
+            sock_dir=sock_dir,
+            qmp_timer=qmp_timer,
+        )
         self._qtest: Optional[QEMUQtestProtocol] = None
         self._qtest_path = os.path.join(sock_dir, name + "-qtest.sock")
 
