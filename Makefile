@@ -14,7 +14,7 @@ build:
 demo: deps
 	$(CARGO) run --release --example demo
 
-test: deps lint test-rust test-c check-header test-go test-fuzz
+test: deps lint test-rust test-c check-header test-go test-python test-fuzz
 
 test-rust:
 	$(CARGO) test --all-targets
@@ -81,6 +81,14 @@ GO ?=
 # outside module built with -tags qm_pkgconfig against `make install` in a temporary prefix.
 test-go: deps
 	CARGO="$(CARGO)" MAKE="$(MAKE)" GO="$(GO)" bindings/go/run-tests.sh
+
+# ---- the Python binding ------------------------------------------------------------------------
+.PHONY: test-python
+
+# Its own venv (target/python-venv), `pip install ./bindings/python`, ruff + mypy, pytest against
+# a real QEMU, and the wheel installed and run outside the repository (bindings/python/README.md).
+test-python: deps
+	CARGO="$(CARGO)" bindings/python/run-tests.sh
 
 # ---- fuzzing: a short pass in `make test` (fuzz/README.md; fuzz/run for long runs) ---------------
 .PHONY: test-fuzz
