@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import List
 
@@ -263,3 +264,18 @@ def test_qemu_stays_a_namespace_package() -> None:
     assert getattr(qemu, "__file__", None) is None
     assert qmp.__name__ == "qemu.qmp"
     assert qm.version()
+
+
+def test_post_launch_that_fails_kills_qemu_at_once(qemu: str) -> None:
+    class Failing(QEMUMachine):
+        def _post_launch(self) -> None:
+            super()._post_launch()
+            raise RuntimeError("harness post-launch step failed")
+
+    vm = Failing(qemu, args=["-machine", "none"])
+    start = time.monotonic()
+    with pytest.raises(VMLaunchFailure) as info:
+        vm.launch()
+    assert time.monotonic() - start < 10  # the original waits up to 30 s for QEMU to exit
+    assert isinstance(info.value.__cause__, RuntimeError)
+    assert not vm.is_running()

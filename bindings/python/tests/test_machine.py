@@ -366,3 +366,42 @@ def test_popen_has_pid_and_returncode(qemu: str) -> None:
     assert popen.wait(timeout=10) in (0, -signal.SIGTERM)
     vm.wait()
     assert popen.returncode == vm.exitcode()
+
+
+def test_garbage_collected_running_drop_in_leaves_no_process(qemu: str) -> None:
+    import gc
+
+    from conftest import pid_alive
+
+    vm = QEMUMachine(qemu, args=["-machine", "none"])
+    vm.launch()
+    pid = vm.get_pid()
+    assert pid is not None and pid_alive(pid)
+    del vm
+    gc.collect()
+    assert not pid_alive(pid)
+
+
+def test_temp_dir_made_between_runs_lives_into_the_next(qemu: str, tmp_path: Path) -> None:
+    vm = QEMUMachine(qemu, args=["-machine", "none"], base_temp_dir=str(tmp_path))
+    vm.launch()
+    vm.shutdown()
+    d = vm.temp_dir
+    (Path(d) / "disk.img").write_bytes(b"")
+    vm.launch()
+    assert (Path(d) / "disk.img").exists()
+    vm.shutdown()
+    assert not os.path.exists(d)
+
+
+def test_console_taken_back_between_runs(qemu: str, guest_image: Path) -> None:
+    vm = QEMUMachine(qemu, args=qm.guest.qemu_args(str(guest_image)))
+    vm.set_console()
+    vm.launch()
+    vm.kill()
+    vm._console_set = False  # as a subclass might
+    vm.launch()
+    try:
+        assert "chardev:console" not in vm._qemu_full_args
+    finally:
+        vm.kill()

@@ -722,11 +722,13 @@ def _fd(fd: Any) -> int:
 
 
 def _args_dict(args: Optional[Mapping[str, Any]]) -> Optional[Dict[str, Any]]:
+    """The arguments to send: None for none. An empty dict is none too (as QEMU's own client
+    does): QEMU takes some 60 us longer over a command with `"arguments": {}`."""
     if args is None:
         return None
     if not isinstance(args, Mapping):
         raise TypeError(f"QMP arguments must be a dict, not {type(args).__name__}")
-    return dict(args)
+    return dict(args) if args else None
 
 
 def event_match(event: Any, match: Any) -> bool:

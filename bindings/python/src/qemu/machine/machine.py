@@ -280,6 +280,7 @@ class QEMUMachine:
         # Runstate
         self._vm: qm.Machine = self._new_vm()
         self._vm_used = False
+        self._vm_shape = (False, False)
         self._prepared_base: Optional[List[str]] = None
         self._qemu_log_path: Optional[str] = None
         self._qemu_log_file: Optional[BinaryIO] = None
@@ -463,29 +464,33 @@ class QEMUMachine:
         return list(self._prepared_base)
 
     def _configure_vm(self) -> None:
-        """A fresh qm machine for this launch, configured from the attributes (which
-        subclasses may have changed)."""
-        if self._vm_used:
+        """Configures the qm machine for this launch from the attributes (which subclasses
+        may have changed). The same qm machine serves every launch (so a temporary directory
+        made between two runs lives into the next, as in the original), unless a setting must
+        be taken back that the core can only add (a console, a machine type): then a fresh one."""
+        wanted = (self._console_set, self._machine is not None)
+        if self._vm_used and any(w < h for w, h in zip(wanted, self._vm_shape)):
             old, self._vm = self._vm, self._new_vm()
             old.close()
+            self._temp_dir_created = None
         self._vm_used = True
+        self._vm_shape = wanted
         vm = self._vm
         vm.set_name(self._name)
+        vm.set_base_temp_dir(self._base_temp_dir)
         if self._sock_dir is not None:
             vm.set_sock_dir(self._sock_dir)
         if self._log_dir is not None:
             vm.set_log_dir(self._log_dir)
         vm.set_qmp_monitor(self._qmp_set)
-        if self._qmp_set and self._monitor_address is not None:
-            vm.set_monitor(self._monitor_address)
+        vm.set_monitor(self._monitor_address if self._qmp_set else None)
         vm.set_qmp_timer(self._qmp_timer)
         if self._machine is not None:
             vm.set_machine(self._machine)
         if self._console_set:
             vm.set_console(self._console_device_type, self._console_index)
             vm.set_drain_console(self._drain_console)
-            if self._console_log_path:
-                vm.set_console_log(self._console_log_path)
+            vm.set_console_log(self._console_log_path or None)
 
     def _pre_launch(self) -> None:
         self._configure_vm()
