@@ -260,3 +260,32 @@ def test_console_socket_is_a_real_socket(qemu: str, guest_image: Path) -> None:
             assert f.readline() == b"hello from a 512-byte guest\r\n"
         vm.kill()
         assert vm.exitcode == -9
+
+
+def test_close_from_another_thread_while_calls_run(qemu: str) -> None:
+    """Queries and blocked waits racing a close: exceptions, never a crash."""
+    vm = qm.Machine(qemu, machine="none")
+    vm.launch()
+    stop = threading.Event()
+    seen: list[str] = []
+
+    def poll() -> None:
+        while not stop.is_set():
+            _ = (vm.is_running, vm.pid, vm.exitcode)
+
+    def block() -> None:
+        try:
+            vm.event_wait("NEVER", timeout=None)
+        except qm.QMError as exc:
+            seen.append(type(exc).__name__)
+
+    threads = [threading.Thread(target=poll) for _ in range(3)] + [threading.Thread(target=block)]
+    for t in threads:
+        t.start()
+    time.sleep(0.2)
+    vm.close()
+    stop.set()
+    for t in threads:
+        t.join(timeout=30)
+        assert not t.is_alive()
+    assert seen and seen[0] in ("DisconnectedError", "StateError")

@@ -587,18 +587,32 @@ class Machine:
 
     # ---- state -------------------------------------------------------------------------
 
+    def _peek(self, fn: Any, *args: Any) -> Any:
+        """A non-blocking query: None once closed, else `fn(handle, *args)` (counted as a call
+        in flight, so `close` in another thread cannot free the handle under it)."""
+        with self._calls_cv:
+            h = self._h
+            if not h:
+                return None
+            self._calls += 1
+        try:
+            return fn(h, *args)
+        finally:
+            with self._calls_cv:
+                self._calls -= 1
+                if self._calls == 0:
+                    self._calls_cv.notify_all()
+
     @property
     def is_running(self) -> bool:
         """True while QEMU runs."""
-        return bool(self._h) and bool(_lib.qm_is_running(self._h))
+        return bool(self._peek(_lib.qm_is_running))
 
     @property
     def pid(self) -> Optional[int]:
         """QEMU's pid while it runs, else None."""
-        if not self._h:
-            return None
-        pid = _lib.qm_pid(self._h)
-        return None if pid < 0 else int(pid)
+        pid = self._peek(_lib.qm_pid)
+        return None if pid is None or pid < 0 else int(pid)
 
     @property
     def last_pid(self) -> Optional[int]:
@@ -608,10 +622,8 @@ class Machine:
     @property
     def exitcode(self) -> Optional[int]:
         """QEMU's exit status once it exited (negative: killed by that signal), else None."""
-        if not self._h:
-            return None
         code = c_int(0)
-        return code.value if _lib.qm_exit_code(self._h, byref(code)) else None
+        return code.value if self._peek(_lib.qm_exit_code, byref(code)) else None
 
     def get_log(self) -> Optional[str]:
         """What QEMU wrote to stdout/stderr, after a shutdown or a failed launch."""
