@@ -49,6 +49,8 @@ assert "site-packages" in str(lib), f"tests would not use the installed package:
 print(f"test-python: qm {qm.__version__} with {lib}", file=sys.stderr)
 PY
 "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests
+echo "test-python: pytest again, as without qemu.qmp" >&2
+QM_TEST_WITHOUT_QEMU_QMP=1 "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests
 
 echo "test-python: the wheel, outside the repository" >&2
 tmp=$(mktemp -d /tmp/qm-wheel.XXXXXX)

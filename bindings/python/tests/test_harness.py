@@ -9,14 +9,18 @@ import sys
 import textwrap
 import time
 from pathlib import Path
-from typing import List
+from typing import Any, List
 
 import pytest
 
 import qm
 from qemu.machine import QEMUMachine, QEMUQtestMachine, VMLaunchFailure
 
-qmp = pytest.importorskip("qemu.qmp", reason="qemu.qmp (PyPI) is not installed")
+
+@pytest.fixture
+def qmp() -> Any:
+    """qemu.qmp (PyPI): its exception types are what harnesses catch."""
+    return pytest.importorskip("qemu.qmp", reason="qemu.qmp (PyPI) is not installed")
 
 
 class IotestsStyleVM(QEMUMachine):
@@ -110,7 +114,7 @@ def test_overriding_launch_and_pre_launch_that_fails(qemu: str) -> None:
         assert Counting.launches == 1 and vm2.is_running()
 
 
-def test_execute_error_is_catchable_as_qemu_qmp_types(qemu: str) -> None:
+def test_execute_error_is_catchable_as_qemu_qmp_types(qemu: str, qmp: Any) -> None:
     with QEMUMachine(qemu, args=["-machine", "none"]) as vm:
         vm.launch()
         with pytest.raises(qmp.ExecuteError) as info:
@@ -128,7 +132,7 @@ def test_execute_error_is_catchable_as_qemu_qmp_types(qemu: str) -> None:
             vm.event_wait("NEVER", timeout=0.1)
 
 
-def test_disconnection_is_exec_interrupted(qemu: str) -> None:
+def test_disconnection_is_exec_interrupted(qemu: str, qmp: Any) -> None:
     vm = QEMUMachine(qemu, args=["-machine", "none"])
     vm.launch()
     pid = vm.get_pid()
@@ -258,7 +262,7 @@ def test_drop_in_without_qemu_qmp(qemu: str) -> None:
     assert out.stdout.strip() == "ok"
 
 
-def test_qemu_stays_a_namespace_package() -> None:
+def test_qemu_stays_a_namespace_package(qmp: Any) -> None:
     import qemu
 
     assert getattr(qemu, "__file__", None) is None
