@@ -360,7 +360,8 @@ class Machine:
         QEMU's output) when it fails, leaving nothing behind."""
         self._call(_lib.qm_launch, _cancel_ptr(cancel))
         self._pid = self.pid
-        self._log.debug("VM launch command: %r", " ".join(self.command_line))
+        if self._log.isEnabledFor(logging.DEBUG):
+            self._log.debug("VM launch command: %r", " ".join(self.command_line))
 
     def prepare_launch(self) -> List[str]:
         """The arguments qm puts between the binary and the extra ones, with the descriptor
