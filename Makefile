@@ -101,4 +101,5 @@ linux-guest:
 
 # Boots it with raw QEMU: ready line, `uname -r` at the prompt, qemu-ga sync, poweroff.
 test-linux-guest: deps
+	@command -v python3 >/dev/null || { echo "guest/linux/smoke needs python3 (apt-get install python3)" >&2; exit 1; }
 	guest/linux/smoke
