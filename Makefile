@@ -14,7 +14,7 @@ build:
 demo: deps
 	$(CARGO) run --release --example demo
 
-test: deps lint test-rust test-c check-header test-go test-fuzz
+test: deps linux-guest lint test-linux-guest test-rust test-c check-header test-go test-fuzz
 
 test-rust:
 	$(CARGO) test --all-targets
@@ -96,7 +96,7 @@ bench: deps
 .PHONY: linux-guest test-linux-guest
 # Builds (or finds cached) target/linux-guest/<key>/{vmlinuz,initrd.cpio.gz}; prints
 # `KERNEL=... INITRD=...`.
-linux-guest:
+linux-guest: deps
 	@guest/linux/build
 
 # Boots it with raw QEMU: ready line, `uname -r` at the prompt, qemu-ga sync, poweroff.
