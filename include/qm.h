@@ -489,15 +489,15 @@ qm_status qm_set_max_message_size(qm_machine *m, size_t bytes, qm_error **err_ou
 /**
  * Starts QEMU and, unless QMP is off, connects and negotiates QMP.
  *
- * Blocks until QMP is up, at most the QMP timer (`qm_set_qmp_timer`), or until `cancel` (may
- * be NULL) fires; returns at once when QEMU exits early. `QM_ERR_STATE` when already launched. Any other failure is
- * `QM_ERR_LAUNCH`, whose error object has QEMU's exit code (`qm_error_exit_code`), the command
- * line and QEMU's output, and the cause (`qm_error_launch_cause`); by then no process is left
- * and everything the launch created is removed, and the machine can be launched again.
+ * Blocks until QMP is up, at most `timeout_ms` milliseconds (`QM_WAIT_DEFAULT`: the QMP timer,
+ * `qm_set_qmp_timer`; `QM_WAIT_FOREVER`), or until `cancel` (may be NULL) fires; returns at
+ * once when QEMU exits early. A token that had fired fails with `QM_ERR_INTERRUPTED`, launching
+ * nothing. `QM_ERR_STATE` when already launched. Any other failure is `QM_ERR_LAUNCH`, whose
+ * error object has QEMU's exit code (`qm_error_exit_code`), the command line and QEMU's output,
+ * and the cause (`qm_error_cause`); by then no process is left and everything the launch
+ * created is removed, and the machine can be launched again.
  */
-qm_status qm_launch(qm_machine *m,
-                    const qm_cancel *cancel,
-                    qm_error **err_out);
+qm_status qm_launch(qm_machine *m, int64_t timeout_ms, const qm_cancel *cancel, qm_error **err_out);
 
 /**
  * Runs the QMP command `cmd` (borrowed) with the arguments `args_json` (borrowed: a JSON

@@ -7,28 +7,51 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 
-/// The bound of a blocking call: a timeout (or none: wait forever) and an optional [`Cancel`].
+/// The bound of a blocking call: a timeout, no limit, or the call's own default, and an optional
+/// [`Cancel`].
+///
+/// This is the one place that decides what a bound means; the C ABI and the bindings only
+/// convert to it:
+/// - [`Wait::call_default`] (also `Wait::default()`, C's `QM_WAIT_DEFAULT`) is the call's own
+///   default: the QMP timer for [`launch`](crate::Machine::launch) and QMP commands,
+///   [`DEFAULT_SHUTDOWN_TIMEOUT`](crate::DEFAULT_SHUTDOWN_TIMEOUT) for shutdown and wait. Calls
+///   without a default (event waits) refuse it with [`Error::Invalid`].
+/// - [`Wait::forever`] (C's `QM_WAIT_FOREVER`, `None` as an `Option<Duration>`) has no limit.
+/// - A zero timeout never blocks: it only looks at what is already there.
+/// - A token that already fired fails the call with [`Error::Interrupted`] before it does
+///   anything (for shutdown and wait that means "do not wait: kill QEMU").
 ///
 /// Converts from a [`Duration`] (a timeout) and from `Option<Duration>` (`None` waits forever).
-/// A zero timeout never blocks: it only looks at what is already there.
 #[derive(Clone, Debug, Default)]
 pub struct Wait {
-    timeout: Option<Duration>,
+    bound: Bound,
     cancel: Option<Cancel>,
 }
 
+/// How long a [`Wait`] may last.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Bound {
+    /// The call's own default, resolved by [`Wait::or_default`].
+    #[default]
+    CallDefault,
+    /// At most this long (`None`: no limit).
+    Limit(Option<Duration>),
+}
+
 impl Wait {
+    /// The call's own default bound (see [`Wait`]); the same as `Wait::default()`.
+    pub fn call_default() -> Wait {
+        Wait::default()
+    }
+
     /// Wait as long as it takes (still interruptible through a [`Cancel`]).
     pub fn forever() -> Wait {
-        Wait::default()
+        Wait::from(None)
     }
 
     /// Wait at most `timeout`.
     pub fn timeout(timeout: Duration) -> Wait {
-        Wait {
-            timeout: Some(timeout),
-            cancel: None,
-        }
+        Wait::from(Some(timeout))
     }
 
     /// Do not block at all.
@@ -42,17 +65,41 @@ impl Wait {
         self
     }
 
-    /// True when this wait never blocks.
-    pub(crate) fn is_no_wait(&self) -> bool {
-        self.timeout == Some(Duration::ZERO)
+    /// This wait, with the call's default resolved to `default` (`None`: no limit).
+    pub(crate) fn or_default(mut self, default: Option<Duration>) -> Wait {
+        if self.bound == Bound::CallDefault {
+            self.bound = Bound::Limit(default);
+        }
+        self
     }
 
-    /// Fixes the deadline now.
-    pub(crate) fn start(&self) -> Deadline<'_> {
-        Deadline {
-            at: self.timeout.map(|t| Instant::now() + t),
-            cancel: self.cancel.as_ref(),
+    /// True when this wait never blocks.
+    pub(crate) fn is_no_wait(&self) -> bool {
+        self.bound == Bound::Limit(Some(Duration::ZERO))
+    }
+
+    /// This wait, once [`start`](Self::start) would accept it: a call checks its wait first,
+    /// so a fired token or a missing default is reported before anything else is looked at.
+    pub(crate) fn checked(self) -> Result<Wait> {
+        self.start()?;
+        Ok(self)
+    }
+
+    /// Fixes the deadline now. Fails with [`Error::Interrupted`] when the token already fired,
+    /// and with [`Error::Invalid`] when the call's default was asked of a call that has none.
+    pub(crate) fn start(&self) -> Result<Deadline<'_>> {
+        let Bound::Limit(timeout) = self.bound else {
+            return Err(Error::Invalid(
+                "this call has no default wait: give a timeout, or wait forever".into(),
+            ));
+        };
+        if self.cancel.as_ref().is_some_and(Cancel::is_cancelled) {
+            return Err(Error::Interrupted);
         }
+        Ok(Deadline {
+            at: timeout.map(|t| Instant::now() + t),
+            cancel: self.cancel.as_ref(),
+        })
     }
 }
 
@@ -65,7 +112,7 @@ impl From<Duration> for Wait {
 impl From<Option<Duration>> for Wait {
     fn from(timeout: Option<Duration>) -> Wait {
         Wait {
-            timeout,
+            bound: Bound::Limit(timeout),
             cancel: None,
         }
     }
@@ -75,6 +122,17 @@ impl From<Option<Duration>> for Wait {
 pub(crate) struct Deadline<'a> {
     at: Option<Instant>,
     pub(crate) cancel: Option<&'a Cancel>,
+}
+
+impl Deadline<'static> {
+    /// A deadline `timeout` from now that no token can interrupt, for qm's own bounded waits
+    /// (reaping a killed QEMU).
+    pub(crate) fn after(timeout: Duration) -> Deadline<'static> {
+        Deadline {
+            at: Some(Instant::now() + timeout),
+            cancel: None,
+        }
+    }
 }
 
 impl Deadline<'_> {
@@ -87,7 +145,7 @@ impl Deadline<'_> {
     /// What is left of this deadline, as a [`Wait`] for a nested call.
     pub(crate) fn to_wait(&self) -> Wait {
         Wait {
-            timeout: self.remaining(),
+            bound: Bound::Limit(self.remaining()),
             cancel: self.cancel.cloned(),
         }
     }

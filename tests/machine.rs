@@ -617,6 +617,44 @@ fn cancel_interrupts_event_wait_and_process_wait() {
     assert!(!vm::pid_exists(pid));
 }
 
+/// The core decides what a fired token does, so Rust callers get what C callers get: the call
+/// fails with `Interrupted` before it sends or looks at anything, in any state.
+#[test]
+fn a_fired_token_refuses_the_call_before_anything_is_sent() {
+    let dir = scratch();
+    let vm = vm_none(dir.path());
+    let fired = qm::Cancel::new();
+    fired.cancel();
+    let with_fired = || Wait::call_default().cancel(&fired);
+    // Before launch: not a state error, the token comes first.
+    assert!(matches!(
+        vm.cmd_with("query-status", None, with_fired()),
+        Err(Error::Interrupted)
+    ));
+    assert!(matches!(
+        vm.launch_with(with_fired()),
+        Err(Error::Interrupted)
+    ));
+    assert!(!vm.is_running(), "a fired token launches nothing");
+    vm.launch_with(Wait::call_default()).unwrap();
+    // `stop` would pause the guest: it must not reach QEMU.
+    assert!(matches!(
+        vm.cmd_with("stop", None, with_fired()),
+        Err(Error::Interrupted)
+    ));
+    assert_eq!(vm.cmd("query-status", None).unwrap()["status"], "running");
+    assert!(matches!(
+        vm.get_qmp_event(Wait::no_wait().cancel(&fired)),
+        Err(Error::Interrupted)
+    ));
+    // Event waits have no default of their own.
+    assert!(matches!(
+        vm.get_qmp_event(Wait::call_default()),
+        Err(Error::Invalid(_))
+    ));
+    vm.shutdown(T).unwrap();
+}
+
 #[test]
 fn events_received_before_shutdown_stay_readable() {
     let dir = scratch();

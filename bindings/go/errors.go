@@ -300,3 +300,8 @@ func withCause(err error, causes ...error) error {
 	}
 	return err
 }
+
+// errNoMemory is the error of a C allocation (what) that failed.
+func errNoMemory(what string) error {
+	return &Error{Status: StatusIO, Message: "qm: out of memory (" + what + ")"}
+}

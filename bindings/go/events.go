@@ -77,7 +77,7 @@ func parseEvents(raw []byte) ([]Event, error) {
 func (m *Machine) waitForJSON(ctx context.Context, f func(h *C.qm_machine, timeout C.int64_t, tok *C.qm_cancel, out **C.char, cerr **C.qm_error) C.qm_status) ([]byte, error) {
 	var raw []byte
 	err := m.use(func(h *C.qm_machine) error {
-		w, err := m.begin(ctx, C.QM_WAIT_FOREVER)
+		w, err := m.begin(ctx, C.QM_WAIT_FOREVER, false)
 		if err != nil {
 			return err
 		}

@@ -61,7 +61,7 @@ func New(binary string, opts ...Option) (*Machine, error) {
 	tok := C.qm_cancel_new()
 	if tok == nil {
 		C.qm_free(h)
-		return nil, &Error{Status: StatusIO, Message: "qm: out of memory (qm_cancel_new)"}
+		return nil, errNoMemory("qm_cancel_new")
 	}
 	m := &Machine{h: h, closeTok: tok, toks: make(map[*C.qm_cancel]struct{})}
 	runtime.SetFinalizer(m, (*Machine).finalize)
@@ -114,7 +114,9 @@ func (m *Machine) set(f func(h *C.qm_machine, cerr **C.qm_error) C.qm_status) er
 	})
 }
 
-// waiter is the cancellation token and timeout of one blocking call.
+// waiter is the timeout and the cancellation token of one blocking call: the context's
+// deadline goes to the library once, as the timeout, and its cancellation once, as the token.
+// What a timeout, a default or a fired token means is the library's to decide.
 type waiter struct {
 	tok      *C.qm_cancel
 	timeout  C.int64_t
@@ -125,21 +127,24 @@ type waiter struct {
 
 // begin prepares a blocking call: its timeout (the context's deadline in milliseconds,
 // rounded up, or def) and its token. A context that can end gets its own token, fired by
-// context.AfterFunc when the context ends (no goroutine runs until then); any other call uses
-// the machine's token, which only Close fires. begin fails when the context already ended.
+// context.AfterFunc when the context is cancelled (not at its deadline: that is the timeout);
+// any other call uses the machine's token, which only Close fires.
+//
+// A context that already ended fails the call before it starts (Go's convention), except for
+// a teardown (Shutdown, Wait): it gets a fired token, which the library turns into "kill QEMU".
 // Callers hold the read lock (use) and call end when the C call returned.
-func (m *Machine) begin(ctx context.Context, def C.int64_t) (*waiter, error) {
+func (m *Machine) begin(ctx context.Context, def C.int64_t, teardown bool) (*waiter, error) {
 	w := &waiter{timeout: def}
 	if dl, ok := ctx.Deadline(); ok {
-		d := time.Until(dl)
-		if d <= 0 {
-			return nil, contextError(ctx, context.DeadlineExceeded)
-		}
-		w.timeout = C.int64_t((d + time.Millisecond - 1) / time.Millisecond)
+		w.timeout = millis(max(time.Until(dl), 0))
 		w.deadline = dl
 	}
-	if err := ctx.Err(); err != nil {
-		return nil, contextError(ctx, err)
+	ended := ctx.Err()
+	if ended == nil && !w.deadline.IsZero() && !time.Now().Before(w.deadline) {
+		ended = context.DeadlineExceeded
+	}
+	if ended != nil && !teardown {
+		return nil, contextError(ended)
 	}
 	if ctx.Done() == nil {
 		w.tok = m.closeTok
@@ -147,10 +152,10 @@ func (m *Machine) begin(ctx context.Context, def C.int64_t) (*waiter, error) {
 	}
 	tok := C.qm_cancel_new()
 	if tok == nil {
-		return nil, &Error{Status: StatusIO, Message: "qm: out of memory (qm_cancel_new)"}
+		return nil, errNoMemory("qm_cancel_new")
 	}
 	m.tokMu.Lock()
-	if m.closed.Load() {
+	if m.closed.Load() || ended != nil {
 		C.qm_cancel_fire(tok)
 	}
 	m.toks[tok] = struct{}{}
@@ -158,7 +163,9 @@ func (m *Machine) begin(ctx context.Context, def C.int64_t) (*waiter, error) {
 	fired := make(chan struct{})
 	w.tok, w.fired = tok, fired
 	w.stop = context.AfterFunc(ctx, func() {
-		C.qm_cancel_fire(tok)
+		if ctx.Err() != context.DeadlineExceeded {
+			C.qm_cancel_fire(tok)
+		}
 		close(fired)
 	})
 	return w, nil
@@ -179,10 +186,7 @@ func (m *Machine) end(w *waiter) {
 }
 
 // contextError is the error of a call that did not start because its context had ended.
-func contextError(ctx context.Context, err error) error {
-	if err == nil {
-		err = ctx.Err()
-	}
+func contextError(err error) error {
 	status := StatusInterrupted
 	if err == context.DeadlineExceeded {
 		status = StatusTimeout
@@ -191,7 +195,7 @@ func contextError(ctx context.Context, err error) error {
 }
 
 // finish adds to a blocking call's error why it ended early: the context's error, or
-// ErrClosed when Close interrupted it.
+// ErrClosed when Close interrupted it. The library's status is kept as it is.
 func (m *Machine) finish(ctx context.Context, w *waiter, err error) error {
 	if err == nil {
 		return nil
@@ -206,34 +210,12 @@ func (m *Machine) finish(ctx context.Context, w *waiter, err error) error {
 		status = StatusOf(le.Cause)
 	}
 	switch status {
-	case StatusInterrupted, StatusAbnormalShutdown:
-		if ctxErr == context.DeadlineExceeded && status == StatusInterrupted {
-			// The token fired at the deadline, a hair before the library's own timeout
-			// (rounded up to the millisecond) would have: the deadline is the timeout.
-			err = asTimeout(err)
-		}
+	case StatusInterrupted, StatusAbnormalShutdown, StatusTimeout:
 		if ctxErr != nil {
 			return withCause(err, ctxErr)
 		}
-		if m.closed.Load() {
+		if status != StatusTimeout && m.closed.Load() {
 			return withCause(err, ErrClosed)
-		}
-	case StatusTimeout:
-		if !w.deadline.IsZero() && ctxErr != nil {
-			return withCause(err, ctxErr)
-		}
-	}
-	return err
-}
-
-// asTimeout turns an interrupted call's error into a timeout.
-func asTimeout(err error) error {
-	switch e := err.(type) {
-	case *Error:
-		e.Status, e.Message = StatusTimeout, "qm: timeout: the context's deadline passed"
-	case *LaunchError:
-		if ce, ok := e.Cause.(*Error); ok {
-			ce.Status, ce.Message = StatusTimeout, StatusTimeout.String()
 		}
 	}
 	return err
@@ -268,7 +250,7 @@ func cstrings(name string, ss []string) (arr **C.char, free func(), err error) {
 	}
 	p := C.malloc(C.size_t(len(ss)) * C.size_t(unsafe.Sizeof((*C.char)(nil))))
 	if p == nil {
-		return nil, nil, &Error{Status: StatusIO, Message: "qm: out of memory"}
+		return nil, nil, errNoMemory("malloc")
 	}
 	elems := unsafe.Slice((**C.char)(p), len(ss))
 	for i, s := range ss {
@@ -317,21 +299,21 @@ func takeString(s *C.char) string {
 // ---- lifecycle ---------------------------------------------------------------------------------
 
 // Launch starts QEMU and, unless QMP is off, connects and negotiates QMP. It blocks until QMP
-// is up, at most the QMP timer (WithQMPTimer, 30 s by default), and returns at once when QEMU
-// exits early or ctx ends.
+// is up, until ctx's deadline, or the QMP timer (WithQMPTimer, 30 s by default) when ctx has
+// none, and returns at once when QEMU exits early or ctx is cancelled.
 //
 // A failure is a *LaunchError with QEMU's exit code, command line and output (and the
 // context's error when ctx ended); by then no QEMU process is left and the machine can be
 // launched again. Launching a launched machine fails with ErrState.
 func (m *Machine) Launch(ctx context.Context) error {
 	return m.use(func(h *C.qm_machine) error {
-		w, err := m.begin(ctx, 0)
+		w, err := m.begin(ctx, C.QM_WAIT_DEFAULT, false)
 		if err != nil {
 			return err
 		}
 		defer m.end(w)
 		var cerr *C.qm_error
-		return m.finish(ctx, w, takeError(C.qm_launch(h, w.tok, &cerr), cerr))
+		return m.finish(ctx, w, takeError(C.qm_launch(h, w.timeout, w.tok, &cerr), cerr))
 	})
 }
 
@@ -355,9 +337,9 @@ func (m *Machine) Wait(ctx context.Context) error {
 
 func (m *Machine) stop(ctx context.Context, wait bool, def C.int64_t) error {
 	return m.use(func(h *C.qm_machine) error {
-		w, err := m.begin(ctx, def)
+		w, err := m.begin(ctx, def, true)
 		if err != nil {
-			return killAfter(h, err)
+			return err
 		}
 		defer m.end(w)
 		var cerr *C.qm_error
@@ -367,32 +349,8 @@ func (m *Machine) stop(ctx context.Context, wait bool, def C.int64_t) error {
 		} else {
 			st = C.qm_shutdown(h, false, w.timeout, w.tok, &cerr)
 		}
-		err = takeError(st, cerr)
-		if StatusOf(err) == StatusInterrupted {
-			// The token fired before the library began to wait (firing is sticky), so it
-			// did nothing: end the way a token firing during the wait does.
-			return killAfter(h, m.finish(ctx, w, err))
-		}
-		return m.finish(ctx, w, err)
+		return m.finish(ctx, w, takeError(st, cerr))
 	})
-}
-
-// killAfter kills QEMU for a Shutdown or Wait whose context ended (interrupted: why), and
-// reports an abnormal shutdown when QEMU was running.
-func killAfter(h *C.qm_machine, interrupted error) error {
-	running := bool(C.qm_is_running(h))
-	var cerr *C.qm_error
-	if err := takeError(C.qm_kill(h, &cerr), cerr); err != nil {
-		return err
-	}
-	if !running {
-		return nil
-	}
-	e := &Error{Status: StatusAbnormalShutdown, Message: "qm: the call was interrupted: QEMU was killed"}
-	if ie, ok := interrupted.(*Error); ok {
-		e.cause = ie.cause
-	}
-	return e
 }
 
 // Kill kills QEMU with SIGKILL, reaps it and cleans up. It blocks until QEMU is gone
@@ -507,7 +465,7 @@ func (m *Machine) execute(ctx context.Context, cmd string, args any, raw bool) (
 	defer C.free(unsafe.Pointer(cargs))
 	var out json.RawMessage
 	err = m.use(func(h *C.qm_machine) error {
-		w, err := m.begin(ctx, C.QM_WAIT_DEFAULT)
+		w, err := m.begin(ctx, C.QM_WAIT_DEFAULT, false)
 		if err != nil {
 			return err
 		}

@@ -3,8 +3,36 @@
 use std::any::Any;
 use std::ffi::{c_char, c_int, CString};
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
 use super::boundary::{guard, owned_c_string};
 use crate::Error;
+
+/// Runs the body of a status-returning export: catches panics, turns an error into an owned
+/// `qm_error` stored in `*err_out` (when `err_out` is not NULL) and returns its status.
+/// On success `*err_out` is left untouched.
+pub(crate) fn call(
+    function: &'static str,
+    err_out: *mut *mut qm_error,
+    body: impl FnOnce() -> super::boundary::Result,
+) -> qm_status {
+    let error = match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(Ok(())) => return qm_status::QM_OK,
+        Ok(Err(err)) => catch_unwind(AssertUnwindSafe(|| qm_error::from_core(function, &err))),
+        Err(payload) => catch_unwind(AssertUnwindSafe(|| qm_error::from_panic(function, payload))),
+    };
+    // Building the error object itself panicked (it allocates): report the bare status.
+    let Ok(error) = error else {
+        return qm_status::QM_ERR_PANIC;
+    };
+    let status = error.status();
+    if !err_out.is_null() {
+        // SAFETY: err_out is not NULL and the caller promises it points to a writable
+        // `qm_error *`. Ownership of the box goes to the caller (`qm_error_free`).
+        unsafe { *err_out = Box::into_raw(Box::new(error)) };
+    }
+    status
+}
 
 /// The result of every fallible call. The values are stable: they never change, and new ones
 /// are only ever added at the end.

@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::event::event_match;
 use crate::log::{debug, warning};
 use crate::qmp::{QmpClient, DEFAULT_MAX_MESSAGE};
-use crate::wait::{poll, pollfd, Cancel, Wait};
+use crate::wait::{poll, pollfd, Cancel, Deadline, Wait};
 use console::Console;
 use process::{Process, Spawn};
 
@@ -429,20 +429,22 @@ impl Machine {
     /// output; by then the process is gone and everything the launch created is removed. When
     /// QEMU exits before greeting, this returns at once rather than waiting out the QMP timer.
     pub fn launch(&self) -> Result<()> {
-        self.launch_inner(None)
+        self.launch_with(Wait::call_default())
     }
 
-    /// [`launch`](Self::launch), also interrupted when `cancel` fires (the launch then fails
-    /// with [`Error::Launch`] whose cause is [`Error::Interrupted`], and cleans up as usual).
-    /// A token that already fired fails at once with [`Error::Interrupted`], launching nothing.
+    /// [`launch`](Self::launch), also interrupted when `cancel` fires; the same as
+    /// [`launch_with`](Self::launch_with) and the QMP timer.
     pub fn launch_with_cancel(&self, cancel: &Cancel) -> Result<()> {
-        if cancel.is_cancelled() {
-            return Err(Error::Interrupted);
-        }
-        self.launch_inner(Some(cancel))
+        self.launch_with(Wait::call_default().cancel(cancel))
     }
 
-    fn launch_inner(&self, cancel: Option<&Cancel>) -> Result<()> {
+    /// [`launch`](Self::launch) bounded by `wait` (its default is the QMP timer). When the
+    /// wait's token fires, the launch fails with [`Error::Launch`] whose cause is
+    /// [`Error::Interrupted`], and cleans up as usual; a token that already fired fails at once
+    /// with [`Error::Interrupted`], launching nothing.
+    pub fn launch_with(&self, wait: impl Into<Wait>) -> Result<()> {
+        let wait = wait.into().or_default(self.qmp_timer());
+        let deadline = wait.start()?;
         let mut life = lock(&self.life);
         if life.launched {
             return Err(Error::State("the machine is already launched".into()));
@@ -453,7 +455,7 @@ impl Machine {
         *lock(&self.output) = RunOutput::default();
         // The last run's exit code must not pass for this run's.
         *lock(&self.proc) = ProcState::None;
-        match self.launch_locked(&mut life, &cfg, cancel) {
+        match self.launch_locked(&mut life, &cfg, &deadline) {
             Ok(()) => Ok(()),
             Err(cause) => {
                 // A QEMU still running here never became usable: kill it, its code is ours.
@@ -473,12 +475,7 @@ impl Machine {
         }
     }
 
-    fn launch_locked(&self, life: &mut Life, cfg: &Config, cancel: Option<&Cancel>) -> Result<()> {
-        let mut wait = Wait::from(cfg.qmp_timer);
-        if let Some(cancel) = cancel {
-            wait = wait.cancel(cancel);
-        }
-        let deadline = wait.start();
+    fn launch_locked(&self, life: &mut Life, cfg: &Config, deadline: &Deadline<'_>) -> Result<()> {
         let mut keep_fds = cfg.pass_fds.clone();
         let mut base = vec!["-display", "none", "-vga", "none"]
             .into_iter()
@@ -590,12 +587,13 @@ impl Machine {
         }
 
         if let Some(listen) = monitor {
-            let sock = listen.connect(&process, &deadline)?;
+            let sock = listen.connect(&process, deadline)?;
             let client = Arc::new(QmpClient::new(sock, &cfg.name, cfg.max_message)?);
             // Published only once the handshake is over (a command from another thread must
             // not overtake qmp_capabilities), and also when it failed: events QEMU sent before
             // stay readable.
-            let negotiated = client.handshake_watching(&wait, Some(process.exit_fd()));
+            let negotiated =
+                client.handshake_watching(&deadline.to_wait(), Some(process.exit_fd()));
             *lock(&self.qmp) = Some(client);
             negotiated?;
         }
@@ -623,23 +621,20 @@ impl Machine {
         Ok(client)
     }
 
-    fn default_wait(&self) -> Wait {
-        Wait::from(lock(&self.cfg).qmp_timer)
-    }
-
     /// Runs a QMP command and returns the raw response, `{"return": …}` or `{"error": …}`,
     /// waiting at most the QMP timer. `args` is sent as it is (see [`conv_keys`](crate::conv_keys)).
     pub fn qmp(&self, cmd: &str, args: Option<&Value>) -> Result<Value> {
-        self.qmp_with(cmd, args, self.default_wait())
+        self.qmp_with(cmd, args, Wait::call_default())
     }
 
-    /// [`qmp`](Self::qmp) with an explicit wait.
+    /// [`qmp`](Self::qmp) with an explicit wait (its default is the QMP timer).
     pub fn qmp_with(
         &self,
         cmd: &str,
         args: Option<&Value>,
         wait: impl Into<Wait>,
     ) -> Result<Value> {
+        let wait = wait.into().or_default(self.qmp_timer()).checked()?;
         let response = self.live_client()?.execute(cmd, args, wait)?;
         if cmd == "quit" && response.get("return").is_some() {
             self.quit_issued.store(true, Ordering::SeqCst);
@@ -650,7 +645,7 @@ impl Machine {
     /// Runs a QMP command and returns its `return` value, or [`Error::Qmp`] with QEMU's error
     /// class and description.
     pub fn cmd(&self, cmd: &str, args: Option<&Value>) -> Result<Value> {
-        self.cmd_with(cmd, args, self.default_wait())
+        self.cmd_with(cmd, args, Wait::call_default())
     }
 
     /// [`cmd`](Self::cmd) with an explicit wait.
@@ -680,11 +675,13 @@ impl Machine {
     /// The oldest queued event. A zero wait returns `None` when there is none; a longer wait
     /// fails with [`Error::Timeout`]. Events received before a shutdown stay readable after it.
     pub fn get_qmp_event(&self, wait: impl Into<Wait>) -> Result<Option<Value>> {
+        let wait = wait.into().checked()?;
         self.client()?.pull_event(wait)
     }
 
     /// Every queued event, oldest first; with a non-zero wait, waits for at least one.
     pub fn get_qmp_events(&self, wait: impl Into<Wait>) -> Result<Vec<Value>> {
+        let wait = wait.into().checked()?;
         self.client()?.get_events(wait)
     }
 
@@ -713,6 +710,7 @@ impl Machine {
         events: &[(&str, Option<&Value>)],
         wait: impl Into<Wait>,
     ) -> Result<Option<Value>> {
+        let wait = wait.into().checked()?;
         self.client()?.take_event(
             |ev| {
                 events.iter().any(|(name, filter)| {
@@ -755,6 +753,9 @@ impl Machine {
     /// Shuts QEMU down gracefully: `quit` over QMP (SIGTERM without QMP), then waits up to the
     /// wait's timeout for the exit. If that fails, kills QEMU and returns
     /// [`Error::AbnormalShutdown`]. Cleanup always runs. Does nothing when not launched.
+    ///
+    /// The wait's default is [`DEFAULT_SHUTDOWN_TIMEOUT`]; a token that fired (before or during
+    /// the call) means "do not wait: kill QEMU".
     pub fn shutdown(&self, wait: impl Into<Wait>) -> Result<()> {
         self.shutdown_inner(false, wait.into())
     }
@@ -766,12 +767,15 @@ impl Machine {
 
     /// Waits for QEMU to exit by itself (e.g. the guest powered off), then cleans up; kills it
     /// and returns [`Error::AbnormalShutdown`] when it does not exit in time.
+    ///
+    /// The wait's default and its token mean what they mean for [`shutdown`](Self::shutdown).
     pub fn wait(&self, wait: impl Into<Wait>) -> Result<()> {
         self.quit_issued.store(true, Ordering::SeqCst);
         self.shutdown_inner(false, wait.into())
     }
 
     fn shutdown_inner(&self, hard: bool, wait: Wait) -> Result<()> {
+        let wait = wait.or_default(Some(DEFAULT_SHUTDOWN_TIMEOUT));
         let mut life = lock(&self.life);
         if !life.launched {
             return Ok(());
@@ -808,10 +812,7 @@ impl Machine {
 
     fn soft_shutdown(&self, wait: &Wait) -> Result<()> {
         self.early_cleanup();
-        let deadline = wait.start();
-        if deadline.cancelled() {
-            return Err(Error::Interrupted);
-        }
+        let deadline = wait.start()?;
         let process = self.process()?;
         let client = lock(&self.qmp).clone();
         match client {
@@ -836,9 +837,7 @@ impl Machine {
         self.early_cleanup();
         let process = self.process()?;
         self.send_signal(&process, libc::SIGKILL)?;
-        process
-            .wait(&Wait::timeout(HARD_KILL_WAIT).start())
-            .map(drop)
+        process.wait(&Deadline::after(HARD_KILL_WAIT)).map(drop)
     }
 
     /// QEMU's exit status if it has exited, or exits soon: a QEMU that hung up on its monitor
@@ -851,7 +850,7 @@ impl Machine {
             Error::Disconnected(_) => EXIT_GRACE,
             _ => Duration::ZERO,
         };
-        process.wait(&Wait::timeout(grace).start()).ok()
+        process.wait(&Deadline::after(grace)).ok()
     }
 
     /// Signals QEMU unless it already exited, remembering the signal so that its death by it

@@ -164,7 +164,7 @@ impl QmpClient {
         wait: &Wait,
         exit_fd: Option<BorrowedFd<'_>>,
     ) -> Result<Value> {
-        let deadline = wait.start();
+        let deadline = wait.start()?;
         let greeting = self
             .wait_until(Interest::Events, &deadline, exit_fd, |st| {
                 st.greeting.take()
@@ -189,7 +189,7 @@ impl QmpClient {
     /// `{"error": {"class": …, "desc": …}}`.
     pub fn execute(&self, cmd: &str, args: Option<&Value>, wait: impl Into<Wait>) -> Result<Value> {
         let wait = wait.into();
-        self.execute_until(cmd, args, &wait.start(), None)
+        self.execute_until(cmd, args, &wait.start()?, None)
     }
 
     /// Runs a command and returns the value of its `return`, or [`Error::Qmp`].
@@ -325,7 +325,7 @@ impl QmpClient {
     ) -> Result<Option<Value>> {
         let wait = wait.into();
         let found = self
-            .wait_until(Interest::Events, &wait.start(), None, |st| {
+            .wait_until(Interest::Events, &wait.start()?, None, |st| {
                 let pos = st.events.iter().position(&mut pred)?;
                 st.events.remove(pos)
             })
@@ -337,7 +337,7 @@ impl QmpClient {
     pub fn get_events(&self, wait: impl Into<Wait>) -> Result<Vec<Value>> {
         let wait = wait.into();
         let found = self
-            .wait_until(Interest::Events, &wait.start(), None, |st| {
+            .wait_until(Interest::Events, &wait.start()?, None, |st| {
                 (!st.events.is_empty()).then(|| st.events.drain(..).collect())
             })
             .map_err(|e| in_context(e, "waiting for a QMP event"));
