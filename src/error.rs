@@ -70,11 +70,6 @@ impl Error {
             source,
         }
     }
-
-    /// The current `errno` as an [`Error::Io`].
-    pub(crate) fn last_os(context: impl Into<String>) -> Error {
-        Error::io(context, io::Error::last_os_error())
-    }
 }
 
 struct DisplayExit(Option<i32>);

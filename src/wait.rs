@@ -1,11 +1,12 @@
 //! How long a blocking call may wait, and how another thread can interrupt it.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
+use crate::sys::EventFd;
 
 /// The bound of a blocking call: a timeout, no limit, or the call's own default, and an optional
 /// [`Cancel`].
@@ -179,7 +180,7 @@ pub struct Cancel {
 struct CancelInner {
     fired: AtomicBool,
     /// An eventfd, made only when a caller needs to poll on the token; readable once fired.
-    fd: OnceLock<OwnedFd>,
+    fd: OnceLock<EventFd>,
     /// Callers asleep on a condition variable, to wake when the token fires.
     sleepers: Mutex<Vec<(u64, Weak<dyn Wake>)>>,
     next_sleeper: AtomicU64,
@@ -203,7 +204,7 @@ impl Cancel {
     pub fn cancel(&self) {
         self.inner.fired.store(true, Ordering::SeqCst);
         if let Some(fd) = self.inner.fd.get() {
-            signal_eventfd(fd.as_raw_fd());
+            fd.signal();
         }
         let sleepers = self
             .inner
@@ -226,13 +227,8 @@ impl Cancel {
         let fd = match self.inner.fd.get() {
             Some(fd) => fd,
             None => {
-                // SAFETY: eventfd has no memory preconditions; the result is checked.
-                let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-                if raw < 0 {
-                    return Err(Error::last_os("creating an eventfd for a cancel token"));
-                }
-                // SAFETY: raw is a fresh descriptor that nothing else owns.
-                let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+                let fd = EventFd::new()
+                    .map_err(|e| Error::io("creating an eventfd for a cancel token", e))?;
                 // Losing the race just drops our spare descriptor.
                 let _ = self.inner.fd.set(fd);
                 self.inner.fd.get().expect("set above")
@@ -241,9 +237,9 @@ impl Cancel {
         // Order matters: the fd exists before the flag is read, so a concurrent cancel() either
         // sees the fd and signals it, or set the flag that we see here.
         if self.is_cancelled() {
-            signal_eventfd(fd.as_raw_fd());
+            fd.signal();
         }
-        Ok(fd.as_raw_fd())
+        Ok(fd.raw())
     }
 
     /// Registers a sleeper to wake on cancel until the guard drops.
@@ -272,52 +268,5 @@ impl Drop for CancelWatch<'_> {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|(id, _)| *id != self.id);
-    }
-}
-
-fn signal_eventfd(fd: RawFd) {
-    let one: u64 = 1;
-    // SAFETY: writes 8 bytes from a live u64. A full counter (EAGAIN) is still readable: fine.
-    unsafe { libc::write(fd, (&one as *const u64).cast(), 8) };
-}
-
-/// poll(2) over `fds` until one is ready or `timeout` passes (`None`: no limit), retrying on
-/// EINTR. Returns the number of ready descriptors (0 on timeout).
-pub(crate) fn poll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> Result<usize> {
-    let until = timeout.map(|t| Instant::now() + t);
-    loop {
-        let left = until.map(|u| u.saturating_duration_since(Instant::now()));
-        let ts = left.map(|d| libc::timespec {
-            tv_sec: d.as_secs() as libc::time_t,
-            tv_nsec: d.subsec_nanos() as libc::c_long,
-        });
-        let ts_ptr = ts
-            .as_ref()
-            .map_or(std::ptr::null(), |t| t as *const libc::timespec);
-        // SAFETY: fds is a valid slice of pollfd; ts_ptr is null or points to a live timespec.
-        let n = unsafe {
-            libc::ppoll(
-                fds.as_mut_ptr(),
-                fds.len() as libc::nfds_t,
-                ts_ptr,
-                std::ptr::null(),
-            )
-        };
-        if n >= 0 {
-            return Ok(n as usize);
-        }
-        let err = std::io::Error::last_os_error();
-        if err.kind() != std::io::ErrorKind::Interrupted {
-            return Err(Error::io("poll", err));
-        }
-    }
-}
-
-/// A pollfd asking for `events` on `fd`.
-pub(crate) fn pollfd(fd: RawFd, events: libc::c_short) -> libc::pollfd {
-    libc::pollfd {
-        fd,
-        events,
-        revents: 0,
     }
 }

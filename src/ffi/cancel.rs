@@ -54,8 +54,8 @@ pub unsafe extern "C" fn qm_cancel_fire(cancel: *const qm_cancel) {
 /// True once the token has fired. False for NULL.
 #[no_mangle]
 pub unsafe extern "C" fn qm_cancel_is_fired(cancel: *const qm_cancel) -> bool {
-    // SAFETY: NULL or a live token.
     guard(false, || {
+        // SAFETY: NULL or a live token.
         unsafe { cancel.as_ref() }.is_some_and(|c| c.token.is_cancelled())
     })
 }

@@ -212,8 +212,8 @@ pub unsafe extern "C" fn qm_error_status(err: *const qm_error) -> qm_status {
 /// The string belongs to `err` and stays valid until `qm_error_free(err)`; do not free it.
 #[no_mangle]
 pub unsafe extern "C" fn qm_error_message(err: *const qm_error) -> *const c_char {
-    // SAFETY: NULL or a live error.
     guard(std::ptr::null(), || {
+        // SAFETY: NULL or a live error.
         borrowed(unsafe { err.as_ref() }.map(|e| &e.message))
     })
 }
@@ -224,8 +224,8 @@ pub unsafe extern "C" fn qm_error_message(err: *const qm_error) -> *const c_char
 /// The string belongs to `err` and stays valid until `qm_error_free(err)`.
 #[no_mangle]
 pub unsafe extern "C" fn qm_error_qmp_class(err: *const qm_error) -> *const c_char {
-    // SAFETY: NULL or a live error.
     guard(std::ptr::null(), || {
+        // SAFETY: NULL or a live error.
         borrowed(unsafe { err.as_ref() }.and_then(|e| e.qmp.as_ref().map(|q| &q.0)))
     })
 }
@@ -235,8 +235,8 @@ pub unsafe extern "C" fn qm_error_qmp_class(err: *const qm_error) -> *const c_ch
 /// The string belongs to `err` and stays valid until `qm_error_free(err)`.
 #[no_mangle]
 pub unsafe extern "C" fn qm_error_qmp_desc(err: *const qm_error) -> *const c_char {
-    // SAFETY: NULL or a live error.
     guard(std::ptr::null(), || {
+        // SAFETY: NULL or a live error.
         borrowed(unsafe { err.as_ref() }.and_then(|e| e.qmp.as_ref().map(|q| &q.1)))
     })
 }
@@ -274,8 +274,8 @@ unsafe fn write_code(code: Option<c_int>, out: *mut c_int) -> bool {
 /// The string belongs to `err` and stays valid until `qm_error_free(err)`.
 #[no_mangle]
 pub unsafe extern "C" fn qm_error_command(err: *const qm_error) -> *const c_char {
-    // SAFETY: NULL or a live error.
     guard(std::ptr::null(), || {
+        // SAFETY: NULL or a live error.
         borrowed(unsafe { err.as_ref() }.and_then(|e| e.command.as_ref()))
     })
 }
@@ -286,8 +286,8 @@ pub unsafe extern "C" fn qm_error_command(err: *const qm_error) -> *const c_char
 /// The string belongs to `err` and stays valid until `qm_error_free(err)`.
 #[no_mangle]
 pub unsafe extern "C" fn qm_error_output(err: *const qm_error) -> *const c_char {
-    // SAFETY: NULL or a live error.
     guard(std::ptr::null(), || {
+        // SAFETY: NULL or a live error.
         borrowed(unsafe { err.as_ref() }.and_then(|e| e.output.as_ref()))
     })
 }
@@ -297,8 +297,8 @@ pub unsafe extern "C" fn qm_error_output(err: *const qm_error) -> *const c_char 
 /// `QM_ERR_TIMEOUT` when the QMP timer ran out. `QM_OK` for other errors and for NULL.
 #[no_mangle]
 pub unsafe extern "C" fn qm_error_launch_cause(err: *const qm_error) -> qm_status {
-    // SAFETY: NULL or a live error.
     guard(qm_status::QM_ERR_PANIC, || {
+        // SAFETY: NULL or a live error.
         unsafe { err.as_ref() }.map_or(qm_status::QM_OK, |e| e.launch_cause)
     })
 }

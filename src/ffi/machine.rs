@@ -779,8 +779,8 @@ pub unsafe extern "C" fn qm_wait(
 /// True while QEMU runs (false for NULL). Never blocks.
 #[no_mangle]
 pub unsafe extern "C" fn qm_is_running(m: *const qm_machine) -> bool {
-    // SAFETY: NULL or a live handle.
     guard(false, || {
+        // SAFETY: NULL or a live handle.
         unsafe { m.as_ref() }.is_some_and(|m| m.vm.is_running())
     })
 }

@@ -7,7 +7,7 @@ mod process;
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -21,7 +21,8 @@ use crate::error::{Error, Result};
 use crate::event::event_match;
 use crate::log::{debug, warning};
 use crate::qmp::{QmpClient, DEFAULT_MAX_MESSAGE};
-use crate::wait::{poll, pollfd, Cancel, Deadline, Wait};
+use crate::sys::{self, poll, pollfd, socket, POLLIN};
+use crate::wait::{Cancel, Deadline, Wait};
 use console::Console;
 use process::{Process, Spawn};
 
@@ -122,15 +123,11 @@ impl QemuLog {
                 Ok((QemuLog::File(path), file))
             }
             None => {
-                let cname = std::ffi::CString::new(format!("qm-{name}.log"))
-                    .map_err(|_| Error::Invalid("machine name contains NUL".into()))?;
-                // SAFETY: memfd_create with a valid C string; the result is checked.
-                let fd = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) };
-                if fd < 0 {
-                    return Err(Error::last_os("creating the in-memory log"));
+                if name.contains('\0') {
+                    return Err(Error::Invalid("machine name contains NUL".into()));
                 }
-                // SAFETY: a fresh descriptor nobody else owns.
-                let file = unsafe { File::from_raw_fd(fd) };
+                let file = sys::memfd(&format!("qm-{name}.log"))
+                    .map_err(|e| Error::io("creating the in-memory log", e))?;
                 let ours = file
                     .try_clone()
                     .map_err(|e| Error::io("duplicating the in-memory log", e))?;
@@ -729,7 +726,7 @@ impl Machine {
     pub fn console_fd(&self) -> Result<RawFd> {
         lock(&self.console)
             .as_ref()
-            .and_then(Console::fd)
+            .and_then(|c| c.fd().map(|fd| fd.as_raw_fd()))
             .ok_or_else(|| Error::State("no console (set_console before launch)".into()))
     }
 
@@ -741,8 +738,7 @@ impl Machine {
             .as_ref()
             .and_then(Console::fd)
             .ok_or_else(|| Error::State("no console (set_console before launch)".into()))?;
-        // SAFETY: fd stays open while we hold the console lock.
-        let dup = unsafe { BorrowedFd::borrow_raw(fd) }
+        let dup = fd
             .try_clone_to_owned()
             .map_err(|e| Error::io("duplicating the console socket", e))?;
         Ok(UnixStream::from(dup))
@@ -944,32 +940,22 @@ impl Listen {
         };
         loop {
             let mut fds = vec![
-                pollfd(listener.as_raw_fd(), libc::POLLIN),
-                pollfd(process.exit_fd().as_raw_fd(), libc::POLLIN),
+                pollfd(listener.as_raw_fd(), POLLIN),
+                pollfd(process.exit_fd().as_raw_fd(), POLLIN),
             ];
             if let Some(fd) = deadline.cancel_fd()? {
-                fds.push(pollfd(fd, libc::POLLIN));
+                fds.push(pollfd(fd, POLLIN));
             }
-            if poll(&mut fds, deadline.remaining())? == 0 {
+            let ready = poll(&mut fds, deadline.remaining())
+                .map_err(|e| Error::io("waiting for QEMU to connect to the monitor", e))?;
+            if ready == 0 {
                 return Err(Error::Timeout(
                     "waiting for QEMU to connect to the monitor".into(),
                 ));
             }
             if fds[0].revents != 0 {
-                // SAFETY: accept4 on a listening socket; we don't need the peer address.
-                let fd = unsafe {
-                    libc::accept4(
-                        listener.as_raw_fd(),
-                        std::ptr::null_mut(),
-                        std::ptr::null_mut(),
-                        libc::SOCK_CLOEXEC,
-                    )
-                };
-                if fd >= 0 {
-                    // SAFETY: a fresh descriptor.
-                    return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
-                }
-                return Err(Error::last_os("accepting the monitor connection"));
+                return socket::accept(listener.as_fd())
+                    .map_err(|e| Error::io("accepting the monitor connection", e));
             }
             if fds[1].revents != 0 {
                 return Err(Error::Disconnected(
@@ -999,43 +985,13 @@ fn listen_unix(path: &Path) -> Result<UnixListener> {
         )));
     }
     let _ = std::fs::remove_file(path);
-    // SAFETY: plain socket(2); checked.
-    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(Error::last_os("creating the monitor socket"));
-    }
-    // SAFETY: fresh descriptor.
-    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-    // On Linux the socket file takes the mode of the socket inode: set it before bind so the
-    // path is never reachable by other users, not even for a moment.
-    // SAFETY: fchmod on our socket.
-    if unsafe { libc::fchmod(sock.as_raw_fd(), 0o600) } != 0 {
-        return Err(Error::last_os("restricting the monitor socket's mode"));
-    }
-    // SAFETY: sockaddr_un is plain data; all zeroes is a valid empty address.
-    let mut sun: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    sun.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    use std::os::unix::ffi::OsStrExt;
-    for (dst, src) in sun.sun_path.iter_mut().zip(path.as_os_str().as_bytes()) {
-        *dst = *src as libc::c_char;
-    }
-    // SAFETY: sun is a valid, NUL-terminated sockaddr_un (zeroed beyond the path).
-    let rc = unsafe {
-        libc::bind(
-            sock.as_raw_fd(),
-            (&sun as *const libc::sockaddr_un).cast(),
-            std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(Error::last_os(format!("binding {}", path.display())));
-    }
-    // SAFETY: listen on our bound socket.
-    if unsafe { libc::listen(sock.as_raw_fd(), 1) } != 0 {
-        return Err(Error::last_os(format!("listening on {}", path.display())));
-    }
+    let listener = socket::listen_unix(path).map_err(|(step, e)| match step {
+        "creating" => Error::io("creating the monitor socket", e),
+        "restricting" => Error::io("restricting the monitor socket's mode", e),
+        step => Error::io(format!("{step} {}", path.display()), e),
+    })?;
     let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
-    Ok(UnixListener::from(sock))
+    Ok(listener)
 }
 
 /// Creates (or truncates / appends to) a file only its owner can read.
