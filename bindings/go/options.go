@@ -136,15 +136,6 @@ func WithConsoleLog(path string) Option {
 	})
 }
 
-// millis converts a duration to the C library's milliseconds, rounding up; a negative
-// duration is QM_WAIT_FOREVER.
-func millis(d time.Duration) C.int64_t {
-	if d < 0 {
-		return C.QM_WAIT_FOREVER
-	}
-	return C.int64_t((d + time.Millisecond - 1) / time.Millisecond)
-}
-
 // WithQMPTimer sets the QMP timer (default 30 s; a negative duration: no limit): it bounds the
 // QMP handshake at launch, and a QMP or Cmd call whose context has no deadline.
 func WithQMPTimer(d time.Duration) Option {
