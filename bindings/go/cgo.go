@@ -126,12 +126,21 @@ func takeError(st C.qm_status, cerr *C.qm_error) error {
 		if C.qm_error_exit_code(cerr, &exit) {
 			le.ExitCode, le.Exited = int(exit), true
 		}
-		if cause := Status(C.qm_error_launch_cause(cerr)); cause != StatusOK {
-			le.Cause = &Error{Status: cause, Message: cause.String(), Errno: errno}
+		if cause := takeCause(cerr, errno); cause != nil {
+			le.Cause = cause
 		}
 		return le
 	}
-	return &Error{Status: status, Message: msg, Errno: errno}
+	return &Error{Status: status, Message: msg, Errno: errno, Cause: takeCause(cerr, errno)}
+}
+
+// takeCause reads what caused an error (a launch failure, an abnormal shutdown), or nil.
+func takeCause(cerr *C.qm_error, errno syscall.Errno) *Error {
+	status := Status(C.qm_error_cause(cerr))
+	if status == StatusOK {
+		return nil
+	}
+	return &Error{Status: status, Message: goStr(C.qm_error_cause_message(cerr)), Errno: errno}
 }
 
 // millis converts a duration to the C library's milliseconds, rounding up; a negative

@@ -109,6 +109,7 @@ type Error struct {
 	Status  Status        // what went wrong
 	Message string        // the library's message, for humans
 	Errno   syscall.Errno // the failed system call's errno (StatusIO), or 0
+	Cause   *Error        // what caused it (StatusAbnormalShutdown: why QEMU was killed), or nil
 	cause   []error       // further errors it wraps: the context's error, ErrClosed
 }
 
@@ -129,15 +130,18 @@ func (e *Error) Error() string {
 	return msg
 }
 
-// Unwrap returns the status's sentinel, the Errno (if any) and the context's error (if the
-// call ended because its context did).
+// Unwrap returns the status's sentinel, the Errno (if any), the Cause (if any) and the
+// context's error (if the call ended because its context did).
 func (e *Error) Unwrap() []error {
-	errs := make([]error, 0, 2+len(e.cause))
+	errs := make([]error, 0, 3+len(e.cause))
 	if s := sentinel(e.Status); s != nil {
 		errs = append(errs, s)
 	}
 	if e.Errno != 0 {
 		errs = append(errs, e.Errno)
+	}
+	if e.Cause != nil {
+		errs = append(errs, e.Cause)
 	}
 	return append(errs, e.cause...)
 }

@@ -43,7 +43,8 @@ pub enum qm_status {
     /// Success.
     QM_OK = 0,
     /// The machine could not be launched. The error object has QEMU's exit code (if it exited),
-    /// the command line and QEMU's output; everything the launch created is cleaned up.
+    /// the command line, QEMU's output and the cause (`qm_error_cause`); everything the launch
+    /// created is cleaned up.
     QM_ERR_LAUNCH = 1,
     /// QEMU answered a command with an error: see `qm_error_qmp_class` / `qm_error_qmp_desc`.
     QM_ERR_QMP = 2,
@@ -54,7 +55,7 @@ pub enum qm_status {
     /// The call was interrupted through its `qm_cancel` token.
     QM_ERR_INTERRUPTED = 5,
     /// A graceful shutdown (or wait) did not end in time, or was interrupted: QEMU was killed.
-    /// Cleanup has run.
+    /// Cleanup has run. `qm_error_cause` says why.
     QM_ERR_ABNORMAL_SHUTDOWN = 6,
     /// The call does not fit the machine's state (a command before launch, launch twice ...).
     QM_ERR_STATE = 7,
@@ -97,7 +98,7 @@ pub struct qm_error {
     exit_code: Option<i32>,
     command: Option<CString>,
     output: Option<CString>,
-    launch_cause: qm_status,
+    cause: Option<(qm_status, CString)>,
     os_code: Option<i32>,
 }
 
@@ -124,9 +125,9 @@ impl qm_error {
                 e.exit_code = *exitcode;
                 e.command = Some(owned_c_string(command.clone()));
                 e.output = Some(owned_c_string(output.clone()));
-                e.launch_cause = qm_status::of(cause);
-                e.os_code = os_code(cause);
+                e.set_cause(cause);
             }
+            Error::AbnormalShutdown(cause) => e.set_cause(cause),
             other => e.os_code = os_code(other),
         }
         e
@@ -155,9 +156,15 @@ impl qm_error {
             exit_code: None,
             command: None,
             output: None,
-            launch_cause: qm_status::QM_OK,
+            cause: None,
             os_code: None,
         }
+    }
+
+    /// Records what caused a `QM_ERR_LAUNCH` or `QM_ERR_ABNORMAL_SHUTDOWN` (and its errno).
+    fn set_cause(&mut self, cause: &Error) {
+        self.cause = Some((qm_status::of(cause), owned_c_string(cause.to_string())));
+        self.os_code = os_code(cause);
     }
 
     pub(crate) fn status(&self) -> qm_status {
@@ -292,19 +299,34 @@ pub unsafe extern "C" fn qm_error_output(err: *const qm_error) -> *const c_char 
     })
 }
 
-/// For a `QM_ERR_LAUNCH` error, the status of what made the launch fail: e.g. `QM_ERR_IO` when
-/// the binary could not be started, `QM_ERR_DISCONNECTED` when QEMU exited before QMP was up,
-/// `QM_ERR_TIMEOUT` when the QMP timer ran out. `QM_OK` for other errors and for NULL.
+/// The status of what caused an error that has a cause: for `QM_ERR_LAUNCH` what made the
+/// launch fail (e.g. `QM_ERR_IO` when the binary could not be started, `QM_ERR_DISCONNECTED`
+/// when QEMU exited before QMP was up, `QM_ERR_TIMEOUT` when the time ran out), for
+/// `QM_ERR_ABNORMAL_SHUTDOWN` why QEMU had to be killed (`QM_ERR_TIMEOUT`,
+/// `QM_ERR_INTERRUPTED`, ...). `QM_OK` for other errors and for NULL.
 #[no_mangle]
-pub unsafe extern "C" fn qm_error_launch_cause(err: *const qm_error) -> qm_status {
+pub unsafe extern "C" fn qm_error_cause(err: *const qm_error) -> qm_status {
     guard(qm_status::QM_ERR_PANIC, || {
         // SAFETY: NULL or a live error.
-        unsafe { err.as_ref() }.map_or(qm_status::QM_OK, |e| e.launch_cause)
+        let cause = unsafe { err.as_ref() }.and_then(|e| e.cause.as_ref());
+        cause.map_or(qm_status::QM_OK, |c| c.0)
     })
 }
 
-/// For an error caused by a failed operating-system call (`QM_ERR_IO`, or a `QM_ERR_LAUNCH`
-/// whose cause is one), stores the `errno` value in `*code_out` and returns true (e.g. `ENOENT`
+/// The message of the cause (see `qm_error_cause`), e.g. `"timed out waiting for QEMU (pid
+/// 42) to exit"`; NULL when the error has no cause and for NULL.
+///
+/// The string belongs to `err` and stays valid until `qm_error_free(err)`.
+#[no_mangle]
+pub unsafe extern "C" fn qm_error_cause_message(err: *const qm_error) -> *const c_char {
+    guard(std::ptr::null(), || {
+        // SAFETY: NULL or a live error.
+        borrowed(unsafe { err.as_ref() }.and_then(|e| e.cause.as_ref().map(|c| &c.1)))
+    })
+}
+
+/// For an error caused by a failed operating-system call (`QM_ERR_IO`, or an error whose
+/// cause is one, see `qm_error_cause`), stores the `errno` value in `*code_out` and returns true (e.g. `ENOENT`
 /// for a QEMU binary that does not exist). Returns false, leaving `*code_out` untouched,
 /// otherwise and when `err` or `code_out` is NULL.
 #[no_mangle]
@@ -348,7 +370,7 @@ mod tests {
             ),
             (Error::Interrupted, qm_status::QM_ERR_INTERRUPTED),
             (
-                Error::AbnormalShutdown("a".into()),
+                Error::AbnormalShutdown(Box::new(Error::Timeout("t".into()))),
                 qm_status::QM_ERR_ABNORMAL_SHUTDOWN,
             ),
             (Error::State("s".into()), qm_status::QM_ERR_STATE),
@@ -397,7 +419,21 @@ mod tests {
             e.output.as_ref().unwrap().to_str().unwrap(),
             "bad\u{fffd}arg"
         );
-        assert_eq!(e.launch_cause, qm_status::QM_ERR_IO);
+        assert_eq!(e.cause.as_ref().unwrap().0, qm_status::QM_ERR_IO);
         assert_eq!(e.os_code, Some(libc::ENOENT));
+    }
+
+    #[test]
+    fn abnormal_shutdown_carries_its_cause() {
+        let err = Error::AbnormalShutdown(Box::new(Error::Timeout("waiting for QEMU".into())));
+        let e = qm_error::from_core("qm_shutdown", &err);
+        assert_eq!(e.status, qm_status::QM_ERR_ABNORMAL_SHUTDOWN);
+        let (status, message) = e.cause.as_ref().unwrap();
+        assert_eq!(*status, qm_status::QM_ERR_TIMEOUT);
+        assert_eq!(message.to_str().unwrap(), "timed out waiting for QEMU");
+        assert!(e.message().contains("timed out waiting for QEMU"));
+        assert!(qm_error::from_core("qm_x", &Error::Interrupted)
+            .cause
+            .is_none());
     }
 }

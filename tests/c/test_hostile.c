@@ -319,9 +319,9 @@ static void check_launch_fails(qm_machine *m, qm_status cause)
     /* Under valgrind a failed execve ends the child with valgrind's own exit code (101): the
      * cause is then QEMU "exiting" before QMP rather than the exec's errno. */
     if (cause != QM_OK && !under_valgrind())
-        CHECK(qm_error_launch_cause(err) == cause);
+        CHECK(qm_error_cause(err) == cause);
     else
-        CHECK(qm_error_launch_cause(err) != QM_OK);
+        CHECK(qm_error_cause(err) != QM_OK);
     qm_error_free(err);
     CHECK(!qm_is_running(m));
     CHECK(qm_pid(m) == -1);
@@ -379,7 +379,7 @@ static void huge_configuration(void)
     {
         qm_error *err = NULL;
         CHECK(qm_launch(m, QM_WAIT_DEFAULT, NULL, &err) == QM_ERR_LAUNCH);
-        CHECK(under_valgrind() || qm_error_launch_cause(err) == QM_ERR_IO);
+        CHECK(under_valgrind() || qm_error_cause(err) == QM_ERR_IO);
         CHECK(under_valgrind() || (qm_error_os_code(err, &code) && code == E2BIG));
         CHECK(strlen(qm_error_command(err)) > n);
         qm_error_free(err);
@@ -1868,7 +1868,7 @@ static void regression_failed_launch_keeps_the_previous_exit_code(void)
         fflush(stderr);
         dup2(saved, 2);
         close(saved);
-        CHECK(st == QM_ERR_LAUNCH && qm_error_launch_cause(err) == QM_ERR_IO);
+        CHECK(st == QM_ERR_LAUNCH && qm_error_cause(err) == QM_ERR_IO);
         CHECK(!qm_error_exit_code(err, &code)); /* right: it never ran */
         qm_error_free(err);
     }

@@ -34,7 +34,7 @@ static void bad_argument_reports_exit_code_and_output(void)
     CHECK_HAS(qm_error_message(err), "launch failed");
     CHECK_HAS(qm_error_message(err), "Exit code: 1");
     CHECK_HAS(qm_error_message(err), "invalid option");
-    CHECK(qm_error_launch_cause(err) != QM_OK && qm_error_launch_cause(err) != QM_ERR_LAUNCH);
+    CHECK(qm_error_cause(err) != QM_OK && qm_error_cause(err) != QM_ERR_LAUNCH);
     CHECK(qm_error_qmp_class(err) == NULL);
     qm_error_free(err);
 
@@ -55,7 +55,7 @@ static void missing_binary_is_an_io_cause(void)
     int code = 0;
     OK(qm_new("/nonexistent/qemu-system-x86_64", &m, &err));
     CHECK(qm_launch(m, QM_WAIT_DEFAULT, NULL, &err) == QM_ERR_LAUNCH);
-    CHECK(qm_error_launch_cause(err) == QM_ERR_IO);
+    CHECK(qm_error_cause(err) == QM_ERR_IO);
     CHECK(qm_error_os_code(err, &code) && code == ENOENT);
     CHECK(!qm_error_exit_code(err, &code)); /* it never ran */
     CHECK_HAS(qm_error_command(err), "/nonexistent/qemu-system-x86_64");
@@ -78,7 +78,7 @@ static void qemu_dying_before_qmp(void)
     CHECK(qm_launch(m, QM_WAIT_DEFAULT, NULL, &err) == QM_ERR_LAUNCH);
     CHECK(qm_error_exit_code(err, &code) && code == 7);
     CHECK_HAS(qm_error_output(err), "wrapper says no");
-    CHECK(qm_error_launch_cause(err) == QM_ERR_DISCONNECTED);
+    CHECK(qm_error_cause(err) == QM_ERR_DISCONNECTED);
     qm_error_free(err);
     qm_free(m);
 }
@@ -93,7 +93,7 @@ static void unusable_socket_path(void)
     memset(path + 5, 'x', 200);
     OK(qm_set_monitor_unix(m, path, &err));
     CHECK(qm_launch(m, QM_WAIT_DEFAULT, NULL, &err) == QM_ERR_LAUNCH);
-    CHECK(qm_error_launch_cause(err) == QM_ERR_INVALID);
+    CHECK(qm_error_cause(err) == QM_ERR_INVALID);
     CHECK_HAS(qm_error_message(err), "longer than the 107 bytes");
     qm_error_free(err);
     OK(qm_set_monitor_unix(m, "/nonexistent-dir/mon.sock", &err));
@@ -161,7 +161,7 @@ static void launch_timeout_overrides_the_qmp_timer(void)
     OK(qm_set_qmp_timer(m, 60000, &err));
     INVALID(qm_launch(m, -5, NULL, &err), "timeout_ms is -5");
     CHECK(qm_launch(m, 200, NULL, &err) == QM_ERR_LAUNCH);
-    CHECK(qm_error_launch_cause(err) == QM_ERR_TIMEOUT);
+    CHECK(qm_error_cause(err) == QM_ERR_TIMEOUT);
     qm_error_free(err);
     CHECK(!qm_is_running(m));
     qm_free(m);

@@ -170,7 +170,7 @@ static void launch_timer_applies_to_handshake(void)
     t0 = now_ms();
     CHECK(qm_launch(m, QM_WAIT_DEFAULT, NULL, &err) == QM_ERR_LAUNCH);
     CHECK(now_ms() - t0 < 4500);
-    CHECK(qm_error_launch_cause(err) == QM_ERR_TIMEOUT);
+    CHECK(qm_error_cause(err) == QM_ERR_TIMEOUT);
     CHECK(!qm_error_exit_code(err, NULL)); /* still running at the timeout: killed */
     CHECK_HAS(qm_error_command(err), "sh -c sleep 5");
     qm_error_free(err);

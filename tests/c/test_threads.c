@@ -125,7 +125,7 @@ static void *block(void *arg)
     case 4:
         b->status = qm_launch(b->m, QM_WAIT_DEFAULT, b->cancel, &err);
         /* A launch interrupted by its token is a launch failure caused by the interruption. */
-        if (b->status == QM_ERR_LAUNCH && qm_error_launch_cause(err) == QM_ERR_INTERRUPTED)
+        if (b->status == QM_ERR_LAUNCH && qm_error_cause(err) == QM_ERR_INTERRUPTED)
             b->status = QM_ERR_INTERRUPTED;
         qm_error_free(err);
         err = NULL;
