@@ -1,7 +1,7 @@
 //! The machine against a real QEMU (`qemu-system-x86_64`, TCG).
 
-#[path = "support/vm.rs"]
-mod vm;
+mod support;
+use support::vm;
 
 use std::io::Write;
 use std::os::fd::AsFd;
