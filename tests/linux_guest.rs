@@ -3,14 +3,13 @@
 //! reaches QMP as SHUTDOWN and ends QEMU. Console and agent are read here with plain sockets
 //! (the console and agent APIs are tested in their own files).
 
-#[path = "support/linux_guest.rs"]
-mod linux_guest;
+mod support;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use linux_guest::{agent_args, kernel_release, linux_guest, qemu_args, PROMPT, READY};
+use support::linux_guest::{agent_args, kernel_release, linux_guest, qemu_args, PROMPT, READY};
 use qm::Machine;
 use serde_json::{json, Value};
 
