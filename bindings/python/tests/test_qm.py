@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import pid_alive, read_until
+from conftest import needs_caller_argv, pid_alive, read_until
 
 import qm
 
@@ -289,3 +289,35 @@ def test_close_from_another_thread_while_calls_run(qemu: str) -> None:
         t.join(timeout=30)
         assert not t.is_alive()
     assert seen and seen[0] in ("DisconnectedError", "StateError")
+
+
+@needs_caller_argv
+def test_two_step_launch_with_a_composed_argv(qemu: str) -> None:
+    with qm.Machine(qemu, machine="none") as vm:
+        base = vm.prepare_launch()
+        assert base[:4] == ["-display", "none", "-vga", "none"]
+        assert any(a.startswith("socket,id=mon,fd=") for a in base)
+        assert vm.prepare_launch() == base
+        r, w = os.pipe()
+        try:
+            os.set_inheritable(r, True)
+            argv = [qemu, *base, "-name", "composed", "-add-fd", f"fd={r},set=9,opaque=pipe"]
+            vm.launch_argv(argv, pass_fds=[r])
+        finally:
+            os.close(r)
+            os.close(w)
+        assert vm.cmd("query-name") == {"name": "composed"}
+        assert vm.cmd("query-fdsets")[0]["fdset-id"] == 9
+        assert vm.command_line == argv
+        with pytest.raises(qm.StateError):
+            vm.prepare_launch()
+        pid = vm.pid
+        vm.shutdown()
+        assert vm.last_pid == pid
+        assert vm.qmp_timer == 30.0
+        vm.prepare_launch()
+        vm.abort_launch()
+        with pytest.raises(ValueError):
+            vm.launch_argv([])
+        with pytest.raises(qm.InvalidArgumentError):
+            vm.launch_argv([qemu], pass_fds=[987654])

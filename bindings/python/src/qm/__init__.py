@@ -10,7 +10,15 @@
 
 from . import guest
 from ._ffi import library_path
-from ._machine import DEFAULT, Cancel, Machine, event_match, set_log_level, version
+from ._machine import (
+    DEFAULT,
+    Cancel,
+    Machine,
+    event_match,
+    has_caller_argv,
+    set_log_level,
+    version,
+)
 from .errors import (
     AbnormalShutdownError,
     DisconnectedError,
@@ -46,6 +54,7 @@ __all__ = [
     "TimeoutError",
     "event_match",
     "guest",
+    "has_caller_argv",
     "library_path",
     "set_log_level",
     "version",

@@ -86,7 +86,8 @@ _PROTOTYPES: dict[str, tuple[Any, list[Any]]] = {
     "qm_error_exit_code": (c_bool, [ErrorP, POINTER(c_int)]),
     "qm_error_command": (c_char_p, [ErrorP]),
     "qm_error_output": (c_char_p, [ErrorP]),
-    "qm_error_launch_cause": (_status, [ErrorP]),
+    "qm_error_cause": (_status, [ErrorP]),
+    "qm_error_cause_message": (c_char_p, [ErrorP]),
     "qm_error_os_code": (c_bool, [ErrorP, POINTER(c_int)]),
     "qm_error_free": (None, [ErrorP]),
     "qm_cancel_new": (CancelP, []),
@@ -113,7 +114,7 @@ _PROTOTYPES: dict[str, tuple[Any, list[Any]]] = {
     "qm_add_monitor_null": (_status, [MachineP, ErrOut]),
     "qm_add_fd": (_status, [MachineP, c_int, c_uint32, c_char_p, c_char_p, ErrOut]),
     "qm_set_max_message_size": (_status, [MachineP, c_size_t, ErrOut]),
-    "qm_launch": (_status, [MachineP, CancelP, ErrOut]),
+    "qm_launch": (_status, [MachineP, c_int64, CancelP, ErrOut]),
     "qm_qmp": (_status, [MachineP, c_char_p, c_char_p, c_int64, CancelP, StrOut, ErrOut]),
     "qm_cmd": (_status, [MachineP, c_char_p, c_char_p, c_int64, CancelP, StrOut, ErrOut]),
     "qm_send_fd_scm": (_status, [MachineP, c_int, ErrOut]),
@@ -152,9 +153,11 @@ _OPTIONAL: dict[str, tuple[Any, list[Any]]] = {
     "qm_launch_prepare": (_status, [MachineP, StrOut, ErrOut]),
     "qm_launch_argv": (
         _status,
-        [MachineP, StrArray, c_size_t, POINTER(c_int), c_size_t, CancelP, ErrOut],
+        [MachineP, StrArray, c_size_t, POINTER(c_int), c_size_t, c_int64, CancelP, ErrOut],
     ),
     "qm_launch_abort": (_status, [MachineP, ErrOut]),
+    "qm_last_pid": (c_int64, [MachineP]),
+    "qm_get_qmp_timer": (_status, [MachineP, POINTER(c_int64), ErrOut]),
 }
 
 

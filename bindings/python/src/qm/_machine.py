@@ -12,7 +12,7 @@ import logging
 import os
 import socket
 import threading
-from ctypes import byref, c_bool, c_int, c_void_p
+from ctypes import byref, c_bool, c_int, c_int64, c_void_p
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from . import _ffi
@@ -355,10 +355,11 @@ class Machine:
 
     # ---- launch ------------------------------------------------------------------------
 
-    def launch(self, *, cancel: Optional[Cancel] = None) -> None:
-        """Starts QEMU and negotiates QMP; raises `LaunchError` (exit code, command line,
-        QEMU's output) when it fails, leaving nothing behind."""
-        self._call(_lib.qm_launch, _cancel_ptr(cancel))
+    def launch(self, timeout: Timeout = DEFAULT, *, cancel: Optional[Cancel] = None) -> None:
+        """Starts QEMU and negotiates QMP, within `timeout` seconds (default: the QMP timer);
+        raises `LaunchError` (exit code, command line, QEMU's output, cause) when it fails,
+        leaving nothing behind."""
+        self._call(_lib.qm_launch, _ms(timeout), _cancel_ptr(cancel))
         self._pid = self.pid
         if self._log.isEnabledFor(logging.DEBUG):
             self._log.debug("VM launch command: %r", " ".join(self.command_line))
@@ -371,10 +372,15 @@ class Machine:
         return list(self._json(_lib.qm_launch_prepare))
 
     def launch_argv(
-        self, argv: Sequence[str], *, pass_fds: Sequence[int] = (), cancel: Optional[Cancel] = None
+        self,
+        argv: Sequence[str],
+        *,
+        pass_fds: Sequence[int] = (),
+        timeout: Timeout = DEFAULT,
+        cancel: Optional[Cancel] = None,
     ) -> None:
         """Starts exactly `argv` (a caller-composed command line around `prepare_launch`'s
-        arguments) and negotiates QMP; QEMU also inherits `pass_fds`."""
+        arguments) and negotiates QMP as `launch` does; QEMU also inherits `pass_fds`."""
         _require("qm_launch_argv")
         if isinstance(argv, (str, bytes)):
             raise TypeError("argv must be a sequence of strings")
@@ -389,6 +395,7 @@ class Machine:
             len(raw),
             fd_arr,
             len(fds),
+            _ms(timeout),
             _cancel_ptr(cancel),
         )
         self._pid = self.pid
@@ -618,7 +625,18 @@ class Machine:
     @property
     def last_pid(self) -> Optional[int]:
         """The pid of the last QEMU launched (also after it exited)."""
+        if _ffi.has("qm_last_pid"):
+            pid = self._peek(_lib.qm_last_pid)
+            return None if pid is None or pid < 0 else int(pid)
         return self._pid
+
+    @property
+    def qmp_timer(self) -> Optional[float]:
+        """The QMP timer in seconds (None: no limit)."""
+        _require("qm_get_qmp_timer")
+        ms = c_int64(0)
+        self._call(_lib.qm_get_qmp_timer, byref(ms))
+        return None if ms.value < 0 else ms.value / 1000.0
 
     @property
     def exitcode(self) -> Optional[int]:
@@ -714,6 +732,12 @@ class Machine:
     def __repr__(self) -> str:
         state = "closed" if not self._h else ("running" if self.is_running else "stopped")
         return f"<qm.Machine {self.name if self._h else ''} {state}>"
+
+
+def has_caller_argv() -> bool:
+    """Whether the loaded libqm can launch a caller-composed argv (`prepare_launch`,
+    `launch_argv`): newer than 0.1."""
+    return _ffi.has("qm_launch_prepare") and _ffi.has("qm_launch_argv")
 
 
 def _require(name: str) -> None:

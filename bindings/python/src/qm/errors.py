@@ -165,9 +165,17 @@ class Interrupted(QMError):
 
 
 class AbnormalShutdownError(QMError):
-    """A graceful shutdown or wait did not end in time (or was cancelled): QEMU was killed."""
+    """A graceful shutdown or wait did not end in time (or was cancelled): QEMU was killed.
+    `cause` says why (a `TimeoutError`, `Interrupted`, `DisconnectedError` ...)."""
 
     status = _ffi.QM_ERR_ABNORMAL_SHUTDOWN
+
+    def __init__(
+        self, message: str, *, errno: Optional[int] = None, cause: Optional[QMError] = None
+    ) -> None:
+        super().__init__(message, errno=errno)
+        #: Why the graceful path failed.
+        self.cause = cause
 
 
 class StateError(QMError, RuntimeError):
@@ -242,15 +250,16 @@ def from_c(
                 command=command,
                 arguments=arguments,
             )
+        cause_status = lib.qm_error_cause(err)
+        cause_message = _text(lib.qm_error_cause_message(err)) or message.split("\n", 1)[0]
+        cause = simple(cause_status, cause_message, errno) if cause_status else None
+        if status == _ffi.QM_ERR_ABNORMAL_SHUTDOWN:
+            return AbnormalShutdownError(message, errno=errno, cause=cause)
         if status == _ffi.QM_ERR_LAUNCH:
             exit_code = ctypes.c_int(0)
             exitcode = (
                 exit_code.value if lib.qm_error_exit_code(err, ctypes.byref(exit_code)) else None
             )
-            cause_status = lib.qm_error_launch_cause(err)
-            # The cause's own words: the first line (the rest is the command line and output).
-            first = message.split("\n", 1)[0]
-            cause = simple(cause_status, first, errno) if cause_status else None
             return LaunchError(
                 message,
                 exitcode=exitcode,
