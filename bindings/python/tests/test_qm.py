@@ -321,3 +321,37 @@ def test_two_step_launch_with_a_composed_argv(qemu: str) -> None:
             vm.launch_argv([])
         with pytest.raises(qm.InvalidArgumentError):
             vm.launch_argv([qemu], pass_fds=[987654])
+
+
+@pytest.mark.skipif(
+    not qm.CORE_LOGS_TO_LOGGING, reason="the loaded libqm has no qm_set_log_callback"
+)
+def test_core_records_reach_python_logging(qemu: str, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    with caplog.at_level(logging.DEBUG, logger="qm"):
+        qm.set_log_level("debug")
+        try:
+            with qm.Machine(qemu, machine="none") as vm:
+                vm.launch()
+                vm.cmd("query-status")
+        finally:
+            qm.set_log_level("warn")
+    core = [r for r in caplog.records if r.name.startswith("qm.") and r.pathname == "(libqm)"]
+    assert core, [r.name for r in caplog.records]
+    assert any("query-status" in r.getMessage() for r in core)
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="qm"):
+        vm = qm.Machine(qemu, machine="none")
+        vm.launch()
+        pid = vm.pid
+        assert pid is not None
+        os.kill(pid, 9)  # a signal qm did not send: the core warns
+        vm.wait(timeout=30)
+        assert vm.exitcode == -9
+        vm.close()
+    warnings = [
+        r for r in caplog.records if r.levelno == logging.WARNING and r.name.startswith("qm")
+    ]
+    assert any("signal 9" in r.getMessage() for r in warnings), caplog.text

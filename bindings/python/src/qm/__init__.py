@@ -8,7 +8,7 @@
 `qemu.machine` (installed alongside) is a drop-in for QEMU's own `QEMUMachine`.
 """
 
-from . import guest
+from . import _log, guest
 from ._ffi import library_path
 from ._machine import (
     DEFAULT,
@@ -35,6 +35,9 @@ from .errors import (
 )
 
 __version__ = "0.2.0"
+
+#: Whether qm's own log records go to Python's logging (loggers `qm.*`) instead of stderr.
+CORE_LOGS_TO_LOGGING = _log.install()
 
 __all__ = [
     "DEFAULT",

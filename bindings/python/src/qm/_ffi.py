@@ -72,6 +72,10 @@ StrArray = POINTER(c_char_p)
 
 _status = c_int
 
+#: `qm_log_fn`: void (*)(void *user, qm_log_level, const char *target, const char *message,
+#: double timestamp).
+LogFn = ctypes.CFUNCTYPE(None, c_void_p, c_int, c_char_p, c_char_p, ctypes.c_double)
+
 # name: (restype, argtypes). Every `char *` a call returns is declared c_void_p, so that the
 # binding can copy it and hand the very pointer back to qm_string_free.
 _PROTOTYPES: dict[str, tuple[Any, list[Any]]] = {
@@ -158,6 +162,7 @@ _OPTIONAL: dict[str, tuple[Any, list[Any]]] = {
     "qm_launch_abort": (_status, [MachineP, ErrOut]),
     "qm_last_pid": (c_int64, [MachineP]),
     "qm_get_qmp_timer": (_status, [MachineP, POINTER(c_int64), ErrOut]),
+    "qm_set_log_callback": (None, [LogFn, c_void_p]),
 }
 
 
