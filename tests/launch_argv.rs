@@ -313,7 +313,8 @@ fn abandoned_runs_release_everything() {
     m.shutdown(T).unwrap();
     let before = open_fds();
 
-    let give_ups: [(&str, fn(&Machine)); 5] = [
+    type GiveUp = fn(&Machine);
+    let give_ups: [(&str, GiveUp); 5] = [
         ("abort", |m| m.abort_launch().unwrap()),
         ("shutdown", |m| m.shutdown(T).unwrap()),
         ("kill", |m| m.kill().unwrap()),
