@@ -1,5 +1,7 @@
-//! How a run starts: the monitor and console sockets, QEMU's log, the process, and the QMP
-//! handshake, all bounded by one deadline; a failed launch undoes all of it.
+//! How a run starts, in two phases: prepare (the monitor and console sockets, QEMU's log, and
+//! the base arguments naming them) and start (the process from an argv, qm's own or a
+//! caller's, and the QMP handshake, bounded by one deadline). `launch` is both; a failed
+//! launch undoes all of it.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek};
