@@ -351,3 +351,58 @@ fn abandoned_runs_release_everything() {
         .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }
+
+/// QEMU gets the prepared descriptors, `add_fd`'s and the extra ones, and nothing else, even a
+/// descriptor the host left inheritable.
+#[test]
+fn qemu_inherits_exactly_the_prepared_added_and_extra_descriptors() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let _g = shared();
+    let dir = scratch();
+    let file = |name: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, name).unwrap();
+        (std::fs::File::open(&path).unwrap(), path)
+    };
+    let (added, added_path) = file("added");
+    let (extra, extra_path) = file("extra");
+    let (stray_file, stray_path) = file("stray");
+    // SAFETY: dup(2) of a valid descriptor gives a new one without close-on-exec, owned here.
+    let stray = unsafe { OwnedFd::from_raw_fd(libc::dup(stray_file.as_raw_fd())) };
+
+    let m = vm_none(dir.path());
+    m.set_console(None, 0);
+    m.add_fd(added.as_fd(), 1, "added", "");
+    let mut argv = vec![qemu()];
+    argv.extend(m.prepare_launch().unwrap());
+    argv.extend(m.args());
+    argv.extend([
+        "-add-fd".into(),
+        format!("fd={},set=2,opaque=extra", extra.as_raw_fd()),
+    ]);
+    m.launch_argv(argv, &[extra.as_fd()], T).unwrap();
+    let fdsets = m.cmd("query-fdsets", None).unwrap().to_string();
+    assert!(
+        fdsets.contains("\"added\"") && fdsets.contains("\"extra\""),
+        "{fdsets}"
+    );
+
+    let pid = m.pid().unwrap();
+    let targets: Vec<String> = vm::entries(Path::new(&format!("/proc/{pid}/fd")))
+        .iter()
+        .filter_map(|p| std::fs::read_link(p).ok())
+        .map(|t| t.to_string_lossy().into_owned())
+        .collect();
+    let count = |path: &Path| {
+        let needle = path.to_string_lossy();
+        targets.iter().filter(|t| t.contains(&*needle)).count()
+    };
+    assert_eq!(count(&stray_path), 0, "stray fd leaked: {targets:?}");
+    assert_eq!(count(&added_path), 1, "{targets:?}");
+    assert_eq!(count(&extra_path), 1, "{targets:?}");
+    // The prepared monitor and console: one socket each.
+    let sockets = targets.iter().filter(|t| t.starts_with("socket:")).count();
+    assert_eq!(sockets, 2, "{targets:?}");
+    m.shutdown(T).unwrap();
+    drop(stray);
+}
