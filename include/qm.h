@@ -54,6 +54,13 @@
 #include <stdint.h>
 #include <stddef.h>
 
+/* The version of this header (the library's at run time: qm_version()). */
+#define QM_VERSION_MAJOR 0
+#define QM_VERSION_MINOR 2
+#define QM_VERSION_PATCH 0
+#define QM_VERSION_STRING "0.2.0"
+
+
 /**
  * `timeout_ms` value: wait as long as it takes (a `qm_cancel` can still interrupt the call).
  */
@@ -213,7 +220,7 @@ extern "C" {
 #endif // __cplusplus
 
 /**
- * The version of the qm library, e.g. `"0.1.0"`: a static string, never freed. Thread-safe.
+ * The version of the qm library, e.g. `"0.2.0"`: a static string, never freed. Thread-safe.
  */
 const char *qm_version(void);
 
@@ -320,6 +327,14 @@ bool qm_error_os_code(const qm_error *err, int *code_out);
  * Frees an error and the strings it lent out. NULL is a no-op. Call it once per error.
  */
 void qm_error_free(qm_error *err);
+
+/**
+ * The name of a `qm_status` value, e.g. `"QM_ERR_TIMEOUT"` for `QM_ERR_TIMEOUT`, and
+ * `"QM_ERR_UNKNOWN"` for a value that is not a `qm_status` (`status` is an `int` so that any
+ * value is safe to pass). A static string: never freed, never NULL. Pure function,
+ * thread-safe. The error's own message is `qm_error_message`.
+ */
+const char *qm_status_str(int status);
 
 /**
  * A new token that has not fired; NULL only if memory runs out. Free it with `qm_cancel_free`.
