@@ -25,6 +25,8 @@ pub mod machine;
 
 pub mod guest;
 
+pub mod json;
+
 mod boundary;
 
 use std::ffi::{c_char, c_int, CString};

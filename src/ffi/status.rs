@@ -13,7 +13,10 @@ const NAMES: [(qm_status, &CStr); 12] = [
     (qm_status::QM_ERR_TIMEOUT, c"QM_ERR_TIMEOUT"),
     (qm_status::QM_ERR_DISCONNECTED, c"QM_ERR_DISCONNECTED"),
     (qm_status::QM_ERR_INTERRUPTED, c"QM_ERR_INTERRUPTED"),
-    (qm_status::QM_ERR_ABNORMAL_SHUTDOWN, c"QM_ERR_ABNORMAL_SHUTDOWN"),
+    (
+        qm_status::QM_ERR_ABNORMAL_SHUTDOWN,
+        c"QM_ERR_ABNORMAL_SHUTDOWN",
+    ),
     (qm_status::QM_ERR_STATE, c"QM_ERR_STATE"),
     (qm_status::QM_ERR_INVALID, c"QM_ERR_INVALID"),
     (qm_status::QM_ERR_PROTOCOL, c"QM_ERR_PROTOCOL"),
