@@ -18,7 +18,7 @@ build: target/pkgconfig/qm.pc ## cargo build --release (libqm.a, libqm.so) + the
 demo: deps ## boot the 512-byte test guest and drive it (examples/demo.rs)
 	$(CARGO) run --release --example demo
 
-test: deps lint test-rust test-c check-header check-native-libs test-go test-fuzz test-outside ## every test
+test: deps linux-guest lint test-linux-guest test-rust test-c check-header check-native-libs test-go test-fuzz test-outside ## every test
 
 test-rust: ## cargo test (unit, integration, doc)
 	$(CARGO) test --all-targets
@@ -134,3 +134,15 @@ test-fuzz: ## a short fuzzing pass (fuzz/README.md)
 .PHONY: bench
 bench: deps ## benchmarks: qm side by side with a raw QMP client
 	bench/run
+
+# ---- the Linux test guest: Debian kernel + busybox/qemu-ga initramfs (guest/linux/README.md) -----
+.PHONY: linux-guest test-linux-guest
+# Builds (or finds cached) target/linux-guest/<key>/{vmlinuz,initrd.cpio.gz}; prints
+# `KERNEL=... INITRD=...`.
+linux-guest: deps ## build (or find cached) the Linux test guest
+	@guest/linux/build
+
+# Boots it with raw QEMU: ready line, `uname -r` at the prompt, qemu-ga sync, poweroff.
+test-linux-guest: deps ## boot the Linux test guest with raw QEMU (smoke test)
+	@command -v python3 >/dev/null || { echo "guest/linux/smoke needs python3 (apt-get install python3)" >&2; exit 1; }
+	guest/linux/smoke

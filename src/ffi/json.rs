@@ -8,8 +8,8 @@ use std::ffi::{c_char, c_int, CString};
 
 use serde_json::Value;
 
-use super::boundary::{self, call, guard, kind, out, string, Result};
-use super::error::{qm_error, qm_status};
+use super::boundary::{self, guard, kind, out, string, Result};
+use super::error::{call, qm_error, qm_status};
 use crate::Error;
 
 /// What a JSON Pointer designates (`qm_json_type`).
