@@ -251,7 +251,7 @@ static void guest_args_as_a_vector(void)
     OK(qm_new(qemu_binary(), &m, &err));
     OK(qm_add_args(m, (const char *const *)argv, argc, &err));
     OK(qm_set_console(m, NULL, 0, &err));
-    OK(qm_launch(m, NULL, &err));
+    OK(qm_launch(m, QM_WAIT_DEFAULT, NULL, &err));
     OK(qm_console_fd(m, &fd, &err));
     CHECK(read_until(fd, "vector ok", line, sizeof line, 30000));
     OK(qm_wait(m, 30000, NULL, &err));
