@@ -82,6 +82,12 @@ for step in "${steps[@]}"; do
             exit 1
         fi
         "$GO" vet ./...
+        # link.go refuses a qm.h of another major.minor than Cargo.toml's version.
+        IFS=. read -r major minor _ < <(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/Cargo.toml" | head -n 1)
+        if ! grep -q "QM_VERSION_MAJOR != $major || QM_VERSION_MINOR != $minor\b" link.go; then
+            echo "bindings/go/link.go does not check for qm $major.$minor (Cargo.toml's version)" >&2
+            exit 1
+        fi
         ;;
     test)
         note "go test ./..."
