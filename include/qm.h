@@ -509,6 +509,12 @@ qm_status qm_set_console_log(qm_machine *m, const char *path, qm_error **err_out
 qm_status qm_set_qmp_timer(qm_machine *m, int64_t timeout_ms, qm_error **err_out);
 
 /**
+ * Stores the QMP timer (`qm_set_qmp_timer`) in `*timeout_ms_out`, in milliseconds (rounded
+ * up), or `QM_WAIT_FOREVER` when it has no limit.
+ */
+qm_status qm_get_qmp_timer(const qm_machine *m, int64_t *timeout_ms_out, qm_error **err_out);
+
+/**
  * Turns the QMP monitor on (the default) or off. Without it, QMP calls fail with
  * `QM_ERR_STATE` and a graceful shutdown sends SIGTERM.
  */
@@ -565,6 +571,52 @@ qm_status qm_set_max_message_size(qm_machine *m, size_t bytes, qm_error **err_ou
  * created is removed, and the machine can be launched again.
  */
 qm_status qm_launch(qm_machine *m, int64_t timeout_ms, const qm_cancel *cancel, qm_error **err_out);
+
+/**
+ * Prepares the next launch without starting QEMU: creates what `qm_launch` creates before
+ * starting it (the monitor socketpair or listener, the console socketpair, QEMU's log) and
+ * stores in `*base_args_out` (owned: free with `qm_string_free`) the arguments qm puts between
+ * the binary and the extra arguments, as a JSON array of strings, e.g.
+ * `["-display","none","-vga","none","-chardev","socket,id=mon,fd=5",
+ * "-mon","chardev=mon,mode=control"]`. The `fd=N` numbers are the descriptors QEMU will
+ * inherit, under those numbers. Never blocks on QEMU.
+ *
+ * The run uses the configuration as of this call. Calling it again while prepared returns the
+ * same array. `qm_launch_argv` or `qm_launch` start QEMU with what was prepared;
+ * `qm_launch_abort`, `qm_shutdown`, `qm_kill`, `qm_wait` and `qm_free` release it. A new
+ * prepare forgets the last run's exit code, pid, command line and log. `QM_ERR_STATE` when
+ * launched; any other failure is `QM_ERR_LAUNCH` as for `qm_launch`, with nothing left over.
+ */
+qm_status qm_launch_prepare(qm_machine *m, char **base_args_out, qm_error **err_out);
+
+/**
+ * Starts `argv` (`n` borrowed UTF-8 strings, `n` > 0; `argv[0]` looked up in `PATH`; never a
+ * shell) exactly as given instead of the command line `qm_launch` builds, then connects and
+ * negotiates QMP as `qm_launch` does: same `timeout_ms` and `cancel` (may be NULL), same
+ * errors, same cleanup on `QM_ERR_LAUNCH`. Prepares first when `qm_launch_prepare` was not
+ * called. `qm_get_command_line` then returns `argv`.
+ *
+ * QEMU inherits the prepared descriptors, those of `qm_add_fd`, and `extra_fds` (`n_fds`
+ * borrowed open descriptors, each 3 or above, kept open by the caller until the call returns;
+ * NULL when `n_fds` is 0) under their numbers; nothing else. `QM_ERR_INVALID` (a prepared
+ * launch stays prepared) for an empty or non-UTF-8 `argv`, or a bad descriptor;
+ * `QM_ERR_STATE` when launched.
+ */
+qm_status qm_launch_argv(qm_machine *m,
+                         const char *const *argv,
+                         size_t n,
+                         const int *extra_fds,
+                         size_t n_fds,
+                         int64_t timeout_ms,
+                         const qm_cancel *cancel,
+                         qm_error **err_out);
+
+/**
+ * Releases what `qm_launch_prepare` created (descriptors, socket files, the log, the temporary
+ * directory) when the caller gives up before `qm_launch_argv`. Does nothing when not
+ * prepared; `QM_ERR_STATE` when launched. Never blocks.
+ */
+qm_status qm_launch_abort(qm_machine *m, qm_error **err_out);
 
 /**
  * Runs the QMP command `cmd` (borrowed) with the arguments `args_json` (borrowed: a JSON
@@ -722,6 +774,13 @@ bool qm_is_running(const qm_machine *m);
  * QEMU's process id while it runs; -1 when it does not (or for NULL). Never blocks.
  */
 int64_t qm_pid(const qm_machine *m);
+
+/**
+ * The process id of the last run's QEMU, while it runs and after it exited (unlike `qm_pid`),
+ * until the next launch is prepared; -1 before any process was started, when the last launch
+ * failed before starting one, and for NULL. Never blocks.
+ */
+int64_t qm_last_pid(const qm_machine *m);
 
 /**
  * Once QEMU has exited (after a shutdown, a wait, or a failed launch where it ran): stores its
