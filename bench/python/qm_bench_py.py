@@ -276,7 +276,8 @@ def _launch_worker(
         vms[i] = side.launch()
     except BaseException as exc:  # noqa: BLE001
         errors.append(exc)
-    gate.wait()
+    gate.wait()  # all launched: the main thread reads threads and RSS
+    gate.wait()  # read: the caller threads may end
 
 
 def qmp_threads(base: Side, dut: Side, p: Dict[str, int]) -> None:
@@ -394,6 +395,7 @@ def scale(qemu: str, dut: Side, p: Dict[str, int]) -> None:
                 gate.wait()
                 up = time.perf_counter()
                 threads1, rss1 = _threads(), _rss_kib()
+                gate.wait()
                 for th in threads:
                     th.join()
                 if errors:
