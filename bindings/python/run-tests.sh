@@ -2,10 +2,11 @@
 # `make test-python`: the Python binding's checks, on a fresh machine too.
 #
 #  1. a venv of its own (target/python-venv) with the test tools from PyPI (pytest, ruff, mypy,
-#     qemu.qmp), and the package installed the way the README says: pip install ./bindings/python
-#     (which builds libqm with cargo and bundles it);
+#     qemu.qmp; pinned in requirements-test.txt), and the package installed the way the README
+#     says: pip install ./bindings/python (which builds libqm with cargo and bundles it);
 #  2. ruff (lint + format) and mypy --strict over the sources and tests;
-#  3. pytest against a real QEMU, importing the INSTALLED package (no PYTHONPATH, no QM_LIBRARY);
+#  3. pytest against a real QEMU, importing the INSTALLED package (no PYTHONPATH, no QM_LIBRARY),
+#     then again as on a machine without qemu.qmp;
 #  4. the wheel: `pip wheel`, installed into another venv in an empty directory outside the
 #     repository (with the oldest Python >= 3.9 found, else the same one), and a smoke script.
 #
@@ -30,7 +31,7 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV"
 fi
 echo "test-python: installing the test tools and the package (pip install ./bindings/python)" >&2
-"$VENV/bin/pip" install -q pytest ruff mypy qemu.qmp
+"$VENV/bin/pip" install -q -r bindings/python/requirements-test.txt
 # Reinstall every time: the library inside the package must be this checkout's.
 "$VENV/bin/pip" install -q --force-reinstall --no-deps ./bindings/python
 
