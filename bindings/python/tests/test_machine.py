@@ -406,3 +406,29 @@ def test_console_taken_back_between_runs(qemu: str, guest_image: Path) -> None:
         assert "chardev:console" not in vm._qemu_full_args
     finally:
         vm.kill()
+
+
+def test_a_harness_that_exits_without_shutdown_leaves_no_qemu(qemu: str) -> None:
+    """The interpreter exits (even by os._exit, no cleanup at all) with QEMU running: QEMU goes
+    with it (the seed leaves it running, holding its image locks)."""
+    import subprocess
+    import sys
+
+    from conftest import pid_alive
+
+    script = (
+        "import os, sys\n"
+        "from qemu.machine import QEMUMachine\n"
+        f"vm = QEMUMachine({qemu!r}, args=['-machine', 'none'])\n"
+        "vm.launch()\n"
+        "print(vm.get_pid(), flush=True)\n"
+        "os._exit(0)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    )
+    pid = int(out.stdout.strip())
+    deadline = time.monotonic() + 10
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not pid_alive(pid)

@@ -117,7 +117,7 @@ class Cancel:
 
     def __del__(self) -> None:
         ptr, self._ptr = getattr(self, "_ptr", None), None
-        if ptr:
+        if ptr and _lib is not None:
             _lib.qm_cancel_free(ptr)
 
 
