@@ -590,12 +590,20 @@ class QEMUMachine:
             self._qemu_log_file.close()
             self._qemu_log_file = None
 
+    def _close_qmp_connection(self) -> None:
+        """Forgets the QMP connection (qm closes it at shutdown)."""
+        self._qmp_connection = None
+
+    def _load_io_log(self) -> None:
+        """Reads QEMU's output of the last run (kept by qm) into what get_log returns."""
+        self._iolog = self._vm.get_log()
+
     def _post_shutdown(self) -> None:
         """Cleans up after the process exited (also after a failed launch)."""
         LOG.debug("Cleaning up after VM process")
-        self._qmp_connection = None
+        self._close_qmp_connection()
         self._close_qemu_log_file()
-        self._iolog = self._vm.get_log()
+        self._load_io_log()
         self._qemu_log_path = None
         self._prepared_base = None
         # The core removed its temporary directory (and the monitor socket file).
