@@ -1,6 +1,6 @@
 //! The one error type of the crate.
 
-use std::fmt;
+use std::fmt::Write as _;
 use std::io;
 
 /// Everything that can go wrong when driving a machine.
@@ -8,7 +8,12 @@ use std::io;
 pub enum Error {
     /// The machine could not be launched. Everything the launch created has been cleaned up and
     /// no process is left behind.
-    #[error("launch failed: {cause}\n\tExit code: {}\n\tCommand: {command}\n\tOutput: {output}", DisplayExit(*.exitcode))]
+    ///
+    /// The message leads with what happened: `launch failed: QEMU exited with code 1: <the first
+    /// line QEMU printed>` when QEMU exited by itself, else `launch failed: <cause>`; then the
+    /// cause, exit code, command line and output, one per line. The cause is also
+    /// [`source`](std::error::Error::source).
+    #[error("launch failed: {}", launch_message(*.exitcode, .command, .output, .cause))]
     Launch {
         /// QEMU's exit status when it exited by itself (negative: killed by that signal).
         exitcode: Option<i32>,
@@ -17,6 +22,7 @@ pub enum Error {
         /// What QEMU wrote to stdout and stderr.
         output: String,
         /// What went wrong.
+        #[source]
         cause: Box<Error>,
     },
     /// QEMU answered a command with an error.
@@ -27,8 +33,9 @@ pub enum Error {
         /// QEMU's human-readable description.
         desc: String,
     },
-    /// A wait ran out of time.
-    #[error("timed out {0}")]
+    /// A wait ran out of time; the text names what did not happen and the limit, e.g.
+    /// `no SHUTDOWN event within 3000 ms`, `query-status: no reply within 500 ms`.
+    #[error("timed out: {0}")]
     Timeout(String),
     /// The QMP connection is gone (QEMU exited or closed it, or the machine shut down).
     #[error("QMP disconnected: {0}")]
@@ -37,9 +44,10 @@ pub enum Error {
     #[error("interrupted")]
     Interrupted,
     /// A graceful shutdown (or a wait) did not end well and QEMU had to be killed; the box holds
-    /// why (a timeout, an interruption, a QMP error on `quit` ...). Cleanup has run.
+    /// why (a timeout, an interruption, a QMP error on `quit` ...), also as
+    /// [`source`](std::error::Error::source). Cleanup has run.
     #[error("abnormal shutdown: could not perform graceful shutdown: {0}")]
-    AbnormalShutdown(Box<Error>),
+    AbnormalShutdown(#[source] Box<Error>),
     /// The call does not fit the machine's state (e.g. a command before launch, launch twice).
     #[error("wrong state: {0}")]
     State(String),
@@ -73,13 +81,33 @@ impl Error {
     }
 }
 
-struct DisplayExit(Option<i32>);
-
-impl fmt::Display for DisplayExit {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            Some(code) => write!(f, "{code}"),
-            None => f.write_str("none"),
+/// The text of [`Error::Launch`] after `launch failed: `.
+fn launch_message(exitcode: Option<i32>, command: &str, output: &str, cause: &Error) -> String {
+    let mut text = String::new();
+    if let Some(code) = exitcode {
+        // QEMU's own words say why far better than the disconnection they caused.
+        let _ = match code {
+            c if c < 0 => write!(text, "QEMU was killed by signal {}", -c),
+            c => write!(text, "QEMU exited with code {c}"),
+        };
+        match output.lines().map(str::trim).find(|l| !l.is_empty()) {
+            Some(line) => {
+                let _ = write!(text, ": {line}\n\tCause: {cause}");
+            }
+            None => {
+                let _ = write!(text, " (no output)\n\tCause: {cause}");
+            }
         }
+    } else {
+        let _ = write!(text, "{cause}");
     }
+    let exit = match exitcode {
+        Some(code) => code.to_string(),
+        None => "none".to_owned(),
+    };
+    let _ = write!(
+        text,
+        "\n\tExit code: {exit}\n\tCommand: {command}\n\tOutput: {output}"
+    );
+    text
 }

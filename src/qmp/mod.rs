@@ -8,6 +8,7 @@
 //! waiter at once.
 
 mod framing;
+mod transcript;
 
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -22,6 +23,7 @@ use crate::sys::{self, poll, pollfd, POLLIN, POLLOUT};
 use crate::wait::{Deadline, Wait, Wake};
 pub(crate) use framing::preview;
 use framing::LineBuffer;
+pub(crate) use transcript::Transcript;
 
 /// Default cap on the size of one message from QEMU (64 MiB). `query-qmp-schema` is ~150 KiB.
 pub const DEFAULT_MAX_MESSAGE: usize = 64 << 20;
@@ -41,6 +43,7 @@ struct Shared {
     nickname: String,
     /// A unix socket, which can carry descriptors (SCM_RIGHTS); a TCP one cannot.
     unix: bool,
+    transcript: Transcript,
 }
 
 struct State {
@@ -150,6 +153,7 @@ impl QmpClient {
                 next_id: AtomicU64::new(1),
                 nickname: nickname.to_owned(),
                 unix,
+                transcript: Transcript::default(),
             }),
         })
     }
@@ -171,7 +175,7 @@ impl QmpClient {
             .wait_until(Interest::Events, &deadline, exit_fd, |st| {
                 st.greeting.take()
             })
-            .map_err(|e| in_context(e, "waiting for the QMP greeting"))?;
+            .map_err(|e| in_context(e, "no QMP greeting", &deadline))?;
         let valid = greeting["QMP"]["version"]["qemu"].is_object()
             && greeting["QMP"]["capabilities"].is_array();
         if !valid {
@@ -182,9 +186,16 @@ impl QmpClient {
         }
         let reply = self
             .execute_until("qmp_capabilities", None, &deadline, exit_fd)
-            .map_err(|e| in_context(e, "negotiating QMP capabilities"))?;
+            .map_err(|e| in_context(e, "qmp_capabilities: no reply", &deadline))?;
         into_return(reply)?;
         Ok(greeting)
+    }
+
+    /// Writes every message from now on to `file` as a JSON line (see `transcript.rs`); only
+    /// the first call has an effect. Call it before [`handshake`](Self::handshake) to have
+    /// the greeting too.
+    pub(crate) fn set_transcript(&self, file: std::fs::File) {
+        self.shared.transcript.set(file);
     }
 
     /// Runs a command and returns QEMU's raw response object, `{"return": …}` or
@@ -242,7 +253,7 @@ impl QmpClient {
             })
         });
         self.shared.lock().replies.remove(&id);
-        let mut response = result.map_err(|e| in_context(e, &format!("running {cmd:?}")))?;
+        let mut response = result.map_err(|e| in_context(e, &format!("{cmd}: no reply"), deadline))?;
         // The id is ours, for pairing; callers get the response as QEMU meant it.
         if let Some(fields) = response.as_object_mut() {
             fields.remove("id");
@@ -304,23 +315,25 @@ impl QmpClient {
         wait: impl Into<Wait>,
     ) -> Result<Option<Value>> {
         let wait = wait.into();
+        let deadline = wait.start()?;
         let found = self
-            .wait_until(Interest::Events, &wait.start()?, None, |st| {
+            .wait_until(Interest::Events, &deadline, None, |st| {
                 let pos = st.events.iter().position(&mut pred)?;
                 st.events.remove(pos)
             })
-            .map_err(|e| in_context(e, "waiting for a QMP event"));
+            .map_err(|e| in_context(e, "no QMP event", &deadline));
         self.none_if_no_wait(found, &wait)
     }
 
     /// All queued events. With a non-zero wait, waits until there is at least one.
     pub fn get_events(&self, wait: impl Into<Wait>) -> Result<Vec<Value>> {
         let wait = wait.into();
+        let deadline = wait.start()?;
         let found = self
-            .wait_until(Interest::Events, &wait.start()?, None, |st| {
+            .wait_until(Interest::Events, &deadline, None, |st| {
                 (!st.events.is_empty()).then(|| st.events.drain(..).collect())
             })
-            .map_err(|e| in_context(e, "waiting for a QMP event"));
+            .map_err(|e| in_context(e, "no QMP event", &deadline));
         Ok(self.none_if_no_wait(found, &wait)?.unwrap_or_default())
     }
 
@@ -398,6 +411,7 @@ impl QmpClient {
             self.shared.nickname,
             String::from_utf8_lossy(buf).trim_end()
         );
+        self.shared.transcript.sent(buf);
         let whole = buf.len();
         // Giving up in the middle of a command would leave QEMU to read the next command as its
         // rest: the stream cannot be used any more.
@@ -431,7 +445,10 @@ impl QmpClient {
                     let ready = poll(&mut fds, deadline.remaining())
                         .map_err(|e| Error::io("waiting to write to the monitor", e))?;
                     if ready == 0 {
-                        let err = Error::Timeout("writing to the monitor".into());
+                        let err = Error::Timeout(format!(
+                            "could not write to the monitor {}",
+                            deadline.within()
+                        ));
                         return Err(give_up(err, buf.len()));
                     }
                 }
@@ -641,6 +658,7 @@ impl State {
 
     fn dispatch(&mut self, msg: Value, shared: &Shared, news: &mut News) {
         debug!("{} <<< {}", shared.nickname, msg);
+        shared.transcript.received(&msg);
         if msg.get("event").is_some() {
             self.events.push_back(msg);
             news.events = true;
@@ -710,9 +728,10 @@ pub fn into_return(mut response: Value) -> Result<Value> {
     }
 }
 
-fn in_context(err: Error, what: &str) -> Error {
+/// Names what timed out, and the bound: `what within N ms`.
+fn in_context(err: Error, what: &str, deadline: &Deadline<'_>) -> Error {
     match err {
-        Error::Timeout(s) if s.is_empty() => Error::Timeout(what.to_owned()),
+        Error::Timeout(s) if s.is_empty() => Error::Timeout(format!("{what} {}", deadline.within())),
         other => other,
     }
 }
