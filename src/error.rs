@@ -1,10 +1,10 @@
 //! The one error type of the crate.
 
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 use std::io;
 
 /// Everything that can go wrong when driving a machine.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug)]
 pub enum Error {
     /// The machine could not be launched. Everything the launch created has been cleaned up and
     /// no process is left behind.
@@ -13,7 +13,6 @@ pub enum Error {
     /// line QEMU printed>` when QEMU exited by itself, else `launch failed: <cause>`; then the
     /// cause, exit code, command line and output, one per line. The cause is also
     /// [`source`](std::error::Error::source).
-    #[error("launch failed: {}", launch_message(*.exitcode, .command, .output, .cause))]
     Launch {
         /// QEMU's exit status when it exited by itself (negative: killed by that signal).
         exitcode: Option<i32>,
@@ -22,11 +21,9 @@ pub enum Error {
         /// What QEMU wrote to stdout and stderr.
         output: String,
         /// What went wrong.
-        #[source]
         cause: Box<Error>,
     },
     /// QEMU answered a command with an error.
-    #[error("QMP error {class}: {desc}")]
     Qmp {
         /// The QMP error class, e.g. `GenericError` or `CommandNotFound`.
         class: String,
@@ -35,37 +32,71 @@ pub enum Error {
     },
     /// A wait ran out of time; the text names what did not happen and the limit, e.g.
     /// `no SHUTDOWN event within 3000 ms`, `query-status: no reply within 500 ms`.
-    #[error("timed out: {0}")]
     Timeout(String),
     /// The QMP connection is gone (QEMU exited or closed it, or the machine shut down).
-    #[error("QMP disconnected: {0}")]
     Disconnected(String),
     /// The call was interrupted through its [`Cancel`](crate::Cancel) token.
-    #[error("interrupted")]
     Interrupted,
     /// A graceful shutdown (or a wait) did not end well and QEMU had to be killed; the box holds
     /// why (a timeout, an interruption, a QMP error on `quit` ...), also as
     /// [`source`](std::error::Error::source). Cleanup has run.
-    #[error("abnormal shutdown: could not perform graceful shutdown: {0}")]
-    AbnormalShutdown(#[source] Box<Error>),
+    AbnormalShutdown(Box<Error>),
     /// The call does not fit the machine's state (e.g. a command before launch, launch twice).
-    #[error("wrong state: {0}")]
     State(String),
     /// An argument or setting is invalid.
-    #[error("invalid argument: {0}")]
     Invalid(String),
     /// The peer broke the QMP protocol (bad JSON, oversize message, malformed greeting …).
-    #[error("QMP protocol error: {0}")]
     Protocol(String),
     /// An operating-system call failed.
-    #[error("{context}: {source}")]
     Io {
         /// What was being done.
         context: String,
         /// The underlying error.
-        #[source]
         source: io::Error,
     },
+}
+
+// Written out rather than derived: a derived `source` of a `Box<Error>` is the box, which
+// `downcast_ref::<Error>()` does not see through.
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Launch {
+                exitcode,
+                command,
+                output,
+                cause,
+            } => write!(
+                f,
+                "launch failed: {}",
+                launch_message(*exitcode, command, output, cause)
+            ),
+            Error::Qmp { class, desc } => write!(f, "QMP error {class}: {desc}"),
+            Error::Timeout(what) => write!(f, "timed out: {what}"),
+            Error::Disconnected(why) => write!(f, "QMP disconnected: {why}"),
+            Error::Interrupted => f.write_str("interrupted"),
+            Error::AbnormalShutdown(cause) => write!(
+                f,
+                "abnormal shutdown: could not perform graceful shutdown: {cause}"
+            ),
+            Error::State(why) => write!(f, "wrong state: {why}"),
+            Error::Invalid(why) => write!(f, "invalid argument: {why}"),
+            Error::Protocol(why) => write!(f, "QMP protocol error: {why}"),
+            Error::Io { context, source } => write!(f, "{context}: {source}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    /// The cause of a launch failure or an abnormal shutdown (a `qm::Error`), the OS error of
+    /// an [`Error::Io`].
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Launch { cause, .. } | Error::AbnormalShutdown(cause) => Some(&**cause),
+            Error::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
 }
 
 /// `Result` with [`Error`].

@@ -354,7 +354,7 @@ impl Machine {
                     let names: Vec<&str> = events.iter().map(|(name, _)| *name).collect();
                     let filtered = events.iter().any(|(_, f)| f.is_some());
                     Error::Timeout(format!(
-                        "no {}{} event {within}",
+                        "no {} event{} {within}",
                         names.join(" or "),
                         if filtered { " (matching the filter)" } else { "" }
                     ))
