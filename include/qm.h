@@ -334,8 +334,8 @@ const char *qm_error_output(const qm_error *err);
 qm_status qm_error_cause(const qm_error *err);
 
 /**
- * The message of the cause (see `qm_error_cause`), e.g. `"timed out waiting for QEMU (pid
- * 42) to exit"`; NULL when the error has no cause and for NULL.
+ * The message of the cause (see `qm_error_cause`), e.g. `"timed out: QEMU (pid 42) did not
+ * exit within 3000 ms"`; NULL when the error has no cause and for NULL.
  *
  * The string belongs to `err` and stays valid until `qm_error_free(err)`.
  */
