@@ -36,12 +36,11 @@ pub use event::event_match;
 pub use log::{set_log_callback, set_log_level, LogCallback, LogLevel, LogRecord};
 pub use machine::{Machine, MonitorAddress, DEFAULT_SHUTDOWN_TIMEOUT};
 pub use qmp::{QmpClient, DEFAULT_MAX_MESSAGE};
-pub use wait::{Cancel, Wait};
 /// The JSON library of qm's API, re-exported so users need not add it (nor match its version).
 pub use serde_json;
 /// A JSON value: what QMP commands take and return.
 pub use serde_json::Value;
-
+pub use wait::{Cancel, Wait};
 
 /// The seed's keyword-argument convention: `_` in top-level keys becomes `-`
 /// (`{"node_name": …}` → `{"node-name": …}`). Other values are returned unchanged.

@@ -134,7 +134,10 @@ fn a_death_by_a_signal_we_did_not_send_is_warned_about() {
 fn qm_log_takes_levels_in_any_case_and_numbers() {
     for value in ["debug", "DEBUG", "Debug", "2"] {
         let err = stderr_of_child(Some(value));
-        assert!(err.contains(">>> {\"execute\":\"query-status\""), "{value}: {err}");
+        assert!(
+            err.contains(">>> {\"execute\":\"query-status\""),
+            "{value}: {err}"
+        );
     }
     for value in ["warn", "WARN", "1", "off", "OFF", "0"] {
         let err = stderr_of_child(Some(value));
@@ -147,7 +150,8 @@ fn qm_log_takes_levels_in_any_case_and_numbers() {
 fn an_unknown_qm_log_value_gets_exactly_one_warning() {
     let err = stderr_of_child(Some("verbose"));
     assert_eq!(
-        err.matches("qm warning: QM_LOG=\"verbose\" is not a level").count(),
+        err.matches("qm warning: QM_LOG=\"verbose\" is not a level")
+            .count(),
         1,
         "{err}"
     );
@@ -166,12 +170,9 @@ fn child_log_callback() {
     let records: Arc<Records> = Arc::default();
     let sink = records.clone();
     qm::set_log_callback(Some(Box::new(move |r: &qm::LogRecord<'_>| {
-        sink.lock().unwrap().push((
-            r.level,
-            r.target.to_owned(),
-            r.message.to_owned(),
-            r.time,
-        ));
+        sink.lock()
+            .unwrap()
+            .push((r.level, r.target.to_owned(), r.message.to_owned(), r.time));
     })));
     let before = SystemTime::now();
     let dir = vm::scratch();

@@ -183,7 +183,9 @@ fn a_launch_where_qemu_exited_leads_with_its_exit_code_and_first_line() {
     assert!(text.contains("\n\tExit code: 1"), "{text}");
     // std's error chain reaches the cause.
     let source = err.source().expect("a launch error has a source");
-    let cause = source.downcast_ref::<Error>().expect("the source is a qm::Error");
+    let cause = source
+        .downcast_ref::<Error>()
+        .expect("the source is a qm::Error");
     assert!(matches!(cause, Error::Disconnected(_)), "{cause}");
 }
 
@@ -210,7 +212,9 @@ fn timeouts_name_what_did_not_happen_and_the_bound() {
         err.to_string(),
         "timed out: no SHUTDOWN or RESET event (matching the filter) within 200 ms"
     );
-    let err = machine.get_qmp_event(Duration::from_millis(100)).unwrap_err();
+    let err = machine
+        .get_qmp_event(Duration::from_millis(100))
+        .unwrap_err();
     assert_eq!(err.to_string(), "timed out: no QMP event within 100 ms");
     machine.shutdown(T).unwrap();
 }

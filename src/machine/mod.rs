@@ -356,7 +356,11 @@ impl Machine {
                     Error::Timeout(format!(
                         "no {} event{} {within}",
                         names.join(" or "),
-                        if filtered { " (matching the filter)" } else { "" }
+                        if filtered {
+                            " (matching the filter)"
+                        } else {
+                            ""
+                        }
                     ))
                 }
                 other => other,

@@ -253,7 +253,8 @@ impl QmpClient {
             })
         });
         self.shared.lock().replies.remove(&id);
-        let mut response = result.map_err(|e| in_context(e, &format!("{cmd}: no reply"), deadline))?;
+        let mut response =
+            result.map_err(|e| in_context(e, &format!("{cmd}: no reply"), deadline))?;
         // The id is ours, for pairing; callers get the response as QEMU meant it.
         if let Some(fields) = response.as_object_mut() {
             fields.remove("id");
@@ -731,7 +732,9 @@ pub fn into_return(mut response: Value) -> Result<Value> {
 /// Names what timed out, and the bound: `what within N ms`.
 fn in_context(err: Error, what: &str, deadline: &Deadline<'_>) -> Error {
     match err {
-        Error::Timeout(s) if s.is_empty() => Error::Timeout(format!("{what} {}", deadline.within())),
+        Error::Timeout(s) if s.is_empty() => {
+            Error::Timeout(format!("{what} {}", deadline.within()))
+        }
         other => other,
     }
 }
