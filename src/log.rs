@@ -71,6 +71,16 @@ pub fn set_log_level(level: LogLevel) {
 /// function returns, no call to the previous callback is in progress or will start, so what
 /// the old callback used may be freed (this waits for calls in progress: do not call it from
 /// a callback). A panic in the callback is caught and the record is lost.
+///
+/// qm does not depend on the `log` or `tracing` crates; forwarding to them is one line in the
+/// callback (e.g. `log::log!(target: r.target, level, "{}", r.message)`):
+///
+/// ```
+/// qm::set_log_callback(Some(Box::new(|r: &qm::LogRecord<'_>| {
+///     eprintln!("[{:?} {}] {}", r.level, r.target, r.message);
+/// })));
+/// qm::set_log_callback(None); // back to stderr
+/// ```
 pub fn set_log_callback(callback: Option<LogCallback>) {
     let old = {
         let mut slot = CALLBACK.write().unwrap_or_else(|e| e.into_inner());

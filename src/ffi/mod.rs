@@ -140,6 +140,14 @@ mod tests {
     }
 
     #[test]
+    fn log_levels_are_the_core_levels() {
+        // The log callback passes the core level as it is.
+        assert_eq!(crate::LogLevel::Off as qm_log_level, QM_LOG_OFF);
+        assert_eq!(crate::LogLevel::Warn as qm_log_level, QM_LOG_WARN);
+        assert_eq!(crate::LogLevel::Debug as qm_log_level, QM_LOG_DEBUG);
+    }
+
+    #[test]
     fn wait_constants_match_the_boundary() {
         assert_eq!(QM_WAIT_FOREVER, boundary::FOREVER);
         assert_eq!(QM_WAIT_DEFAULT, boundary::DEFAULT);
