@@ -818,7 +818,7 @@ int qm_guest_exit_status(uint8_t value);
 /**
  * Sends qm's log records to `callback` instead of stderr, for the whole process; NULL
  * restores stderr (the default). Only records that pass the level (`qm_set_log_level`,
- * `QM_LOG`) are sent: with the default level, warnings only. Thread-safe; never fails.
+ * `QM_LOG`) are sent: with the default level, warnings only. Thread-safe.
  *
  * The callback runs on the thread that logs: any thread calling into qm, and qm's own
  * console-drain threads. It may run on several threads at once, so it and `user` must be
@@ -826,11 +826,12 @@ int qm_guest_exit_status(uint8_t value);
  * that logged (qm may hold that machine's locks while logging; such a call can deadlock); a
  * record qm makes while the callback runs on the same thread goes to stderr instead.
  *
- * When this function returns, no call to the previous callback is in progress or will start:
- * the previous `user` may then be freed. It waits for calls in progress to return, so it
- * must not be called from inside a callback.
+ * Returns true. When it returns, no call to the previous callback is in progress or will
+ * start: the previous `user` may then be freed (it waits for calls in progress to return).
+ * Called from inside a callback, where that wait would never end, it changes nothing and
+ * returns false.
  */
-void qm_set_log_callback(qm_log_fn callback, void *user);
+bool qm_set_log_callback(qm_log_fn callback, void *user);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -69,8 +69,10 @@ pub fn set_log_level(level: LogLevel) {
 /// call back into the machine that logged (a record may be made while that machine holds a
 /// lock); records qm makes while the callback runs on the same thread go to stderr. When this
 /// function returns, no call to the previous callback is in progress or will start, so what
-/// the old callback used may be freed (this waits for calls in progress: do not call it from
-/// a callback). A panic in the callback is caught and the record is lost.
+/// the old callback used may be freed (it waits for calls in progress). Called from inside a
+/// callback, where that wait would never end, it changes nothing and fails with
+/// [`Error::State`](crate::Error::State). A panic in the callback is caught and the record is
+/// lost.
 ///
 /// qm does not depend on the `log` or `tracing` crates; forwarding to them is one line in the
 /// callback (e.g. `log::log!(target: r.target, level, "{}", r.message)`):
@@ -78,15 +80,22 @@ pub fn set_log_level(level: LogLevel) {
 /// ```
 /// qm::set_log_callback(Some(Box::new(|r: &qm::LogRecord<'_>| {
 ///     eprintln!("[{:?} {}] {}", r.level, r.target, r.message);
-/// })));
-/// qm::set_log_callback(None); // back to stderr
+/// })))?;
+/// qm::set_log_callback(None)?; // back to stderr
+/// # Ok::<(), qm::Error>(())
 /// ```
-pub fn set_log_callback(callback: Option<LogCallback>) {
+pub fn set_log_callback(callback: Option<LogCallback>) -> crate::Result<()> {
+    if IN_CALLBACK.with(Cell::get) {
+        return Err(crate::Error::State(
+            "the log callback cannot be changed from inside a log callback".into(),
+        ));
+    }
     let old = {
         let mut slot = CALLBACK.write().unwrap_or_else(|e| e.into_inner());
         std::mem::replace(&mut *slot, callback)
     };
     drop(old);
+    Ok(())
 }
 
 /// Parses a `QM_LOG` value (see [`LogLevel`]); `Err` for a value that is not a level.

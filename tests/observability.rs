@@ -31,7 +31,10 @@ fn read_transcript(path: &std::path::Path) -> Vec<Value> {
 fn serde_json_comes_with_qm() {
     // Users build arguments without a serde_json dependency of their own.
     let args: Value = qm::serde_json::json!({"node_name": "disk0"});
-    assert_eq!(qm::conv_keys(&args), qm::serde_json::json!({"node-name": "disk0"}));
+    assert_eq!(
+        qm::conv_keys(&args),
+        qm::serde_json::json!({"node-name": "disk0"})
+    );
 }
 
 #[test]

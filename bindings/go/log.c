@@ -1,5 +1,6 @@
 // The C half of the slog adapter (log.go): a qm_log_fn that hands each record to the
 // exported Go function qmGoLog, with the logger's cgo.Handle as the user pointer.
+#include <stdbool.h>
 #include <stdint.h>
 #include <qm.h>
 #include "_cgo_export.h"
@@ -10,7 +11,7 @@ static void qmGoLogTrampoline(void *user, qm_log_level level, const char *target
     qmGoLog((uintptr_t)user, level, (char *)target, (char *)message, timestamp);
 }
 
-void qmGoSetLogCallback(uintptr_t handle)
+bool qmGoSetLogCallback(uintptr_t handle)
 {
-    qm_set_log_callback(qmGoLogTrampoline, (void *)handle);
+    return qm_set_log_callback(qmGoLogTrampoline, (void *)handle);
 }

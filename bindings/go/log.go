@@ -1,8 +1,9 @@
 package qm
 
+// #include <stdbool.h>
 // #include <stdint.h>
 // #include <qm.h>
-// void qmGoSetLogCallback(uintptr_t handle);
+// bool qmGoSetLogCallback(uintptr_t handle);
 import "C"
 
 import (
@@ -31,24 +32,34 @@ var (
 //
 // The handler runs on the goroutine (or thread) that made the record, possibly on several at
 // once; it must not call methods of the Machine that logged (they may deadlock). When
-// SetLogger returns, the previous logger is no longer called; SetLogger must not be called
-// from inside a handler.
-func SetLogger(l *slog.Logger) {
+// SetLogger returns, the previous logger is no longer called. It must not be called from
+// inside a handler (waiting for the handlers in progress would wait for itself): there it
+// changes nothing and returns an error matching ErrState, or, while another goroutine is in
+// SetLogger too, it deadlocks.
+func SetLogger(l *slog.Logger) error {
 	logMu.Lock()
 	defer logMu.Unlock()
-	old := logHandle
-	logHandle = 0
+	var h cgo.Handle
+	var set C.bool
 	if l != nil {
-		logHandle = cgo.NewHandle(l)
-		C.qmGoSetLogCallback(C.uintptr_t(logHandle))
+		h = cgo.NewHandle(l)
+		set = C.qmGoSetLogCallback(C.uintptr_t(h))
 	} else {
-		C.qm_set_log_callback(nil, nil)
+		set = C.qm_set_log_callback(nil, nil)
 	}
-	// The library no longer calls the old logger (qm_set_log_callback waits for calls in
+	if !set {
+		if h != 0 {
+			h.Delete()
+		}
+		return &Error{Status: StatusState, Message: "qm: the logger cannot be changed from inside a log handler"}
+	}
+	// The library no longer calls the old logger (qm_set_log_callback waited for calls in
 	// progress): its handle can go.
-	if old != 0 {
-		old.Delete()
+	if logHandle != 0 {
+		logHandle.Delete()
 	}
+	logHandle = h
+	return nil
 }
 
 //export qmGoLog

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -19,14 +20,26 @@ import (
 
 // recorder is a slog.Handler that keeps every record it is given.
 type recorder struct {
-	mu      sync.Mutex
-	records []slog.Record
+	mu        sync.Mutex
+	records   []slog.Record
+	tryChange bool  // each Handle tries SetLogger(nil), which must fail
+	changeErr error // set when it did not
 }
 
 func (r *recorder) Enabled(context.Context, slog.Level) bool { return true }
 func (r *recorder) Handle(_ context.Context, rec slog.Record) error {
+	var changeErr error
+	if r.tryChange {
+		// From inside a handler the logger cannot be changed (it would wait for itself).
+		if err := qm.SetLogger(nil); !errors.Is(err, qm.ErrState) {
+			changeErr = fmt.Errorf("SetLogger inside a handler: %v", err)
+		}
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if changeErr != nil {
+		r.changeErr = changeErr
+	}
 	r.records = append(r.records, rec.Clone())
 	return nil
 }
@@ -59,12 +72,14 @@ func target(rec slog.Record) string {
 // Records reach the slog.Logger from every goroutine, with their level, target and time;
 // SetLogger(nil) stops them.
 func TestSetLoggerRoutesRecordsToSlog(t *testing.T) {
-	rec := &recorder{}
+	rec := &recorder{tryChange: true}
 	if err := qm.SetLogLevel(qm.LogDebug); err != nil {
 		t.Fatal(err)
 	}
 	defer qm.SetLogLevel(qm.LogWarn)
-	qm.SetLogger(slog.New(rec))
+	if err := qm.SetLogger(slog.New(rec)); err != nil {
+		t.Fatal(err)
+	}
 	defer qm.SetLogger(nil)
 
 	before := time.Now()
@@ -85,8 +100,13 @@ func TestSetLoggerRoutesRecordsToSlog(t *testing.T) {
 	if err := m.Shutdown(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	qm.SetLogger(nil)
+	if err := qm.SetLogger(nil); err != nil {
+		t.Fatal(err)
+	}
 	after := time.Now()
+	if rec.changeErr != nil {
+		t.Fatal(rec.changeErr)
+	}
 	// Other tests may run machines meanwhile: count only this machine's commands.
 	name := m.Name()
 	sent := rec.count(func(r slog.Record) bool {

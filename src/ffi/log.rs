@@ -46,7 +46,7 @@ impl User {
 
 /// Sends qm's log records to `callback` instead of stderr, for the whole process; NULL
 /// restores stderr (the default). Only records that pass the level (`qm_set_log_level`,
-/// `QM_LOG`) are sent: with the default level, warnings only. Thread-safe; never fails.
+/// `QM_LOG`) are sent: with the default level, warnings only. Thread-safe.
 ///
 /// The callback runs on the thread that logs: any thread calling into qm, and qm's own
 /// console-drain threads. It may run on several threads at once, so it and `user` must be
@@ -54,12 +54,13 @@ impl User {
 /// that logged (qm may hold that machine's locks while logging; such a call can deadlock); a
 /// record qm makes while the callback runs on the same thread goes to stderr instead.
 ///
-/// When this function returns, no call to the previous callback is in progress or will start:
-/// the previous `user` may then be freed. It waits for calls in progress to return, so it
-/// must not be called from inside a callback.
+/// Returns true. When it returns, no call to the previous callback is in progress or will
+/// start: the previous `user` may then be freed (it waits for calls in progress to return).
+/// Called from inside a callback, where that wait would never end, it changes nothing and
+/// returns false.
 #[no_mangle]
-pub unsafe extern "C" fn qm_set_log_callback(callback: qm_log_fn, user: *mut c_void) {
-    guard((), || {
+pub unsafe extern "C" fn qm_set_log_callback(callback: qm_log_fn, user: *mut c_void) -> bool {
+    guard(false, || {
         let callback: Option<LogCallback> = callback.map(|f| {
             let user = User(user);
             Box::new(move |record: &LogRecord<'_>| {
@@ -82,6 +83,6 @@ pub unsafe extern "C" fn qm_set_log_callback(callback: qm_log_fn, user: *mut c_v
                 };
             }) as LogCallback
         });
-        crate::set_log_callback(callback);
+        crate::set_log_callback(callback).is_ok()
     })
 }

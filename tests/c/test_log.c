@@ -69,7 +69,7 @@ static void callback_gets_records_from_every_thread(void)
     int before;
 
     OK(qm_set_log_level(QM_LOG_DEBUG, &err));
-    qm_set_log_callback(on_log, &seen);
+    CHECK(qm_set_log_callback(on_log, &seen));
     m = launch_none();
     for (int i = 0; i < 4; i++)
         CHECK(pthread_create(&threads[i], NULL, query_five, m) == 0);
@@ -77,7 +77,7 @@ static void callback_gets_records_from_every_thread(void)
         pthread_join(threads[i], NULL);
     shutdown_free(m);
     t1 = epoch_now();
-    qm_set_log_callback(NULL, NULL);
+    CHECK(qm_set_log_callback(NULL, NULL));
     OK(qm_set_log_level(QM_LOG_WARN, &err));
 
     pthread_mutex_lock(&seen.lock);
@@ -101,7 +101,7 @@ static void callback_gets_records_from_every_thread(void)
 
 /* A callback that drives another machine: the records that machine makes meanwhile go to
  * stderr, not back into the callback (no recursion, no deadlock on the callback's lock). */
-static int reentered, depth, nested_ok, nested_done;
+static int reentered, depth, nested_ok, nested_done, refused;
 static void calls_qm(void *user, qm_log_level level, const char *target, const char *message,
                      double timestamp)
 {
@@ -110,6 +110,8 @@ static void calls_qm(void *user, qm_log_level level, const char *target, const c
         reentered = 1;
     if (!nested_done) {
         nested_done = 1;
+        /* Changing the callback from inside it would wait for itself: refused. */
+        refused = !qm_set_log_callback(NULL, NULL);
         qm_machine *other = launch_none();
         qm_string_free(cmd_ok(other, "query-status", NULL));
         shutdown_free(other);
@@ -122,12 +124,13 @@ static void callback_may_drive_another_machine(void)
 {
     qm_machine *m;
     OK(qm_set_log_level(QM_LOG_DEBUG, &err));
-    qm_set_log_callback(calls_qm, NULL);
+    CHECK(qm_set_log_callback(calls_qm, NULL));
     m = launch_none();
     shutdown_free(m);
     qm_set_log_callback(NULL, NULL);
     OK(qm_set_log_level(QM_LOG_WARN, &err));
     CHECK(nested_ok);
+    CHECK(refused);
     CHECK(!reentered);
 }
 
