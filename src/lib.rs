@@ -42,6 +42,11 @@ pub use serde_json;
 pub use serde_json::Value;
 pub use wait::{Cancel, Wait};
 
+/// The README's Rust code blocks, compiled and run by `cargo test --doc` (they launch QEMU).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 /// The seed's keyword-argument convention: `_` in top-level keys becomes `-`
 /// (`{"node_name": …}` → `{"node-name": …}`). Other values are returned unchanged.
 pub fn conv_keys(args: &Value) -> Value {
