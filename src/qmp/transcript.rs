@@ -46,7 +46,7 @@ impl Transcript {
 
     /// Records a message qm sent (`line`: its JSON text).
     pub(crate) fn sent(&self, line: &[u8]) {
-        self.write("out", line);
+        self.record("out", line);
     }
 
     /// Records a message QEMU sent: an event, or anything else (greeting, reply).
@@ -57,11 +57,13 @@ impl Transcript {
             } else {
                 "in"
             };
-            self.write(dir, msg.to_string().as_bytes());
+            self.record(dir, msg.to_string().as_bytes());
         }
     }
 
-    fn write(&self, dir: &str, msg: &[u8]) {
+    /// Records one message: `dir` is `out`, `in` or `event`; `msg` its JSON text (for a caller
+    /// that has the text already, e.g. an event kept as text).
+    pub(crate) fn record(&self, dir: &str, msg: &[u8]) {
         let Some(file) = self.file.get() else {
             return;
         };
