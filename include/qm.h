@@ -128,6 +128,12 @@ typedef enum {
      * state may be inconsistent; please report the message.
      */
     QM_ERR_PANIC = 11,
+    /**
+     * QMP events were dropped because more than the cap set with `qm_set_max_queued_events`
+     * were queued (the oldest go first). Reported once, to the next call that reads events;
+     * `qm_dropped_events` counts them all.
+     */
+    QM_ERR_EVENTS_DROPPED = 12,
 } qm_status;
 
 /**

@@ -84,14 +84,6 @@ impl Deadline<'_> {
             .map(|at| at.saturating_duration_since(Instant::now()))
     }
 
-    /// What is left of this deadline, as a [`Wait`] for a nested call.
-    pub(crate) fn to_wait(&self) -> Wait {
-        Wait {
-            timeout: self.remaining(),
-            cancel: self.cancel.cloned(),
-        }
-    }
-
     pub(crate) fn cancelled(&self) -> bool {
         self.cancel.is_some_and(Cancel::is_cancelled)
     }

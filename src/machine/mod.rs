@@ -665,7 +665,7 @@ impl Machine {
 
     /// Sends a descriptor to QEMU with SCM_RIGHTS, for a following `getfd` or `add-fd`.
     pub fn send_fd_scm(&self, fd: BorrowedFd<'_>) -> Result<()> {
-        self.live_client()?.send_fd(fd)
+        self.live_client()?.send_fd(fd, self.default_wait())
     }
 
     /// Opens `path` read-only and sends it with [`send_fd_scm`](Self::send_fd_scm).
@@ -713,8 +713,11 @@ impl Machine {
         events: &[(&str, Option<&Value>)],
         wait: impl Into<Wait>,
     ) -> Result<Option<Value>> {
-        self.client()?.take_event(
-            |ev| {
+        // Events with other names are skipped without being parsed.
+        let names = |n: &str| events.iter().any(|(name, _)| *name == n);
+        self.client()?.take_event_where(
+            Some(&names),
+            &mut |ev| {
                 events.iter().any(|(name, filter)| {
                     ev["event"].as_str() == Some(name) && event_match(ev, *filter)
                 })
@@ -819,7 +822,15 @@ impl Machine {
                 let quit = if self.quit_issued.load(Ordering::SeqCst) {
                     Ok(())
                 } else {
-                    self.qmp_with("quit", None, deadline.to_wait()).map(drop)
+                    // Within what is left of the deadline, even nothing: then `quit` goes
+                    // out only if the socket takes it at once (a zero wait is no command's).
+                    client
+                        .execute_within("quit", None, &deadline)
+                        .map(|reply| {
+                            if reply.get("return").is_some() {
+                                self.quit_issued.store(true, Ordering::SeqCst);
+                            }
+                        })
                 };
                 client.close();
                 quit?;

@@ -1,6 +1,26 @@
 //! Splitting the QMP byte stream into JSON messages.
 
+use std::borrow::Cow;
+
 use serde_json::Value;
+
+use super::events::RawEvent;
+
+/// One message from QEMU: an event, kept as its text until someone reads it, or anything else
+/// (greeting, reply), parsed.
+pub(crate) enum Message {
+    Event(RawEvent),
+    Other(Value),
+}
+
+impl Message {
+    pub(crate) fn into_value(self) -> Value {
+        match self {
+            Message::Event(ev) => ev.value(),
+            Message::Other(v) => v,
+        }
+    }
+}
 
 /// Accumulates bytes from the monitor and yields one JSON object per line.
 ///
@@ -35,6 +55,13 @@ impl LineBuffer {
         self.buf.set_len(self.buf.len() + n);
     }
 
+    /// Frees the buffer (the connection is over): an oversize message may have grown it to the
+    /// size cap.
+    pub(crate) fn release(&mut self) {
+        self.buf = Vec::new();
+        self.scanned = 0;
+    }
+
     /// True when bytes of an unfinished message are buffered.
     pub(crate) fn has_partial(&self) -> bool {
         self.buf.iter().any(|b| !b.is_ascii_whitespace())
@@ -42,7 +69,7 @@ impl LineBuffer {
 
     /// Moves every complete message into `out`, in order. Fails on a line that is not a JSON
     /// object and on a message longer than the cap; the stream cannot be trusted after that.
-    pub(crate) fn drain_messages(&mut self, out: &mut Vec<Value>) -> Result<(), String> {
+    pub(crate) fn drain_messages(&mut self, out: &mut Vec<Message>) -> Result<(), String> {
         // The cap applies to a line's raw bytes (whitespace included, newline excluded), both
         // while it is still arriving and once complete, so it cannot depend on how the stream
         // happened to be split into reads.
@@ -66,6 +93,12 @@ impl LineBuffer {
         if self.buf.len() > self.max_message {
             return Err(self.oversize());
         }
+        // A large message grew the buffer: give the memory back once it is consumed, rather
+        // than keep up to the size cap for the rest of the connection.
+        const KEEP: usize = 1 << 20;
+        if self.buf.capacity() > KEEP && self.buf.len() < KEEP / 4 {
+            self.buf.shrink_to(KEEP / 4);
+        }
         Ok(())
     }
 
@@ -77,7 +110,37 @@ impl LineBuffer {
     }
 }
 
-fn parse(line: &[u8]) -> Result<Value, String> {
+/// The fields of a message that decide where it goes, borrowed from its text.
+#[derive(serde::Deserialize)]
+struct Head<'a> {
+    #[serde(borrow)]
+    event: Option<Cow<'a, str>>,
+}
+
+/// Parses one line. An event is checked (the whole line is valid JSON) and kept as text, with
+/// its name located; anything else is parsed into a value.
+fn parse(line: &[u8]) -> Result<Message, String> {
+    if line.first() == Some(&b'{') {
+        if let Ok(text) = std::str::from_utf8(line) {
+            if let Ok(Head { event: Some(name) }) = serde_json::from_str::<Head>(text) {
+                let name = match &name {
+                    Cow::Borrowed(name) => Some(*name),
+                    Cow::Owned(_) => None,
+                };
+                return Ok(Message::Event(RawEvent::new(text, name)));
+            }
+        }
+    }
+    let value = parse_value(line)?;
+    if value.get("event").is_some() {
+        // An event whose name is not a string (or repeated): kept as text all the same.
+        let text = String::from_utf8_lossy(line);
+        return Ok(Message::Event(RawEvent::new(&text, None)));
+    }
+    Ok(Message::Other(value))
+}
+
+fn parse_value(line: &[u8]) -> Result<Value, String> {
     match serde_json::from_slice::<Value>(line) {
         Ok(v @ Value::Object(_)) => Ok(v),
         Ok(other) => Err(format!(
@@ -112,7 +175,8 @@ mod tests {
         // SAFETY: the loop above initialised bytes.len() bytes.
         unsafe { lb.filled(bytes.len()) };
         let mut out = Vec::new();
-        lb.drain_messages(&mut out).map(|()| out)
+        lb.drain_messages(&mut out)
+            .map(|()| out.into_iter().map(Message::into_value).collect())
     }
 
     #[test]
@@ -151,5 +215,46 @@ mod tests {
         assert!(feed(&mut lb, &[b'x'; 32])
             .unwrap_err()
             .contains("limit of 16"));
+    }
+
+    #[test]
+    fn events_keep_their_text_and_name() {
+        let mut lb = LineBuffer::new(1 << 20);
+        let mut out = Vec::new();
+        let line = b"{\"event\": \"STOP\", \"data\": {}}\n{\"event\": 5}\n{\"return\": {}}\n";
+        feed_raw(&mut lb, line);
+        lb.drain_messages(&mut out).unwrap();
+        assert!(matches!(out[0], Message::Event(_)));
+        assert!(matches!(out[1], Message::Event(_)));
+        assert!(matches!(out[2], Message::Other(_)));
+        let values: Vec<Value> = out.into_iter().map(Message::into_value).collect();
+        assert_eq!(values[0], serde_json::json!({"event": "STOP", "data": {}}));
+        assert_eq!(values[1], serde_json::json!({"event": 5}));
+        // Invalid JSON after an event name is still refused.
+        let mut lb = LineBuffer::new(1 << 20);
+        feed_raw(&mut lb, b"{\"event\": \"STOP\", \"data\": }\n");
+        assert!(lb.drain_messages(&mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn a_large_message_does_not_pin_its_buffer() {
+        let mut lb = LineBuffer::new(64 << 20);
+        let mut big = b"{\"return\": \"".to_vec();
+        big.resize(8 << 20, b'x');
+        big.extend_from_slice(b"\"}\n");
+        feed_raw(&mut lb, &big);
+        lb.drain_messages(&mut Vec::new()).unwrap();
+        assert!(lb.buf.capacity() <= 1 << 20, "{}", lb.buf.capacity());
+        lb.release();
+        assert_eq!(lb.buf.capacity(), 0);
+    }
+
+    fn feed_raw(lb: &mut LineBuffer, bytes: &[u8]) {
+        let spare = lb.spare(bytes.len());
+        for (dst, src) in spare.iter_mut().zip(bytes) {
+            dst.write(*src);
+        }
+        // SAFETY: the loop above initialised bytes.len() bytes.
+        unsafe { lb.filled(bytes.len()) };
     }
 }
