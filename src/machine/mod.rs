@@ -824,13 +824,11 @@ impl Machine {
                 } else {
                     // Within what is left of the deadline, even nothing: then `quit` goes
                     // out only if the socket takes it at once (a zero wait is no command's).
-                    client
-                        .execute_within("quit", None, &deadline)
-                        .map(|reply| {
-                            if reply.get("return").is_some() {
-                                self.quit_issued.store(true, Ordering::SeqCst);
-                            }
-                        })
+                    client.execute_within("quit", None, &deadline).map(|reply| {
+                        if reply.get("return").is_some() {
+                            self.quit_issued.store(true, Ordering::SeqCst);
+                        }
+                    })
                 };
                 client.close();
                 quit?;
