@@ -67,6 +67,11 @@
 #define QM_WAIT_DEFAULT -2
 
 /**
+ * `qm_set_max_queued_events` value: no cap (the default); events are never dropped.
+ */
+#define QM_EVENTS_UNLIMITED -1
+
+/**
  * The longest banner `qm_guest_write_image` accepts, in bytes.
  */
 #define QM_GUEST_MAX_BANNER 380
@@ -583,6 +588,26 @@ qm_status qm_events_get(qm_machine *m,
                         const qm_cancel *cancel,
                         char **events_json_array_out,
                         qm_error **err_out);
+
+/**
+ * Caps the number of queued, unread QMP events at `max_events` (>= 0), or
+ * `QM_EVENTS_UNLIMITED` (the default: events are never dropped, as in QEMU's Python
+ * `QEMUMachine`). Applies at once and to later launches; other negative values are
+ * `QM_ERR_INVALID`.
+ *
+ * When an event arrives and `max_events` are queued, the oldest is dropped to make room (a
+ * caller waiting for an event waits for one yet to come). The next call that reads events
+ * (`qm_event_get`, `qm_events_get`, `qm_event_wait`, `qm_events_wait`), or one already
+ * waiting, fails once with `QM_ERR_EVENTS_DROPPED`; the calls after it read the events that
+ * were kept. `qm_dropped_events` counts the drops.
+ */
+qm_status qm_set_max_queued_events(qm_machine *m, int64_t max_events, qm_error **err_out);
+
+/**
+ * How many QMP events the cap of `qm_set_max_queued_events` dropped since the last launch;
+ * 0 for a NULL `m`. Never blocks.
+ */
+uint64_t qm_dropped_events(const qm_machine *m);
 
 /**
  * Drops every queued event. Never blocks; does nothing before the first launch.

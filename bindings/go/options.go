@@ -235,3 +235,11 @@ func WithMaxMessageSize(bytes int) Option {
 		})
 	}
 }
+
+// WithMaxQueuedEvents caps the number of queued, unread QMP events at n (n >= 0); n = -1 means
+// no cap, the default (events are never dropped). When an event arrives and n are queued, the
+// oldest is dropped; the next call that reads events fails once with ErrEventsDropped, and
+// DroppedEvents counts the drops. See also SetMaxQueuedEvents, for a running machine.
+func WithMaxQueuedEvents(n int64) Option {
+	return func(m *Machine) error { return m.SetMaxQueuedEvents(n) }
+}

@@ -592,6 +592,52 @@ pub unsafe extern "C" fn qm_events_get(
     })
 }
 
+/// `qm_set_max_queued_events` value: no cap (the default); events are never dropped.
+pub const QM_EVENTS_UNLIMITED: i64 = -1;
+
+/// Caps the number of queued, unread QMP events at `max_events` (>= 0), or
+/// `QM_EVENTS_UNLIMITED` (the default: events are never dropped, as in QEMU's Python
+/// `QEMUMachine`). Applies at once and to later launches; other negative values are
+/// `QM_ERR_INVALID`.
+///
+/// When an event arrives and `max_events` are queued, the oldest is dropped to make room (a
+/// caller waiting for an event waits for one yet to come). The next call that reads events
+/// (`qm_event_get`, `qm_events_get`, `qm_event_wait`, `qm_events_wait`), or one already
+/// waiting, fails once with `QM_ERR_EVENTS_DROPPED`; the calls after it read the events that
+/// were kept. `qm_dropped_events` counts the drops.
+#[no_mangle]
+pub unsafe extern "C" fn qm_set_max_queued_events(
+    m: *mut qm_machine,
+    max_events: i64,
+    err_out: *mut *mut qm_error,
+) -> qm_status {
+    call("qm_set_max_queued_events", err_out, || {
+        // SAFETY: the handle contract.
+        let m = unsafe { machine(m) }?;
+        let max = match max_events {
+            QM_EVENTS_UNLIMITED => None,
+            n if n >= 0 => Some(usize::try_from(n).unwrap_or(usize::MAX - 1)),
+            n => {
+                return Err(Error::Invalid(format!(
+                    "max_events is {n}: use a count >= 0 or QM_EVENTS_UNLIMITED (-1)"
+                )))
+            }
+        };
+        m.vm.set_max_queued_events(max);
+        Ok(())
+    })
+}
+
+/// How many QMP events the cap of `qm_set_max_queued_events` dropped since the last launch;
+/// 0 for a NULL `m`. Never blocks.
+#[no_mangle]
+pub unsafe extern "C" fn qm_dropped_events(m: *const qm_machine) -> u64 {
+    guard(0, || {
+        // SAFETY: NULL or a live handle.
+        unsafe { m.as_ref() }.map_or(0, |m| m.vm.dropped_events())
+    })
+}
+
 /// Drops every queued event. Never blocks; does nothing before the first launch.
 #[no_mangle]
 pub unsafe extern "C" fn qm_events_clear(

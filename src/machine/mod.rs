@@ -11,7 +11,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -94,6 +94,8 @@ pub struct Machine {
     /// The signal a shutdown sent, if any: an exit by it is ours, not worth a warning.
     signal_sent: AtomicI32,
     output: Mutex<RunOutput>,
+    /// The cap on queued QMP events (`usize::MAX`: none); see `set_max_queued_events`.
+    max_events: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -209,6 +211,7 @@ impl Machine {
             quit_issued: AtomicBool::new(false),
             signal_sent: AtomicI32::new(0),
             output: Mutex::new(RunOutput::default()),
+            max_events: AtomicUsize::new(usize::MAX),
         }
     }
 
@@ -592,6 +595,7 @@ impl Machine {
         if let Some(listen) = monitor {
             let sock = listen.connect(&process, &deadline)?;
             let client = Arc::new(QmpClient::new(sock, &cfg.name, cfg.max_message)?);
+            client.set_max_queued_events(self.max_queued_events());
             // Published only once the handshake is over (a command from another thread must
             // not overtake qmp_capabilities), and also when it failed: events QEMU sent before
             // stay readable.
@@ -686,6 +690,34 @@ impl Machine {
     /// Every queued event, oldest first; with a non-zero wait, waits for at least one.
     pub fn get_qmp_events(&self, wait: impl Into<Wait>) -> Result<Vec<Value>> {
         self.client()?.get_events(wait)
+    }
+
+    /// Caps the number of queued, unread QMP events (`None`, the default: no cap, events are
+    /// never dropped, as in QEMU's Python `QEMUMachine`). Applies at once and to later launches.
+    ///
+    /// When an event arrives and `max` are queued, the oldest is dropped to make room (a
+    /// caller waiting for an event waits for one yet to come). The next call that reads events
+    /// — or one already waiting — fails once with [`Error::EventsDropped`]; the calls after it
+    /// read the events that were kept. [`dropped_events`](Self::dropped_events) counts them.
+    pub fn set_max_queued_events(&self, max: Option<usize>) {
+        self.max_events
+            .store(max.unwrap_or(usize::MAX), Ordering::SeqCst);
+        if let Some(client) = lock(&self.qmp).as_ref() {
+            client.set_max_queued_events(max);
+        }
+    }
+
+    /// The cap set by [`set_max_queued_events`](Self::set_max_queued_events).
+    pub fn max_queued_events(&self) -> Option<usize> {
+        let max = self.max_events.load(Ordering::SeqCst);
+        (max != usize::MAX).then_some(max)
+    }
+
+    /// How many QMP events the cap dropped since the last launch.
+    pub fn dropped_events(&self) -> u64 {
+        lock(&self.qmp)
+            .as_ref()
+            .map_or(0, |client| client.dropped_events())
     }
 
     /// Drops every queued event.
