@@ -391,7 +391,8 @@ qm_status qm_set_wrapper(qm_machine *m, const char *const *argv, size_t n, qm_er
 
 /**
  * Names the machine: the prefix of its log file (`<name>.log`) and socket files. Default
- * `qm-<pid>-<n>`. `QM_ERR_INVALID` for an empty name or one with `/`, `..` (or bad UTF-8).
+ * `qm-<pid>-<n>`. `QM_ERR_INVALID` only for a name that could leave the directory: empty,
+ * `.` or `..` as the whole name, with `/` (or bad UTF-8).
  */
 qm_status qm_set_name(qm_machine *m, const char *name, qm_error **err_out);
 
@@ -441,8 +442,8 @@ qm_status qm_set_monitor_tcp(qm_machine *m, const char *host, uint16_t port, qm_
 qm_status qm_set_drain_console(qm_machine *m, bool drain, qm_error **err_out);
 
 /**
- * Appends every console byte to the file at `path` (borrowed; created mode 0600 if missing),
- * which implies the drain; NULL turns the console log off.
+ * Writes every console byte to the file at `path` (borrowed; created mode 0600 if missing,
+ * truncated at each launch), which implies the drain; NULL turns the console log off.
  */
 qm_status qm_set_console_log(qm_machine *m, const char *path, qm_error **err_out);
 

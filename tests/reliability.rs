@@ -7,6 +7,7 @@ mod vm;
 
 use std::time::Duration;
 
+use qm::guest::GuestAction;
 use qm::{Error, MonitorAddress};
 use vm::{scratch, vm_none, T};
 
@@ -113,4 +114,43 @@ fn eof_mid_reply_from_a_live_peer_is_a_protocol_error() {
     }
     assert!(m.is_running());
     m.kill().unwrap();
+}
+
+/// The console log starts empty at each launch, as the seed's `ConsoleSocket` opens it ("w").
+#[test]
+fn the_console_log_is_truncated_at_each_launch() {
+    let dir = scratch();
+    let console_log = dir.path().join("console.log");
+    std::fs::write(&console_log, "from an earlier run\n").unwrap();
+    let vm = vm::vm_guest(dir.path(), "this run", GuestAction::Poweroff);
+    vm.set_console(None, 0);
+    vm.set_console_log(Some(console_log.clone()));
+    // Paused until QMP is up (a guest that powers off at boot could end QEMU mid-handshake).
+    vm.add_args(["-S"]);
+    for _ in 0..2 {
+        vm.launch().unwrap();
+        vm.cmd("cont", None).unwrap();
+        vm.event_wait("SHUTDOWN", None, T).unwrap();
+        vm.wait(T).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&console_log).unwrap(),
+            "this run\r\n"
+        );
+    }
+}
+
+/// Only names that could leave the directory are refused.
+#[test]
+fn set_name_refuses_only_names_that_leave_the_directory() {
+    let m = qm::Machine::new(vm::qemu());
+    for bad in ["", ".", "..", "a/b", "/x", "nul\0"] {
+        assert!(
+            matches!(m.set_name(bad), Err(Error::Invalid(_))),
+            "{bad:?} accepted"
+        );
+    }
+    for good in ["x..y", "...", "..x", "v1.2..3"] {
+        m.set_name(good).unwrap();
+        assert_eq!(m.name(), good);
+    }
 }

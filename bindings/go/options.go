@@ -59,7 +59,8 @@ func WithWrapper(argv ...string) Option {
 }
 
 // WithName names the machine: the prefix of its log file (<name>.log) and socket files
-// (default "qm-<pid>-<n>"). An empty name or one with "/" or ".." is ErrInvalid.
+// (default "qm-<pid>-<n>"). Only a name that could leave the directory is ErrInvalid: empty,
+// "." or ".." as the whole name, or one with "/".
 func WithName(name string) Option {
 	return withString("name", name, false, func(h *C.qm_machine, s *C.char, cerr **C.qm_error) C.qm_status {
 		return C.qm_set_name(h, s, cerr)
@@ -128,8 +129,8 @@ func WithDrainConsole(drain bool) Option {
 	}
 }
 
-// WithConsoleLog appends every console byte to the file at path (created mode 0600 if
-// missing), which implies the drain; "" turns the console log off.
+// WithConsoleLog writes every console byte to the file at path (created mode 0600 if
+// missing, truncated at each launch), which implies the drain; "" turns the console log off.
 func WithConsoleLog(path string) Option {
 	return withString("path", path, true, func(h *C.qm_machine, s *C.char, cerr **C.qm_error) C.qm_status {
 		return C.qm_set_console_log(h, s, cerr)

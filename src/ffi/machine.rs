@@ -135,7 +135,8 @@ pub unsafe extern "C" fn qm_set_wrapper(
 }
 
 /// Names the machine: the prefix of its log file (`<name>.log`) and socket files. Default
-/// `qm-<pid>-<n>`. `QM_ERR_INVALID` for an empty name or one with `/`, `..` (or bad UTF-8).
+/// `qm-<pid>-<n>`. `QM_ERR_INVALID` only for a name that could leave the directory: empty,
+/// `.` or `..` as the whole name, with `/` (or bad UTF-8).
 #[no_mangle]
 pub unsafe extern "C" fn qm_set_name(
     m: *mut qm_machine,
@@ -265,8 +266,8 @@ pub unsafe extern "C" fn qm_set_drain_console(
     })
 }
 
-/// Appends every console byte to the file at `path` (borrowed; created mode 0600 if missing),
-/// which implies the drain; NULL turns the console log off.
+/// Writes every console byte to the file at `path` (borrowed; created mode 0600 if missing,
+/// truncated at each launch), which implies the drain; NULL turns the console log off.
 #[no_mangle]
 pub unsafe extern "C" fn qm_set_console_log(
     m: *mut qm_machine,

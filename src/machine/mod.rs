@@ -18,7 +18,6 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::event::event_match;
 use crate::log::{debug, warning};
 use crate::qmp::{QmpClient, DEFAULT_MAX_MESSAGE};
 use crate::wait::{poll, pollfd, Cancel, Wait};
@@ -120,7 +119,7 @@ impl QemuLog {
         match log_dir {
             Some(dir) => {
                 let path = dir.join(format!("{name}.log"));
-                let file = create_private(&path, true)?;
+                let file = create_private(&path)?;
                 Ok((QemuLog::File(path), file))
             }
             None => {
@@ -237,12 +236,13 @@ impl Machine {
         lock(&self.cfg).wrapper = wrapper.into_iter().map(Into::into).collect();
     }
 
-    /// Names the machine: the prefix of its log and socket files. Rejects names that could
-    /// escape the log directory (`/`, `..`, NUL) or are empty.
+    /// Names the machine: the prefix of its log and socket files. Rejects only names that could
+    /// leave the directory: empty, `.` or `..` as the whole name, or with `/` or NUL.
     pub fn set_name(&self, name: &str) -> Result<()> {
-        if name.is_empty() || name.contains('/') || name.contains('\0') || name.contains("..") {
+        // The name becomes a file name prefix: reject only what could leave the directory.
+        if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0']) {
             return Err(Error::Invalid(format!(
-                "machine name {name:?} must be non-empty without '/', '..' or NUL"
+                "machine name {name:?} must be non-empty, not \".\" or \"..\", without '/' or NUL"
             )));
         }
         lock(&self.cfg).name = name.to_owned();
@@ -277,7 +277,8 @@ impl Machine {
         lock(&self.cfg).drain_console = drain;
     }
 
-    /// Appends every console byte to this file (implies the drain).
+    /// Writes every console byte to this file (implies the drain). The file is truncated at each
+    /// launch, as QEMU's Python `ConsoleSocket` does (and as QEMU's own log is).
     pub fn set_console_log(&self, path: Option<PathBuf>) {
         lock(&self.cfg).console_log = path;
     }
@@ -583,7 +584,7 @@ impl Machine {
         if let Some(console) = console_host {
             *lock(&self.console) = Some(if cfg.drain_console || cfg.console_log.is_some() {
                 let log = match &cfg.console_log {
-                    Some(path) => Some(create_private(path, false)?),
+                    Some(path) => Some(create_private(path)?),
                     None => None,
                 };
                 Console::drained(console, log, &cfg.name)?
@@ -727,7 +728,7 @@ impl Machine {
         }
     }
 
-    /// Waits for an event called `name` that matches `filter` (see [`event_match`]).
+    /// Waits for an event called `name` that matches `filter` (see [`event_match`](crate::event_match)).
     pub fn event_wait(
         &self,
         name: &str,
@@ -745,17 +746,7 @@ impl Machine {
         events: &[(&str, Option<&Value>)],
         wait: impl Into<Wait>,
     ) -> Result<Option<Value>> {
-        // Events with other names are skipped without being parsed.
-        let names = |n: &str| events.iter().any(|(name, _)| *name == n);
-        self.client()?.take_event_where(
-            Some(&names),
-            &mut |ev| {
-                events.iter().any(|(name, filter)| {
-                    ev["event"].as_str() == Some(name) && event_match(ev, *filter)
-                })
-            },
-            wait,
-        )
+        self.client()?.events_wait(events, wait)
     }
 
     // ---- console ---------------------------------------------------------------------------
@@ -1080,13 +1071,12 @@ fn listen_unix(path: &Path) -> Result<UnixListener> {
     Ok(UnixListener::from(sock))
 }
 
-/// Creates (or truncates / appends to) a file only its owner can read.
-fn create_private(path: &Path, truncate: bool) -> Result<File> {
+/// Creates (or truncates) a file only its owner can read.
+fn create_private(path: &Path) -> Result<File> {
     OpenOptions::new()
         .create(true)
         .write(true)
-        .truncate(truncate)
-        .append(!truncate)
+        .truncate(true)
         .mode(0o600)
         .custom_flags(libc::O_CLOEXEC)
         .open(path)

@@ -43,7 +43,7 @@ impl RawEvent {
     }
 
     /// The event's name without parsing the event, when it was located on arrival.
-    fn quick_name(&self) -> Option<&str> {
+    pub(crate) fn quick_name(&self) -> Option<&str> {
         let (start, len) = self.name?;
         self.text.get(start as usize..(start + len) as usize)
     }

@@ -15,7 +15,7 @@
 //! before anything else is sent, so the stream never holds half a command followed by the
 //! next one. Its reply, if any, is dropped as late.
 //!
-//! Events are queued in arrival order (as their text: see [`events`]) and, unless a cap is set
+//! Events are queued in arrival order (as the text QEMU sent, parsed when read) and, unless a cap is set
 //! with [`set_max_queued_events`](QmpClient::set_max_queued_events), never dropped; end of
 //! stream or a protocol fault is sticky and fails every waiter at once.
 
@@ -497,9 +497,31 @@ impl QmpClient {
         self.take_event_where(None, &mut pred, wait)
     }
 
+    /// Waits for the first event that matches any `(name, filter)` pair (see
+    /// [`event_match`](crate::event_match)), and takes it out of the queue. Queued events are
+    /// searched first; events that do not match stay queued, in order; events with other names
+    /// are skipped without being parsed. A zero wait returns `None` when nothing matches; a
+    /// longer one fails with [`Error::Timeout`].
+    pub fn events_wait(
+        &self,
+        events: &[(&str, Option<&Value>)],
+        wait: impl Into<Wait>,
+    ) -> Result<Option<Value>> {
+        let names = |n: &str| events.iter().any(|(name, _)| *name == n);
+        self.take_event_where(
+            Some(&names),
+            &mut |ev| {
+                events.iter().any(|(name, filter)| {
+                    ev["event"].as_str() == Some(name) && crate::event_match(ev, *filter)
+                })
+            },
+            wait,
+        )
+    }
+
     /// [`take_event`](Self::take_event) for events whose name `names` accepts: events with
     /// other names are skipped without being parsed.
-    pub(crate) fn take_event_where(
+    fn take_event_where(
         &self,
         names: Option<&dyn Fn(&str) -> bool>,
         pred: &mut dyn FnMut(&Value) -> bool,
