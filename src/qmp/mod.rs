@@ -50,9 +50,6 @@ struct Shared {
     raw: RawFd,
     /// Owns the socket. Its lock is only ever held briefly (never across a wait).
     sock: Mutex<Option<OwnedFd>>,
-    /// An eventfd that tells the leader, asleep in poll, that output is waiting for room in the
-    /// socket (so it should poll for POLLOUT too).
-    kick: OwnedFd,
     state: Mutex<State>,
     next_id: AtomicU64,
     nickname: String,
@@ -88,6 +85,10 @@ struct State {
     input: LineBuffer,
     /// QEMU's exit descriptor (readable once it exited), to tell an exit from a peer's fault.
     exit: Option<Arc<OwnedFd>>,
+    /// An eventfd that tells the leader, asleep in poll, that output is waiting for room in the
+    /// socket (so it should poll for POLLOUT too). Both descriptors go when the connection
+    /// ends: a machine keeps its client (and its events) after a shutdown.
+    kick: Option<Arc<OwnedFd>>,
 }
 
 /// Where a command (or descriptor send) stands.
@@ -147,6 +148,18 @@ struct News {
     events: bool,
 }
 
+/// What a leader's round of I/O looks at besides the socket.
+struct Round<'a> {
+    /// Poll for room to write too.
+    want_out: bool,
+    /// The kick eventfd.
+    kick: Option<&'a OwnedFd>,
+    /// QEMU's exit descriptor, to fail at once when it becomes readable (a handshake).
+    watch: Option<&'a OwnedFd>,
+    /// QEMU's exit descriptor, to tell an exit from a peer's fault at EOF mid-message.
+    exit: Option<&'a OwnedFd>,
+}
+
 /// What a leader's poll saw.
 #[derive(Default)]
 struct Polled {
@@ -194,10 +207,6 @@ impl Shared {
     fn sock(&self) -> MutexGuard<'_, Option<OwnedFd>> {
         self.sock.lock().unwrap_or_else(|e| e.into_inner())
     }
-
-    fn kick(&self) {
-        signal_eventfd(self.kick.as_raw_fd());
-    }
 }
 
 impl std::fmt::Debug for QmpClient {
@@ -219,7 +228,6 @@ impl QmpClient {
             shared: Arc::new(Shared {
                 raw: socket.as_raw_fd(),
                 sock: Mutex::new(Some(socket)),
-                kick: new_eventfd()?,
                 state: Mutex::new(State {
                     replies: HashMap::new(),
                     fd_sends: HashMap::new(),
@@ -236,6 +244,7 @@ impl QmpClient {
                     closed: false,
                     input: LineBuffer::new(max_message),
                     exit: None,
+                    kick: Some(Arc::new(new_eventfd()?)),
                 }),
                 next_id: AtomicU64::new(1),
                 nickname: nickname.to_owned(),
@@ -669,9 +678,10 @@ impl QmpClient {
                     front.abandoned = false;
                     if front.sent == front.data.len() {
                         st.outgoing.pop_front();
-                        if let Some(slot) = st.replies.get_mut(&id) {
+                        // Only a slot still queued: the reply may have been read meanwhile.
+                        if let Some(slot @ Slot::Queued) = st.replies.get_mut(&id) {
                             *slot = Slot::Sent;
-                        } else if let Some(slot) = st.fd_sends.get_mut(&id) {
+                        } else if let Some(slot @ Slot::Queued) = st.fd_sends.get_mut(&id) {
                             *slot = Slot::Sent;
                             news.replies.push(id);
                         }
@@ -698,7 +708,9 @@ impl QmpClient {
         st.writing = false;
         if st.out_blocked && st.reading && !st.polling_out {
             // The leader polls without POLLOUT: have it look again.
-            self.shared.kick();
+            if let Some(kick) = &st.kick {
+                signal_eventfd(kick.as_raw_fd());
+            }
         }
         st.wake_concerned(&news);
         st
@@ -766,18 +778,18 @@ impl QmpClient {
             st.polling_out = !st.outgoing.is_empty() && !st.writing;
             let polling_out = st.polling_out;
             let exit = st.exit.clone();
+            let kick = st.kick.clone();
             let mut input = std::mem::replace(&mut st.input, LineBuffer::new(0));
             drop(st);
             let mut msgs = Vec::new();
             let watch = exit.as_deref().filter(|_| watch_exit);
-            let outcome = self.io_round(
-                &mut input,
-                &mut msgs,
-                deadline,
-                polling_out,
+            let round = Round {
+                want_out: polling_out,
+                kick: kick.as_deref(),
                 watch,
-                exit.as_deref(),
-            );
+                exit: exit.as_deref(),
+            };
+            let outcome = self.io_round(&mut input, &mut msgs, deadline, round);
             looked = true;
             st = self.shared.lock();
             st.input = input;
@@ -814,16 +826,19 @@ impl QmpClient {
         input: &mut LineBuffer,
         msgs: &mut Vec<Message>,
         deadline: &Deadline<'_>,
-        want_out: bool,
-        watch: Option<&OwnedFd>,
-        exit: Option<&OwnedFd>,
+        round: Round<'_>,
     ) -> Result<Polled, Broken> {
+        let Round {
+            want_out,
+            kick,
+            watch,
+            exit,
+        } = round;
         let raw = self.shared.raw;
         let events = libc::POLLIN | if want_out { libc::POLLOUT } else { 0 };
-        let mut fds = vec![
-            pollfd(raw, events),
-            pollfd(self.shared.kick.as_raw_fd(), libc::POLLIN),
-        ];
+        // A kick descriptor that is gone (the connection ended) is polled as -1: ignored.
+        let kick = kick.map_or(-1, |k| k.as_raw_fd());
+        let mut fds = vec![pollfd(raw, events), pollfd(kick, libc::POLLIN)];
         let io = |e: Error| Broken::Io(e.to_string());
         if let Some(fd) = deadline.cancel_fd().map_err(io)? {
             fds.push(pollfd(fd, libc::POLLIN));
@@ -836,7 +851,7 @@ impl QmpClient {
             return Ok(polled);
         }
         if fds[1].revents != 0 {
-            drain_eventfd(self.shared.kick.as_raw_fd());
+            drain_eventfd(kick);
         }
         let sock = fds[0].revents;
         polled.writable = sock & libc::POLLOUT != 0;
@@ -1057,6 +1072,8 @@ impl State {
             self.input.release();
         }
         self.outgoing.clear();
+        self.exit = None;
+        self.kick = None;
     }
 
     fn dispatch(&mut self, msg: Message, shared: &Shared, news: &mut News) {
