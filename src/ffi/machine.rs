@@ -464,7 +464,13 @@ unsafe fn execute(
 /// commands on one machine at once. Errors: `QM_ERR_STATE` (not launched, or QMP off),
 /// `QM_ERR_TIMEOUT`, `QM_ERR_INTERRUPTED`, `QM_ERR_DISCONNECTED`, `QM_ERR_INVALID`,
 /// `QM_ERR_PROTOCOL`. A reply that arrives after a timeout is dropped; the connection stays
-/// usable.
+/// usable. `timeout_ms` 0 is `QM_ERR_INVALID` and nothing is sent: 0 means "never block", and
+/// a command always waits for its reply.
+///
+/// Another thread's command stuck in a full socket (QEMU not reading) never delays this one:
+/// its timeout and `cancel` hold. A command that times out (or is cancelled) before any of it
+/// was sent is withdrawn and never reaches QEMU (the message says "nothing was sent"); one
+/// that was partly or wholly sent may still run, and its reply is dropped.
 #[no_mangle]
 pub unsafe extern "C" fn qm_qmp(
     m: *mut qm_machine,
@@ -511,7 +517,9 @@ pub unsafe extern "C" fn qm_cmd(
 /// Sends the open descriptor `fd` (borrowed; the caller keeps it) to QEMU over the QMP socket
 /// with SCM_RIGHTS, for a following `getfd` or `add-fd` command, which take the descriptor that
 /// arrived last. The monitor must be a unix socket or socketpair (the default).
-/// `QM_ERR_INVALID` when `fd` is not open; `QM_ERR_STATE` when not launched.
+/// `QM_ERR_INVALID` when `fd` is not open; `QM_ERR_STATE` when not launched. Sent in order
+/// with the commands of every thread, waiting at most the QMP timer for room in the socket
+/// (`QM_ERR_TIMEOUT`: it was not sent).
 ///
 /// Two threads that each send a descriptor and then run `getfd`/`add-fd` must not interleave:
 /// serialise such pairs.
