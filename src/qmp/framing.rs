@@ -1,5 +1,9 @@
 //! Splitting the QMP byte stream into JSON messages.
 
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 use super::events::RawEvent;
@@ -108,23 +112,54 @@ impl LineBuffer {
     }
 }
 
-/// The fields of a message that decide where it goes, borrowed from its text.
-#[derive(serde::Deserialize)]
+/// What decides where a message goes: the name of an event, borrowed from its text. Reading it
+/// checks the whole message exactly as parsing it into a `serde_json::Value` would (numbers in
+/// range, nesting depth, UTF-8), without building the value: an event kept as text must parse
+/// again when it is read.
 struct Head<'a> {
-    #[serde(borrow)]
     event: Option<Name<'a>>,
 }
 
 /// An event's name: the slice of the text it is, when it has no escapes (`None` otherwise).
-/// (serde's own `Cow` support borrows only for a bare `Cow` field, not inside an `Option`.)
 struct Name<'a>(Option<&'a str>);
 
-impl<'de: 'a, 'a> serde::Deserialize<'de> for Name<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visit<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visit<'a> {
+/// Any JSON value, checked and thrown away.
+struct Valid;
+
+/// A key of the top-level object: whether it is `event`.
+struct Key(bool);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Head<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for Visit<'a> {
+            type Value = Head<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Head<'a>, A::Error> {
+                let mut event = None;
+                while let Some(Key(is_event)) = map.next_key()? {
+                    if is_event {
+                        // A repeated key: the last one counts, as in a parsed value.
+                        event = Some(map.next_value::<Name<'a>>()?);
+                    } else {
+                        map.next_value::<Valid>()?;
+                    }
+                }
+                Ok(Head { event })
+            }
+        }
+        d.deserialize_map(Visit(PhantomData))
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Name<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for Visit<'a> {
             type Value = Name<'a>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("an event name")
             }
             fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Name<'a>, E> {
@@ -134,7 +169,64 @@ impl<'de: 'a, 'a> serde::Deserialize<'de> for Name<'a> {
                 Ok(Name(None))
             }
         }
-        d.deserialize_str(Visit(std::marker::PhantomData))
+        d.deserialize_str(Visit(PhantomData))
+    }
+}
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl Visitor<'_> for Visit {
+            type Value = Key;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key, E> {
+                Ok(Key(v == "event"))
+            }
+        }
+        d.deserialize_str(Visit)
+    }
+}
+
+impl<'de> Deserialize<'de> for Valid {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> Visitor<'de> for Visit {
+            type Value = Valid;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Valid, E> {
+                Ok(Valid)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Valid, E> {
+                Ok(Valid)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Valid, E> {
+                Ok(Valid)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Valid, E> {
+                Ok(Valid)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Valid, E> {
+                Ok(Valid)
+            }
+            fn visit_unit<E>(self) -> Result<Valid, E> {
+                Ok(Valid)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Valid, A::Error> {
+                while seq.next_element::<Valid>()?.is_some() {}
+                Ok(Valid)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Valid, A::Error> {
+                while map.next_key::<Valid>()?.is_some() {
+                    map.next_value::<Valid>()?;
+                }
+                Ok(Valid)
+            }
+        }
+        d.deserialize_any(Visit)
     }
 }
 
@@ -247,9 +339,25 @@ mod tests {
         let values: Vec<Value> = out.into_iter().map(Message::into_value).collect();
         assert_eq!(values[0], serde_json::json!({"event": "STOP", "data": {}}));
         assert_eq!(values[1], serde_json::json!({"event": 5}));
-        // Invalid JSON after an event name is still refused.
+        // What a parsed value refuses is refused in an event too.
+        for bad in [
+            &b"{\"event\": \"STOP\", \"data\": }\n"[..],
+            b"{\"event\": \"STOP\", \"n\": 1e400}\n",
+            b"{\"event\": \"STOP\", \"s\": \"\\ud800\"}\n",
+        ] {
+            let mut lb = LineBuffer::new(1 << 20);
+            feed_raw(&mut lb, bad);
+            let whole = serde_json::from_slice::<Value>(bad.trim_ascii());
+            assert!(whole.is_err());
+            assert!(lb.drain_messages(&mut Vec::new()).is_err(), "{bad:?}");
+        }
+        let deep = format!(
+            "{{\"event\": \"X\", \"d\": {}1{}}}\n",
+            "[".repeat(200),
+            "]".repeat(200)
+        );
         let mut lb = LineBuffer::new(1 << 20);
-        feed_raw(&mut lb, b"{\"event\": \"STOP\", \"data\": }\n");
+        feed_raw(&mut lb, deep.as_bytes());
         assert!(lb.drain_messages(&mut Vec::new()).is_err());
     }
 
