@@ -2,8 +2,8 @@
 //! produce on demand is needed, a Python stand-in run as the QEMU process): the event queue's
 //! cap, and an end of stream in the middle of a reply.
 
-#[path = "support/vm.rs"]
-mod vm;
+mod support;
+use support::vm;
 
 use std::time::Duration;
 

@@ -23,7 +23,7 @@ mod events;
 mod framing;
 
 use std::collections::{HashMap, VecDeque};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
@@ -32,7 +32,8 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::log::debug;
-use crate::wait::{poll, pollfd, Deadline, Wait, Wake};
+use crate::sys::{self, poll, pollfd, EventFd, POLLIN, POLLOUT};
+use crate::wait::{Deadline, Wait, Wake};
 use events::{Cursor, EventQueue, RawEvent, Want};
 pub(crate) use framing::preview;
 use framing::{LineBuffer, Message};
@@ -88,7 +89,7 @@ struct State {
     /// An eventfd that tells the leader, asleep in poll, that output is waiting for room in the
     /// socket (so it should poll for POLLOUT too). Both descriptors go when the connection
     /// ends: a machine keeps its client (and its events) after a shutdown.
-    kick: Option<Arc<OwnedFd>>,
+    kick: Option<Arc<EventFd>>,
 }
 
 /// Where a command (or descriptor send) stands.
@@ -153,7 +154,7 @@ struct Round<'a> {
     /// Poll for room to write too.
     want_out: bool,
     /// The kick eventfd.
-    kick: Option<&'a OwnedFd>,
+    kick: Option<&'a EventFd>,
     /// QEMU's exit descriptor, to fail at once when it becomes readable (a handshake).
     watch: Option<&'a OwnedFd>,
     /// QEMU's exit descriptor, to tell an exit from a peer's fault at EOF mid-message.
@@ -222,8 +223,10 @@ impl QmpClient {
     /// Wraps a connected stream socket (unix or TCP). Nothing is read or written until
     /// [`handshake`](Self::handshake). `max_message` caps the size of one incoming message.
     pub fn new(socket: OwnedFd, nickname: &str, max_message: usize) -> Result<QmpClient> {
-        set_nonblocking(socket.as_raw_fd())?;
-        let unix = socket_domain(socket.as_raw_fd()) == Some(libc::AF_UNIX);
+        sys::socket::set_nonblocking(socket.as_fd())
+            .map_err(|e| Error::io("making the monitor socket non-blocking", e))?;
+        let unix = sys::socket::is_unix(socket.as_fd());
+        let kick = EventFd::new().map_err(|e| Error::io("creating the QMP client's eventfd", e))?;
         Ok(QmpClient {
             shared: Arc::new(Shared {
                 raw: socket.as_raw_fd(),
@@ -244,7 +247,7 @@ impl QmpClient {
                     closed: false,
                     input: LineBuffer::new(max_message),
                     exit: None,
-                    kick: Some(Arc::new(new_eventfd()?)),
+                    kick: Some(Arc::new(kick)),
                 }),
                 next_id: AtomicU64::new(1),
                 nickname: nickname.to_owned(),
@@ -273,7 +276,7 @@ impl QmpClient {
                 .map_err(|e| Error::io("duplicating QEMU's exit descriptor", e))?;
             self.shared.lock().exit = Some(Arc::new(fd));
         }
-        let deadline = wait.start();
+        let deadline = wait.start()?;
         let greeting = self
             .wait_until(Interest::Events, &deadline, true, |st| {
                 st.greeting.take().map(Ok)
@@ -312,7 +315,7 @@ impl QmpClient {
                  always waits for QEMU's reply; nothing was sent"
             )));
         }
-        self.execute_until(cmd, args, &wait.start(), false)
+        self.execute_until(cmd, args, &wait.start()?, false)
     }
 
     /// Runs a command and returns the value of its `return`, or [`Error::Qmp`]. A zero wait is
@@ -346,10 +349,6 @@ impl QmpClient {
                     preview(&args.to_string())
                 )));
             }
-        }
-        // A token that fired before the call: nothing is sent.
-        if deadline.cancelled() {
-            return Err(Error::Interrupted);
         }
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         // Written straight from the caller's arguments (no copy of them). No trailing newline:
@@ -453,7 +452,7 @@ impl QmpClient {
             ));
         }
         let wait = wait.into();
-        let deadline = wait.start();
+        let deadline = wait.start()?;
         // Our own copy: the caller's descriptor is borrowed only for this call, and whoever
         // sends may be another thread.
         let fd = fd
@@ -488,7 +487,7 @@ impl QmpClient {
     pub fn pull_event(&self, wait: impl Into<Wait>) -> Result<Option<Value>> {
         let wait = wait.into();
         let found = self
-            .wait_until(Interest::Events, &wait.start(), false, |st| {
+            .wait_until(Interest::Events, &wait.start()?, false, |st| {
                 dropped_error(st).or_else(|| st.events.pop_front().map(Ok))
             })
             .map_err(|e| in_context(e, "waiting for a QMP event"));
@@ -539,7 +538,7 @@ impl QmpClient {
         let wait = wait.into();
         let mut cursor = Cursor::default();
         let found = self
-            .wait_until(Interest::Events, &wait.start(), false, |st| {
+            .wait_until(Interest::Events, &wait.start()?, false, |st| {
                 dropped_error(st).or_else(|| {
                     let mut want = Want {
                         names,
@@ -556,7 +555,7 @@ impl QmpClient {
     pub fn get_events(&self, wait: impl Into<Wait>) -> Result<Vec<Value>> {
         let wait = wait.into();
         let found = self
-            .wait_until(Interest::Events, &wait.start(), false, |st| {
+            .wait_until(Interest::Events, &wait.start()?, false, |st| {
                 dropped_error(st).or_else(|| (!st.events.is_empty()).then(|| Ok(st.events.drain())))
             })
             .map_err(|e| in_context(e, "waiting for a QMP event"));
@@ -638,8 +637,7 @@ impl QmpClient {
         // Wake a leader blocked in poll: it sees EOF and lets go of the socket. Only while we
         // still own the descriptor: once closed, its number may belong to someone else.
         if let Some(sock) = self.shared.sock().as_ref() {
-            // SAFETY: shutdown(2) on a descriptor we own and hold open.
-            unsafe { libc::shutdown(sock.as_raw_fd(), libc::SHUT_RDWR) };
+            sys::socket::shutdown(sock.as_fd());
         }
         let mut st = self.shared.lock();
         st.wake_all();
@@ -656,6 +654,20 @@ impl QmpClient {
         }
     }
 
+    /// One non-blocking send of `data` (with `fd` as SCM_RIGHTS when given, `data` then being
+    /// the one-byte payload); the bytes it took. The socket's lock is held for the call, which
+    /// never blocks, so that `close` cannot close the descriptor under it.
+    fn send_some(&self, data: &[u8], fd: Option<&OwnedFd>) -> std::io::Result<usize> {
+        let sock = self.shared.sock();
+        let Some(sock) = sock.as_ref() else {
+            return Err(std::io::Error::from(std::io::ErrorKind::NotConnected));
+        };
+        match fd {
+            None => sys::socket::send(sock.as_fd(), data),
+            Some(fd) => sys::socket::send_fd(sock.as_fd(), fd.as_fd()),
+        }
+    }
+
     /// Sends from the front of the queue without blocking, until it is empty or the socket
     /// is full. Called with the lock held and `outgoing` not empty, nobody else sending.
     fn flush<'a>(&'a self, mut st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
@@ -667,7 +679,7 @@ impl QmpClient {
             }
             let (id, data, sent, fd) = (front.id, front.data.clone(), front.sent, front.fd.clone());
             drop(st);
-            let result = send_some(self.shared.raw, &data[sent..], fd.as_deref());
+            let result = self.send_some(&data[sent..], fd.as_deref());
             st = self.shared.lock();
             // The queue may have been emptied meanwhile (the connection ended).
             let same = st.outgoing.front().is_some_and(|o| o.id == id);
@@ -709,7 +721,7 @@ impl QmpClient {
         if st.out_blocked && st.reading && !st.polling_out {
             // The leader polls without POLLOUT: have it look again.
             if let Some(kick) = &st.kick {
-                signal_eventfd(kick.as_raw_fd());
+                kick.signal();
             }
         }
         st.wake_concerned(&news);
@@ -835,27 +847,31 @@ impl QmpClient {
             exit,
         } = round;
         let raw = self.shared.raw;
-        let events = libc::POLLIN | if want_out { libc::POLLOUT } else { 0 };
+        let events = POLLIN | if want_out { POLLOUT } else { 0 };
         // A kick descriptor that is gone (the connection ended) is polled as -1: ignored.
-        let kick = kick.map_or(-1, |k| k.as_raw_fd());
-        let mut fds = vec![pollfd(raw, events), pollfd(kick, libc::POLLIN)];
+        let mut fds = vec![
+            pollfd(raw, events),
+            pollfd(kick.map_or(-1, EventFd::raw), POLLIN),
+        ];
         let io = |e: Error| Broken::Io(e.to_string());
         if let Some(fd) = deadline.cancel_fd().map_err(io)? {
-            fds.push(pollfd(fd, libc::POLLIN));
+            fds.push(pollfd(fd, POLLIN));
         }
         if let Some(fd) = watch {
-            fds.push(pollfd(fd.as_raw_fd(), libc::POLLIN));
+            fds.push(pollfd(fd.as_raw_fd(), POLLIN));
         }
         let mut polled = Polled::default();
-        if poll(&mut fds, deadline.remaining()).map_err(io)? == 0 {
+        let ready = poll(&mut fds, deadline.remaining())
+            .map_err(|e| Broken::Io(format!("waiting for the monitor: {e}")))?;
+        if ready == 0 {
             return Ok(polled);
         }
-        if fds[1].revents != 0 {
-            drain_eventfd(kick);
+        if let Some(kick) = kick.filter(|_| fds[1].revents != 0) {
+            kick.drain();
         }
         let sock = fds[0].revents;
-        polled.writable = sock & libc::POLLOUT != 0;
-        if sock & !libc::POLLOUT == 0 {
+        polled.writable = sock & POLLOUT != 0;
+        if sock & !POLLOUT == 0 {
             // Not readable. QEMU's exit counts only once the socket has nothing left.
             return match watch {
                 Some(_) if fds.last().is_some_and(|f| f.revents != 0) => Err(Broken::Exited),
@@ -863,18 +879,17 @@ impl QmpClient {
             };
         }
         const CHUNK: usize = 64 << 10;
-        let spare = input.spare(CHUNK);
-        // SAFETY: spare has at least CHUNK writable bytes; recv writes at most that many.
-        let n = unsafe { libc::recv(raw, spare.as_mut_ptr().cast(), CHUNK, 0) };
-        if n < 0 {
-            let err = std::io::Error::last_os_error();
-            return match err.kind() {
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted => Ok(polled),
-                _ => Err(Broken::Io(format!("reading the monitor failed: {err}"))),
-            };
-        }
-        // SAFETY: recv initialised n bytes.
-        unsafe { input.filled(n as usize) };
+        // The leader's role keeps the socket open while it reads it by number (close waits
+        // for the leader to leave).
+        let n = match input.fill(CHUNK, |room| sys::socket::recv(raw, room)) {
+            Ok(n) => n,
+            Err(err) => {
+                return match err.kind() {
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted => Ok(polled),
+                    _ => Err(Broken::Io(format!("reading the monitor failed: {err}"))),
+                };
+            }
+        };
         input.drain_messages(msgs).map_err(Broken::Protocol)?;
         if n == 0 {
             if input.has_partial() {
@@ -894,7 +909,7 @@ impl QmpClient {
 /// process closes its descriptors just before it turns into a zombie.
 fn exited_soon(exit: &OwnedFd) -> bool {
     const GRACE: Duration = Duration::from_millis(200);
-    let mut fds = [pollfd(exit.as_raw_fd(), libc::POLLIN)];
+    let mut fds = [pollfd(exit.as_raw_fd(), POLLIN)];
     matches!(poll(&mut fds, Some(GRACE)), Ok(n) if n > 0)
 }
 
@@ -907,76 +922,6 @@ fn dropped_error<T>(st: &mut State) -> Option<Result<T>> {
             max: st.events.max().unwrap_or(0),
         })
     })
-}
-
-/// One non-blocking send of `data` (with `fd` as SCM_RIGHTS when given); the bytes it took.
-fn send_some(sock: RawFd, data: &[u8], fd: Option<&OwnedFd>) -> std::io::Result<usize> {
-    let n = match fd {
-        // SAFETY: data is a live slice; MSG_NOSIGNAL: a dead peer is EPIPE, not SIGPIPE.
-        None => unsafe {
-            libc::send(
-                sock,
-                data.as_ptr().cast(),
-                data.len(),
-                libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
-            )
-        },
-        Some(fd) => send_with_fd(sock, data, fd.as_fd()),
-    };
-    if n < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
-}
-
-/// sendmsg(2) of `data` with one descriptor attached; returns its result (errno on -1).
-fn send_with_fd(sock: RawFd, data: &[u8], fd: BorrowedFd<'_>) -> isize {
-    let mut iov = libc::iovec {
-        iov_base: data.as_ptr() as *mut libc::c_void,
-        iov_len: data.len(),
-    };
-    // SAFETY: CMSG_SPACE only computes a size.
-    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
-    let mut control = vec![0u8; space];
-    // SAFETY: msghdr is plain data; zeroed is a valid empty header.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = space as _;
-    // SAFETY: msg_control points to `space` bytes, enough for one cmsg holding one fd.
-    unsafe {
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        (*cmsg).cmsg_level = libc::SOL_SOCKET;
-        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
-        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), fd.as_raw_fd());
-    }
-    // SAFETY: msg and everything it points to outlive the call; sendmsg only reads the data.
-    unsafe { libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) }
-}
-
-fn new_eventfd() -> Result<OwnedFd> {
-    // SAFETY: eventfd has no memory preconditions; the result is checked.
-    let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-    if raw < 0 {
-        return Err(Error::last_os("creating an eventfd for the QMP client"));
-    }
-    // SAFETY: raw is a fresh descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
-}
-
-fn signal_eventfd(fd: RawFd) {
-    let one: u64 = 1;
-    // SAFETY: writes 8 bytes from a live u64. A full counter (EAGAIN) is still readable: fine.
-    unsafe { libc::write(fd, (&one as *const u64).cast(), 8) };
-}
-
-fn drain_eventfd(fd: RawFd) {
-    let mut count: u64 = 0;
-    // SAFETY: reads at most 8 bytes into a live u64; non-blocking.
-    unsafe { libc::read(fd, (&mut count as *mut u64).cast(), 8) };
 }
 
 /// Sleeps on `wake` (at most `timeout`) as a sleeper interested in `interest`.
@@ -1160,36 +1105,6 @@ fn in_context(err: Error, what: &str) -> Error {
     }
 }
 
-/// The address family of a socket (`AF_UNIX`, `AF_INET` …).
-fn socket_domain(fd: RawFd) -> Option<libc::c_int> {
-    let mut domain: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: getsockopt writes at most `len` bytes into `domain`.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_DOMAIN,
-            (&mut domain as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    (rc == 0).then_some(domain)
-}
-
-pub(crate) fn set_nonblocking(fd: RawFd) -> Result<()> {
-    // SAFETY: fcntl on a descriptor we own; no memory involved.
-    let ok = unsafe {
-        let flags = libc::fcntl(fd, libc::F_GETFL);
-        flags >= 0 && libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) == 0
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::last_os("making the monitor socket non-blocking"))
-    }
-}
-
 /// Feeds `chunks` (as successive reads) through the client's message framing and returns the
 /// messages, or the protocol error that would end the connection. For fuzzing and tests; not
 /// a stable API.
@@ -1198,12 +1113,7 @@ pub fn split_messages(chunks: &[&[u8]], max_message: usize) -> Result<Vec<Value>
     let mut input = LineBuffer::new(max_message);
     let mut out = Vec::new();
     for chunk in chunks {
-        let spare = input.spare(chunk.len());
-        for (dst, src) in spare.iter_mut().zip(chunk.iter()) {
-            dst.write(*src);
-        }
-        // SAFETY: the loop above initialised chunk.len() bytes of the spare room.
-        unsafe { input.filled(chunk.len()) };
+        input.push(chunk);
         input.drain_messages(&mut out)?;
     }
     Ok(out.into_iter().map(Message::into_value).collect())
