@@ -140,7 +140,7 @@ static void a_capped_queue_drops_the_oldest_and_says_so_once(void)
     int i;
     INVALID(qm_set_max_queued_events(m, -2, &err), "max_events is -2");
     OK(qm_set_max_queued_events(m, 3, &err));
-    OK(qm_launch(m, NULL, &err));
+    OK(qm_launch(m, QM_WAIT_DEFAULT, NULL, &err));
     for (i = 0; i < 4; i++) {
         run(m, "stop");
         run(m, "cont");
