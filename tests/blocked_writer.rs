@@ -224,8 +224,8 @@ fn a_bounded_shutdown_is_bounded_behind_a_blocked_writer() {
 /// before the next, so every later command gets its own reply.
 #[test]
 fn a_half_written_command_never_desyncs_and_an_unsent_one_never_runs() {
-    // 1 MiB: more than the socket holds, and QEMU reads it in a few seconds once resumed.
-    let (_dir, mut stuck) = stuck_writer(1 << 20);
+    // 512 KiB: more than the socket holds, and QEMU reads it in a few seconds once resumed.
+    let (_dir, mut stuck) = stuck_writer(512 << 10);
     let m = stuck.m.clone();
     // `stop` would pause the VM if QEMU ever saw it.
     match m.cmd_with("stop", None, Duration::from_millis(200)) {
@@ -236,6 +236,8 @@ fn a_half_written_command_never_desyncs_and_an_unsent_one_never_runs() {
     let (writer, _) = stuck.writer.take().unwrap().join().unwrap();
     // Partly sent: the rest goes out before anything else.
     assert!(matches!(writer, Err(Error::Interrupted)), "{writer:?}");
+    // QEMU reads on now, at its own pace: no rescue from here on.
+    stuck.done.store(true, Ordering::SeqCst);
     vm::signal(stuck.pid, libc::SIGCONT);
     // QEMU reads the rest of the big command, answers it (the answer is dropped: nobody
     // waits for it), then answers this one.
@@ -248,7 +250,6 @@ fn a_half_written_command_never_desyncs_and_an_unsent_one_never_runs() {
             .unwrap(),
         json!({})
     );
-    stuck.done.store(true, Ordering::SeqCst);
     m.shutdown(Duration::from_secs(10)).unwrap();
 }
 
@@ -277,5 +278,49 @@ fn a_fired_token_sends_nothing() {
     let r = m.cmd_with("stop", None, Wait::forever().cancel(&cancel));
     assert!(matches!(r, Err(Error::Interrupted)), "{r:?}");
     assert_eq!(m.cmd("query-status", None).unwrap()["status"], "running");
+    m.shutdown(Duration::from_secs(10)).unwrap();
+}
+
+/// A descriptor send waits for room within its bound (the QMP timer) and, when none comes,
+/// is not sent at all.
+#[test]
+fn a_descriptor_send_behind_a_blocked_writer_times_out_unsent() {
+    let (_dir, stuck) = stuck_writer(16 << 20);
+    let timer = Duration::from_millis(500);
+    stuck.m.set_qmp_timer(Some(timer));
+    let file = std::fs::File::open("/dev/null").unwrap();
+    let started = Instant::now();
+    let r = stuck.m.send_fd_scm(std::os::fd::AsFd::as_fd(&file));
+    let took = started.elapsed();
+    assert!(took < timer + SLACK, "returned after {took:?}");
+    match r {
+        Err(Error::Timeout(why)) => assert!(why.contains("not sent"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(stuck.finish(), Err(Error::Disconnected(_))));
+}
+
+/// A command that times out half-way says so, and the next one still gets its own reply.
+#[test]
+fn a_command_timed_out_half_way_says_so_and_is_finished_first() {
+    let dir = scratch();
+    let m = vm_none(dir.path());
+    m.launch().unwrap();
+    let pid = m.pid().unwrap();
+    vm::signal(pid, libc::SIGSTOP);
+    let args = big_command(512 << 10);
+    match m.qmp_with(
+        "human-monitor-command",
+        Some(&args),
+        Duration::from_millis(300),
+    ) {
+        Err(Error::Timeout(why)) => assert!(why.contains("partly sent"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    vm::signal(pid, libc::SIGCONT);
+    let status = m
+        .cmd_with("query-status", None, Duration::from_secs(60))
+        .unwrap();
+    assert_eq!(status["status"], "running", "{status}");
     m.shutdown(Duration::from_secs(10)).unwrap();
 }
