@@ -49,6 +49,16 @@ pub enum Error {
     /// The peer broke the QMP protocol (bad JSON, oversize message, malformed greeting …).
     #[error("QMP protocol error: {0}")]
     Protocol(String),
+    /// Events were dropped because more than the cap set with `set_max_queued_events` were
+    /// queued (the oldest go first). Reported once, to the next call that reads events; the
+    /// events that were kept stay readable.
+    #[error("{dropped} QMP events were dropped: more than {max} were queued unread (see set_max_queued_events)")]
+    EventsDropped {
+        /// How many were dropped since the last report.
+        dropped: u64,
+        /// The cap at the time of the report.
+        max: usize,
+    },
     /// An operating-system call failed.
     #[error("{context}: {source}")]
     Io {
