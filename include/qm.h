@@ -74,6 +74,11 @@
 #define QM_WAIT_DEFAULT -2
 
 /**
+ * `qm_set_max_queued_events` value: no cap (the default); events are never dropped.
+ */
+#define QM_EVENTS_UNLIMITED -1
+
+/**
  * The longest banner `qm_guest_write_image` accepts, in bytes.
  */
 #define QM_GUEST_MAX_BANNER 380
@@ -136,6 +141,12 @@ typedef enum {
      * state may be inconsistent; please report the message.
      */
     QM_ERR_PANIC = 11,
+    /**
+     * QMP events were dropped because more than the cap set with `qm_set_max_queued_events`
+     * were queued (the oldest go first). Reported once, to the next call that reads events;
+     * `qm_dropped_events` counts them all.
+     */
+    QM_ERR_EVENTS_DROPPED = 12,
 } qm_status;
 
 /**
@@ -469,7 +480,8 @@ qm_status qm_set_wrapper(qm_machine *m, const char *const *argv, size_t n, qm_er
 
 /**
  * Names the machine: the prefix of its log file (`<name>.log`) and socket files. Default
- * `qm-<pid>-<n>`. `QM_ERR_INVALID` for an empty name or one with `/`, `..` (or bad UTF-8).
+ * `qm-<pid>-<n>`. `QM_ERR_INVALID` only for a name that could leave the directory: empty,
+ * `.` or `..` as the whole name, with `/` (or bad UTF-8).
  */
 qm_status qm_set_name(qm_machine *m, const char *name, qm_error **err_out);
 
@@ -519,8 +531,8 @@ qm_status qm_set_monitor_tcp(qm_machine *m, const char *host, uint16_t port, qm_
 qm_status qm_set_drain_console(qm_machine *m, bool drain, qm_error **err_out);
 
 /**
- * Appends every console byte to the file at `path` (borrowed; created mode 0600 if missing),
- * which implies the drain; NULL turns the console log off.
+ * Writes every console byte to the file at `path` (borrowed; created mode 0600 if missing,
+ * truncated at each launch), which implies the drain; NULL turns the console log off.
  */
 qm_status qm_set_console_log(qm_machine *m, const char *path, qm_error **err_out);
 
@@ -660,7 +672,13 @@ qm_status qm_launch_abort(qm_machine *m, qm_error **err_out);
  * commands on one machine at once. Errors: `QM_ERR_STATE` (not launched, or QMP off),
  * `QM_ERR_TIMEOUT`, `QM_ERR_INTERRUPTED`, `QM_ERR_DISCONNECTED`, `QM_ERR_INVALID`,
  * `QM_ERR_PROTOCOL`. A reply that arrives after a timeout is dropped; the connection stays
- * usable.
+ * usable. `timeout_ms` 0 is `QM_ERR_INVALID` and nothing is sent: 0 means "never block", and
+ * a command always waits for its reply.
+ *
+ * Another thread's command stuck in a full socket (QEMU not reading) never delays this one:
+ * its timeout and `cancel` hold. A command that times out (or is cancelled) before any of it
+ * was sent is withdrawn and never reaches QEMU (the message says "nothing was sent"); one
+ * that was partly or wholly sent may still run, and its reply is dropped.
  */
 qm_status qm_qmp(qm_machine *m,
                  const char *cmd,
@@ -688,7 +706,9 @@ qm_status qm_cmd(qm_machine *m,
  * Sends the open descriptor `fd` (borrowed; the caller keeps it) to QEMU over the QMP socket
  * with SCM_RIGHTS, for a following `getfd` or `add-fd` command, which take the descriptor that
  * arrived last. The monitor must be a unix socket or socketpair (the default).
- * `QM_ERR_INVALID` when `fd` is not open; `QM_ERR_STATE` when not launched.
+ * `QM_ERR_INVALID` when `fd` is not open; `QM_ERR_STATE` when not launched. Sent in order
+ * with the commands of every thread, waiting at most the QMP timer for room in the socket
+ * (`QM_ERR_TIMEOUT`: it was not sent).
  *
  * Two threads that each send a descriptor and then run `getfd`/`add-fd` must not interleave:
  * serialise such pairs.
@@ -727,6 +747,26 @@ qm_status qm_events_get(qm_machine *m,
                         const qm_cancel *cancel,
                         char **events_json_array_out,
                         qm_error **err_out);
+
+/**
+ * Caps the number of queued, unread QMP events at `max_events` (>= 0), or
+ * `QM_EVENTS_UNLIMITED` (the default: events are never dropped, as in QEMU's Python
+ * `QEMUMachine`). Applies at once and to later launches; other negative values are
+ * `QM_ERR_INVALID`.
+ *
+ * When an event arrives and `max_events` are queued, the oldest is dropped to make room (a
+ * caller waiting for an event waits for one yet to come). The next call that reads events
+ * (`qm_event_get`, `qm_events_get`, `qm_event_wait`, `qm_events_wait`), or one already
+ * waiting, fails once with `QM_ERR_EVENTS_DROPPED`; the calls after it read the events that
+ * were kept. `qm_dropped_events` counts the drops.
+ */
+qm_status qm_set_max_queued_events(qm_machine *m, int64_t max_events, qm_error **err_out);
+
+/**
+ * How many QMP events the cap of `qm_set_max_queued_events` dropped since the last launch;
+ * 0 for a NULL `m`. Never blocks.
+ */
+uint64_t qm_dropped_events(const qm_machine *m);
 
 /**
  * Drops every queued event. Never blocks; does nothing before the first launch.

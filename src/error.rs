@@ -47,6 +47,15 @@ pub enum Error {
     Invalid(String),
     /// The peer broke the QMP protocol (bad JSON, oversize message, malformed greeting …).
     Protocol(String),
+    /// Events were dropped because more than the cap set with `set_max_queued_events` were
+    /// queued (the oldest go first). Reported once, to the next call that reads events; the
+    /// events that were kept stay readable.
+    EventsDropped {
+        /// How many were dropped since the last report.
+        dropped: u64,
+        /// The cap at the time of the report.
+        max: usize,
+    },
     /// An operating-system call failed.
     Io {
         /// What was being done.
@@ -82,6 +91,11 @@ impl fmt::Display for Error {
             Error::State(why) => write!(f, "wrong state: {why}"),
             Error::Invalid(why) => write!(f, "invalid argument: {why}"),
             Error::Protocol(why) => write!(f, "QMP protocol error: {why}"),
+            Error::EventsDropped { dropped, max } => write!(
+                f,
+                "{dropped} QMP events were dropped: more than {max} were queued unread \
+                 (see set_max_queued_events)"
+            ),
             Error::Io { context, source } => write!(f, "{context}: {source}"),
         }
     }

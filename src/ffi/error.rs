@@ -69,6 +69,10 @@ pub enum qm_status {
     /// A bug in qm: a Rust panic was caught at the C boundary. The handle stays usable but its
     /// state may be inconsistent; please report the message.
     QM_ERR_PANIC = 11,
+    /// QMP events were dropped because more than the cap set with `qm_set_max_queued_events`
+    /// were queued (the oldest go first). Reported once, to the next call that reads events;
+    /// `qm_dropped_events` counts them all.
+    QM_ERR_EVENTS_DROPPED = 12,
 }
 
 impl qm_status {
@@ -83,6 +87,7 @@ impl qm_status {
             Error::State(_) => qm_status::QM_ERR_STATE,
             Error::Invalid(_) => qm_status::QM_ERR_INVALID,
             Error::Protocol(_) => qm_status::QM_ERR_PROTOCOL,
+            Error::EventsDropped { .. } => qm_status::QM_ERR_EVENTS_DROPPED,
             Error::Io { .. } => qm_status::QM_ERR_IO,
         }
     }

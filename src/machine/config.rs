@@ -95,12 +95,13 @@ impl Machine {
         lock(&self.cfg).wrapper = wrapper.into_iter().map(Into::into).collect();
     }
 
-    /// Names the machine: the prefix of its log and socket files. Rejects names that could
-    /// escape the log directory (`/`, `..`, NUL) or are empty.
+    /// Names the machine: the prefix of its log and socket files. Rejects only names that could
+    /// leave the directory: empty, `.` or `..` as the whole name, or with `/` or NUL.
     pub fn set_name(&self, name: &str) -> Result<()> {
-        if name.is_empty() || name.contains('/') || name.contains('\0') || name.contains("..") {
+        // The name becomes a file name prefix: reject only what could leave the directory.
+        if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0']) {
             return Err(Error::Invalid(format!(
-                "machine name {name:?} must be non-empty without '/', '..' or NUL"
+                "machine name {name:?} must be non-empty, not \".\" or \"..\", without '/' or NUL"
             )));
         }
         lock(&self.cfg).name = name.to_owned();
@@ -135,7 +136,8 @@ impl Machine {
         lock(&self.cfg).drain_console = drain;
     }
 
-    /// Appends every console byte to this file (implies the drain).
+    /// Writes every console byte to this file (implies the drain). The file is truncated at each
+    /// launch, as QEMU's Python `ConsoleSocket` does (and as QEMU's own log is).
     pub fn set_console_log(&self, path: Option<PathBuf>) {
         lock(&self.cfg).console_log = path;
     }

@@ -36,7 +36,7 @@ impl QemuLog {
         match log_dir {
             Some(dir) => {
                 let path = dir.join(format!("{name}.log"));
-                let file = create_private(&path, true)?;
+                let file = create_private(&path)?;
                 Ok((QemuLog::File(path), file))
             }
             None => {
@@ -372,7 +372,7 @@ impl Machine {
         if let Some(console) = console_host {
             *lock(&self.console) = Some(if cfg.drain_console || cfg.console_log.is_some() {
                 let log = match &cfg.console_log {
-                    Some(path) => Some(create_private(path, false)?),
+                    Some(path) => Some(create_private(path)?),
                     None => None,
                 };
                 Console::drained(console, log, &cfg.name)?
@@ -384,6 +384,7 @@ impl Machine {
         if let Some(listen) = monitor {
             let sock = listen.connect(&process, deadline)?;
             let client = Arc::new(QmpClient::new(sock, &cfg.name, cfg.max_message)?);
+            client.set_max_queued_events(self.max_queued_events());
             if let Some(file) = transcript {
                 client.set_transcript(file);
             }
@@ -473,13 +474,12 @@ fn listen_unix(path: &Path) -> Result<UnixListener> {
     Ok(listener)
 }
 
-/// Creates (or truncates / appends to) a file only its owner can read.
-fn create_private(path: &Path, truncate: bool) -> Result<File> {
+/// Creates (or truncates) a file only its owner can read.
+fn create_private(path: &Path) -> Result<File> {
     OpenOptions::new()
         .create(true)
         .write(true)
-        .truncate(truncate)
-        .append(!truncate)
+        .truncate(true)
         .mode(0o600)
         .custom_flags(libc::O_CLOEXEC)
         .open(path)

@@ -20,13 +20,12 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::event::event_match;
 use crate::qmp::QmpClient;
 use crate::wait::Wait;
 use config::Config;
@@ -57,6 +56,8 @@ pub struct Machine {
     /// The signal a shutdown sent, if any: an exit by it is ours, not worth a warning.
     signal_sent: AtomicI32,
     output: Mutex<RunOutput>,
+    /// The cap on queued QMP events (`usize::MAX`: none); see `set_max_queued_events`.
+    max_events: AtomicUsize,
     /// The pid of the last run's QEMU (0: none), kept after it exits.
     last_pid: AtomicU32,
 }
@@ -114,6 +115,7 @@ impl Machine {
             quit_issued: AtomicBool::new(false),
             signal_sent: AtomicI32::new(0),
             output: Mutex::new(RunOutput::default()),
+            max_events: AtomicUsize::new(usize::MAX),
             last_pid: AtomicU32::new(0),
         }
     }
@@ -302,7 +304,7 @@ impl Machine {
 
     /// Sends a descriptor to QEMU with SCM_RIGHTS, for a following `getfd` or `add-fd`.
     pub fn send_fd_scm(&self, fd: BorrowedFd<'_>) -> Result<()> {
-        self.live_client()?.send_fd(fd)
+        self.live_client()?.send_fd(fd, self.qmp_timer())
     }
 
     /// Opens `path` read-only and sends it with [`send_fd_scm`](Self::send_fd_scm).
@@ -327,6 +329,34 @@ impl Machine {
         self.client()?.get_events(wait)
     }
 
+    /// Caps the number of queued, unread QMP events (`None`, the default: no cap, events are
+    /// never dropped, as in QEMU's Python `QEMUMachine`). Applies at once and to later launches.
+    ///
+    /// When an event arrives and `max` are queued, the oldest is dropped to make room (a
+    /// caller waiting for an event waits for one yet to come). The next call that reads events
+    /// — or one already waiting — fails once with [`Error::EventsDropped`]; the calls after it
+    /// read the events that were kept. [`dropped_events`](Self::dropped_events) counts them.
+    pub fn set_max_queued_events(&self, max: Option<usize>) {
+        self.max_events
+            .store(max.unwrap_or(usize::MAX), Ordering::SeqCst);
+        if let Some(client) = lock(&self.qmp).as_ref() {
+            client.set_max_queued_events(max);
+        }
+    }
+
+    /// The cap set by [`set_max_queued_events`](Self::set_max_queued_events).
+    pub fn max_queued_events(&self) -> Option<usize> {
+        let max = self.max_events.load(Ordering::SeqCst);
+        (max != usize::MAX).then_some(max)
+    }
+
+    /// How many QMP events the cap dropped since the last launch.
+    pub fn dropped_events(&self) -> u64 {
+        lock(&self.qmp)
+            .as_ref()
+            .map_or(0, |client| client.dropped_events())
+    }
+
     /// Drops every queued event.
     pub fn clear_events(&self) {
         if let Some(client) = lock(&self.qmp).as_ref() {
@@ -334,7 +364,8 @@ impl Machine {
         }
     }
 
-    /// Waits for an event called `name` that matches `filter` (see [`event_match`]).
+    /// Waits for an event called `name` that matches `filter` (see
+    /// [`event_match`](crate::event_match)).
     pub fn event_wait(
         &self,
         name: &str,
@@ -355,14 +386,7 @@ impl Machine {
         let wait = wait.into().checked()?;
         let within = wait.start()?.within();
         self.client()?
-            .take_event(
-                |ev| {
-                    events.iter().any(|(name, filter)| {
-                        ev["event"].as_str() == Some(name) && event_match(ev, *filter)
-                    })
-                },
-                wait,
-            )
+            .events_wait(events, wait)
             .map_err(|e| match e {
                 // Name the events waited for: `no SHUTDOWN event within 3000 ms`.
                 Error::Timeout(_) => {
