@@ -4,8 +4,8 @@
 //! Each line is `{"t": T, "dir": D, "msg": M}`: `T` the time in seconds since the Unix epoch
 //! (a float, microsecond resolution: it lines up with other logs and across machines), `D`
 //! `"out"` for what qm sent, `"in"` for what QEMU sent (the greeting, replies), `"event"` for
-//! QEMU's events, and `M` the message: what qm sent byte for byte, what QEMU sent as parsed
-//! (the same JSON; key order and spacing may differ). Each line is written by one
+//! QEMU's events, and `M` the message: what qm sent and QEMU's events byte for byte, QEMU's
+//! other messages as parsed (the same JSON; key order and spacing may differ). Each line is written by one
 //! `write` on a file opened for appending, so a harness killed mid-run leaves whole lines.
 
 use std::fs::File;
