@@ -180,7 +180,7 @@ typedef struct qm_error qm_error;
 typedef struct qm_machine qm_machine;
 
 /**
- * How much qm writes to stderr (`qm_set_log_level`).
+ * How much qm logs (`qm_set_log_level`), to stderr or to a `qm_set_log_callback` callback.
  */
 typedef int qm_log_level;
 
@@ -195,13 +195,34 @@ typedef int qm_guest_action;
 typedef int qm_json_kind;
 
 /**
+ * A function that receives qm's log records (see `qm_set_log_callback`).
+ *
+ * - `user`: the pointer given to `qm_set_log_callback`, unchanged.
+ * - `level`: `QM_LOG_WARN` or `QM_LOG_DEBUG`.
+ * - `target`: the part of qm that logged, e.g. `"qm::qmp"`, `"qm::machine::launch"` (Rust
+ *   module paths: a Python adapter may map `::` to `.` for logger names).
+ * - `message`: one line of UTF-8 (a QMP message is included whole).
+ * - `timestamp`: when the record was made, in seconds since the Unix epoch (like Python's
+ *   `time.time()`).
+ *
+ * `target` and `message` are borrowed for the duration of the call only: copy them to keep
+ * them.
+ */
+typedef void (*qm_log_fn)(void *user,
+                          qm_log_level level,
+                          const char *target,
+                          const char *message,
+                          double timestamp);
+
+/**
  * Log nothing.
  */
 #define QM_LOG_OFF 0
 
 /**
  * Log warnings only (e.g. QEMU killed by a signal qm did not send). The default, unless the
- * environment variable `QM_LOG` (`off`, `warn`, `debug`) says otherwise.
+ * environment variable `QM_LOG` says otherwise: `off`, `warn` or `debug` in any case, or the
+ * number of a `QM_LOG_*` constant (`0`, `1`, `2`); any other value gets one warning.
  */
 #define QM_LOG_WARN 1
 
@@ -284,11 +305,12 @@ const char *qm_version(void);
 void qm_string_free(char *s);
 
 /**
- * Sets how much qm logs to stderr, for the whole process (it overrides `QM_LOG`).
+ * Sets how much qm logs (to stderr or the `qm_set_log_callback` callback), for the whole process (it overrides `QM_LOG`).
  * Thread-safe. `QM_ERR_INVALID` for a value that is not a `QM_LOG_*` constant (the level is
  * then unchanged).
  */
-qm_status qm_set_log_level(qm_log_level level, qm_error **err_out);
+qm_status qm_set_log_level(qm_log_level level,
+                           qm_error **err_out);
 
 /**
  * Tells whether an event matches a filter, by the rule of QEMU's `QEMUMachine.event_match`:
@@ -370,8 +392,8 @@ const char *qm_error_output(const qm_error *err);
 qm_status qm_error_cause(const qm_error *err);
 
 /**
- * The message of the cause (see `qm_error_cause`), e.g. `"timed out waiting for QEMU (pid
- * 42) to exit"`; NULL when the error has no cause and for NULL.
+ * The message of the cause (see `qm_error_cause`), e.g. `"timed out: QEMU (pid 42) did not
+ * exit within 3000 ms"`; NULL when the error has no cause and for NULL.
  *
  * The string belongs to `err` and stays valid until `qm_error_free(err)`.
  */
@@ -513,6 +535,15 @@ qm_status qm_set_drain_console(qm_machine *m, bool drain, qm_error **err_out);
  * truncated at each launch), which implies the drain; NULL turns the console log off.
  */
 qm_status qm_set_console_log(qm_machine *m, const char *path, qm_error **err_out);
+
+/**
+ * Writes every QMP message to and from QEMU to the file at `path` (borrowed), one JSON line
+ * each: `{"t": <seconds since the Unix epoch, a float>, "dir": "out"|"in"|"event", "msg":
+ * <the message>}` (`out`: sent by qm; `in`: the greeting and replies; `event`: QEMU's
+ * events). NULL turns it off (the default). The file is opened at each launch (created mode
+ * 0600, appended to; a launch fails with `QM_ERR_LAUNCH` if it cannot be opened).
+ */
+qm_status qm_set_qmp_transcript(qm_machine *m, const char *path, qm_error **err_out);
 
 /**
  * Sets the QMP timer, in milliseconds, or `QM_WAIT_FOREVER`: it bounds the QMP handshake at
@@ -832,9 +863,17 @@ bool qm_exit_code(const qm_machine *m, int *code_out);
 /**
  * What QEMU wrote to stdout and stderr during the last run, read back after a shutdown or a
  * failed launch, in `*log_out` (owned: free with `qm_string_free`). While QEMU runs, and
- * before any run, there is no log yet: `*log_out` is set to NULL and the call succeeds.
+ * before any run, there is no log yet: `*log_out` is set to NULL and the call succeeds
+ * (`qm_get_log_so_far` reads the output while QEMU runs).
  */
 qm_status qm_get_log(const qm_machine *m, char **log_out, qm_error **err_out);
+
+/**
+ * What QEMU has written to stdout and stderr so far, in `*log_out` (owned: free with
+ * `qm_string_free`): while QEMU runs, its output up to now (read afresh on each call); after a
+ * shutdown or a failed launch, the same as `qm_get_log`; NULL before any launch.
+ */
+qm_status qm_get_log_so_far(const qm_machine *m, char **log_out, qm_error **err_out);
 
 /**
  * The machine's temporary directory (mode 0700) in `*dir_out` (owned). It is created on first
@@ -1035,6 +1074,24 @@ qm_status qm_json_get_strings(const char *json,
  * Only for such arrays, once each, unmodified (the NULL at its end tells its length).
  */
 void qm_strings_free(char **strings);
+
+/**
+ * Sends qm's log records to `callback` instead of stderr, for the whole process; NULL
+ * restores stderr (the default). Only records that pass the level (`qm_set_log_level`,
+ * `QM_LOG`) are sent: with the default level, warnings only. Thread-safe.
+ *
+ * The callback runs on the thread that logs: any thread calling into qm, and qm's own
+ * console-drain threads. It may run on several threads at once, so it and `user` must be
+ * usable from any thread. It must return quickly and must not call back into the machine
+ * that logged (qm may hold that machine's locks while logging; such a call can deadlock); a
+ * record qm makes while the callback runs on the same thread goes to stderr instead.
+ *
+ * Returns true. When it returns, no call to the previous callback is in progress or will
+ * start: the previous `user` may then be freed (it waits for calls in progress to return).
+ * Called from inside a callback, where that wait would never end, it changes nothing and
+ * returns false.
+ */
+bool qm_set_log_callback(qm_log_fn callback, void *user);
 
 #ifdef __cplusplus
 }  // extern "C"

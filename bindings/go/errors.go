@@ -124,7 +124,7 @@ func (e *Error) Error() string {
 	if msg == "" {
 		msg = e.Status.String()
 	}
-	if !strings.HasPrefix(msg, "qm") {
+	if !strings.HasPrefix(msg, "qm: ") {
 		msg = "qm: " + msg
 	}
 	for _, c := range e.cause {
@@ -185,7 +185,7 @@ type LaunchError struct {
 // Error returns the library's message.
 func (e *LaunchError) Error() string {
 	msg := e.Message
-	if !strings.HasPrefix(msg, "qm") {
+	if !strings.HasPrefix(msg, "qm: ") {
 		msg = "qm: " + msg
 	}
 	return msg

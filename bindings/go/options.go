@@ -96,6 +96,17 @@ func WithLogDir(dir string) Option {
 	})
 }
 
+// WithQMPTranscript writes every QMP message to and from QEMU to the file at path ("": no
+// transcript, the default), one JSON line each: {"t": <seconds since the Unix epoch>, "dir":
+// "out" | "in" | "event", "msg": <the message>} ("out": sent by the library; "in": the
+// greeting and replies; "event": QEMU's events). The file is opened at each launch (created
+// with mode 0600, appended to); Launch fails if it cannot be.
+func WithQMPTranscript(path string) Option {
+	return withString("path", path, true, func(h *C.qm_machine, s *C.char, cerr **C.qm_error) C.qm_status {
+		return C.qm_set_qmp_transcript(h, s, cerr)
+	})
+}
+
 // WithMonitorSocketpair puts the QMP monitor on a socketpair (the default; no file is
 // created).
 func WithMonitorSocketpair() Option {

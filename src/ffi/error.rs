@@ -318,8 +318,8 @@ pub unsafe extern "C" fn qm_error_cause(err: *const qm_error) -> qm_status {
     })
 }
 
-/// The message of the cause (see `qm_error_cause`), e.g. `"timed out waiting for QEMU (pid
-/// 42) to exit"`; NULL when the error has no cause and for NULL.
+/// The message of the cause (see `qm_error_cause`), e.g. `"timed out: QEMU (pid 42) did not
+/// exit within 3000 ms"`; NULL when the error has no cause and for NULL.
 ///
 /// The string belongs to `err` and stays valid until `qm_error_free(err)`.
 #[no_mangle]
@@ -430,13 +430,16 @@ mod tests {
 
     #[test]
     fn abnormal_shutdown_carries_its_cause() {
-        let err = Error::AbnormalShutdown(Box::new(Error::Timeout("waiting for QEMU".into())));
+        let err = Error::AbnormalShutdown(Box::new(Error::Timeout(
+            "QEMU (pid 42) did not exit within 3000 ms".into(),
+        )));
         let e = qm_error::from_core("qm_shutdown", &err);
         assert_eq!(e.status, qm_status::QM_ERR_ABNORMAL_SHUTDOWN);
         let (status, message) = e.cause.as_ref().unwrap();
         assert_eq!(*status, qm_status::QM_ERR_TIMEOUT);
-        assert_eq!(message.to_str().unwrap(), "timed out waiting for QEMU");
-        assert!(e.message().contains("timed out waiting for QEMU"));
+        let text = "timed out: QEMU (pid 42) did not exit within 3000 ms";
+        assert_eq!(message.to_str().unwrap(), text);
+        assert!(e.message().contains(text));
         assert!(qm_error::from_core("qm_x", &Error::Interrupted)
             .cause
             .is_none());

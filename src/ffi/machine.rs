@@ -281,6 +281,25 @@ pub unsafe extern "C" fn qm_set_console_log(
     })
 }
 
+/// Writes every QMP message to and from QEMU to the file at `path` (borrowed), one JSON line
+/// each: `{"t": <seconds since the Unix epoch, a float>, "dir": "out"|"in"|"event", "msg":
+/// <the message>}` (`out`: sent by qm; `in`: the greeting and replies; `event`: QEMU's
+/// events). NULL turns it off (the default). The file is opened at each launch (created mode
+/// 0600, appended to; a launch fails with `QM_ERR_LAUNCH` if it cannot be opened).
+#[no_mangle]
+pub unsafe extern "C" fn qm_set_qmp_transcript(
+    m: *mut qm_machine,
+    path: *const c_char,
+    err_out: *mut *mut qm_error,
+) -> qm_status {
+    call("qm_set_qmp_transcript", err_out, || {
+        // SAFETY: the handle and string contracts.
+        let (m, path) = unsafe { (machine(m)?, opt_string(path, "path")?) };
+        m.vm.set_qmp_transcript(path.map(PathBuf::from));
+        Ok(())
+    })
+}
+
 /// Sets the QMP timer, in milliseconds, or `QM_WAIT_FOREVER`: it bounds the QMP handshake at
 /// launch and is what `QM_WAIT_DEFAULT` means for `qm_qmp` and `qm_cmd`. Default 30000.
 #[no_mangle]
@@ -1020,7 +1039,8 @@ unsafe fn get_string(
 
 /// What QEMU wrote to stdout and stderr during the last run, read back after a shutdown or a
 /// failed launch, in `*log_out` (owned: free with `qm_string_free`). While QEMU runs, and
-/// before any run, there is no log yet: `*log_out` is set to NULL and the call succeeds.
+/// before any run, there is no log yet: `*log_out` is set to NULL and the call succeeds
+/// (`qm_get_log_so_far` reads the output while QEMU runs).
 #[no_mangle]
 pub unsafe extern "C" fn qm_get_log(
     m: *const qm_machine,
@@ -1034,6 +1054,27 @@ pub unsafe extern "C" fn qm_get_log(
             m,
             log_out,
             |vm| Ok(vm.get_log()),
+            err_out,
+        )
+    }
+}
+
+/// What QEMU has written to stdout and stderr so far, in `*log_out` (owned: free with
+/// `qm_string_free`): while QEMU runs, its output up to now (read afresh on each call); after a
+/// shutdown or a failed launch, the same as `qm_get_log`; NULL before any launch.
+#[no_mangle]
+pub unsafe extern "C" fn qm_get_log_so_far(
+    m: *const qm_machine,
+    log_out: *mut *mut c_char,
+    err_out: *mut *mut qm_error,
+) -> qm_status {
+    // SAFETY: forwarded contract.
+    unsafe {
+        get_string(
+            ("qm_get_log_so_far", "log_out"),
+            m,
+            log_out,
+            |vm| Ok(vm.log_so_far()),
             err_out,
         )
     }

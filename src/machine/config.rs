@@ -46,6 +46,7 @@ pub(super) struct Config {
     /// Descriptors registered with `add_fd`, inherited by QEMU.
     pub(super) pass_fds: Vec<RawFd>,
     pub(super) max_message: usize,
+    pub(super) qmp_transcript: Option<PathBuf>,
 }
 
 impl Config {
@@ -68,6 +69,7 @@ impl Config {
             console: None,
             pass_fds: Vec::new(),
             max_message: DEFAULT_MAX_MESSAGE,
+            qmp_transcript: None,
         }
     }
 }
@@ -186,6 +188,15 @@ impl Machine {
         let mut cfg = lock(&self.cfg);
         cfg.pass_fds.push(raw);
         cfg.args.extend(["-add-fd".to_owned(), option]);
+    }
+
+    /// Writes every QMP message to and from QEMU to `path` (`None`: no transcript, the default),
+    /// one JSON line each: `{"t": <seconds since the Unix epoch>, "dir": "out"|"in"|"event",
+    /// "msg": <the message>}`. The file is opened (created with mode 0600, appended to) at each
+    /// launch, which fails if it cannot be; a later write error is warned about and ends the
+    /// transcript, not the run.
+    pub fn set_qmp_transcript(&self, path: Option<PathBuf>) {
+        lock(&self.cfg).qmp_transcript = path;
     }
 
     /// Caps the size of one message from QEMU (default [`DEFAULT_MAX_MESSAGE`], 64 MiB): a

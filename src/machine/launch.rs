@@ -53,6 +53,18 @@ impl QemuLog {
         }
     }
 
+    /// A descriptor to read the output while QEMU writes it (with positioned reads only).
+    pub(super) fn reader(&self) -> Result<File> {
+        match self {
+            QemuLog::File(path) => {
+                File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))
+            }
+            QemuLog::Memory(f) => f
+                .try_clone()
+                .map_err(|e| Error::io("duplicating the in-memory log", e)),
+        }
+    }
+
     /// Everything QEMU wrote (call once QEMU is gone).
     pub(super) fn read_back(self) -> String {
         let mut text = Vec::new();
@@ -82,6 +94,8 @@ pub(super) struct Prepared {
     keep_fds: Vec<RawFd>,
     /// The arguments qm puts between the binary and the user's.
     base_args: Vec<String>,
+    /// The QMP transcript file, when asked for.
+    transcript: Option<File>,
 }
 
 impl Machine {
@@ -298,7 +312,13 @@ impl Machine {
         }
 
         let (qemu_log, log) = QemuLog::create(cfg.log_dir.as_deref(), &cfg.name)?;
+        lock(&self.output).live_log = Some(qemu_log.reader()?);
         life.log = Some(qemu_log);
+        // Opened before QEMU starts: a bad path fails the launch before there is a QEMU to kill.
+        let transcript = match &cfg.qmp_transcript {
+            Some(path) if cfg.qmp_enabled => Some(crate::qmp::Transcript::open(path)?),
+            _ => None,
+        };
 
         let base_args = args::base_args(
             &cfg,
@@ -312,6 +332,7 @@ impl Machine {
             log,
             keep_fds,
             base_args,
+            transcript,
         })
     }
 
@@ -331,6 +352,7 @@ impl Machine {
             log,
             mut keep_fds,
             base_args: _,
+            transcript,
         } = prepared;
         keep_fds.extend_from_slice(extra_fds);
         lock(&self.output).full_args = argv.clone();
@@ -363,6 +385,9 @@ impl Machine {
             let sock = listen.connect(&process, deadline)?;
             let client = Arc::new(QmpClient::new(sock, &cfg.name, cfg.max_message)?);
             client.set_max_queued_events(self.max_queued_events());
+            if let Some(file) = transcript {
+                client.set_transcript(file);
+            }
             // Published only once the handshake is over (a command from another thread must
             // not overtake qmp_capabilities), and also when it failed: events QEMU sent before
             // stay readable.
@@ -410,9 +435,10 @@ impl Listen {
             let ready = poll(&mut fds, deadline.remaining())
                 .map_err(|e| Error::io("waiting for QEMU to connect to the monitor", e))?;
             if ready == 0 {
-                return Err(Error::Timeout(
-                    "waiting for QEMU to connect to the monitor".into(),
-                ));
+                return Err(Error::Timeout(format!(
+                    "QEMU did not connect to the monitor {}",
+                    deadline.within()
+                )));
             }
             if fds[0].revents != 0 {
                 return socket::accept(listener.as_fd())

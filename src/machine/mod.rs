@@ -85,6 +85,9 @@ enum ProcState {
 struct RunOutput {
     full_args: Vec<String>,
     log: Option<String>,
+    /// QEMU's output while it runs, read with positioned reads (QEMU shares the in-memory
+    /// file's offset: it must never move).
+    live_log: Option<File>,
 }
 
 static NEXT_NAME: AtomicU64 = AtomicU64::new(0);
@@ -177,6 +180,35 @@ impl Machine {
     /// What QEMU wrote to stdout and stderr, available after a shutdown or a failed launch.
     pub fn get_log(&self) -> Option<String> {
         lock(&self.output).log.clone()
+    }
+
+    /// What QEMU has written to stdout and stderr so far: while it runs, everything up to now
+    /// (read afresh on each call, so it costs the size of the output); after a shutdown or a
+    /// failed launch, the same as [`get_log`](Self::get_log); `None` before any launch. A
+    /// character QEMU is in the middle of writing is left for the next call.
+    pub fn log_so_far(&self) -> Option<String> {
+        let output = lock(&self.output);
+        if let Some(log) = &output.log {
+            return Some(log.clone());
+        }
+        let file = output.live_log.as_ref()?;
+        let mut text = Vec::new();
+        let mut chunk = vec![0u8; 64 << 10];
+        loop {
+            match std::os::unix::fs::FileExt::read_at(file, &mut chunk, text.len() as u64) {
+                Ok(0) => break,
+                Ok(n) => text.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                // What was read is still worth having.
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = std::str::from_utf8(&text) {
+            if e.error_len().is_none() {
+                text.truncate(e.valid_up_to());
+            }
+        }
+        Some(String::from_utf8_lossy(&text).into_owned())
     }
 
     /// The machine's temporary directory (mode 0700), created on first use under the base
@@ -352,7 +384,26 @@ impl Machine {
         wait: impl Into<Wait>,
     ) -> Result<Option<Value>> {
         let wait = wait.into().checked()?;
-        self.client()?.events_wait(events, wait)
+        let within = wait.start()?.within();
+        self.client()?
+            .events_wait(events, wait)
+            .map_err(|e| match e {
+                // Name the events waited for: `no SHUTDOWN event within 3000 ms`.
+                Error::Timeout(_) => {
+                    let names: Vec<&str> = events.iter().map(|(name, _)| *name).collect();
+                    let filtered = events.iter().any(|(_, f)| f.is_some());
+                    Error::Timeout(format!(
+                        "no {} event{} {within}",
+                        names.join(" or "),
+                        if filtered {
+                            " (matching the filter)"
+                        } else {
+                            ""
+                        }
+                    ))
+                }
+                other => other,
+            })
     }
 
     // ---- console ---------------------------------------------------------------------------

@@ -172,7 +172,9 @@ impl Machine {
             code
         };
         if let Some(log) = life.log.take() {
-            lock(&self.output).log = Some(log.read_back());
+            let mut output = lock(&self.output);
+            output.log = Some(log.read_back());
+            output.live_log = None;
         }
         *lock(&self.temp_dir) = None;
         for path in life.remove_files.drain(..) {

@@ -21,6 +21,7 @@
 
 mod events;
 mod framing;
+mod transcript;
 
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -37,6 +38,7 @@ use crate::wait::{Deadline, Wait, Wake};
 use events::{Cursor, EventQueue, RawEvent, Want};
 pub(crate) use framing::preview;
 use framing::{LineBuffer, Message};
+pub(crate) use transcript::Transcript;
 
 /// Default cap on the size of one message from QEMU (64 MiB). `query-qmp-schema` is ~150 KiB.
 pub const DEFAULT_MAX_MESSAGE: usize = 64 << 20;
@@ -56,6 +58,7 @@ struct Shared {
     nickname: String,
     /// A unix socket, which can carry descriptors (SCM_RIGHTS); a TCP one cannot.
     unix: bool,
+    transcript: Transcript,
 }
 
 struct State {
@@ -252,6 +255,7 @@ impl QmpClient {
                 next_id: AtomicU64::new(1),
                 nickname: nickname.to_owned(),
                 unix,
+                transcript: Transcript::default(),
             }),
         })
     }
@@ -281,7 +285,7 @@ impl QmpClient {
             .wait_until(Interest::Events, &deadline, true, |st| {
                 st.greeting.take().map(Ok)
             })
-            .map_err(|e| in_context(e, "waiting for the QMP greeting"))?;
+            .map_err(|e| in_context(e, "no QMP greeting", &deadline))?;
         let valid = greeting["QMP"]["version"]["qemu"].is_object()
             && greeting["QMP"]["capabilities"].is_array();
         if !valid {
@@ -292,9 +296,16 @@ impl QmpClient {
         }
         let reply = self
             .execute_until("qmp_capabilities", None, &deadline, true)
-            .map_err(|e| in_context(e, "negotiating QMP capabilities"))?;
+            .map_err(|e| in_context(e, "qmp_capabilities: no reply", &deadline))?;
         into_return(reply)?;
         Ok(greeting)
+    }
+
+    /// Writes every message from now on to `file` as a JSON line (see `transcript.rs`); only
+    /// the first call has an effect. Call it before [`handshake`](Self::handshake) to have
+    /// the greeting too.
+    pub(crate) fn set_transcript(&self, file: std::fs::File) {
+        self.shared.transcript.set(file);
     }
 
     /// Runs a command and returns QEMU's raw response object, `{"return": …}` or
@@ -386,14 +397,16 @@ impl QmpClient {
         };
         let mut response = result.map_err(|e| match (e, withdrawn) {
             (Error::Timeout(s), Withdrawn::NotSent) if s.is_empty() => Error::Timeout(format!(
-                "running {cmd:?}: nothing was sent (the monitor socket stayed full: QEMU is \
-                 not reading, or is still taking an earlier command)"
+                "{cmd}: nothing was sent {} (the monitor socket stayed full: QEMU is not \
+                 reading, or is still taking an earlier command)",
+                deadline.within()
             )),
             (Error::Timeout(s), Withdrawn::Partly) if s.is_empty() => Error::Timeout(format!(
-                "running {cmd:?}: it was partly sent; the rest goes out before any other \
-                 command, QEMU may run it, and its reply will be dropped"
+                "{cmd}: only partly sent {}; the rest goes out before any other command, \
+                 QEMU may run it, and its reply will be dropped",
+                deadline.within()
             )),
-            (e, _) => in_context(e, &format!("running {cmd:?}")),
+            (e, _) => in_context(e, &format!("{cmd}: no reply"), deadline),
         })?;
         // The id is ours, for pairing; callers get the response as QEMU meant it.
         if let Some(fields) = response.as_object_mut() {
@@ -422,6 +435,9 @@ impl QmpClient {
                 self.shared.nickname,
                 fd.as_raw_fd()
             ),
+        }
+        if fd.is_none() {
+            self.shared.transcript.sent(&data);
         }
         let slots = if command {
             &mut st.replies
@@ -471,9 +487,11 @@ impl QmpClient {
         st.fd_sends.remove(&id);
         match result {
             Err(e @ (Error::Timeout(_) | Error::Interrupted)) => match st.withdraw(id) {
-                Withdrawn::NotSent => {
-                    Err(in_context(e, "sending a file descriptor (it was not sent)"))
-                }
+                Withdrawn::NotSent => Err(in_context(
+                    e,
+                    "sending a file descriptor: not sent",
+                    &deadline,
+                )),
                 // One byte: sent now or never; it is out.
                 _ => Ok(()),
             },
@@ -486,11 +504,12 @@ impl QmpClient {
     /// [`Error::EventsDropped`] after the queue's cap dropped events.
     pub fn pull_event(&self, wait: impl Into<Wait>) -> Result<Option<Value>> {
         let wait = wait.into();
+        let deadline = wait.start()?;
         let found = self
-            .wait_until(Interest::Events, &wait.start()?, false, |st| {
+            .wait_until(Interest::Events, &deadline, false, |st| {
                 dropped_error(st).or_else(|| st.events.pop_front().map(Ok))
             })
-            .map_err(|e| in_context(e, "waiting for a QMP event"));
+            .map_err(|e| in_context(e, "no QMP event", &deadline));
         Ok(self.none_if_no_wait(found, &wait)?.map(|ev| ev.value()))
     }
 
@@ -537,8 +556,9 @@ impl QmpClient {
     ) -> Result<Option<Value>> {
         let wait = wait.into();
         let mut cursor = Cursor::default();
+        let deadline = wait.start()?;
         let found = self
-            .wait_until(Interest::Events, &wait.start()?, false, |st| {
+            .wait_until(Interest::Events, &deadline, false, |st| {
                 dropped_error(st).or_else(|| {
                     let mut want = Want {
                         names,
@@ -547,18 +567,19 @@ impl QmpClient {
                     st.events.take_first(&mut cursor, &mut want).map(Ok)
                 })
             })
-            .map_err(|e| in_context(e, "waiting for a QMP event"));
+            .map_err(|e| in_context(e, "no QMP event", &deadline));
         self.none_if_no_wait(found, &wait)
     }
 
     /// All queued events. With a non-zero wait, waits until there is at least one.
     pub fn get_events(&self, wait: impl Into<Wait>) -> Result<Vec<Value>> {
         let wait = wait.into();
+        let deadline = wait.start()?;
         let found = self
-            .wait_until(Interest::Events, &wait.start()?, false, |st| {
+            .wait_until(Interest::Events, &deadline, false, |st| {
                 dropped_error(st).or_else(|| (!st.events.is_empty()).then(|| Ok(st.events.drain())))
             })
-            .map_err(|e| in_context(e, "waiting for a QMP event"));
+            .map_err(|e| in_context(e, "no QMP event", &deadline));
         // Parsed outside the lock: the reader may go on meanwhile.
         let raw = self.none_if_no_wait(found, &wait)?.unwrap_or_default();
         Ok(raw.iter().map(RawEvent::value).collect())
@@ -1025,11 +1046,13 @@ impl State {
         match msg {
             Message::Event(ev) => {
                 debug!("{} <<< {}", shared.nickname, ev.text());
+                shared.transcript.record("event", ev.text().as_bytes());
                 self.events.push(ev);
                 news.events = true;
             }
             Message::Other(msg) => {
                 debug!("{} <<< {}", shared.nickname, msg);
+                shared.transcript.received(&msg);
                 if msg.get("return").is_some() || msg.get("error").is_some() {
                     if let Some(id) = self.file_reply(msg, shared) {
                         news.replies.push(id);
@@ -1098,9 +1121,12 @@ pub fn into_return(mut response: Value) -> Result<Value> {
     }
 }
 
-fn in_context(err: Error, what: &str) -> Error {
+/// Names what timed out, and the bound: `what within N ms`.
+fn in_context(err: Error, what: &str, deadline: &Deadline<'_>) -> Error {
     match err {
-        Error::Timeout(s) if s.is_empty() => Error::Timeout(what.to_owned()),
+        Error::Timeout(s) if s.is_empty() => {
+            Error::Timeout(format!("{what} {}", deadline.within()))
+        }
         other => other,
     }
 }
