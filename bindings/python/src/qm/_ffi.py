@@ -162,7 +162,7 @@ _OPTIONAL: dict[str, tuple[Any, list[Any]]] = {
     "qm_launch_abort": (_status, [MachineP, ErrOut]),
     "qm_last_pid": (c_int64, [MachineP]),
     "qm_get_qmp_timer": (_status, [MachineP, POINTER(c_int64), ErrOut]),
-    "qm_set_log_callback": (None, [LogFn, c_void_p]),
+    "qm_set_log_callback": (c_bool, [LogFn, c_void_p]),
 }
 
 
