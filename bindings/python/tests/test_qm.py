@@ -355,3 +355,22 @@ def test_core_records_reach_python_logging(qemu: str, caplog: pytest.LogCaptureF
         r for r in caplog.records if r.levelno == logging.WARNING and r.name.startswith("qm")
     ]
     assert any("signal 9" in r.getMessage() for r in warnings), caplog.text
+
+
+def test_qmp_transcript_and_log_so_far(qemu: str, tmp_path: Path) -> None:
+    import json
+
+    transcript = tmp_path / "qmp.jsonl"
+    with qm.Machine(qemu, machine="none", qmp_transcript=str(transcript)) as vm:
+        assert vm.get_log_so_far() is None
+        vm.launch()
+        vm.cmd("stop")
+        vm.event_wait("STOP", timeout=5)
+        assert vm.get_log_so_far() == ""
+        vm.shutdown()
+        assert vm.get_log_so_far() == vm.get_log() == ""
+    lines = [json.loads(line) for line in transcript.read_text().splitlines()]
+    dirs = {(rec["dir"], json.dumps(rec["msg"])[:40]) for rec in lines}
+    assert any(d == "out" and "stop" in m for d, m in dirs)
+    assert any(rec["dir"] == "event" and rec["msg"]["event"] == "STOP" for rec in lines)
+    assert any(rec["dir"] == "in" and "QMP" in rec["msg"] for rec in lines)  # the greeting

@@ -163,6 +163,8 @@ _OPTIONAL: dict[str, tuple[Any, list[Any]]] = {
     "qm_last_pid": (c_int64, [MachineP]),
     "qm_get_qmp_timer": (_status, [MachineP, POINTER(c_int64), ErrOut]),
     "qm_set_log_callback": (c_bool, [LogFn, c_void_p]),
+    "qm_set_qmp_transcript": (_status, [MachineP, c_char_p, ErrOut]),
+    "qm_get_log_so_far": (_status, [MachineP, StrOut, ErrOut]),
 }
 
 

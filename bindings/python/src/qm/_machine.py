@@ -167,6 +167,7 @@ class Machine:
         qmp: bool = True,
         qmp_timer: Timeout = DEFAULT,
         max_message_size: Optional[int] = None,
+        qmp_transcript: Optional[str] = None,
         logger: Optional[logging.Logger] = None,
         qmp_logger: Optional[logging.Logger] = None,
     ) -> None:
@@ -208,6 +209,8 @@ class Machine:
             self.set_qmp_timer(qmp_timer)
         if max_message_size is not None:
             self.set_max_message_size(max_message_size)
+        if qmp_transcript is not None:
+            self.set_qmp_transcript(qmp_transcript)
 
     # ---- plumbing -------------------------------------------------------------------------
 
@@ -647,6 +650,18 @@ class Machine:
     def get_log(self) -> Optional[str]:
         """What QEMU wrote to stdout/stderr, after a shutdown or a failed launch."""
         return self._string(_lib.qm_get_log)
+
+    def get_log_so_far(self) -> Optional[str]:
+        """What QEMU has written to stdout/stderr up to now (also while it runs); None before
+        any launch."""
+        _require("qm_get_log_so_far")
+        return self._string(_lib.qm_get_log_so_far)
+
+    def set_qmp_transcript(self, path: Optional[str]) -> None:
+        """Writes every QMP message to and from QEMU to `path` as JSON lines (`t`, `dir`:
+        out/in/event, `msg`), from the next launch; None turns it off."""
+        _require("qm_set_qmp_transcript")
+        self._call(_lib.qm_set_qmp_transcript, _opt_bytes(path, "qmp_transcript"))
 
     @property
     def temp_dir(self) -> str:
