@@ -26,6 +26,7 @@ pub mod ffi;
 pub mod guest;
 mod log;
 mod machine;
+pub mod qga;
 pub mod qmp;
 mod wait;
 
@@ -33,6 +34,7 @@ pub use error::{Error, Result};
 pub use event::event_match;
 pub use log::{set_log_level, LogLevel};
 pub use machine::{Machine, MonitorAddress, DEFAULT_SHUTDOWN_TIMEOUT};
+pub use qga::{AgentChannel, Exec, ExecOutput, GuestAgent, ShutdownMode};
 pub use qmp::{QmpClient, DEFAULT_MAX_MESSAGE};
 pub use wait::{Cancel, Wait};
 

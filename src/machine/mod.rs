@@ -20,6 +20,7 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 use crate::event::event_match;
 use crate::log::{debug, warning};
+use crate::qga::{AgentChannel, GuestAgent};
 use crate::qmp::{QmpClient, DEFAULT_MAX_MESSAGE};
 use crate::wait::{poll, pollfd, Cancel, Wait};
 use console::Console;
@@ -71,6 +72,7 @@ struct Config {
     /// Descriptors registered with `add_fd`, inherited by QEMU.
     pass_fds: Vec<RawFd>,
     max_message: usize,
+    guest_agent: Option<AgentChannel>,
 }
 
 /// One QEMU virtual machine.
@@ -94,6 +96,8 @@ pub struct Machine {
     /// The signal a shutdown sent, if any: an exit by it is ours, not worth a warning.
     signal_sent: AtomicI32,
     output: Mutex<RunOutput>,
+    /// The guest agent's channel while launched (`set_guest_agent`).
+    agent: Mutex<Option<Arc<GuestAgent>>>,
 }
 
 #[derive(Default)]
@@ -200,6 +204,7 @@ impl Machine {
                 console: None,
                 pass_fds: Vec::new(),
                 max_message: DEFAULT_MAX_MESSAGE,
+                guest_agent: None,
             }),
             life: Mutex::new(Life::default()),
             qmp: Mutex::new(None),
@@ -209,6 +214,7 @@ impl Machine {
             quit_issued: AtomicBool::new(false),
             signal_sent: AtomicI32::new(0),
             output: Mutex::new(RunOutput::default()),
+            agent: Mutex::new(None),
         }
     }
 
@@ -331,6 +337,15 @@ impl Machine {
     /// larger one fails the connection with [`Error::Protocol`] instead of exhausting memory.
     pub fn set_max_message_size(&self, bytes: usize) {
         lock(&self.cfg).max_message = bytes.max(1024);
+    }
+
+    /// Gives the guest a channel to `qemu-ga` (or `None`: no channel, the default): a
+    /// `virtserialport` named `org.qemu.guest_agent.0` on a chardev qm owns, plus a
+    /// `virtio-serial` controller unless the arguments ([`add_args`](Self::add_args)) already
+    /// have a `-device virtio-serial…` (then the port goes on the first virtio-serial bus).
+    /// These arguments come after the user's. Use it through [`agent`](Self::agent).
+    pub fn set_guest_agent(&self, channel: Option<AgentChannel>) {
+        lock(&self.cfg).guest_agent = channel;
     }
 
     // ---- state -----------------------------------------------------------------------------
@@ -553,6 +568,23 @@ impl Machine {
             console_qemu = Some(qemu);
         }
 
+        let agent = match &cfg.guest_agent {
+            Some(channel) => {
+                let planned = crate::qga::launch::plan(channel, &cfg.args, |path| {
+                    let path = match path {
+                        Some(p) => p.clone(),
+                        None => self.sock_dir()?.join(format!("{}-qga.sock", cfg.name)),
+                    };
+                    let listener = listen_unix(&path)?;
+                    life.remove_files.push(path.clone());
+                    Ok((listener, path))
+                })?;
+                keep_fds.extend(planned.keep_fd);
+                Some(planned)
+            }
+            None => None,
+        };
+
         let (qemu_log, log) = QemuLog::create(cfg.log_dir.as_deref(), &cfg.name)?;
         life.log = Some(qemu_log);
 
@@ -562,6 +594,7 @@ impl Machine {
             .chain([&cfg.binary])
             .chain(&base)
             .chain(&cfg.args)
+            .chain(agent.iter().flat_map(|a| &a.args))
             .cloned()
             .collect();
         lock(&self.output).full_args = full_args.clone();
@@ -598,6 +631,11 @@ impl Machine {
             let negotiated = client.handshake_watching(&wait, Some(process.exit_fd()));
             *lock(&self.qmp) = Some(client);
             negotiated?;
+        }
+        if let Some(planned) = agent {
+            let agent =
+                planned.connect(process.exit_fd(), &deadline, &cfg.name, DEFAULT_MAX_MESSAGE)?;
+            *lock(&self.agent) = Some(Arc::new(agent));
         }
         debug!("{}: launched, pid {}", cfg.name, process.pid());
         Ok(())
@@ -673,6 +711,20 @@ impl Machine {
         let file =
             File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
         self.send_fd_scm(file.as_fd())
+    }
+
+    // ---- guest agent -----------------------------------------------------------------------
+
+    /// The guest agent of the running machine (see [`set_guest_agent`](Self::set_guest_agent)):
+    /// call [`GuestAgent::sync`] to wait for `qemu-ga` to come up, then its commands. Fails with
+    /// [`Error::State`] when the machine has no agent channel or is not launched. Calls in
+    /// progress when the machine shuts down fail with [`Error::Disconnected`].
+    pub fn agent(&self) -> Result<Arc<GuestAgent>> {
+        lock(&self.agent).clone().ok_or_else(|| {
+            Error::State(
+                "no guest agent channel (set_guest_agent before launch, and launch)".into(),
+            )
+        })
     }
 
     // ---- events ----------------------------------------------------------------------------
@@ -877,6 +929,9 @@ impl Machine {
         if let Some(client) = lock(&self.qmp).as_ref() {
             client.close();
         }
+        if let Some(agent) = lock(&self.agent).take() {
+            agent.close();
+        }
         let console = lock(&self.console).take();
         if let Some(console) = console {
             console.finish();
@@ -991,7 +1046,7 @@ pub(crate) fn option_value(value: &str) -> String {
 }
 
 /// Listens on a unix socket at `path`, readable and writable by the owner only.
-fn listen_unix(path: &Path) -> Result<UnixListener> {
+pub(crate) fn listen_unix(path: &Path) -> Result<UnixListener> {
     // Longer paths do not fit sockaddr_un; say so rather than failing obscurely.
     if path.as_os_str().len() >= 108 {
         return Err(Error::Invalid(format!(

@@ -1,0 +1,652 @@
+//! A client for QEMU's guest agent (`qemu-ga`), which runs inside the guest and answers on a
+//! virtio-serial port named `org.qemu.guest_agent.0`.
+//!
+//! The agent speaks QMP's JSON, with traps of its own that this client handles:
+//!
+//! - **Nobody answers until the guest has booted** and started `qemu-ga`; what we write meanwhile
+//!   waits in the channel. [`GuestAgent::sync`] sends `guest-sync-delimited` with a fresh random
+//!   id, again every retry interval, until the agent answers or the wait ends.
+//! - **Stale replies**: a reply to a command whose caller gave up (timeout, cancel, an agent
+//!   killed and restarted) arrives later, and would be taken for the next command's. Every
+//!   command carries a fresh random `id`, which the agent echoes; a reply with another id is
+//!   dropped. After a timeout, a cancel or a protocol fault the channel is marked out of sync,
+//!   and the next call synchronises first: it sends a 0xFF byte (which resets the agent's JSON
+//!   parser), then `guest-sync-delimited`, whose reply the agent prefixes with a 0xFF sentinel;
+//!   everything before the sentinel is dropped, and replies to older syncs too.
+//! - **One command at a time**: the agent is sequential. Callers from many threads queue (in
+//!   arrival order) for the channel; each waits at most its own [`Wait`], which covers the time
+//!   in the queue.
+//!
+//! Errors: an agent error reply is [`Error::Qmp`] with the agent's class and description (the
+//! agent's errors are QMP errors). A silent agent is [`Error::Timeout`], a closed channel
+//! (QEMU exited, the machine shut down) [`Error::Disconnected`], a reply over the size cap or
+//! that is not JSON [`Error::Protocol`].
+
+mod base64;
+mod commands;
+mod framing;
+pub(crate) mod launch;
+
+use std::collections::hash_map::RandomState;
+use std::collections::VecDeque;
+use std::hash::{BuildHasher, Hasher};
+use std::io::Read;
+use std::net::Shutdown;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::log::debug;
+use crate::qmp::preview;
+use crate::wait::{poll, pollfd, Deadline, Wait, Wake};
+pub use commands::{Exec, ExecOutput, ShutdownMode};
+use framing::{Frames, Next};
+pub use launch::AgentChannel;
+
+/// The default bound of an agent call given no explicit wait (`QM_WAIT_DEFAULT` in C): 30 s.
+pub const DEFAULT_AGENT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How often [`GuestAgent::sync`] sends a new `guest-sync-delimited` while the agent is silent.
+pub const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Default cap on one reply from the agent (64 MiB). `qemu-ga` caps each stream of `guest-exec`
+/// at 16 MiB, which base64 makes 21 MiB; a reply is read whole before it is decoded.
+pub const DEFAULT_MAX_REPLY: usize = 64 << 20;
+
+/// The virtio-serial port name `qemu-ga` looks for.
+pub const AGENT_PORT_NAME: &str = "org.qemu.guest_agent.0";
+
+/// A connection to a guest agent. Every method takes `&self` and may be called from many
+/// threads at once: commands are queued and run one at a time.
+pub struct GuestAgent {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    sock: UnixStream,
+    nickname: String,
+    sync_interval: Duration,
+    closed: AtomicBool,
+    queue: Mutex<Queue>,
+    turn: Condvar,
+    chan: Mutex<Channel>,
+    ids: RandomState,
+    counter: AtomicU64,
+}
+
+/// The callers waiting for the channel, in arrival order.
+#[derive(Default)]
+struct Queue {
+    busy: bool,
+    line: VecDeque<u64>,
+    next_ticket: u64,
+}
+
+/// The channel's reading state; only the caller holding the turn touches it.
+struct Channel {
+    frames: Frames,
+    /// The last sync succeeded and nothing went wrong since.
+    synced: bool,
+    /// Sticky end of the channel.
+    eof: bool,
+}
+
+impl Wake for Inner {
+    fn wake(&self) {
+        // Under the lock: ordered after a waiter's check of its cancel token.
+        let _queue = lock(&self.queue);
+        self.turn.notify_all();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The right to use the channel; the next caller in line gets it on drop.
+struct Turn<'a> {
+    inner: &'a Inner,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        lock(&self.inner.queue).busy = false;
+        self.inner.turn.notify_all();
+    }
+}
+
+impl std::fmt::Debug for GuestAgent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuestAgent")
+            .field("nickname", &self.inner.nickname)
+            .field("fd", &self.inner.sock.as_raw_fd())
+            .finish()
+    }
+}
+
+/// What one bounded read of the channel brought.
+enum Got {
+    Frame(framing::Frame),
+    /// The bound passed (the read's own `until`, which may be shorter than the call's).
+    TimedOut,
+}
+
+impl GuestAgent {
+    /// Wraps a connected stream socket to the agent's chardev. Nothing is read or written until
+    /// the first call, which synchronises. `max_reply` caps the size of one reply.
+    pub fn new(sock: UnixStream, nickname: &str, max_reply: usize) -> Result<GuestAgent> {
+        GuestAgent::with_sync_interval(sock, nickname, max_reply, DEFAULT_SYNC_INTERVAL)
+    }
+
+    /// [`new`](Self::new) with another retry interval for `guest-sync-delimited`.
+    pub fn with_sync_interval(
+        sock: UnixStream,
+        nickname: &str,
+        max_reply: usize,
+        sync_interval: Duration,
+    ) -> Result<GuestAgent> {
+        sock.set_nonblocking(true)
+            .map_err(|e| Error::io("making the guest agent socket non-blocking", e))?;
+        Ok(GuestAgent {
+            inner: Arc::new(Inner {
+                sock,
+                nickname: nickname.to_owned(),
+                sync_interval: sync_interval.max(Duration::from_millis(1)),
+                closed: AtomicBool::new(false),
+                queue: Mutex::new(Queue::default()),
+                turn: Condvar::new(),
+                chan: Mutex::new(Channel {
+                    frames: Frames::new(max_reply.max(1024)),
+                    synced: false,
+                    eof: false,
+                }),
+                ids: RandomState::new(),
+                counter: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// Waits until the agent answers `guest-sync-delimited` (sent again every retry interval),
+    /// dropping whatever stale data sits in the channel. Other calls do this by themselves when
+    /// needed; call it to wait for the agent to come up (e.g. right after launch).
+    pub fn sync(&self, wait: impl Into<Wait>) -> Result<()> {
+        let wait = wait.into();
+        let deadline = wait.start();
+        let _turn = self.inner.acquire(&deadline)?;
+        let mut chan = lock(&self.inner.chan);
+        self.inner.check_open(&chan)?;
+        self.inner.sync_locked(&mut chan, &deadline)
+    }
+
+    /// Runs an agent command and returns the raw reply, `{"return": …}` or
+    /// `{"error": {"class": …, "desc": …}}` (without the `id` qm added). Synchronises first if
+    /// needed. `args`, if given, must be a JSON object.
+    pub fn execute(&self, cmd: &str, args: Option<&Value>, wait: impl Into<Wait>) -> Result<Value> {
+        let wait = wait.into();
+        self.inner.execute(cmd, args, &wait.start())
+    }
+
+    /// Runs an agent command and returns its `return` value, or [`Error::Qmp`] with the agent's
+    /// error class and description.
+    pub fn cmd(&self, cmd: &str, args: Option<&Value>, wait: impl Into<Wait>) -> Result<Value> {
+        crate::qmp::into_return(self.execute(cmd, args, wait)?)
+    }
+
+    /// `guest-shutdown`: asks the guest to power off, halt or reboot. The agent does not answer
+    /// a shutdown that works, so qm follows it with `guest-sync-delimited`: its reply (the agent
+    /// accepted the shutdown and lives on for a moment) or the end of the channel (QEMU exited
+    /// with the guest) is success; an error reply (e.g. the guest's shutdown program failed) is
+    /// [`Error::Qmp`]. Either way the channel is resynchronised before the next command.
+    pub fn shutdown(&self, mode: ShutdownMode, wait: impl Into<Wait>) -> Result<()> {
+        let wait = wait.into();
+        self.inner.shutdown(mode, &wait.start())
+    }
+
+    /// Closes the channel: a call in progress and every later one fail with
+    /// [`Error::Disconnected`]. Idempotent.
+    pub fn close(&self) {
+        self.inner.close();
+    }
+
+    /// True once the channel is closed ([`close`](Self::close), or QEMU hung up).
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(Ordering::SeqCst) || lock(&self.inner.chan).eof
+    }
+}
+
+impl Drop for GuestAgent {
+    fn drop(&mut self) {
+        self.inner.close();
+    }
+}
+
+impl Inner {
+    fn close(&self) {
+        if !self.closed.swap(true, Ordering::SeqCst) {
+            // Wakes a caller blocked reading: it sees the end of the stream. The descriptor
+            // itself stays open until the last user lets go of it.
+            let _ = self.sock.shutdown(Shutdown::Both);
+            debug!("{}: guest agent channel closed", self.nickname);
+        }
+        self.wake();
+    }
+
+    fn check_open(&self, chan: &Channel) -> Result<()> {
+        if chan.eof || self.closed.load(Ordering::SeqCst) {
+            return Err(Error::Disconnected(
+                "the guest agent channel is closed (QEMU exited, or the machine shut down)".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A fresh id: random, so a reply left over from another client or an earlier run never
+    /// matches; below 2^53 so that any JSON reader keeps it exact.
+    fn fresh_id(&self) -> u64 {
+        let mut h = self.ids.build_hasher();
+        h.write_u64(self.counter.fetch_add(1, Ordering::Relaxed));
+        h.finish() & ((1 << 53) - 1)
+    }
+
+    /// Waits for this caller's turn on the channel, in arrival order.
+    fn acquire<'a>(self: &'a Arc<Self>, deadline: &Deadline<'_>) -> Result<Turn<'a>> {
+        // A fired token wakes this waiter (the token holds it weakly, only while it waits).
+        let _watch = deadline.cancel.map(|c| {
+            let me: std::sync::Weak<dyn Wake> = Arc::downgrade(self) as _;
+            c.watch(me)
+        });
+        let mut q = lock(&self.queue);
+        let ticket = q.next_ticket;
+        q.next_ticket += 1;
+        q.line.push_back(ticket);
+        loop {
+            if !q.busy && q.line.front() == Some(&ticket) {
+                q.line.pop_front();
+                q.busy = true;
+                return Ok(Turn { inner: self });
+            }
+            let give_up = if self.closed.load(Ordering::SeqCst) {
+                Some(Error::Disconnected(
+                    "the guest agent channel is closed (QEMU exited, or the machine shut down)"
+                        .into(),
+                ))
+            } else if deadline.cancelled() {
+                Some(Error::Interrupted)
+            } else if deadline.remaining() == Some(Duration::ZERO) {
+                Some(Error::Timeout(
+                    "waiting for the guest agent channel (another command holds it)".into(),
+                ))
+            } else {
+                None
+            };
+            if let Some(err) = give_up {
+                q.line.retain(|&t| t != ticket);
+                drop(q);
+                // The head of the line may have changed.
+                self.turn.notify_all();
+                return Err(err);
+            }
+            q = match deadline.remaining() {
+                None => self.turn.wait(q).unwrap_or_else(|e| e.into_inner()),
+                Some(left) => {
+                    self.turn
+                        .wait_timeout(q, left)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+            };
+        }
+    }
+
+    fn execute(
+        self: &Arc<Self>,
+        cmd: &str,
+        args: Option<&Value>,
+        deadline: &Deadline<'_>,
+    ) -> Result<Value> {
+        if let Some(args) = args {
+            if !args.is_object() {
+                return Err(Error::Invalid(format!(
+                    "arguments of {cmd:?} must be a JSON object, got {}",
+                    preview(&args.to_string())
+                )));
+            }
+        }
+        let _turn = self.acquire(deadline)?;
+        let mut chan = lock(&self.chan);
+        self.check_open(&chan)?;
+        if !chan.synced {
+            self.sync_locked(&mut chan, deadline)?;
+        }
+        let id = self.fresh_id();
+        let line = command_line(cmd, args, id);
+        let result = self
+            .write_all(&line, deadline)
+            .and_then(|()| self.reply_to(&mut chan, id, deadline));
+        match result {
+            Ok(mut reply) => {
+                if let Some(fields) = reply.as_object_mut() {
+                    fields.remove("id");
+                }
+                Ok(reply)
+            }
+            Err(e) => {
+                // Its reply may still come: the next call must not take it for its own.
+                chan.synced = false;
+                Err(in_context(
+                    e,
+                    &format!("running {cmd:?} in the guest agent"),
+                ))
+            }
+        }
+    }
+
+    fn shutdown(self: &Arc<Self>, mode: ShutdownMode, deadline: &Deadline<'_>) -> Result<()> {
+        let _turn = self.acquire(deadline)?;
+        let mut chan = lock(&self.chan);
+        self.check_open(&chan)?;
+        if !chan.synced {
+            self.sync_locked(&mut chan, deadline)?;
+        }
+        // From here on the agent is going away: whatever happens, sync before the next command.
+        chan.synced = false;
+        let id = self.fresh_id();
+        let sync_id = self.fresh_id();
+        let mut lines = command_line(
+            "guest-shutdown",
+            Some(&serde_json::json!({ "mode": mode.as_str() })),
+            id,
+        );
+        // No 0xFF here: the agent would answer it with an error that has no id.
+        lines.extend_from_slice(&command_line(
+            "guest-sync-delimited",
+            Some(&serde_json::json!({ "id": sync_id })),
+            sync_id,
+        ));
+        let until = deadline.remaining().map(|left| Instant::now() + left);
+        let outcome = self.write_all(&lines, deadline).and_then(|()| loop {
+            let frame =
+                match self.read_frame(&mut chan, until, deadline)? {
+                    Got::Frame(f) => f,
+                    Got::TimedOut => return Err(Error::Timeout(
+                        "waiting for the guest agent to take guest-shutdown (no answer, and the \
+                         channel did not close)"
+                            .into(),
+                    )),
+                };
+            let Ok(msg) = serde_json::from_slice::<Value>(&frame.line) else {
+                continue;
+            };
+            debug!("{} <<< {}", self.nickname, msg);
+            if frame.delimited {
+                if msg["return"].as_u64() == Some(sync_id) {
+                    return Ok(());
+                }
+                continue;
+            }
+            let ours = match msg.get("id") {
+                Some(v) => v.as_u64() == Some(id),
+                None => msg.get("error").is_some(),
+            };
+            if ours {
+                return crate::qmp::into_return(msg).map(drop);
+            }
+        });
+        match outcome {
+            // The end of the channel: QEMU exited with the guest, as asked.
+            Err(Error::Disconnected(_)) if chan.eof && !self.closed.load(Ordering::SeqCst) => {
+                Ok(())
+            }
+            other => other.map_err(|e| in_context(e, "running guest-shutdown")),
+        }
+    }
+
+    /// Reads until the reply with `id` (or an id-less error: the agent could not read the
+    /// command's id). Other replies are stale and dropped.
+    fn reply_to(&self, chan: &mut Channel, id: u64, deadline: &Deadline<'_>) -> Result<Value> {
+        let until = deadline.remaining().map(|left| Instant::now() + left);
+        loop {
+            let frame = match self.read_frame(chan, until, deadline)? {
+                Got::Frame(f) => f,
+                Got::TimedOut => return Err(Error::Timeout(String::new())),
+            };
+            let text = String::from_utf8_lossy(&frame.line);
+            let msg = match serde_json::from_slice::<Value>(&frame.line) {
+                Ok(v @ Value::Object(_)) => v,
+                _ => {
+                    debug!(
+                        "{}: skipping a line that is not a JSON object: {}",
+                        self.nickname,
+                        preview(&text)
+                    );
+                    continue;
+                }
+            };
+            debug!("{} <<< {}", self.nickname, msg);
+            let is_reply = msg.get("return").is_some() || msg.get("error").is_some();
+            let ours = !frame.delimited
+                && is_reply
+                && match msg.get("id") {
+                    Some(v) => v.as_u64() == Some(id),
+                    None => msg.get("error").is_some(),
+                };
+            if ours {
+                return Ok(msg);
+            }
+            debug!(
+                "{}: dropping a stale reply (not for id {id})",
+                self.nickname
+            );
+        }
+    }
+
+    /// Sends `guest-sync-delimited` until the agent answers the latest one. Replies to earlier
+    /// ones from this same call prove the agent is up: then no new one is sent, and the call
+    /// waits for the latest, which the sequential agent answers last.
+    fn sync_locked(&self, chan: &mut Channel, deadline: &Deadline<'_>) -> Result<()> {
+        chan.synced = false;
+        chan.frames.resync();
+        let until = deadline.remaining().map(|left| Instant::now() + left);
+        let mut sent: Vec<u64> = Vec::new();
+        let mut heard = false;
+        let mut next_send = Instant::now();
+        loop {
+            if deadline.cancelled() {
+                return Err(Error::Interrupted);
+            }
+            let now = Instant::now();
+            if !heard && now >= next_send {
+                let id = self.fresh_id();
+                // 0xFF first: the agent's parser drops any half command an earlier client left.
+                let mut line = vec![0xFF];
+                line.extend_from_slice(&command_line(
+                    "guest-sync-delimited",
+                    Some(&serde_json::json!({ "id": id })),
+                    id,
+                ));
+                self.write_all(&line, deadline)
+                    .map_err(|e| in_context(e, "sending guest-sync-delimited"))?;
+                sent.push(id);
+                next_send = now + self.sync_interval;
+            }
+            let bound = match (heard, until) {
+                (true, u) => u,
+                (false, None) => Some(next_send),
+                (false, Some(u)) => Some(u.min(next_send)),
+            };
+            match self.read_frame(chan, bound, deadline)? {
+                Got::Frame(frame) if frame.delimited => {
+                    let msg = serde_json::from_slice::<Value>(&frame.line).unwrap_or_default();
+                    debug!("{} <<< (sync) {}", self.nickname, msg);
+                    let answered = msg["return"].as_u64();
+                    if answered.is_some() && answered == sent.last().copied() {
+                        chan.synced = true;
+                        return Ok(());
+                    }
+                    if answered.is_some_and(|a| sent.contains(&a)) {
+                        heard = true;
+                    }
+                }
+                Got::Frame(_) => {}
+                Got::TimedOut => {
+                    if until.is_some_and(|u| Instant::now() >= u) {
+                        return Err(Error::Timeout(format!(
+                            "waiting for the guest agent to answer guest-sync-delimited ({} \
+                             sent; {}): is qemu-ga running in the guest?",
+                            sent.len(),
+                            if heard {
+                                "it answered an earlier one, then fell silent"
+                            } else {
+                                "no answer at all"
+                            }
+                        )));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The next line, reading as needed until `until` (`None`: no limit) or the cancel.
+    fn read_frame(
+        &self,
+        chan: &mut Channel,
+        until: Option<Instant>,
+        deadline: &Deadline<'_>,
+    ) -> Result<Got> {
+        loop {
+            match chan.frames.next() {
+                Next::Frame(f) => return Ok(Got::Frame(f)),
+                Next::Oversize => {
+                    chan.synced = false;
+                    return Err(Error::Protocol(
+                        "a guest agent reply exceeds the size cap (see max_reply); the channel \
+                         will be resynchronised"
+                            .into(),
+                    ));
+                }
+                Next::More => {}
+            }
+            if self.closed.load(Ordering::SeqCst) {
+                chan.eof = true;
+            }
+            self.check_open(chan)?;
+            if deadline.cancelled() {
+                return Err(Error::Interrupted);
+            }
+            let left = until.map(|u| u.saturating_duration_since(Instant::now()));
+            let mut fds = vec![pollfd(self.sock.as_raw_fd(), libc::POLLIN)];
+            if let Some(fd) = deadline.cancel_fd()? {
+                fds.push(pollfd(fd, libc::POLLIN));
+            }
+            if poll(&mut fds, left)? == 0 {
+                return Ok(Got::TimedOut);
+            }
+            if fds[0].revents == 0 {
+                continue; // the cancel token: checked at the top
+            }
+            let mut buf = [0u8; 64 << 10];
+            match (&self.sock).read(&mut buf) {
+                Ok(0) => {
+                    chan.eof = true;
+                    debug!("{}: guest agent channel: end of stream", self.nickname);
+                    return Err(Error::Disconnected(
+                        "the guest agent channel closed (QEMU exited, or the machine shut down)"
+                            .into(),
+                    ));
+                }
+                Ok(n) => chan.frames.push(&buf[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => {
+                    chan.eof = true;
+                    return Err(Error::Disconnected(format!(
+                        "reading the guest agent channel failed: {e}"
+                    )));
+                }
+            }
+        }
+    }
+
+    fn write_all(&self, mut buf: &[u8], deadline: &Deadline<'_>) -> Result<()> {
+        debug!(
+            "{} >>> {}",
+            self.nickname,
+            String::from_utf8_lossy(buf).trim_start_matches('\u{fffd}')
+        );
+        while !buf.is_empty() {
+            match send_nosignal(&self.sock, buf) {
+                Ok(n) => buf = &buf[n..],
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    // The guest is not reading (its port is closed: no agent yet).
+                    if deadline.cancelled() {
+                        return Err(Error::Interrupted);
+                    }
+                    let mut fds = vec![pollfd(self.sock.as_raw_fd(), libc::POLLOUT)];
+                    if let Some(fd) = deadline.cancel_fd()? {
+                        fds.push(pollfd(fd, libc::POLLIN));
+                    }
+                    if poll(&mut fds, deadline.remaining())? == 0 {
+                        return Err(Error::Timeout(
+                            "writing to the guest agent channel (the guest is not reading it)"
+                                .into(),
+                        ));
+                    }
+                }
+                Err(e) => {
+                    return Err(Error::Disconnected(format!(
+                        "writing to the guest agent channel failed: {e}"
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `{"execute": CMD, "arguments": ARGS, "id": ID}` as bytes.
+fn command_line(cmd: &str, args: Option<&Value>, id: u64) -> Vec<u8> {
+    let mut line = Vec::with_capacity(64);
+    line.extend_from_slice(b"{\"execute\":");
+    serde_json::to_writer(&mut line, cmd).expect("a string always serialises");
+    if let Some(args) = args {
+        line.extend_from_slice(b",\"arguments\":");
+        serde_json::to_writer(&mut line, args).expect("a JSON value always serialises");
+    }
+    line.extend_from_slice(format!(",\"id\":{id}}}").as_bytes());
+    line
+}
+
+fn in_context(err: Error, what: &str) -> Error {
+    match err {
+        Error::Timeout(s) if s.is_empty() => Error::Timeout(what.to_owned()),
+        other => other,
+    }
+}
+
+/// send(2) with MSG_NOSIGNAL: a peer that is gone is EPIPE, never SIGPIPE (which would kill a
+/// C or Go host process). TODO(sys): moves to the crate's OS module.
+fn send_nosignal(sock: &UnixStream, buf: &[u8]) -> std::io::Result<usize> {
+    // SAFETY: buf is a live slice; the socket is open while `sock` lives.
+    let n = unsafe {
+        libc::send(
+            sock.as_raw_fd(),
+            buf.as_ptr().cast(),
+            buf.len(),
+            libc::MSG_NOSIGNAL,
+        )
+    };
+    if n < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
