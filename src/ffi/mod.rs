@@ -23,6 +23,8 @@ pub mod machine;
 
 pub mod guest;
 
+pub mod qga;
+
 mod boundary;
 
 use std::ffi::{c_char, c_int, CString};
