@@ -1,0 +1,267 @@
+//! The guest agent against `qemu-ga` in the real Linux guest (`guest/linux`), under TCG.
+//!
+//! Booting takes seconds, so the tests that leave the guest as they found it share one guest
+//! (launched, and synced while it boots, by the first test that needs it; QEMU dies with the
+//! test process). The test that kills the agent and powers the guest off has its own.
+
+#[path = "support/linux_guest.rs"]
+mod linux_guest;
+#[path = "support/vm.rs"]
+mod vm;
+
+use std::io::Write;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use qm::{AgentChannel, Error, Exec, GuestAgent, Machine, ShutdownMode};
+use serde_json::json;
+
+/// Bound of a boot (sync right after launch): generous, TCG on a loaded 2-core machine.
+const BOOT: Duration = Duration::from_secs(180);
+/// Bound of one command: a failure bound, never a timing assertion.
+const T: Duration = Duration::from_secs(60);
+
+struct Shared {
+    _vm: Machine,
+    agent: Arc<GuestAgent>,
+}
+
+/// The shared guest, or why there is none.
+fn shared() -> Result<&'static Shared, String> {
+    static SHARED: OnceLock<Result<Shared, String>> = OnceLock::new();
+    SHARED
+        .get_or_init(|| {
+            let args = linux_guest::qemu_args()?;
+            let vm = Machine::new(vm::qemu());
+            vm.add_args(args);
+            vm.set_guest_agent(Some(AgentChannel::SocketPair));
+            vm.launch().map_err(|e| format!("launch: {e}"))?;
+            let agent = vm.agent().map_err(|e| e.to_string())?;
+            // Right after launch: the guest is still booting; sync retries until qemu-ga runs.
+            agent
+                .sync(BOOT)
+                .map_err(|e| format!("sync after launch: {e}"))?;
+            Ok(Shared { _vm: vm, agent })
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// The shared agent; `None` (after printing why) when there is no Linux guest here.
+fn agent() -> Option<&'static GuestAgent> {
+    match shared() {
+        Ok(s) => Some(&s.agent),
+        Err(why) if why.starts_with("no Linux guest") => {
+            eprintln!("SKIP: {why}");
+            None
+        }
+        Err(why) => panic!("the shared Linux guest failed: {why}"),
+    }
+}
+
+fn sh(script: &str) -> Exec {
+    Exec::new("sh").args(["-c", script])
+}
+
+#[test]
+fn sync_right_after_launch_then_ping_and_info() {
+    let Some(ga) = agent() else { return };
+    ga.ping(T).unwrap();
+    let info = ga.get_osinfo(T).unwrap();
+    assert_eq!(info["id"], "qm-guest", "{info}");
+    let ns = ga.get_time(T).unwrap();
+    // 2020-01-01 in ns: a clock, not an error or a counter.
+    assert!(ns > 1_577_836_800_000_000_000, "{ns}");
+}
+
+#[test]
+fn exec_uname_matches_the_agents_osinfo() {
+    let Some(ga) = agent() else { return };
+    let out = ga.exec(&Exec::new("uname").args(["-r"]), T).unwrap();
+    assert_eq!(out.exit_code, Some(0));
+    assert_eq!(out.signal, None);
+    let release = String::from_utf8(out.stdout).unwrap();
+    let info = ga.get_osinfo(T).unwrap();
+    assert_eq!(release.trim(), info["kernel-release"].as_str().unwrap());
+    assert!(out.stderr.is_empty());
+}
+
+#[test]
+fn exec_reports_exit_code_signal_and_stderr() {
+    let Some(ga) = agent() else { return };
+    let out = ga.exec(&sh("echo oops >&2; exit 3"), T).unwrap();
+    assert_eq!(out.exit_code, Some(3));
+    assert_eq!(out.stderr, b"oops\n");
+    let out = ga.exec(&sh("kill -9 $$"), T).unwrap();
+    assert_eq!(out.signal, Some(9), "{out:?}");
+    assert_eq!(out.exit_code, None);
+    // A program that does not exist: the agent's error, as Error::Qmp.
+    let err = ga.exec(&Exec::new("/no/such/program"), T).unwrap_err();
+    assert!(matches!(err, Error::Qmp { .. }), "{err:?}");
+}
+
+#[test]
+fn exec_of_a_mebibyte_is_capped_and_reported() {
+    let Some(ga) = agent() else { return };
+    let mib = "head -c 1048576 /dev/zero | tr '\\0' x";
+    let out = ga.exec(&sh(mib).max_output(64 << 10), T).unwrap();
+    assert_eq!(out.exit_code, Some(0));
+    assert_eq!(out.stdout.len(), 64 << 10);
+    assert!(out.stdout.iter().all(|&b| b == b'x'));
+    assert!(out.stdout_truncated);
+    assert!(!out.stderr_truncated);
+    // Under the default cap the whole mebibyte comes back.
+    let out = ga.exec(&sh(mib), T).unwrap();
+    assert_eq!(out.stdout.len(), 1 << 20);
+    assert!(!out.stdout_truncated);
+}
+
+#[test]
+fn exec_feeds_stdin() {
+    let Some(ga) = agent() else { return };
+    let input: Vec<u8> = (0..=255u8).cycle().take(100_000).collect();
+    let out = ga.exec(&Exec::new("cat").input(input.clone()), T).unwrap();
+    assert_eq!(out.exit_code, Some(0));
+    assert_eq!(out.stdout, input);
+    let out = ga
+        .exec(&sh("read a; read b; echo \"$b $a\"").input("one\ntwo\n"), T)
+        .unwrap();
+    assert_eq!(out.stdout, b"two one\n");
+}
+
+#[test]
+fn a_file_written_reads_back_the_same() {
+    let Some(ga) = agent() else { return };
+    // Over two chunks, with every byte value.
+    let data: Vec<u8> = (0..(2 << 20) + 12345u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    ga.file_write("/tmp/qm-roundtrip", &data, T).unwrap();
+    assert_eq!(ga.file_read("/tmp/qm-roundtrip", 4 << 20, T).unwrap(), data);
+    let out = ga
+        .exec(&Exec::new("wc").args(["-c", "/tmp/qm-roundtrip"]), T)
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with(&data.len().to_string()));
+    // The cap: one byte short fails, and says so.
+    let err = ga
+        .file_read("/tmp/qm-roundtrip", data.len() - 1, T)
+        .unwrap_err();
+    assert!(err.to_string().contains("larger than the cap"), "{err}");
+    // An empty file, and a missing one.
+    ga.file_write("/tmp/qm-empty", b"", T).unwrap();
+    assert_eq!(ga.file_read("/tmp/qm-empty", 10, T).unwrap(), b"");
+    let err = ga.file_read("/tmp/qm-missing", 10, T).unwrap_err();
+    assert!(matches!(err, Error::Qmp { .. }), "{err:?}");
+    // Nothing was left open in the agent: it keeps working.
+    ga.ping(T).unwrap();
+}
+
+#[test]
+fn many_threads_share_the_agent() {
+    let Some(ga) = agent() else { return };
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            s.spawn(move || {
+                for i in 0..5 {
+                    let out = ga.exec(&sh(&format!("echo {t}-{i}")), T).unwrap();
+                    assert_eq!(out.stdout, format!("{t}-{i}\n").as_bytes());
+                    ga.ping(T).unwrap();
+                }
+            });
+        }
+    });
+}
+
+#[test]
+fn raw_execute_and_agent_errors() {
+    let Some(ga) = agent() else { return };
+    let reply = ga.execute("guest-no-such-command", None, T).unwrap();
+    assert_eq!(reply["error"]["class"], "CommandNotFound", "{reply}");
+    match ga.cmd(
+        "guest-file-open",
+        Some(&json!({"path": "/no/such/dir/f"})),
+        T,
+    ) {
+        Err(Error::Qmp { class, desc }) => {
+            assert_eq!(class, "GenericError");
+            assert!(desc.contains("/no/such/dir/f"), "{desc}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let err = ga.cmd("guest-ping", Some(&json!([1])), T).unwrap_err();
+    assert!(matches!(err, Error::Invalid(_)), "{err:?}");
+}
+
+/// The agent is killed (from the guest, through the agent itself): the next call fails; once
+/// it is restarted from the console, calls work again, without a stale reply shifting
+/// anything. Then `guest-shutdown` powers the guest off: QMP reports SHUTDOWN from the guest.
+#[test]
+fn agent_killed_then_restarted_then_guest_shutdown() {
+    let args = match linux_guest::qemu_args() {
+        Ok(a) => a,
+        Err(why) if why.starts_with("no Linux guest") => {
+            eprintln!("SKIP: {why}");
+            return;
+        }
+        Err(why) => panic!("{why}"),
+    };
+    let vm = Machine::new(vm::qemu());
+    vm.add_args(args);
+    vm.set_console(None, 0);
+    vm.set_drain_console(true);
+    // The unix-path channel here (the shared guest uses the socketpair).
+    vm.set_guest_agent(Some(AgentChannel::Unix(None)));
+    vm.launch().unwrap();
+    let ga = vm.agent().unwrap();
+    ga.sync(BOOT).unwrap();
+    assert_eq!(ga.exec(&Exec::new("true"), T).unwrap().exit_code, Some(0));
+
+    // qga-stop from a background shell, so the exec itself completes.
+    let out = ga.exec(&sh("(sleep 1; qga-stop) </dev/null >/dev/null 2>&1 &"), T);
+    assert_eq!(out.unwrap().exit_code, Some(0));
+    // Calls fail once the agent is gone (each a short bound, so this loop ends quickly).
+    let gone_by = Instant::now() + T;
+    let err = loop {
+        match ga.ping(Duration::from_secs(2)) {
+            Ok(()) => assert!(Instant::now() < gone_by, "the agent never went away"),
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(err, Error::Timeout(_)), "{err:?}");
+
+    // Restart it from the console; the next call resyncs and gets its own reply.
+    let mut console = vm.console().unwrap();
+    console.write_all(b"qga-start\n").unwrap();
+    ga.sync(T).unwrap();
+    let out = ga.exec(&sh("echo back"), T).unwrap();
+    assert_eq!(out.stdout, b"back\n");
+    ga.ping(T).unwrap();
+    drop(console);
+
+    ga.shutdown(ShutdownMode::Powerdown, T).unwrap();
+    let ev = vm
+        .event_wait("SHUTDOWN", Some(&json!({"data": {"guest": true}})), T)
+        .unwrap()
+        .unwrap();
+    assert_eq!(ev["data"]["reason"], "guest-shutdown", "{ev}");
+    vm.wait(T).unwrap();
+    assert_eq!(vm.exitcode(), Some(0));
+    // The machine is gone: the agent says so at once.
+    assert!(matches!(ga.ping(T), Err(Error::Disconnected(_))));
+}
+
+/// A guest that never starts an agent (here: no guest OS at all): sync times out saying so.
+#[test]
+fn no_agent_in_the_guest_times_out_with_a_clear_error() {
+    let vm = Machine::new(vm::qemu());
+    vm.add_args(["-nodefaults", "-machine", "q35", "-accel", "tcg"]);
+    vm.set_guest_agent(Some(AgentChannel::SocketPair));
+    vm.launch().unwrap();
+    let ga = vm.agent().unwrap();
+    let err = ga.sync(Duration::from_millis(1500)).unwrap_err();
+    assert!(matches!(err, Error::Timeout(_)), "{err:?}");
+    assert!(err.to_string().contains("is qemu-ga running"), "{err}");
+    vm.shutdown(T).unwrap();
+    assert!(matches!(ga.ping(T), Err(Error::Disconnected(_))));
+    assert!(matches!(vm.agent(), Err(Error::State(_))));
+}
