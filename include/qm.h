@@ -840,8 +840,8 @@ qm_status qm_agent_ping(qm_machine *m,
  * bytes of `input` on its stdin (NULL when 0). Polls `guest-exec-status` every
  * `interval_ms` (`QM_WAIT_DEFAULT`: 10 ms) until the program ends, all within `timeout_ms`.
  *
- * With `capture`, stdout and stderr are kept, at most `max_output` bytes each (more is
- * dropped and reported by `qm_exec_result_*_truncated`). On success `*result_out` receives
+ * With `capture`, stdout and stderr are kept, at most `max_output` bytes each (0: 16 MiB, the
+ * agent's own cap; more is dropped and reported by `qm_exec_result_*_truncated`). On success `*result_out` receives
  * a result the caller frees with `qm_exec_result_free`. When the wait ends first
  * (`QM_ERR_TIMEOUT`, `QM_ERR_INTERRUPTED`), the program keeps running in the guest: the
  * agent cannot kill it; the error message names its pid.

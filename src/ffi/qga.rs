@@ -179,8 +179,8 @@ pub unsafe extern "C" fn qm_agent_ping(
 /// bytes of `input` on its stdin (NULL when 0). Polls `guest-exec-status` every
 /// `interval_ms` (`QM_WAIT_DEFAULT`: 10 ms) until the program ends, all within `timeout_ms`.
 ///
-/// With `capture`, stdout and stderr are kept, at most `max_output` bytes each (more is
-/// dropped and reported by `qm_exec_result_*_truncated`). On success `*result_out` receives
+/// With `capture`, stdout and stderr are kept, at most `max_output` bytes each (0: 16 MiB, the
+/// agent's own cap; more is dropped and reported by `qm_exec_result_*_truncated`). On success `*result_out` receives
 /// a result the caller frees with `qm_exec_result_free`. When the wait ends first
 /// (`QM_ERR_TIMEOUT`, `QM_ERR_INTERRUPTED`), the program keeps running in the guest: the
 /// agent cannot kill it; the error message names its pid.
@@ -214,11 +214,10 @@ pub unsafe extern "C" fn qm_agent_exec(
         };
         // SAFETY: `input` points to `input_len` readable bytes (checked for NULL).
         let input = unsafe { bytes(input, input_len, "input") }?;
-        let mut req = Exec::new(path)
-            .args(args)
-            .env(env)
-            .capture(capture)
-            .max_output(max_output);
+        let mut req = Exec::new(path).args(args).env(env).capture(capture);
+        if max_output > 0 {
+            req = req.max_output(max_output);
+        }
         if input_len > 0 {
             req = req.input(input);
         }
