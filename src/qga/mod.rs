@@ -44,7 +44,9 @@ use crate::error::{Error, Result};
 use crate::log::debug;
 use crate::qmp::preview;
 use crate::wait::{poll, pollfd, Deadline, Wait, Wake};
-pub use commands::{Exec, ExecOutput, ShutdownMode};
+pub use commands::{
+    Exec, ExecOutput, ShutdownMode, DEFAULT_EXEC_INTERVAL, DEFAULT_MAX_OUTPUT, FILE_CHUNK,
+};
 use framing::{Frames, Next};
 pub use launch::AgentChannel;
 
