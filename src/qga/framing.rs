@@ -181,6 +181,24 @@ mod tests {
         assert_eq!(f.next(), frame(true, b"{\"return\": 7}"));
     }
 
+    /// However the stream is cut into reads, the same frames come out.
+    #[test]
+    fn frames_do_not_depend_on_how_reads_split_the_stream() {
+        let stream: &[u8] = b"junk{\"a\":1}\n\n\xff{\"return\": 5}\n{\"half\xff{\"return\": 6}\n\
+            0123456789012345678901234567890123456789\n{\"b\":2}\n";
+        let whole = frames(&[stream], 32);
+        assert_eq!(whole.len(), 5, "{whole:?}");
+        for cut in 0..stream.len() {
+            assert_eq!(
+                frames(&[&stream[..cut], &stream[cut..]], 32),
+                whole,
+                "cut at {cut}"
+            );
+        }
+        let bytes: Vec<&[u8]> = stream.chunks(1).collect();
+        assert_eq!(frames(&bytes, 32), whole);
+    }
+
     #[test]
     fn oversize_lines_are_reported_once_and_skipped() {
         let got = frames(&[b"0123456789", b"0123456789", b"012\n{\"ok\":1}\n"], 8);
