@@ -60,6 +60,9 @@ pub const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_millis(500);
 /// at 16 MiB, which base64 makes 21 MiB; a reply is read whole before it is decoded.
 pub const DEFAULT_MAX_REPLY: usize = 64 << 20;
 
+/// Bytes read from the channel at a time.
+const READ_CHUNK: usize = 64 << 10;
+
 /// The virtio-serial port name `qemu-ga` looks for.
 pub const AGENT_PORT_NAME: &str = "org.qemu.guest_agent.0";
 
@@ -92,6 +95,8 @@ struct Queue {
 /// The channel's reading state; only the caller holding the turn touches it.
 struct Channel {
     frames: Frames,
+    /// Reads land here first; allocated (and zeroed) once, not per read.
+    scratch: Vec<u8>,
     /// The last sync succeeded and nothing went wrong since.
     synced: bool,
     /// Sticky end of the channel.
@@ -117,8 +122,12 @@ struct Turn<'a> {
 
 impl Drop for Turn<'_> {
     fn drop(&mut self) {
-        lock(&self.inner.queue).busy = false;
-        self.inner.turn.notify_all();
+        let mut q = lock(&self.inner.queue);
+        q.busy = false;
+        // Waking costs a system call: only when someone waits.
+        if !q.line.is_empty() {
+            self.inner.turn.notify_all();
+        }
     }
 }
 
@@ -164,6 +173,7 @@ impl GuestAgent {
                 turn: Condvar::new(),
                 chan: Mutex::new(Channel {
                     frames: Frames::new(max_reply.max(1024)),
+                    scratch: vec![0; READ_CHUNK],
                     synced: false,
                     eof: false,
                 }),
@@ -551,8 +561,10 @@ impl Inner {
             if fds[0].revents == 0 {
                 continue; // the cancel token: checked at the top
             }
-            let mut buf = [0u8; 64 << 10];
-            match (&self.sock).read(&mut buf) {
+            let Channel {
+                frames, scratch, ..
+            } = &mut *chan;
+            match (&self.sock).read(scratch) {
                 Ok(0) => {
                     chan.eof = true;
                     debug!("{}: guest agent channel: end of stream", self.nickname);
@@ -561,7 +573,7 @@ impl Inner {
                             .into(),
                     ));
                 }
-                Ok(n) => chan.frames.push(&buf[..n]),
+                Ok(n) => frames.push(&scratch[..n]),
                 Err(e)
                     if matches!(
                         e.kind(),
