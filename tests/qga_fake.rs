@@ -486,3 +486,30 @@ fn b64(data: &[u8]) -> String {
     }
     s
 }
+
+/// A caller queued behind a slow command times out on its own wait, and says why; the slow
+/// command still gets its reply, and the queue goes on.
+#[test]
+fn a_queued_caller_times_out_without_disturbing_the_one_in_progress() {
+    let (ga, peer) = agent(|cmd, sock| {
+        if name(cmd) == "guest-slow" {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        echo(cmd, sock)
+    });
+    ga.sync(T).unwrap();
+    let ga = Arc::new(ga);
+    let slow = {
+        let ga = ga.clone();
+        std::thread::spawn(move || ga.cmd("guest-slow", Some(&json!({"s": 1})), T))
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    let err = ga.ping(Duration::from_millis(100)).unwrap_err();
+    assert!(matches!(err, Error::Timeout(_)), "{err:?}");
+    assert!(err.to_string().contains("another command holds it"), "{err}");
+    assert_eq!(slow.join().unwrap().unwrap(), json!({"s": 1}));
+    ga.ping(T).unwrap();
+    drop(ga);
+    // The queued caller never reached the channel: no resync was needed.
+    assert_eq!(count(&peer.join(), "guest-sync-delimited"), 1);
+}
