@@ -506,7 +506,10 @@ fn a_queued_caller_times_out_without_disturbing_the_one_in_progress() {
     std::thread::sleep(Duration::from_millis(100));
     let err = ga.ping(Duration::from_millis(100)).unwrap_err();
     assert!(matches!(err, Error::Timeout(_)), "{err:?}");
-    assert!(err.to_string().contains("another command holds it"), "{err}");
+    assert!(
+        err.to_string().contains("another command holds it"),
+        "{err}"
+    );
     assert_eq!(slow.join().unwrap().unwrap(), json!({"s": 1}));
     ga.ping(T).unwrap();
     drop(ga);
