@@ -59,6 +59,23 @@ fn agent() -> Option<&'static GuestAgent> {
     }
 }
 
+/// Runs `command` at the guest's shell prompt and waits until it is done (a marker the shell
+/// computes, so that the echo of the command line itself does not match).
+fn shell(console: &mut std::os::unix::net::UnixStream, command: &str) {
+    use std::io::Read;
+    console
+        .write_all(format!("{command}; echo qm-done-$((6*7))\n").as_bytes())
+        .unwrap();
+    console.set_read_timeout(Some(T)).unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("qm-done-42") {
+        let n = console.read(&mut buf).expect("reading the console");
+        assert!(n > 0, "the console closed");
+        seen.extend_from_slice(&buf[..n]);
+    }
+}
+
 fn sh(script: &str) -> Exec {
     Exec::new("sh").args(["-c", script])
 }
@@ -227,15 +244,38 @@ fn agent_killed_then_restarted_then_guest_shutdown() {
             Err(e) => break e,
         }
     };
-    assert!(matches!(err, Error::Timeout(_)), "{err:?}");
+    // A timeout, or (a ping in flight when the agent died) its port closing.
+    assert!(
+        matches!(err, Error::Timeout(_) | Error::Disconnected(_)),
+        "{err:?}"
+    );
 
     // Restart it from the console; the next call resyncs and gets its own reply.
     let mut console = vm.console().unwrap();
-    console.write_all(b"qga-start\n").unwrap();
+    // qga-stop removes the pid file once the agent is gone: only then can a new one start.
+    shell(
+        &mut console,
+        "while [ -e /run/qemu-ga.pid ]; do usleep 100000; done; qga-start",
+    );
     ga.sync(T).unwrap();
     let out = ga.exec(&sh("echo back"), T).unwrap();
     assert_eq!(out.stdout, b"back\n");
     ga.ping(T).unwrap();
+
+    // Killed in the middle of a command (stopped first, so the command is surely in flight):
+    // QEMU reports the agent's port closed, and the call fails with that, not a timeout.
+    shell(&mut console, "kill -STOP $(cat /run/qemu-ga.pid)");
+    let blocked = {
+        let ga = ga.clone();
+        std::thread::spawn(move || ga.ping(T))
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    shell(&mut console, "kill -9 $(cat /run/qemu-ga.pid)");
+    let err = blocked.join().unwrap().unwrap_err();
+    assert!(matches!(err, Error::Disconnected(_)), "{err:?}");
+    assert!(err.to_string().contains("port closed"), "{err}");
+    shell(&mut console, "qga-start");
+    assert_eq!(ga.exec(&sh("echo again"), T).unwrap().stdout, b"again\n");
     drop(console);
 
     ga.shutdown(ShutdownMode::Powerdown, T).unwrap();
@@ -264,4 +304,38 @@ fn no_agent_in_the_guest_times_out_with_a_clear_error() {
     vm.shutdown(T).unwrap();
     assert!(matches!(ga.ping(T), Err(Error::Disconnected(_))));
     assert!(matches!(vm.agent(), Err(Error::State(_))));
+}
+
+/// `guest-shutdown` in reboot mode: QEMU reports the guest's reset, the agent goes away with
+/// the old kernel and comes back with the new one, and calls work again without a stale reply
+/// from before the reboot shifting anything.
+#[test]
+fn reboot_then_the_agent_comes_back() {
+    let args = match linux_guest::qemu_args() {
+        Ok(a) => a,
+        Err(why) if why.starts_with("no Linux guest") => {
+            eprintln!("SKIP: {why}");
+            return;
+        }
+        Err(why) => panic!("{why}"),
+    };
+    let vm = Machine::new(vm::qemu());
+    // This guest must reboot, not exit.
+    vm.add_args(args.into_iter().filter(|a| a != "-no-reboot"));
+    vm.set_guest_agent(Some(AgentChannel::SocketPair));
+    vm.launch().unwrap();
+    let ga = vm.agent().unwrap();
+    ga.sync(BOOT).unwrap();
+    ga.file_write("/tmp/before-reboot", b"x", T).unwrap();
+
+    ga.shutdown(ShutdownMode::Reboot, T).unwrap();
+    let ev = vm.event_wait("RESET", None, T).unwrap().unwrap();
+    assert_eq!(ev["data"]["guest"], true, "{ev}");
+    // The first call after the reboot resyncs on its own, within its wait.
+    let out = ga
+        .exec(&sh("test -e /tmp/before-reboot; echo $?"), BOOT)
+        .unwrap();
+    assert_eq!(out.stdout, b"1\n", "/tmp survived: no reboot happened");
+    assert!(vm.is_running());
+    vm.shutdown(T).unwrap();
 }

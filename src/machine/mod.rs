@@ -633,8 +633,14 @@ impl Machine {
             negotiated?;
         }
         if let Some(planned) = agent {
-            let agent =
-                planned.connect(process.exit_fd(), &deadline, &cfg.name, DEFAULT_MAX_MESSAGE)?;
+            let qmp = lock(&self.qmp).clone();
+            let agent = planned.connect(
+                process.exit_fd(),
+                &deadline,
+                &cfg.name,
+                DEFAULT_MAX_MESSAGE,
+                qmp.as_ref(),
+            )?;
             *lock(&self.agent) = Some(Arc::new(agent));
         }
         debug!("{}: launched, pid {}", cfg.name, process.pid());

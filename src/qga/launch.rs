@@ -4,13 +4,20 @@
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
 
 use super::{GuestAgent, AGENT_PORT_NAME};
 use crate::error::{Error, Result};
+use crate::qmp::QmpClient;
 use crate::wait::{poll, pollfd, Deadline};
 
 /// The chardev id of the agent's channel.
 const CHARDEV_ID: &str = "qm-qga";
+/// The id of the agent's virtserialport: QEMU names it in `VSERPORT_CHANGE` events.
+const PORT_ID: &str = "qm-qga-port";
 /// The id of the virtio-serial controller qm adds when the arguments have none.
 const CONTROLLER_ID: &str = "qm-qga-serial";
 
@@ -94,7 +101,7 @@ pub(crate) fn plan(
         }
     };
     let mut args = vec!["-chardev".to_owned(), chardev];
-    let port = format!("virtserialport,chardev={CHARDEV_ID},name={AGENT_PORT_NAME}");
+    let port = format!("virtserialport,chardev={CHARDEV_ID},id={PORT_ID},name={AGENT_PORT_NAME}");
     if has_virtio_serial(user_args) {
         args.extend(["-device".to_owned(), port]);
     } else {
@@ -116,12 +123,17 @@ impl Planned {
     /// Once QEMU runs (it holds its end): qm's end as a [`GuestAgent`]. For a unix path, waits
     /// for QEMU's connection (made at its startup), failing at once if QEMU exits
     /// (`exit_fd` readable).
+    ///
+    /// With the machine's QMP connection, the agent can also tell that the guest went down
+    /// (its agent's port closed, a reset or a shutdown), which is how a `guest-shutdown` that
+    /// reboots or halts the guest is known to have worked.
     pub(crate) fn connect(
         self,
         exit_fd: BorrowedFd<'_>,
         deadline: &Deadline<'_>,
         nickname: &str,
         max_reply: usize,
+        qmp: Option<&Arc<QmpClient>>,
     ) -> Result<GuestAgent> {
         let sock = match self.pending {
             Pending::Pair(ours, theirs) => {
@@ -130,7 +142,35 @@ impl Planned {
             }
             Pending::Unix(listener) => accept(&listener, exit_fd, deadline)?,
         };
-        GuestAgent::new(sock, &format!("{nickname}-qga"), max_reply)
+        let agent = GuestAgent::new(sock, &format!("{nickname}-qga"), max_reply)?;
+        if let Some(qmp) = qmp {
+            let qmp: Weak<QmpClient> = Arc::downgrade(qmp);
+            agent.set_gone_watch(Box::new(move |since| {
+                qmp.upgrade()
+                    .is_some_and(|c| c.has_event(|ev| guest_went_down(ev, since)))
+            }));
+        }
+        Ok(agent)
+    }
+}
+
+/// A QMP event that says the guest (and so its agent) went down at or after `since`: our
+/// port closed by the guest (`VSERPORT_CHANGE`), or a reset or shutdown the guest caused.
+pub(crate) fn guest_went_down(ev: &Value, since: SystemTime) -> bool {
+    let when = &ev["timestamp"];
+    let (Some(secs), Some(micros)) = (when["seconds"].as_u64(), when["microseconds"].as_u64())
+    else {
+        return false;
+    };
+    let at = UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_micros(micros);
+    if at < since {
+        return false;
+    }
+    let data = &ev["data"];
+    match ev["event"].as_str() {
+        Some("VSERPORT_CHANGE") => data["id"] == PORT_ID && data["open"] == false,
+        Some("RESET") | Some("SHUTDOWN") => data["guest"] == true,
+        _ => false,
     }
 }
 
@@ -207,17 +247,44 @@ mod tests {
     }
 
     #[test]
+    fn guest_going_down_is_read_from_events_after_the_time() {
+        let since = UNIX_EPOCH + Duration::from_secs(1000);
+        let ev = |name: &str, secs: u64, data: Value| {
+            serde_json::json!({"event": name, "data": data,
+                               "timestamp": {"seconds": secs, "microseconds": 5}})
+        };
+        let closed = serde_json::json!({"id": "qm-qga-port", "open": false});
+        assert!(guest_went_down(
+            &ev("VSERPORT_CHANGE", 1000, closed.clone()),
+            since
+        ));
+        assert!(!guest_went_down(&ev("VSERPORT_CHANGE", 999, closed), since));
+        let opened = serde_json::json!({"id": "qm-qga-port", "open": true});
+        assert!(!guest_went_down(
+            &ev("VSERPORT_CHANGE", 1001, opened),
+            since
+        ));
+        let other = serde_json::json!({"id": "theirs", "open": false});
+        assert!(!guest_went_down(&ev("VSERPORT_CHANGE", 1001, other), since));
+        let guest = serde_json::json!({"guest": true, "reason": "guest-reset"});
+        assert!(guest_went_down(&ev("RESET", 1001, guest), since));
+        let host = serde_json::json!({"guest": false, "reason": "host-qmp-system-reset"});
+        assert!(!guest_went_down(&ev("RESET", 1001, host), since));
+    }
+
+    #[test]
     fn adds_a_controller_only_when_there_is_none() {
         let p = plan(&AgentChannel::SocketPair, &[], |_| unreachable!()).unwrap();
         assert_eq!(p.args.len(), 6);
         assert!(p.args[3].starts_with("virtio-serial,id=qm-qga-serial"));
         assert!(p.args[5].ends_with("name=org.qemu.guest_agent.0,bus=qm-qga-serial.0"));
+        assert!(p.args[5].contains(",id=qm-qga-port,"));
         let user = args(&["-device", "virtio-serial-pci"]);
         let p = plan(&AgentChannel::SocketPair, &user, |_| unreachable!()).unwrap();
         assert_eq!(p.args.len(), 4);
         assert_eq!(
             p.args[3],
-            "virtserialport,chardev=qm-qga,name=org.qemu.guest_agent.0"
+            "virtserialport,chardev=qm-qga,id=qm-qga-port,name=org.qemu.guest_agent.0"
         );
     }
 }

@@ -35,8 +35,8 @@ use std::net::Shutdown;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 
@@ -82,7 +82,19 @@ struct Inner {
     chan: Mutex<Channel>,
     ids: RandomState,
     counter: AtomicU64,
+    /// The machine's view of the guest going down (see [`GoneWatch`]).
+    gone: OnceLock<GoneWatch>,
 }
+
+/// Tells whether the guest went down (its agent's port closed, a reset, a shutdown) at or
+/// after a time: the machine reads it from QMP events. The agent itself cannot always tell:
+/// a guest that reboots or halts kills `qemu-ga` before it answers, and QEMU keeps the channel
+/// open.
+pub(crate) type GoneWatch = Box<dyn Fn(SystemTime) -> bool + Send + Sync>;
+
+/// How often a `guest-shutdown` looks at the machine's events while the agent is silent: the
+/// two streams have different readers, and a guest takes far longer than this to go down.
+const GONE_CHECK: Duration = Duration::from_millis(50);
 
 /// The callers waiting for the channel, in arrival order.
 #[derive(Default)]
@@ -179,6 +191,7 @@ impl GuestAgent {
                 }),
                 ids: RandomState::new(),
                 counter: AtomicU64::new(0),
+                gone: OnceLock::new(),
             }),
         })
     }
@@ -210,13 +223,20 @@ impl GuestAgent {
     }
 
     /// `guest-shutdown`: asks the guest to power off, halt or reboot. The agent does not answer
-    /// a shutdown that works, so qm follows it with `guest-sync-delimited`: its reply (the agent
-    /// accepted the shutdown and lives on for a moment) or the end of the channel (QEMU exited
-    /// with the guest) is success; an error reply (e.g. the guest's shutdown program failed) is
-    /// [`Error::Qmp`]. Either way the channel is resynchronised before the next command.
+    /// a shutdown that works, so qm follows it with `guest-sync-delimited`. Success is its reply
+    /// (the agent took the command and lives on for a moment), the end of the channel (QEMU
+    /// exited with the guest) or, for the agent of a [`Machine`](crate::Machine) with QMP, the
+    /// guest going down (QEMU reports the agent's port closed, or a reset or shutdown by the
+    /// guest). An error reply (e.g. the guest's shutdown program failed) is [`Error::Qmp`].
+    /// Either way the channel is resynchronised before the next command.
     pub fn shutdown(&self, mode: ShutdownMode, wait: impl Into<Wait>) -> Result<()> {
         let wait = wait.into();
         self.inner.shutdown(mode, &wait.start())
+    }
+
+    /// Lets the agent read the machine's view of the guest going down (set once, at launch).
+    pub(crate) fn set_gone_watch(&self, watch: GoneWatch) {
+        let _ = self.inner.gone.set(watch);
     }
 
     /// Closes the channel: a call in progress and every later one fail with
@@ -339,7 +359,7 @@ impl Inner {
         let line = command_line(cmd, args, id);
         let result = self
             .write_all(&line, deadline)
-            .and_then(|()| self.reply_to(&mut chan, id, deadline));
+            .and_then(|()| self.reply_to(&mut chan, id, deadline, SystemTime::now()));
         match result {
             Ok(mut reply) => {
                 if let Some(fields) = reply.as_object_mut() {
@@ -381,16 +401,25 @@ impl Inner {
             sync_id,
         ));
         let until = deadline.remaining().map(|left| Instant::now() + left);
+        let sent_at = SystemTime::now();
         let outcome = self.write_all(&lines, deadline).and_then(|()| loop {
-            let frame =
-                match self.read_frame(&mut chan, until, deadline)? {
-                    Got::Frame(f) => f,
-                    Got::TimedOut => return Err(Error::Timeout(
-                        "waiting for the guest agent to take guest-shutdown (no answer, and the \
-                         channel did not close)"
-                            .into(),
-                    )),
-                };
+            let frame = match self.read_frame(&mut chan, self.slice(until), deadline)? {
+                Got::Frame(f) => f,
+                Got::TimedOut => {
+                    // A guest that reboots or halts kills the agent before it answers.
+                    if self.gone.get().is_some_and(|gone| gone(sent_at)) {
+                        return Ok(());
+                    }
+                    if until.is_some_and(|u| Instant::now() >= u) {
+                        return Err(Error::Timeout(
+                            "waiting for the guest agent to take guest-shutdown (no answer, the \
+                             channel did not close, and the guest did not go down)"
+                                .into(),
+                        ));
+                    }
+                    continue;
+                }
+            };
             let Ok(msg) = serde_json::from_slice::<Value>(&frame.line) else {
                 continue;
             };
@@ -420,12 +449,33 @@ impl Inner {
 
     /// Reads until the reply with `id` (or an id-less error: the agent could not read the
     /// command's id). Other replies are stale and dropped.
-    fn reply_to(&self, chan: &mut Channel, id: u64, deadline: &Deadline<'_>) -> Result<Value> {
+    ///
+    /// When the guest goes down after `sent_at` (the agent's port closed: `qemu-ga` was killed,
+    /// the guest rebooted), the reply will never come: fails then, rather than at the timeout.
+    fn reply_to(
+        &self,
+        chan: &mut Channel,
+        id: u64,
+        deadline: &Deadline<'_>,
+        sent_at: SystemTime,
+    ) -> Result<Value> {
         let until = deadline.remaining().map(|left| Instant::now() + left);
         loop {
-            let frame = match self.read_frame(chan, until, deadline)? {
+            let frame = match self.read_frame(chan, self.slice(until), deadline)? {
                 Got::Frame(f) => f,
-                Got::TimedOut => return Err(Error::Timeout(String::new())),
+                Got::TimedOut => {
+                    if self.gone.get().is_some_and(|gone| gone(sent_at)) {
+                        return Err(Error::Disconnected(
+                            "the guest agent went away before answering (its port closed: \
+                             qemu-ga exited, or the guest rebooted or shut down)"
+                                .into(),
+                        ));
+                    }
+                    if until.is_some_and(|u| Instant::now() >= u) {
+                        return Err(Error::Timeout(String::new()));
+                    }
+                    continue;
+                }
             };
             let text = String::from_utf8_lossy(&frame.line);
             let msg = match serde_json::from_slice::<Value>(&frame.line) {
@@ -454,6 +504,16 @@ impl Inner {
                 "{}: dropping a stale reply (not for id {id})",
                 self.nickname
             );
+        }
+    }
+
+    /// The bound of one read while waiting until `until`: with a [`GoneWatch`], short enough
+    /// to look at the machine's events now and then.
+    fn slice(&self, until: Option<Instant>) -> Option<Instant> {
+        match (self.gone.get(), until) {
+            (None, u) => u,
+            (Some(_), None) => Some(Instant::now() + GONE_CHECK),
+            (Some(_), Some(u)) => Some(u.min(Instant::now() + GONE_CHECK)),
         }
     }
 

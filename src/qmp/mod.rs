@@ -333,6 +333,16 @@ impl QmpClient {
         self.none_if_no_wait(found, &wait)
     }
 
+    /// True when a queued event satisfies `pred`, after reading what is already readable;
+    /// nothing is removed from the queue and nothing blocks.
+    pub(crate) fn has_event(&self, mut pred: impl FnMut(&Value) -> bool) -> bool {
+        let wait = Wait::no_wait();
+        self.wait_until(Interest::Events, &wait.start(), None, |st| {
+            st.events.iter().any(&mut pred).then_some(())
+        })
+        .is_ok()
+    }
+
     /// All queued events. With a non-zero wait, waits until there is at least one.
     pub fn get_events(&self, wait: impl Into<Wait>) -> Result<Vec<Value>> {
         let wait = wait.into();
