@@ -77,6 +77,8 @@ struct Inner {
     nickname: String,
     sync_interval: Duration,
     closed: AtomicBool,
+    /// Sticky end of the channel (QEMU hung up); readable without waiting for the channel.
+    eof: AtomicBool,
     queue: Mutex<Queue>,
     turn: Condvar,
     chan: Mutex<Channel>,
@@ -111,8 +113,6 @@ struct Channel {
     scratch: Vec<u8>,
     /// The last sync succeeded and nothing went wrong since.
     synced: bool,
-    /// Sticky end of the channel.
-    eof: bool,
 }
 
 impl Wake for Inner {
@@ -181,13 +181,13 @@ impl GuestAgent {
                 nickname: nickname.to_owned(),
                 sync_interval: sync_interval.max(Duration::from_millis(1)),
                 closed: AtomicBool::new(false),
+                eof: AtomicBool::new(false),
                 queue: Mutex::new(Queue::default()),
                 turn: Condvar::new(),
                 chan: Mutex::new(Channel {
                     frames: Frames::new(max_reply.max(1024)),
                     scratch: vec![0; READ_CHUNK],
                     synced: false,
-                    eof: false,
                 }),
                 ids: RandomState::new(),
                 counter: AtomicU64::new(0),
@@ -204,7 +204,7 @@ impl GuestAgent {
         let deadline = wait.start();
         let _turn = self.inner.acquire(&deadline)?;
         let mut chan = lock(&self.inner.chan);
-        self.inner.check_open(&chan)?;
+        self.inner.check_open()?;
         self.inner.sync_locked(&mut chan, &deadline)
     }
 
@@ -247,7 +247,7 @@ impl GuestAgent {
 
     /// True once the channel is closed ([`close`](Self::close), or QEMU hung up).
     pub fn is_closed(&self) -> bool {
-        self.inner.closed.load(Ordering::SeqCst) || lock(&self.inner.chan).eof
+        self.inner.closed.load(Ordering::SeqCst) || self.inner.eof.load(Ordering::SeqCst)
     }
 }
 
@@ -268,8 +268,8 @@ impl Inner {
         self.wake();
     }
 
-    fn check_open(&self, chan: &Channel) -> Result<()> {
-        if chan.eof || self.closed.load(Ordering::SeqCst) {
+    fn check_open(&self) -> Result<()> {
+        if self.eof.load(Ordering::SeqCst) || self.closed.load(Ordering::SeqCst) {
             return Err(Error::Disconnected(
                 "the guest agent channel is closed (QEMU exited, or the machine shut down)".into(),
             ));
@@ -351,7 +351,7 @@ impl Inner {
         }
         let _turn = self.acquire(deadline)?;
         let mut chan = lock(&self.chan);
-        self.check_open(&chan)?;
+        self.check_open()?;
         if !chan.synced {
             self.sync_locked(&mut chan, deadline)?;
         }
@@ -381,7 +381,7 @@ impl Inner {
     fn shutdown(self: &Arc<Self>, mode: ShutdownMode, deadline: &Deadline<'_>) -> Result<()> {
         let _turn = self.acquire(deadline)?;
         let mut chan = lock(&self.chan);
-        self.check_open(&chan)?;
+        self.check_open()?;
         if !chan.synced {
             self.sync_locked(&mut chan, deadline)?;
         }
@@ -440,7 +440,9 @@ impl Inner {
         });
         match outcome {
             // The end of the channel: QEMU exited with the guest, as asked.
-            Err(Error::Disconnected(_)) if chan.eof && !self.closed.load(Ordering::SeqCst) => {
+            Err(Error::Disconnected(_))
+                if self.eof.load(Ordering::SeqCst) && !self.closed.load(Ordering::SeqCst) =>
+            {
                 Ok(())
             }
             other => other.map_err(|e| in_context(e, "running guest-shutdown")),
@@ -603,10 +605,7 @@ impl Inner {
                 }
                 Next::More => {}
             }
-            if self.closed.load(Ordering::SeqCst) {
-                chan.eof = true;
-            }
-            self.check_open(chan)?;
+            self.check_open()?;
             if deadline.cancelled() {
                 return Err(Error::Interrupted);
             }
@@ -626,7 +625,7 @@ impl Inner {
             } = &mut *chan;
             match (&self.sock).read(scratch) {
                 Ok(0) => {
-                    chan.eof = true;
+                    self.eof.store(true, Ordering::SeqCst);
                     debug!("{}: guest agent channel: end of stream", self.nickname);
                     return Err(Error::Disconnected(
                         "the guest agent channel closed (QEMU exited, or the machine shut down)"
@@ -640,7 +639,7 @@ impl Inner {
                         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
                     ) => {}
                 Err(e) => {
-                    chan.eof = true;
+                    self.eof.store(true, Ordering::SeqCst);
                     return Err(Error::Disconnected(format!(
                         "reading the guest agent channel failed: {e}"
                     )));
