@@ -302,7 +302,10 @@ fn close_wakes_a_blocked_caller() {
         std::thread::spawn(move || ga.ping(Wait::forever()))
     };
     std::thread::sleep(Duration::from_millis(200));
+    // Asking does not wait for the command in progress.
+    assert!(!ga.is_closed());
     ga.close();
+    assert!(ga.is_closed());
     assert!(matches!(
         blocked.join().unwrap(),
         Err(Error::Disconnected(_))
