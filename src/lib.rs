@@ -28,6 +28,7 @@ mod log;
 mod machine;
 pub mod qga;
 pub mod qmp;
+mod sys;
 mod wait;
 
 pub use error::{Error, Result};

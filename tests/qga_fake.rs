@@ -2,15 +2,14 @@
 //! produce on demand (stale and garbage bytes around the 0xFF sentinel, replies that come too
 //! late, oversize replies, an agent that never answers, a channel that closes).
 
-#[path = "support/fake_qga.rs"]
-mod fake_qga;
+mod support;
 
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fake_qga::{echo, error, name, raw, reply, sync_reply, FakeAgent, Then};
+use support::fake_qga::{echo, error, name, raw, reply, sync_reply, FakeAgent, Then};
 use qm::{Cancel, Error, Exec, GuestAgent, ShutdownMode, Wait};
 use serde_json::{json, Value};
 

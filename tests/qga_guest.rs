@@ -4,16 +4,15 @@
 //! (launched, and synced while it boots, by the first test that needs it; QEMU dies with the
 //! test process). The test that kills the agent and powers the guest off has its own.
 
-#[path = "support/linux_guest.rs"]
-mod linux_guest;
-#[path = "support/vm.rs"]
-mod vm;
+mod support;
 
 use std::io::Write;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use qm::{AgentChannel, Error, Exec, GuestAgent, Machine, ShutdownMode};
+use support::linux_guest::{linux_guest, qemu_args, AGENT_START, AGENT_STOP};
+use support::vm;
 use serde_json::json;
 
 /// Bound of a boot (sync right after launch): generous, TCG on a loaded 2-core machine.
@@ -31,7 +30,7 @@ fn shared() -> Result<&'static Shared, String> {
     static SHARED: OnceLock<Result<Shared, String>> = OnceLock::new();
     SHARED
         .get_or_init(|| {
-            let args = linux_guest::qemu_args()?;
+            let args = qemu_args(&linux_guest());
             let vm = Machine::new(vm::qemu());
             vm.add_args(args);
             vm.set_guest_agent(Some(AgentChannel::SocketPair));
@@ -47,14 +46,10 @@ fn shared() -> Result<&'static Shared, String> {
         .map_err(Clone::clone)
 }
 
-/// The shared agent; `None` (after printing why) when there is no Linux guest here.
+/// The shared agent (`Option` for the tests' `let … else`: there always is one).
 fn agent() -> Option<&'static GuestAgent> {
     match shared() {
         Ok(s) => Some(&s.agent),
-        Err(why) if why.starts_with("no Linux guest") => {
-            eprintln!("SKIP: {why}");
-            None
-        }
         Err(why) => panic!("the shared Linux guest failed: {why}"),
     }
 }
@@ -214,14 +209,7 @@ fn raw_execute_and_agent_errors() {
 /// anything. Then `guest-shutdown` powers the guest off: QMP reports SHUTDOWN from the guest.
 #[test]
 fn agent_killed_then_restarted_then_guest_shutdown() {
-    let args = match linux_guest::qemu_args() {
-        Ok(a) => a,
-        Err(why) if why.starts_with("no Linux guest") => {
-            eprintln!("SKIP: {why}");
-            return;
-        }
-        Err(why) => panic!("{why}"),
-    };
+    let args = qemu_args(&linux_guest());
     let vm = Machine::new(vm::qemu());
     vm.add_args(args);
     vm.set_console(None, 0);
@@ -234,7 +222,7 @@ fn agent_killed_then_restarted_then_guest_shutdown() {
     assert_eq!(ga.exec(&Exec::new("true"), T).unwrap().exit_code, Some(0));
 
     // qga-stop from a background shell, so the exec itself completes.
-    let out = ga.exec(&sh("(sleep 1; qga-stop) </dev/null >/dev/null 2>&1 &"), T);
+    let out = ga.exec(&sh(&format!("(sleep 1; {AGENT_STOP}) </dev/null >/dev/null 2>&1 &")), T);
     assert_eq!(out.unwrap().exit_code, Some(0));
     // Calls fail once the agent is gone (each a short bound, so this loop ends quickly).
     let gone_by = Instant::now() + T;
@@ -255,7 +243,7 @@ fn agent_killed_then_restarted_then_guest_shutdown() {
     // qga-stop removes the pid file once the agent is gone: only then can a new one start.
     shell(
         &mut console,
-        "while [ -e /run/qemu-ga.pid ]; do usleep 100000; done; qga-start",
+        &format!("while [ -e /run/qemu-ga.pid ]; do usleep 100000; done; {AGENT_START}"),
     );
     ga.sync(T).unwrap();
     let out = ga.exec(&sh("echo back"), T).unwrap();
@@ -274,7 +262,7 @@ fn agent_killed_then_restarted_then_guest_shutdown() {
     let err = blocked.join().unwrap().unwrap_err();
     assert!(matches!(err, Error::Disconnected(_)), "{err:?}");
     assert!(err.to_string().contains("port closed"), "{err}");
-    shell(&mut console, "qga-start");
+    shell(&mut console, AGENT_START);
     assert_eq!(ga.exec(&sh("echo again"), T).unwrap().stdout, b"again\n");
     drop(console);
 
@@ -311,14 +299,7 @@ fn no_agent_in_the_guest_times_out_with_a_clear_error() {
 /// from before the reboot shifting anything.
 #[test]
 fn reboot_then_the_agent_comes_back() {
-    let args = match linux_guest::qemu_args() {
-        Ok(a) => a,
-        Err(why) if why.starts_with("no Linux guest") => {
-            eprintln!("SKIP: {why}");
-            return;
-        }
-        Err(why) => panic!("{why}"),
-    };
+    let args = qemu_args(&linux_guest());
     let vm = Machine::new(vm::qemu());
     // This guest must reboot, not exit.
     vm.add_args(args.into_iter().filter(|a| a != "-no-reboot"));

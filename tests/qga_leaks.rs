@@ -2,13 +2,12 @@
 //! socket file, whichever way it ends. One test in its own binary, so nothing else runs in the
 //! process while it counts. No guest OS is needed: nothing here waits for the agent to answer.
 
-#[path = "support/vm.rs"]
-mod vm;
+mod support;
 
 use std::time::Duration;
 
 use qm::{AgentChannel, Error, Machine};
-use vm::{scratch, T};
+use support::vm::{self, scratch, T};
 
 fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()

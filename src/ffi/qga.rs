@@ -10,13 +10,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::boundary::{
-    self, call, guard, opt_json_object, opt_string, out, string, strings, Result,
-};
+use super::boundary::{self, guard, opt_json_object, opt_string, out, string, strings, Result};
 use super::cancel::qm_cancel;
-use super::error::{qm_error, qm_status};
+use super::error::{call, qm_error, qm_status};
 use super::machine::{machine, qm_machine};
-use crate::qga::DEFAULT_AGENT_TIMEOUT;
 use crate::{AgentChannel, Error, Exec, ExecOutput, GuestAgent, ShutdownMode, Wait};
 
 /// The result of `qm_agent_exec`: how the guest program ended and what it wrote. Owned by the
@@ -35,12 +32,7 @@ unsafe fn agent(
     cancel: *const qm_cancel,
 ) -> Result<(Arc<GuestAgent>, Wait)> {
     // SAFETY: the caller's contracts.
-    let (m, wait) = unsafe {
-        (
-            machine(m)?,
-            boundary::wait(timeout_ms, cancel, Some(&|| Some(DEFAULT_AGENT_TIMEOUT)))?,
-        )
-    };
+    let (m, wait) = unsafe { (machine(m)?, super::cancel::wait(timeout_ms, cancel)?) };
     Ok((m.vm.agent()?, wait))
 }
 
@@ -256,6 +248,30 @@ unsafe fn bytes<'a>(ptr: *const u8, len: usize, name: &str) -> Result<&'a [u8]> 
     Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
 }
 
+/// Borrows a result, or `None` for NULL.
+///
+/// # Safety
+/// A non-NULL `r` must be a live result from `qm_agent_exec`.
+unsafe fn result<'a>(r: *const qm_exec_result) -> Option<&'a qm_exec_result> {
+    // SAFETY: the caller's contract; as_ref handles NULL.
+    unsafe { r.as_ref() }
+}
+
+/// Stores `value` in `*out` when both exist; true when it did.
+///
+/// # Safety
+/// A non-NULL `out` must point to a writable `c_int`.
+unsafe fn store(value: Option<i32>, out: *mut c_int) -> bool {
+    match value {
+        Some(v) if !out.is_null() => {
+            // SAFETY: not NULL, and writable by the caller's contract.
+            unsafe { out.write(v) };
+            true
+        }
+        _ => false,
+    }
+}
+
 /// The program's exit status in `*code_out`: true when it exited (false when a signal killed
 /// it, or for NULL).
 #[no_mangle]
@@ -264,17 +280,8 @@ pub unsafe extern "C" fn qm_exec_result_exit_code(
     code_out: *mut c_int,
 ) -> bool {
     guard(false, || {
-        // SAFETY: NULL or a live result; a non-NULL code_out is writable.
-        match (
-            unsafe { r.as_ref() }.and_then(|r| r.out.exit_code),
-            code_out.is_null(),
-        ) {
-            (Some(code), false) => {
-                unsafe { code_out.write(code) };
-                true
-            }
-            _ => false,
-        }
+        // SAFETY: NULL or a live result; NULL or a writable code_out.
+        unsafe { store(result(r).and_then(|r| r.out.exit_code), code_out) }
     })
 }
 
@@ -286,31 +293,28 @@ pub unsafe extern "C" fn qm_exec_result_signal(
     signal_out: *mut c_int,
 ) -> bool {
     guard(false, || {
-        // SAFETY: NULL or a live result; a non-NULL signal_out is writable.
-        match (
-            unsafe { r.as_ref() }.and_then(|r| r.out.signal),
-            signal_out.is_null(),
-        ) {
-            (Some(sig), false) => {
-                unsafe { signal_out.write(sig) };
-                true
-            }
-            _ => false,
-        }
+        // SAFETY: NULL or a live result; NULL or a writable signal_out.
+        unsafe { store(result(r).and_then(|r| r.out.signal), signal_out) }
     })
 }
 
 /// The program's pid in the guest; -1 for NULL.
 #[no_mangle]
 pub unsafe extern "C" fn qm_exec_result_pid(r: *const qm_exec_result) -> i64 {
-    // SAFETY: NULL or a live result.
-    guard(-1, || unsafe { r.as_ref() }.map_or(-1, |r| r.out.pid))
+    guard(-1, || {
+        // SAFETY: NULL or a live result.
+        unsafe { result(r) }.map_or(-1, |r| r.out.pid)
+    })
 }
 
-fn stream(data: Option<&[u8]>, len_out: *mut usize) -> *const u8 {
+/// `data` as a pointer and length (`*len_out`, when not NULL); NULL when empty.
+///
+/// # Safety
+/// A non-NULL `len_out` must point to a writable `size_t`.
+unsafe fn stream(data: Option<&[u8]>, len_out: *mut usize) -> *const u8 {
     let data = data.unwrap_or_default();
     if !len_out.is_null() {
-        // SAFETY: a non-NULL len_out is writable (the caller's contract).
+        // SAFETY: not NULL, and writable by the caller's contract.
         unsafe { len_out.write(data.len()) };
     }
     if data.is_empty() {
@@ -327,9 +331,9 @@ pub unsafe extern "C" fn qm_exec_result_stdout(
     r: *const qm_exec_result,
     len_out: *mut usize,
 ) -> *const u8 {
-    // SAFETY: NULL or a live result.
     guard(std::ptr::null(), || {
-        stream(unsafe { r.as_ref() }.map(|r| &r.out.stdout[..]), len_out)
+        // SAFETY: NULL or a live result; NULL or a writable len_out.
+        unsafe { stream(result(r).map(|r| &r.out.stdout[..]), len_out) }
     })
 }
 
@@ -339,27 +343,27 @@ pub unsafe extern "C" fn qm_exec_result_stderr(
     r: *const qm_exec_result,
     len_out: *mut usize,
 ) -> *const u8 {
-    // SAFETY: NULL or a live result.
     guard(std::ptr::null(), || {
-        stream(unsafe { r.as_ref() }.map(|r| &r.out.stderr[..]), len_out)
+        // SAFETY: NULL or a live result; NULL or a writable len_out.
+        unsafe { stream(result(r).map(|r| &r.out.stderr[..]), len_out) }
     })
 }
 
 /// True when stdout was longer than the cap (qm's `max_output`, or the agent's own 16 MiB).
 #[no_mangle]
 pub unsafe extern "C" fn qm_exec_result_stdout_truncated(r: *const qm_exec_result) -> bool {
-    // SAFETY: NULL or a live result.
     guard(false, || {
-        unsafe { r.as_ref() }.is_some_and(|r| r.out.stdout_truncated)
+        // SAFETY: NULL or a live result.
+        unsafe { result(r) }.is_some_and(|r| r.out.stdout_truncated)
     })
 }
 
 /// True when stderr was longer than the cap.
 #[no_mangle]
 pub unsafe extern "C" fn qm_exec_result_stderr_truncated(r: *const qm_exec_result) -> bool {
-    // SAFETY: NULL or a live result.
     guard(false, || {
-        unsafe { r.as_ref() }.is_some_and(|r| r.out.stderr_truncated)
+        // SAFETY: NULL or a live result.
+        unsafe { result(r) }.is_some_and(|r| r.out.stderr_truncated)
     })
 }
 

@@ -8,7 +8,8 @@ use super::base64;
 use super::GuestAgent;
 use crate::error::{Error, Result};
 use crate::log::debug;
-use crate::wait::{poll, pollfd, Deadline, Wait};
+use crate::sys::{poll, pollfd, POLLIN};
+use crate::wait::{Deadline, Wait};
 
 /// Default interval between two `guest-exec-status` polls of [`GuestAgent::exec`].
 pub const DEFAULT_EXEC_INTERVAL: Duration = Duration::from_millis(10);
@@ -172,9 +173,9 @@ fn nap(d: Duration, deadline: &Deadline<'_>) -> Result<()> {
     let d = deadline.remaining().map_or(d, |left| left.min(d));
     let mut fds = Vec::new();
     if let Some(fd) = deadline.cancel_fd()? {
-        fds.push(pollfd(fd, libc::POLLIN));
+        fds.push(pollfd(fd, POLLIN));
     }
-    poll(&mut fds, Some(d))?;
+    poll(&mut fds, Some(d)).map_err(|e| Error::io("waiting between two polls", e))?;
     if deadline.cancelled() {
         return Err(Error::Interrupted);
     }
@@ -206,8 +207,8 @@ impl GuestAgent {
     /// program keeps running in the guest (the agent cannot kill it) and the error names its
     /// pid. Other callers' commands run between two polls.
     pub fn exec(&self, req: &Exec, wait: impl Into<Wait>) -> Result<ExecOutput> {
-        let wait = wait.into();
-        let deadline = wait.start();
+        let wait = super::agent_wait(wait);
+        let deadline = wait.start()?;
         let mut args = json!({
             "path": req.path,
             "arg": req.args,
@@ -256,8 +257,8 @@ impl GuestAgent {
         max_bytes: usize,
         wait: impl Into<Wait>,
     ) -> Result<Vec<u8>> {
-        let wait = wait.into();
-        let deadline = wait.start();
+        let wait = super::agent_wait(wait);
+        let deadline = wait.start()?;
         let handle = self.open(path, "r", &deadline)?;
         let result = (|| {
             let mut data = Vec::new();
@@ -292,8 +293,8 @@ impl GuestAgent {
     /// Writes `data` to a file of the guest, creating or truncating it
     /// (`guest-file-open` mode `w`, then [`FILE_CHUNK`] bytes per `guest-file-write`).
     pub fn file_write(&self, path: &str, data: &[u8], wait: impl Into<Wait>) -> Result<()> {
-        let wait = wait.into();
-        let deadline = wait.start();
+        let wait = super::agent_wait(wait);
+        let deadline = wait.start()?;
         let handle = self.open(path, "w", &deadline)?;
         let result = (|| {
             let mut rest = data;

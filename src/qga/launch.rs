@@ -12,7 +12,8 @@ use serde_json::Value;
 use super::{GuestAgent, AGENT_PORT_NAME};
 use crate::error::{Error, Result};
 use crate::qmp::QmpClient;
-use crate::wait::{poll, pollfd, Deadline};
+use crate::sys::{poll, pollfd, POLLIN};
+use crate::wait::Deadline;
 
 /// The chardev id of the agent's channel.
 const CHARDEV_ID: &str = "qm-qga";
@@ -190,13 +191,15 @@ fn accept(
             Err(e) => return Err(Error::io("accepting the guest agent connection", e)),
         }
         let mut fds = vec![
-            pollfd(listener.as_fd().as_raw_fd(), libc::POLLIN),
-            pollfd(exit_fd.as_raw_fd(), libc::POLLIN),
+            pollfd(listener.as_fd().as_raw_fd(), POLLIN),
+            pollfd(exit_fd.as_raw_fd(), POLLIN),
         ];
         if let Some(fd) = deadline.cancel_fd()? {
-            fds.push(pollfd(fd, libc::POLLIN));
+            fds.push(pollfd(fd, POLLIN));
         }
-        if poll(&mut fds, deadline.remaining())? == 0 {
+        let ready = poll(&mut fds, deadline.remaining())
+            .map_err(|e| Error::io("waiting for QEMU to connect to the guest agent socket", e))?;
+        if ready == 0 {
             return Err(Error::Timeout(
                 "waiting for QEMU to connect to the guest agent socket".into(),
             ));

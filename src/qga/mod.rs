@@ -32,7 +32,7 @@ use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hasher};
 use std::io::Read;
 use std::net::Shutdown;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
@@ -43,14 +43,15 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 use crate::log::debug;
 use crate::qmp::preview;
-use crate::wait::{poll, pollfd, Deadline, Wait, Wake};
+use crate::sys::{self, poll, pollfd, POLLIN, POLLOUT};
+use crate::wait::{Deadline, Wait, Wake};
 pub use commands::{
     Exec, ExecOutput, ShutdownMode, DEFAULT_EXEC_INTERVAL, DEFAULT_MAX_OUTPUT, FILE_CHUNK,
 };
 use framing::{Frames, Next};
 pub use launch::AgentChannel;
 
-/// The default bound of an agent call given no explicit wait (`QM_WAIT_DEFAULT` in C): 30 s.
+/// The default bound of an agent call ([`Wait::call_default`], `QM_WAIT_DEFAULT` in C): 30 s.
 pub const DEFAULT_AGENT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How often [`GuestAgent::sync`] sends a new `guest-sync-delimited` while the agent is silent.
@@ -200,8 +201,8 @@ impl GuestAgent {
     /// dropping whatever stale data sits in the channel. Other calls do this by themselves when
     /// needed; call it to wait for the agent to come up (e.g. right after launch).
     pub fn sync(&self, wait: impl Into<Wait>) -> Result<()> {
-        let wait = wait.into();
-        let deadline = wait.start();
+        let wait = agent_wait(wait);
+        let deadline = wait.start()?;
         let _turn = self.inner.acquire(&deadline)?;
         let mut chan = lock(&self.inner.chan);
         self.inner.check_open()?;
@@ -212,8 +213,8 @@ impl GuestAgent {
     /// `{"error": {"class": …, "desc": …}}` (without the `id` qm added). Synchronises first if
     /// needed. `args`, if given, must be a JSON object.
     pub fn execute(&self, cmd: &str, args: Option<&Value>, wait: impl Into<Wait>) -> Result<Value> {
-        let wait = wait.into();
-        self.inner.execute(cmd, args, &wait.start())
+        let wait = agent_wait(wait);
+        self.inner.execute(cmd, args, &wait.start()?)
     }
 
     /// Runs an agent command and returns its `return` value, or [`Error::Qmp`] with the agent's
@@ -230,8 +231,8 @@ impl GuestAgent {
     /// guest). An error reply (e.g. the guest's shutdown program failed) is [`Error::Qmp`].
     /// Either way the channel is resynchronised before the next command.
     pub fn shutdown(&self, mode: ShutdownMode, wait: impl Into<Wait>) -> Result<()> {
-        let wait = wait.into();
-        self.inner.shutdown(mode, &wait.start())
+        let wait = agent_wait(wait);
+        self.inner.shutdown(mode, &wait.start()?)
     }
 
     /// Lets the agent read the machine's view of the guest going down (set once, at launch).
@@ -610,11 +611,13 @@ impl Inner {
                 return Err(Error::Interrupted);
             }
             let left = until.map(|u| u.saturating_duration_since(Instant::now()));
-            let mut fds = vec![pollfd(self.sock.as_raw_fd(), libc::POLLIN)];
+            let mut fds = vec![pollfd(self.sock.as_raw_fd(), POLLIN)];
             if let Some(fd) = deadline.cancel_fd()? {
-                fds.push(pollfd(fd, libc::POLLIN));
+                fds.push(pollfd(fd, POLLIN));
             }
-            if poll(&mut fds, left)? == 0 {
+            let ready = poll(&mut fds, left)
+                .map_err(|e| Error::io("waiting for the guest agent channel", e))?;
+            if ready == 0 {
                 return Ok(Got::TimedOut);
             }
             if fds[0].revents == 0 {
@@ -655,7 +658,7 @@ impl Inner {
             String::from_utf8_lossy(buf).trim_start_matches('\u{fffd}')
         );
         while !buf.is_empty() {
-            match send_nosignal(&self.sock, buf) {
+            match sys::socket::send(self.sock.as_fd(), buf) {
                 Ok(n) => buf = &buf[n..],
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -663,11 +666,13 @@ impl Inner {
                     if deadline.cancelled() {
                         return Err(Error::Interrupted);
                     }
-                    let mut fds = vec![pollfd(self.sock.as_raw_fd(), libc::POLLOUT)];
+                    let mut fds = vec![pollfd(self.sock.as_raw_fd(), POLLOUT)];
                     if let Some(fd) = deadline.cancel_fd()? {
-                        fds.push(pollfd(fd, libc::POLLIN));
+                        fds.push(pollfd(fd, POLLIN));
                     }
-                    if poll(&mut fds, deadline.remaining())? == 0 {
+                    let ready = poll(&mut fds, deadline.remaining())
+                        .map_err(|e| Error::io("waiting to write to the guest agent", e))?;
+                    if ready == 0 {
                         return Err(Error::Timeout(
                             "writing to the guest agent channel (the guest is not reading it)"
                                 .into(),
@@ -698,28 +703,14 @@ fn command_line(cmd: &str, args: Option<&Value>, id: u64) -> Vec<u8> {
     line
 }
 
+/// The wait of an agent call: its own default is [`DEFAULT_AGENT_TIMEOUT`].
+fn agent_wait(wait: impl Into<Wait>) -> Wait {
+    wait.into().or_default(Some(DEFAULT_AGENT_TIMEOUT))
+}
+
 fn in_context(err: Error, what: &str) -> Error {
     match err {
         Error::Timeout(s) if s.is_empty() => Error::Timeout(what.to_owned()),
         other => other,
-    }
-}
-
-/// send(2) with MSG_NOSIGNAL: a peer that is gone is EPIPE, never SIGPIPE (which would kill a
-/// C or Go host process). TODO(sys): moves to the crate's OS module.
-fn send_nosignal(sock: &UnixStream, buf: &[u8]) -> std::io::Result<usize> {
-    // SAFETY: buf is a live slice; the socket is open while `sock` lives.
-    let n = unsafe {
-        libc::send(
-            sock.as_raw_fd(),
-            buf.as_ptr().cast(),
-            buf.len(),
-            libc::MSG_NOSIGNAL,
-        )
-    };
-    if n < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
     }
 }
