@@ -45,20 +45,11 @@ func (m *Machine) Agent() *Agent {
 	return &Agent{m: m}
 }
 
-// call runs one blocking agent call with ctx's deadline and cancellation.
+// call runs one blocking agent call with ctx's deadline and cancellation (the library's
+// default, 30 s, when ctx has no deadline).
 func (a *Agent) call(ctx context.Context, f func(h *C.qm_machine, timeout C.int64_t, tok *C.qm_cancel, cerr **C.qm_error) C.qm_status) error {
-	m := a.m
-	return m.use(func(h *C.qm_machine) error {
-		w, err := m.begin(ctx, C.QM_WAIT_DEFAULT)
-		if err != nil {
-			return err
-		}
-		defer m.end(w)
-		var cerr *C.qm_error
-		if err := takeError(f(h, w.timeout, w.tok, &cerr), cerr); err != nil {
-			return m.finish(ctx, w, err)
-		}
-		return nil
+	return a.m.call(ctx, C.QM_WAIT_DEFAULT, false, func(h *C.qm_machine, w *waiter, cerr **C.qm_error) C.qm_status {
+		return f(h, w.timeout, w.tok, cerr)
 	})
 }
 

@@ -97,7 +97,7 @@ static void no_agent_times_out_and_cancels(void)
     OK(qm_set_machine(m, "q35", &err));
     OK(qm_add_args(m, (const char *const *)NO_OS, sizeof NO_OS / sizeof NO_OS[0], &err));
     OK(qm_set_guest_agent(m, true, &err));
-    OK(qm_launch(m, NULL, &err));
+    OK(qm_launch(m, QM_WAIT_DEFAULT, NULL, &err));
 
     CHECK(qm_agent_sync(m, 1500, NULL, &e) == QM_ERR_TIMEOUT);
     CHECK_HAS(qm_error_message(e), "is qemu-ga running");
@@ -199,7 +199,7 @@ static void agent_in_the_linux_guest(void)
         OK(qm_add_args(m, args, sizeof args / sizeof args[0], &err));
     }
     OK(qm_set_guest_agent(m, true, &err));
-    OK(qm_launch(m, NULL, &err));
+    OK(qm_launch(m, QM_WAIT_DEFAULT, NULL, &err));
     OK(qm_agent_sync(m, BOOT_MS, NULL, &err)); /* while the guest boots */
     OK(qm_agent_ping(m, QM_WAIT_DEFAULT, NULL, &err));
 
