@@ -180,7 +180,7 @@ const METRICS: &[Metric] = &[
     Metric {
         name: "qga_exec",
         unit: "ms",
-        params: &[("blocks", 10, 2), ("reps", 10, 3)],
+        params: &[("blocks", 20, 2), ("reps", 10, 3)],
         target: Target::RatioAtMost(1.05),
         go_target: None,
         stats: &[],
