@@ -107,12 +107,14 @@ impl Frames {
                 // The tail of an oversize line, already reported.
                 continue;
             }
+            // Over the cap whatever ends it (a newline, or a sentinel cutting it short): a long
+            // line is reported however the reads split it, also before its end is seen.
+            if line.len() > self.max_line {
+                return Next::Oversize;
+            }
             if sentinel {
                 // A sentinel in the middle of a line: what came before it is a fragment.
                 continue;
-            }
-            if line.len() > self.max_line {
-                return Next::Oversize;
             }
             if line.trim_ascii().is_empty() {
                 continue;
@@ -185,9 +187,10 @@ mod tests {
     #[test]
     fn frames_do_not_depend_on_how_reads_split_the_stream() {
         let stream: &[u8] = b"junk{\"a\":1}\n\n\xff{\"return\": 5}\n{\"half\xff{\"return\": 6}\n\
-            0123456789012345678901234567890123456789\n{\"b\":2}\n";
+            0123456789012345678901234567890123456789\n{\"b\":2}\n\
+            a fragment longer than the cap, cut short\xff{\"c\":3}\n";
         let whole = frames(&[stream], 32);
-        assert_eq!(whole.len(), 5, "{whole:?}");
+        assert_eq!(whole.len(), 7, "{whole:?}");
         for cut in 0..stream.len() {
             assert_eq!(
                 frames(&[&stream[..cut], &stream[cut..]], 32),

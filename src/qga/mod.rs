@@ -703,6 +703,48 @@ fn command_line(cmd: &str, args: Option<&Value>, id: u64) -> Vec<u8> {
     line
 }
 
+/// One item of [`split_frames`]: a line (and whether a 0xFF sentinel came right before it),
+/// or an oversize line that was dropped.
+#[doc(hidden)]
+#[derive(Debug, PartialEq, Eq)]
+pub enum SplitFrame {
+    /// A complete line, without its newline.
+    Line {
+        /// It followed a 0xFF sentinel.
+        delimited: bool,
+        /// Its bytes.
+        line: Vec<u8>,
+    },
+    /// A line longer than the cap.
+    Oversize,
+}
+
+/// Feeds `chunks` (as successive reads) through the agent channel's framing, optionally in
+/// resync mode (everything before the first 0xFF dropped), and returns what it yields. For
+/// fuzzing and tests; not a stable API.
+#[doc(hidden)]
+pub fn split_frames(chunks: &[&[u8]], max_line: usize, resync: bool) -> Vec<SplitFrame> {
+    let mut frames = Frames::new(max_line);
+    if resync {
+        frames.resync();
+    }
+    let mut out = Vec::new();
+    for chunk in chunks {
+        frames.push(chunk);
+        loop {
+            match frames.next() {
+                Next::More => break,
+                Next::Oversize => out.push(SplitFrame::Oversize),
+                Next::Frame(f) => out.push(SplitFrame::Line {
+                    delimited: f.delimited,
+                    line: f.line,
+                }),
+            }
+        }
+    }
+    out
+}
+
 /// The wait of an agent call: its own default is [`DEFAULT_AGENT_TIMEOUT`].
 fn agent_wait(wait: impl Into<Wait>) -> Wait {
     wait.into().or_default(Some(DEFAULT_AGENT_TIMEOUT))
