@@ -30,8 +30,8 @@
  *   documented. Any other negative value is QM_ERR_INVALID.
  *
  * Blocking. Only the calls that take a timeout (qm_qmp, qm_cmd, the event calls, qm_shutdown,
- *   qm_wait) and qm_launch, qm_kill and qm_free wait for QEMU; each says how long. Every other
- *   call returns at once.
+ *   qm_wait, the qm_agent_* calls) and qm_launch, qm_kill and qm_free wait for QEMU or its
+ *   guest; each says how long. Every other call returns at once.
  *
  * Cancellation. Every call that takes a timeout also takes a `qm_cancel *cancel` (may be NULL):
  *   qm_cancel_fire from another thread makes it return QM_ERR_INTERRUPTED at once.
