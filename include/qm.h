@@ -54,6 +54,13 @@
 #include <stdint.h>
 #include <stddef.h>
 
+/* The version of this header (the library's at run time: qm_version()). */
+#define QM_VERSION_MAJOR 0
+#define QM_VERSION_MINOR 2
+#define QM_VERSION_PATCH 0
+#define QM_VERSION_STRING "0.2.0"
+
+
 /**
  * `timeout_ms` value: wait as long as it takes (a `qm_cancel` can still interrupt the call).
  */
@@ -178,6 +185,11 @@ typedef int qm_log_level;
 typedef int qm_guest_action;
 
 /**
+ * What a JSON Pointer designates (`qm_json_type`).
+ */
+typedef int qm_json_kind;
+
+/**
  * Log nothing.
  */
 #define QM_LOG_OFF 0
@@ -215,12 +227,47 @@ typedef int qm_guest_action;
  */
 #define QM_GUEST_HALT 3
 
+/**
+ * The pointer designates nothing (a missing member, an index past the end).
+ */
+#define QM_JSON_MISSING 0
+
+/**
+ * `null`.
+ */
+#define QM_JSON_NULL 1
+
+/**
+ * `true` or `false`.
+ */
+#define QM_JSON_BOOL 2
+
+/**
+ * A number.
+ */
+#define QM_JSON_NUMBER 3
+
+/**
+ * A string.
+ */
+#define QM_JSON_STRING 4
+
+/**
+ * An array.
+ */
+#define QM_JSON_ARRAY 5
+
+/**
+ * An object.
+ */
+#define QM_JSON_OBJECT 6
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
 
 /**
- * The version of the qm library, e.g. `"0.1.0"`: a static string, never freed. Thread-safe.
+ * The version of the qm library, e.g. `"0.2.0"`: a static string, never freed. Thread-safe.
  */
 const char *qm_version(void);
 
@@ -338,6 +385,14 @@ bool qm_error_os_code(const qm_error *err,
  * Frees an error and the strings it lent out. NULL is a no-op. Call it once per error.
  */
 void qm_error_free(qm_error *err);
+
+/**
+ * The name of a `qm_status` value, e.g. `"QM_ERR_TIMEOUT"` for `QM_ERR_TIMEOUT`, and
+ * `"QM_ERR_UNKNOWN"` for a value that is not a `qm_status` (`status` is an `int` so that any
+ * value is safe to pass). A static string: never freed, never NULL. Pure function,
+ * thread-safe. The error's own message is `qm_error_message`.
+ */
+const char *qm_status_str(int status);
 
 /**
  * A new token that has not fired; NULL only if memory runs out. Free it with `qm_cancel_free`.
@@ -460,6 +515,12 @@ qm_status qm_set_console_log(qm_machine *m, const char *path, qm_error **err_out
 qm_status qm_set_qmp_timer(qm_machine *m, int64_t timeout_ms, qm_error **err_out);
 
 /**
+ * Stores the QMP timer (`qm_set_qmp_timer`) in `*timeout_ms_out`, in milliseconds (rounded
+ * up), or `QM_WAIT_FOREVER` when it has no limit.
+ */
+qm_status qm_get_qmp_timer(const qm_machine *m, int64_t *timeout_ms_out, qm_error **err_out);
+
+/**
  * Turns the QMP monitor on (the default) or off. Without it, QMP calls fail with
  * `QM_ERR_STATE` and a graceful shutdown sends SIGTERM.
  */
@@ -516,6 +577,52 @@ qm_status qm_set_max_message_size(qm_machine *m, size_t bytes, qm_error **err_ou
  * created is removed, and the machine can be launched again.
  */
 qm_status qm_launch(qm_machine *m, int64_t timeout_ms, const qm_cancel *cancel, qm_error **err_out);
+
+/**
+ * Prepares the next launch without starting QEMU: creates what `qm_launch` creates before
+ * starting it (the monitor socketpair or listener, the console socketpair, QEMU's log) and
+ * stores in `*base_args_out` (owned: free with `qm_string_free`) the arguments qm puts between
+ * the binary and the extra arguments, as a JSON array of strings, e.g.
+ * `["-display","none","-vga","none","-chardev","socket,id=mon,fd=5",
+ * "-mon","chardev=mon,mode=control"]`. The `fd=N` numbers are the descriptors QEMU will
+ * inherit, under those numbers. Never blocks on QEMU.
+ *
+ * The run uses the configuration as of this call. Calling it again while prepared returns the
+ * same array. `qm_launch_argv` or `qm_launch` start QEMU with what was prepared;
+ * `qm_launch_abort`, `qm_shutdown`, `qm_kill`, `qm_wait` and `qm_free` release it. A new
+ * prepare forgets the last run's exit code, pid, command line and log. `QM_ERR_STATE` when
+ * launched; any other failure is `QM_ERR_LAUNCH` as for `qm_launch`, with nothing left over.
+ */
+qm_status qm_launch_prepare(qm_machine *m, char **base_args_out, qm_error **err_out);
+
+/**
+ * Starts `argv` (`n` borrowed UTF-8 strings, `n` > 0; `argv[0]` looked up in `PATH`; never a
+ * shell) exactly as given instead of the command line `qm_launch` builds, then connects and
+ * negotiates QMP as `qm_launch` does: same `timeout_ms` and `cancel` (may be NULL), same
+ * errors, same cleanup on `QM_ERR_LAUNCH`. Prepares first when `qm_launch_prepare` was not
+ * called. `qm_get_command_line` then returns `argv`.
+ *
+ * QEMU inherits the prepared descriptors, those of `qm_add_fd`, and `extra_fds` (`n_fds`
+ * borrowed open descriptors, each 3 or above, kept open by the caller until the call returns;
+ * NULL when `n_fds` is 0) under their numbers; nothing else. `QM_ERR_INVALID` (a prepared
+ * launch stays prepared) for an empty or non-UTF-8 `argv`, or a bad descriptor;
+ * `QM_ERR_STATE` when launched.
+ */
+qm_status qm_launch_argv(qm_machine *m,
+                         const char *const *argv,
+                         size_t n,
+                         const int *extra_fds,
+                         size_t n_fds,
+                         int64_t timeout_ms,
+                         const qm_cancel *cancel,
+                         qm_error **err_out);
+
+/**
+ * Releases what `qm_launch_prepare` created (descriptors, socket files, the log, the temporary
+ * directory) when the caller gives up before `qm_launch_argv`. Does nothing when not
+ * prepared; `QM_ERR_STATE` when launched. Never blocks.
+ */
+qm_status qm_launch_abort(qm_machine *m, qm_error **err_out);
 
 /**
  * Runs the QMP command `cmd` (borrowed) with the arguments `args_json` (borrowed: a JSON
@@ -673,6 +780,13 @@ bool qm_is_running(const qm_machine *m);
  * QEMU's process id while it runs; -1 when it does not (or for NULL). Never blocks.
  */
 int64_t qm_pid(const qm_machine *m);
+
+/**
+ * The process id of the last run's QEMU, while it runs and after it exited (unlike `qm_pid`),
+ * until the next launch is prepared; -1 before any process was started, when the last launch
+ * failed before starting one, and for NULL. Never blocks.
+ */
+int64_t qm_last_pid(const qm_machine *m);
 
 /**
  * Once QEMU has exited (after a shutdown, a wait, or a failed launch where it ran): stores its
@@ -980,6 +1094,112 @@ qm_status qm_agent_get_time(qm_machine *m,
                             const qm_cancel *cancel,
                             int64_t *ns_out,
                             qm_error **err_out);
+
+/**
+ * Stores in `*kind_out` what the RFC 6901 JSON Pointer `pointer` designates in the JSON text
+ * `json`: a `QM_JSON_*` kind, `QM_JSON_MISSING` when nothing is there (which is not an
+ * error). A way to test for an optional member before reading it.
+ *
+ * `json` and `pointer` are borrowed UTF-8 strings; `pointer` is `""` (the whole text) or
+ * starts with `/` (`"/data/reason"`, `"/return/0/name"`; `~1` stands for `/` and `~0` for `~`
+ * in a member name). `QM_ERR_INVALID` for NULL, bad UTF-8, a text that is not JSON or a
+ * pointer that is not RFC 6901 syntax. Pure function: thread-safe, never blocks.
+ */
+qm_status qm_json_type(const char *json,
+                       const char *pointer,
+                       qm_json_kind *kind_out,
+                       qm_error **err_out);
+
+/**
+ * The value at the RFC 6901 JSON Pointer `pointer` in the JSON text `json`, as JSON text
+ * (compact) in `*json_out` (owned: free with `qm_string_free`). For example the pointer
+ * `"/data"` of an event gives its `data` object, `""` the whole text.
+ *
+ * `json` and `pointer` are as for `qm_json_type`. `QM_ERR_INVALID` for NULL, bad UTF-8, a
+ * text that is not JSON, a pointer that is not RFC 6901 syntax, or a pointer that designates
+ * nothing (the message says where the lookup stopped). Pure function: thread-safe, never
+ * blocks. The same holds for the other `qm_json_get_*` functions.
+ */
+qm_status qm_json_get(const char *json, const char *pointer, char **json_out, qm_error **err_out);
+
+/**
+ * The string at `pointer` in `json`, unescaped (`"a\"b"` gives `a"b`), as a new UTF-8 string
+ * in `*string_out` (owned: free with `qm_string_free`).
+ *
+ * `QM_ERR_INVALID` as for `qm_json_get`, and when the value is not a string or contains a NUL
+ * character (`\u0000`), which a C string cannot hold.
+ */
+qm_status qm_json_get_string(const char *json,
+                             const char *pointer,
+                             char **string_out,
+                             qm_error **err_out);
+
+/**
+ * The integer at `pointer` in `json`, in `*value_out`.
+ *
+ * `QM_ERR_INVALID` as for `qm_json_get`, and when the value is not a number, has a fraction
+ * or an exponent (`1.5`, `1e3`: read those with `qm_json_get_double`) or is outside the range
+ * of `int64_t`.
+ */
+qm_status qm_json_get_int(const char *json,
+                          const char *pointer,
+                          int64_t *value_out,
+                          qm_error **err_out);
+
+/**
+ * The number at `pointer` in `json`, as a `double` in `*value_out` (an integer beyond 2^53
+ * is rounded to the nearest `double`).
+ *
+ * `QM_ERR_INVALID` as for `qm_json_get`, and when the value is not a number.
+ */
+qm_status qm_json_get_double(const char *json,
+                             const char *pointer,
+                             double *value_out,
+                             qm_error **err_out);
+
+/**
+ * The boolean at `pointer` in `json`, in `*value_out`.
+ *
+ * `QM_ERR_INVALID` as for `qm_json_get`, and when the value is not `true` or `false`.
+ */
+qm_status qm_json_get_bool(const char *json,
+                           const char *pointer,
+                           bool *value_out,
+                           qm_error **err_out);
+
+/**
+ * The number of elements of the array at `pointer` in `json`, in `*len_out` (elements are
+ * then read with the pointers `<pointer>/0` ... `<pointer>/<len - 1>`).
+ *
+ * `QM_ERR_INVALID` as for `qm_json_get`, and when the value is not an array.
+ */
+qm_status qm_json_array_len(const char *json,
+                            const char *pointer,
+                            size_t *len_out,
+                            qm_error **err_out);
+
+/**
+ * The array of strings at `pointer` in `json` as a vector C can use directly, e.g. the
+ * result of `qm_guest_qemu_args` for `qm_add_args`: `*strings_out` receives a new array of
+ * `n` new UTF-8 strings (unescaped) followed by a NULL pointer, and `*len_out` receives `n`
+ * (`len_out` may be NULL: the array is NULL-terminated). The caller owns the array and its
+ * strings and frees both with one `qm_strings_free(*strings_out)` (never `free()` or
+ * `qm_string_free`).
+ *
+ * `QM_ERR_INVALID` as for `qm_json_get`, and when the value is not an array, an element is
+ * not a string or a string contains a NUL character (the message names the element).
+ */
+qm_status qm_json_get_strings(const char *json,
+                              const char *pointer,
+                              char ***strings_out,
+                              size_t *len_out,
+                              qm_error **err_out);
+
+/**
+ * Frees an array returned by `qm_json_get_strings`, and every string in it. NULL is a no-op.
+ * Only for such arrays, once each, unmodified (the NULL at its end tells its length).
+ */
+void qm_strings_free(char **strings);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -39,6 +39,11 @@ pub use qga::{AgentChannel, Exec, ExecOutput, GuestAgent, ShutdownMode};
 pub use qmp::{QmpClient, DEFAULT_MAX_MESSAGE};
 pub use wait::{Cancel, Wait};
 
+/// The README's Rust code blocks, compiled and run by `cargo test --doc` (they launch QEMU).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 use serde_json::Value;
 
 /// The seed's keyword-argument convention: `_` in top-level keys becomes `-`

@@ -17,6 +17,8 @@
 // The order of these declarations is the order of the header's sections.
 pub mod error;
 
+pub mod status;
+
 pub mod cancel;
 
 pub mod machine;
@@ -24,6 +26,8 @@ pub mod machine;
 pub mod guest;
 
 pub mod qga;
+
+pub mod json;
 
 mod boundary;
 
@@ -51,7 +55,7 @@ pub const QM_LOG_WARN: qm_log_level = 1;
 /// Log every lifecycle step and every QMP message.
 pub const QM_LOG_DEBUG: qm_log_level = 2;
 
-/// The version of the qm library, e.g. `"0.1.0"`: a static string, never freed. Thread-safe.
+/// The version of the qm library, e.g. `"0.2.0"`: a static string, never freed. Thread-safe.
 #[no_mangle]
 pub extern "C" fn qm_version() -> *const c_char {
     concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()

@@ -20,7 +20,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::Value;
@@ -33,7 +33,7 @@ use crate::wait::Wait;
 use config::Config;
 pub use config::MonitorAddress;
 use console::Console;
-use launch::QemuLog;
+use launch::{Prepared, QemuLog};
 use process::Process;
 pub use shutdown::DEFAULT_SHUTDOWN_TIMEOUT;
 
@@ -60,6 +60,8 @@ pub struct Machine {
     output: Mutex<RunOutput>,
     /// The guest agent's channel while launched (`set_guest_agent`).
     agent: Mutex<Option<Arc<GuestAgent>>>,
+    /// The pid of the last run's QEMU (0: none), kept after it exits.
+    last_pid: AtomicU32,
 }
 
 #[derive(Default)]
@@ -69,6 +71,8 @@ struct Life {
     remove_files: Vec<PathBuf>,
     /// Where QEMU's stdout and stderr go, read back at cleanup.
     log: Option<QemuLog>,
+    /// What `prepare_launch` created for a run not started yet.
+    prepared: Option<Prepared>,
 }
 
 #[derive(Default)]
@@ -111,6 +115,7 @@ impl Machine {
             signal_sent: AtomicI32::new(0),
             output: Mutex::new(RunOutput::default()),
             agent: Mutex::new(None),
+            last_pid: AtomicU32::new(0),
         }
     }
     // ---- state -----------------------------------------------------------------------------
@@ -158,6 +163,16 @@ impl Machine {
         match &*lock(&self.proc) {
             ProcState::Running(p) if p.try_status().is_none() => Some(p.pid()),
             _ => None,
+        }
+    }
+
+    /// The pid of the last run's QEMU, while it runs and after it exited (as the seed's
+    /// `_popen.pid`), until the next launch is prepared; `None` before any process was
+    /// started (or when the launch failed before starting it).
+    pub fn last_pid(&self) -> Option<u32> {
+        match self.last_pid.load(Ordering::SeqCst) {
+            0 => None,
+            pid => Some(pid),
         }
     }
 
