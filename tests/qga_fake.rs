@@ -9,9 +9,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::fake_qga::{echo, error, name, raw, reply, sync_reply, FakeAgent, Then};
 use qm::{Cancel, Error, Exec, GuestAgent, ShutdownMode, Wait};
 use serde_json::{json, Value};
+use support::fake_qga::{echo, error, name, raw, reply, sync_reply, FakeAgent, Then};
 
 const T: Duration = Duration::from_secs(10);
 

@@ -11,9 +11,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use qm::{AgentChannel, Error, Exec, GuestAgent, Machine, ShutdownMode};
+use serde_json::json;
 use support::linux_guest::{linux_guest, qemu_args, AGENT_START, AGENT_STOP};
 use support::vm;
-use serde_json::json;
 
 /// Bound of a boot (sync right after launch): generous, TCG on a loaded 2-core machine.
 const BOOT: Duration = Duration::from_secs(180);
@@ -222,7 +222,12 @@ fn agent_killed_then_restarted_then_guest_shutdown() {
     assert_eq!(ga.exec(&Exec::new("true"), T).unwrap().exit_code, Some(0));
 
     // qga-stop from a background shell, so the exec itself completes.
-    let out = ga.exec(&sh(&format!("(sleep 1; {AGENT_STOP}) </dev/null >/dev/null 2>&1 &")), T);
+    let out = ga.exec(
+        &sh(&format!(
+            "(sleep 1; {AGENT_STOP}) </dev/null >/dev/null 2>&1 &"
+        )),
+        T,
+    );
     assert_eq!(out.unwrap().exit_code, Some(0));
     // Calls fail once the agent is gone (each a short bound, so this loop ends quickly).
     let gone_by = Instant::now() + T;
@@ -318,5 +323,28 @@ fn reboot_then_the_agent_comes_back() {
         .unwrap();
     assert_eq!(out.stdout, b"1\n", "/tmp survived: no reboot happened");
     assert!(vm.is_running());
+    vm.shutdown(T).unwrap();
+}
+
+/// The two-phase launch: the agent's arguments end what `prepare_launch` returns, and a
+/// caller-composed argv that includes them gets a working channel.
+#[test]
+fn a_composed_argv_with_the_prepared_arguments_gets_the_agent_channel() {
+    let vm = Machine::new(vm::qemu());
+    vm.set_guest_agent(Some(AgentChannel::SocketPair));
+    let base = vm.prepare_launch().unwrap();
+    let port = base
+        .iter()
+        .position(|a| a.starts_with("virtserialport,"))
+        .expect("the agent's port is among the prepared arguments");
+    assert_eq!(port, base.len() - 1, "{base:?}");
+    let mut argv = vec![vm::qemu()];
+    argv.extend(base);
+    argv.extend(["-nodefaults", "-machine", "q35", "-accel", "tcg"].map(String::from));
+    vm.launch_argv(argv, &[], T).unwrap();
+    let ga = vm.agent().unwrap();
+    // No guest OS: nobody answers, but the channel is there (QEMU took its end).
+    let err = ga.sync(Duration::from_millis(300)).unwrap_err();
+    assert!(matches!(err, Error::Timeout(_)), "{err:?}");
     vm.shutdown(T).unwrap();
 }
