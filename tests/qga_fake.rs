@@ -518,3 +518,38 @@ fn a_queued_caller_times_out_without_disturbing_the_one_in_progress() {
     // The queued caller never reached the channel: no resync was needed.
     assert_eq!(count(&peer.join(), "guest-sync-delimited"), 1);
 }
+
+/// An agent that does not echo ids (older ones): in sync, its replies are taken in order; a
+/// reply that comes too late is still dropped by the resync that follows a timeout.
+#[test]
+fn an_agent_that_does_not_echo_ids_still_works() {
+    let (ga, peer) = agent(|cmd, sock| {
+        let mut plain = cmd.clone();
+        plain.as_object_mut().unwrap().remove("id");
+        match name(cmd) {
+            "guest-sync-delimited" => sync_reply(sock, &plain),
+            "guest-slow" => {
+                std::thread::sleep(Duration::from_millis(300));
+                reply(sock, &plain, json!("late"));
+            }
+            _ => reply(sock, &plain, cmd["arguments"].clone()),
+        }
+        Then::Continue
+    });
+    for i in 0..3 {
+        assert_eq!(
+            ga.cmd("guest-x", Some(&json!({ "i": i })), T).unwrap(),
+            json!({ "i": i })
+        );
+    }
+    assert!(matches!(
+        ga.cmd("guest-slow", None, Duration::from_millis(50)),
+        Err(Error::Timeout(_))
+    ));
+    assert_eq!(
+        ga.cmd("guest-x", Some(&json!({"after": 1})), T).unwrap(),
+        json!({"after": 1})
+    );
+    drop(ga);
+    peer.join();
+}

@@ -431,10 +431,8 @@ impl Inner {
                 }
                 continue;
             }
-            let ours = match msg.get("id") {
-                Some(v) => v.as_u64() == Some(id),
-                None => msg.get("error").is_some(),
-            };
+            // Without an id: an agent that does not echo ids (or could not read ours).
+            let ours = ours_or_no_id(&msg, id);
             if ours {
                 return crate::qmp::into_return(msg).map(drop);
             }
@@ -450,8 +448,8 @@ impl Inner {
         }
     }
 
-    /// Reads until the reply with `id` (or an id-less error: the agent could not read the
-    /// command's id). Other replies are stale and dropped.
+    /// Reads until the reply with `id`, or one without an id (an agent that does not echo ids,
+    /// or could not read ours). Replies with other ids are stale and dropped.
     ///
     /// When the guest goes down after `sent_at` (the agent's port closed: `qemu-ga` was killed,
     /// the guest rebooted), the reply will never come: fails then, rather than at the timeout.
@@ -494,12 +492,9 @@ impl Inner {
             };
             debug!("{} <<< {}", self.nickname, msg);
             let is_reply = msg.get("return").is_some() || msg.get("error").is_some();
-            let ours = !frame.delimited
-                && is_reply
-                && match msg.get("id") {
-                    Some(v) => v.as_u64() == Some(id),
-                    None => msg.get("error").is_some(),
-                };
+            // In sync, a reply without an id is ours too: the agent could not read our id, or
+            // does not echo ids (older agents); only a reply with another id is stale.
+            let ours = !frame.delimited && is_reply && ours_or_no_id(&msg, id);
             if ours {
                 return Ok(msg);
             }
@@ -748,6 +743,14 @@ pub fn split_frames(chunks: &[&[u8]], max_line: usize, resync: bool) -> Vec<Spli
 /// The wait of an agent call: its own default is [`DEFAULT_AGENT_TIMEOUT`].
 fn agent_wait(wait: impl Into<Wait>) -> Wait {
     wait.into().or_default(Some(DEFAULT_AGENT_TIMEOUT))
+}
+
+/// True when `msg` carries `id`, or no id at all.
+fn ours_or_no_id(msg: &Value, id: u64) -> bool {
+    match msg.get("id") {
+        Some(v) => v.as_u64() == Some(id),
+        None => true,
+    }
 }
 
 fn in_context(err: Error, what: &str) -> Error {
