@@ -213,12 +213,22 @@ fn agent_killed_then_restarted_then_guest_shutdown() {
     let vm = Machine::new(vm::qemu());
     vm.add_args(args);
     vm.set_console(None, 0);
-    vm.set_drain_console(true);
+    let dir = vm::scratch();
+    let console_log = dir.path().join("console.log");
+    vm.set_console_log(Some(console_log.clone()));
     // The unix-path channel here (the shared guest uses the socketpair).
     vm.set_guest_agent(Some(AgentChannel::Unix(None)));
     vm.launch().unwrap();
     let ga = vm.agent().unwrap();
-    ga.sync(BOOT).unwrap();
+    if let Err(e) = ga.sync(BOOT) {
+        let _ = vm.kill();
+        panic!(
+            "sync after boot: {e}\nQEMU exit code {:?}, log: {:?}\nconsole: {}",
+            vm.exitcode(),
+            vm.get_log(),
+            String::from_utf8_lossy(&std::fs::read(&console_log).unwrap_or_default())
+        );
+    }
     assert_eq!(ga.exec(&Exec::new("true"), T).unwrap().exit_code, Some(0));
 
     // qga-stop from a background shell, so the exec itself completes.
