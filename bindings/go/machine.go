@@ -542,10 +542,20 @@ func (m *Machine) getStrings(f func(h *C.qm_machine, out **C.char, cerr **C.qm_e
 }
 
 // Log returns what QEMU wrote to stdout and stderr during the last run, read back after a
-// shutdown or a failed launch; ok is false while QEMU runs and before any run.
+// shutdown or a failed launch; ok is false while QEMU runs (see LogSoFar) and before any run.
 func (m *Machine) Log() (log string, ok bool) {
 	s, null, err := m.getString(func(h *C.qm_machine, out **C.char, cerr **C.qm_error) C.qm_status {
 		return C.qm_get_log(h, out, cerr)
+	})
+	return s, err == nil && !null
+}
+
+// LogSoFar returns what QEMU has written to stdout and stderr so far: while it runs, its
+// output up to now (read afresh on each call); after a shutdown or a failed launch, the same
+// as Log. ok is false before any launch.
+func (m *Machine) LogSoFar() (log string, ok bool) {
+	s, null, err := m.getString(func(h *C.qm_machine, out **C.char, cerr **C.qm_error) C.qm_status {
+		return C.qm_get_log_so_far(h, out, cerr)
 	})
 	return s, err == nil && !null
 }

@@ -36,7 +36,7 @@ impl QemuLog {
         match log_dir {
             Some(dir) => {
                 let path = dir.join(format!("{name}.log"));
-                let file = create_private(&path, true)?;
+                let file = create_private(&path)?;
                 Ok((QemuLog::File(path), file))
             }
             None => {
@@ -50,6 +50,18 @@ impl QemuLog {
                     .map_err(|e| Error::io("duplicating the in-memory log", e))?;
                 Ok((QemuLog::Memory(ours), file))
             }
+        }
+    }
+
+    /// A descriptor to read the output while QEMU writes it (with positioned reads only).
+    pub(super) fn reader(&self) -> Result<File> {
+        match self {
+            QemuLog::File(path) => {
+                File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))
+            }
+            QemuLog::Memory(f) => f
+                .try_clone()
+                .map_err(|e| Error::io("duplicating the in-memory log", e)),
         }
     }
 
@@ -85,6 +97,8 @@ pub(super) struct Prepared {
     /// The guest agent's channel (`set_guest_agent`): its arguments go after the user's in
     /// qm's own command line (so that a virtio-serial controller of theirs exists first).
     agent: Option<crate::qga::launch::Planned>,
+    /// The QMP transcript file, when asked for.
+    transcript: Option<File>,
 }
 
 impl Machine {
@@ -332,7 +346,13 @@ impl Machine {
         };
 
         let (qemu_log, log) = QemuLog::create(cfg.log_dir.as_deref(), &cfg.name)?;
+        lock(&self.output).live_log = Some(qemu_log.reader()?);
         life.log = Some(qemu_log);
+        // Opened before QEMU starts: a bad path fails the launch before there is a QEMU to kill.
+        let transcript = match &cfg.qmp_transcript {
+            Some(path) if cfg.qmp_enabled => Some(crate::qmp::Transcript::open(path)?),
+            _ => None,
+        };
 
         let base_args = args::base_args(
             &cfg,
@@ -347,6 +367,7 @@ impl Machine {
             keep_fds,
             base_args,
             agent,
+            transcript,
         })
     }
 
@@ -367,6 +388,7 @@ impl Machine {
             mut keep_fds,
             base_args: _,
             agent,
+            transcript,
         } = prepared;
         keep_fds.extend_from_slice(extra_fds);
         lock(&self.output).full_args = argv.clone();
@@ -386,7 +408,7 @@ impl Machine {
         if let Some(console) = console_host {
             *lock(&self.console) = Some(if cfg.drain_console || cfg.console_log.is_some() {
                 let log = match &cfg.console_log {
-                    Some(path) => Some(create_private(path, false)?),
+                    Some(path) => Some(create_private(path)?),
                     None => None,
                 };
                 Console::drained(console, log, &cfg.name)?
@@ -398,6 +420,10 @@ impl Machine {
         if let Some(listen) = monitor {
             let sock = listen.connect(&process, deadline)?;
             let client = Arc::new(QmpClient::new(sock, &cfg.name, cfg.max_message)?);
+            client.set_max_queued_events(self.max_queued_events());
+            if let Some(file) = transcript {
+                client.set_transcript(file);
+            }
             // Published only once the handshake is over (a command from another thread must
             // not overtake qmp_capabilities), and also when it failed: events QEMU sent before
             // stay readable.
@@ -456,9 +482,10 @@ impl Listen {
             let ready = poll(&mut fds, deadline.remaining())
                 .map_err(|e| Error::io("waiting for QEMU to connect to the monitor", e))?;
             if ready == 0 {
-                return Err(Error::Timeout(
-                    "waiting for QEMU to connect to the monitor".into(),
-                ));
+                return Err(Error::Timeout(format!(
+                    "QEMU did not connect to the monitor {}",
+                    deadline.within()
+                )));
             }
             if fds[0].revents != 0 {
                 return socket::accept(listener.as_fd())
@@ -494,13 +521,12 @@ fn listen_unix(path: &Path) -> Result<UnixListener> {
     Ok(listener)
 }
 
-/// Creates (or truncates / appends to) a file only its owner can read.
-fn create_private(path: &Path, truncate: bool) -> Result<File> {
+/// Creates (or truncates) a file only its owner can read.
+fn create_private(path: &Path) -> Result<File> {
     OpenOptions::new()
         .create(true)
         .write(true)
-        .truncate(truncate)
-        .append(!truncate)
+        .truncate(true)
         .mode(0o600)
         .custom_flags(libc::O_CLOEXEC)
         .open(path)

@@ -92,7 +92,13 @@ impl Machine {
                 let quit = if self.quit_issued.load(Ordering::SeqCst) {
                     Ok(())
                 } else {
-                    self.qmp_with("quit", None, deadline.to_wait()).map(drop)
+                    // Within what is left of the deadline, even nothing: then `quit` goes
+                    // out only if the socket takes it at once (a zero wait is no command's).
+                    client.execute_within("quit", None, &deadline).map(|reply| {
+                        if reply.get("return").is_some() {
+                            self.quit_issued.store(true, Ordering::SeqCst);
+                        }
+                    })
                 };
                 client.close();
                 quit?;
@@ -169,7 +175,9 @@ impl Machine {
             code
         };
         if let Some(log) = life.log.take() {
-            lock(&self.output).log = Some(log.read_back());
+            let mut output = lock(&self.output);
+            output.log = Some(log.read_back());
+            output.live_log = None;
         }
         *lock(&self.temp_dir) = None;
         for path in life.remove_files.drain(..) {

@@ -147,13 +147,19 @@ impl Planned {
         if let Some(qmp) = qmp {
             let qmp: Weak<QmpClient> = Arc::downgrade(qmp);
             agent.set_gone_watch(Box::new(move |since| {
-                qmp.upgrade()
-                    .is_some_and(|c| c.has_event(|ev| guest_went_down(ev, since)))
+                qmp.upgrade().is_some_and(|c| {
+                    c.has_event(&|name| GONE_EVENTS.contains(&name), |ev| {
+                        guest_went_down(ev, since)
+                    })
+                })
             }));
         }
         Ok(agent)
     }
 }
+
+/// The names of the events [`guest_went_down`] looks at.
+const GONE_EVENTS: [&str; 3] = ["VSERPORT_CHANGE", "RESET", "SHUTDOWN"];
 
 /// A QMP event that says the guest (and so its agent) went down at or after `since`: our
 /// port closed by the guest (`VSERPORT_CHANGE`), or a reset or shutdown the guest caused.
