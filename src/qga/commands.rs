@@ -226,7 +226,7 @@ impl GuestAgent {
         loop {
             let status = self
                 .cmd("guest-exec-status", Some(&status_args), deadline.to_wait())
-                .map_err(|e| still_running(e, pid))?;
+                .map_err(|e| still_running(e, pid, &deadline))?;
             if status["exited"].as_bool() == Some(true) {
                 let (stdout, out_cut) = decode(&status, "out-data", req.max_output)?;
                 let (stderr, err_cut) = decode(&status, "err-data", req.max_output)?;
@@ -240,11 +240,9 @@ impl GuestAgent {
                     stderr_truncated: err_cut || status["err-truncated"].as_bool() == Some(true),
                 });
             }
-            nap(req.interval, &deadline).map_err(|e| still_running(e, pid))?;
+            nap(req.interval, &deadline).map_err(|e| still_running(e, pid, &deadline))?;
             if deadline.remaining() == Some(Duration::ZERO) {
-                return Err(Error::Timeout(format!(
-                    "waiting for guest process {pid} to exit (it is still running in the guest)"
-                )));
+                return Err(still_running(Error::Timeout(String::new()), pid, &deadline));
             }
         }
     }
@@ -360,10 +358,11 @@ impl GuestAgent {
     }
 }
 
-fn still_running(err: Error, pid: i64) -> Error {
+fn still_running(err: Error, pid: i64, deadline: &Deadline<'_>) -> Error {
     match err {
         Error::Timeout(_) => Error::Timeout(format!(
-            "waiting for guest process {pid} to exit (it is still running in the guest)"
+            "guest process {pid} did not exit {} (it is still running in the guest)",
+            deadline.within()
         )),
         other => other,
     }

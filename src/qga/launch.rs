@@ -206,9 +206,10 @@ fn accept(
         let ready = poll(&mut fds, deadline.remaining())
             .map_err(|e| Error::io("waiting for QEMU to connect to the guest agent socket", e))?;
         if ready == 0 {
-            return Err(Error::Timeout(
-                "waiting for QEMU to connect to the guest agent socket".into(),
-            ));
+            return Err(Error::Timeout(format!(
+                "QEMU did not connect to the guest agent socket {}",
+                deadline.within()
+            )));
         }
         if fds[0].revents != 0 {
             continue;

@@ -311,9 +311,10 @@ impl Inner {
             } else if deadline.cancelled() {
                 Some(Error::Interrupted)
             } else if deadline.remaining() == Some(Duration::ZERO) {
-                Some(Error::Timeout(
-                    "waiting for the guest agent channel (another command holds it)".into(),
-                ))
+                Some(Error::Timeout(format!(
+                    "the guest agent channel did not come free {} (another command holds it)",
+                    deadline.within()
+                )))
             } else {
                 None
             };
@@ -358,9 +359,10 @@ impl Inner {
         }
         let id = self.fresh_id();
         let line = command_line(cmd, args, id);
+        let sent_at = SystemTime::now();
         let result = self
             .write_all(&line, deadline)
-            .and_then(|()| self.reply_to(&mut chan, id, deadline, SystemTime::now()));
+            .and_then(|()| self.reply_to(&mut chan, id, deadline, sent_at));
         match result {
             Ok(mut reply) => {
                 if let Some(fields) = reply.as_object_mut() {
@@ -373,7 +375,8 @@ impl Inner {
                 chan.synced = false;
                 Err(in_context(
                     e,
-                    &format!("running {cmd:?} in the guest agent"),
+                    &format!("{cmd}: no reply from the guest agent"),
+                    deadline,
                 ))
             }
         }
@@ -412,11 +415,11 @@ impl Inner {
                         return Ok(());
                     }
                     if until.is_some_and(|u| Instant::now() >= u) {
-                        return Err(Error::Timeout(
-                            "waiting for the guest agent to take guest-shutdown (no answer, the \
-                             channel did not close, and the guest did not go down)"
-                                .into(),
-                        ));
+                        return Err(Error::Timeout(format!(
+                            "guest-shutdown: no answer from the guest agent {}, the channel did \
+                             not close, and the guest did not go down",
+                            deadline.within()
+                        )));
                     }
                     continue;
                 }
@@ -444,7 +447,7 @@ impl Inner {
             {
                 Ok(())
             }
-            other => other.map_err(|e| in_context(e, "running guest-shutdown")),
+            other => other.map_err(|e| in_context(e, "guest-shutdown", deadline)),
         }
     }
 
@@ -540,7 +543,7 @@ impl Inner {
                     id,
                 ));
                 self.write_all(&line, deadline)
-                    .map_err(|e| in_context(e, "sending guest-sync-delimited"))?;
+                    .map_err(|e| in_context(e, "sending guest-sync-delimited", deadline))?;
                 sent.push(id);
                 next_send = now + self.sync_interval;
             }
@@ -566,8 +569,9 @@ impl Inner {
                 Got::TimedOut => {
                     if until.is_some_and(|u| Instant::now() >= u) {
                         return Err(Error::Timeout(format!(
-                            "waiting for the guest agent to answer guest-sync-delimited ({} \
+                            "no answer from the guest agent to guest-sync-delimited {} ({} \
                              sent; {}): is qemu-ga running in the guest?",
+                            deadline.within(),
                             sent.len(),
                             if heard {
                                 "it answered an earlier one, then fell silent"
@@ -668,10 +672,11 @@ impl Inner {
                     let ready = poll(&mut fds, deadline.remaining())
                         .map_err(|e| Error::io("waiting to write to the guest agent", e))?;
                     if ready == 0 {
-                        return Err(Error::Timeout(
-                            "writing to the guest agent channel (the guest is not reading it)"
-                                .into(),
-                        ));
+                        return Err(Error::Timeout(format!(
+                            "could not write to the guest agent channel {} (the guest is not \
+                             reading it)",
+                            deadline.within()
+                        )));
                     }
                 }
                 Err(e) => {
@@ -753,9 +758,13 @@ fn ours_or_no_id(msg: &Value, id: u64) -> bool {
     }
 }
 
-fn in_context(err: Error, what: &str) -> Error {
+/// A timeout without a message yet says what did not happen and the bound, as the crate's
+/// timeouts do ("guest-ping: no reply from the guest agent within 2000 ms").
+fn in_context(err: Error, what: &str, deadline: &Deadline<'_>) -> Error {
     match err {
-        Error::Timeout(s) if s.is_empty() => Error::Timeout(what.to_owned()),
+        Error::Timeout(s) if s.is_empty() => {
+            Error::Timeout(format!("{what} {}", deadline.within()))
+        }
         other => other,
     }
 }
