@@ -128,6 +128,16 @@ typedef enum {
      * state may be inconsistent; please report the message.
      */
     QM_ERR_PANIC = 11,
+    /**
+     * The console reached end of file (QEMU exited or closed it) before a console wait found
+     * its pattern, or a send could not be delivered: see `qm_error_console_text`.
+     */
+    QM_ERR_CONSOLE_CLOSED = 12,
+    /**
+     * A console wait found one of its failure patterns: see `qm_error_console_text` and
+     * `qm_error_console_pattern`.
+     */
+    QM_ERR_CONSOLE_FAILURE = 13,
 } qm_status;
 
 /**
@@ -315,6 +325,23 @@ qm_status qm_error_launch_cause(const qm_error *err);
  * otherwise and when `err` or `code_out` is NULL.
  */
 bool qm_error_os_code(const qm_error *err, int *code_out);
+
+/**
+ * The console output a console error carries: for `QM_ERR_CONSOLE_FAILURE` the text consumed
+ * up to and including the failure pattern's match, for `QM_ERR_CONSOLE_CLOSED` the output nobody
+ * consumed, for a console wait's `QM_ERR_TIMEOUT` the last (up to 2 KiB) unread output. NULL for
+ * other errors and for NULL. Invalid UTF-8 and NUL bytes are replaced by U+FFFD.
+ *
+ * The string belongs to `err` and stays valid until `qm_error_free(err)`.
+ */
+const char *qm_error_console_text(const qm_error *err);
+
+/**
+ * For a `QM_ERR_CONSOLE_FAILURE` error: stores the index of the failure pattern that matched
+ * (in the order they were added to the `qm_patterns`) in `*index_out` and returns true. Returns
+ * false, leaving `*index_out` untouched, for other errors and when `err` or `index_out` is NULL.
+ */
+bool qm_error_console_pattern(const qm_error *err, size_t *index_out);
 
 /**
  * Frees an error and the strings it lent out. NULL is a no-op. Call it once per error.

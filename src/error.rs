@@ -48,6 +48,41 @@ pub enum Error {
     /// The peer broke the QMP protocol (bad JSON, oversize message, malformed greeting …).
     #[error("QMP protocol error: {0}")]
     Protocol(String),
+    /// The console reached end of file (QEMU exited or closed it) before a console wait found
+    /// its pattern, or a send could not be delivered.
+    #[error(
+        "console closed while waiting for {waiting_for}; unread output: {}",
+        Tail(text)
+    )]
+    ConsoleClosed {
+        /// The patterns waited for (or the send that failed).
+        waiting_for: String,
+        /// The output nobody consumed (invalid UTF-8 replaced).
+        text: String,
+    },
+    /// A console wait found one of its failure patterns.
+    #[error("console failure pattern {pattern} matched; output: {}", Tail(text))]
+    ConsoleFailure {
+        /// The index of the failure pattern that matched.
+        index: usize,
+        /// The failure pattern, as displayed by [`Pattern`](crate::console::Pattern).
+        pattern: String,
+        /// The output consumed, up to and including the match (invalid UTF-8 replaced).
+        text: String,
+    },
+    /// A console wait ran out of time. The output it looked at stays unread.
+    #[error(
+        "timed out after {waited:.1?} waiting on the console for {waiting_for}; last output: {}",
+        Tail(tail)
+    )]
+    ConsoleTimeout {
+        /// The patterns waited for.
+        waiting_for: String,
+        /// How long the wait lasted.
+        waited: std::time::Duration,
+        /// The last (up to 2 KiB) unread output (invalid UTF-8 replaced).
+        tail: String,
+    },
     /// An operating-system call failed.
     #[error("{context}: {source}")]
     Io {
@@ -74,6 +109,42 @@ impl Error {
     /// The current `errno` as an [`Error::Io`].
     pub(crate) fn last_os(context: impl Into<String>) -> Error {
         Error::io(context, io::Error::last_os_error())
+    }
+}
+
+impl Error {
+    /// The console output a console error carries: the unread text of
+    /// [`ConsoleClosed`](Error::ConsoleClosed), the consumed text of
+    /// [`ConsoleFailure`](Error::ConsoleFailure), the tail of
+    /// [`ConsoleTimeout`](Error::ConsoleTimeout); `None` for other errors.
+    pub fn console_text(&self) -> Option<&str> {
+        match self {
+            Error::ConsoleClosed { text, .. } | Error::ConsoleFailure { text, .. } => Some(text),
+            Error::ConsoleTimeout { tail, .. } => Some(tail),
+            _ => None,
+        }
+    }
+
+    /// True for [`Timeout`](Error::Timeout) and [`ConsoleTimeout`](Error::ConsoleTimeout).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::Timeout(_) | Error::ConsoleTimeout { .. })
+    }
+}
+
+/// At most the last 400 characters of console text in a message, quoted; the error's field has
+/// all of it.
+struct Tail<'a>(&'a str);
+
+impl fmt::Display for Tail<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const SHOWN: usize = 400;
+        let n = self.0.chars().count();
+        if n <= SHOWN {
+            write!(f, "{:?}", self.0)
+        } else {
+            let cut: String = self.0.chars().skip(n - SHOWN).collect();
+            write!(f, "…{cut:?}")
+        }
     }
 }
 

@@ -40,6 +40,12 @@ pub enum qm_status {
     /// A bug in qm: a Rust panic was caught at the C boundary. The handle stays usable but its
     /// state may be inconsistent; please report the message.
     QM_ERR_PANIC = 11,
+    /// The console reached end of file (QEMU exited or closed it) before a console wait found
+    /// its pattern, or a send could not be delivered: see `qm_error_console_text`.
+    QM_ERR_CONSOLE_CLOSED = 12,
+    /// A console wait found one of its failure patterns: see `qm_error_console_text` and
+    /// `qm_error_console_pattern`.
+    QM_ERR_CONSOLE_FAILURE = 13,
 }
 
 impl qm_status {
@@ -47,7 +53,9 @@ impl qm_status {
         match err {
             Error::Launch { .. } => qm_status::QM_ERR_LAUNCH,
             Error::Qmp { .. } => qm_status::QM_ERR_QMP,
-            Error::Timeout(_) => qm_status::QM_ERR_TIMEOUT,
+            Error::Timeout(_) | Error::ConsoleTimeout { .. } => qm_status::QM_ERR_TIMEOUT,
+            Error::ConsoleClosed { .. } => qm_status::QM_ERR_CONSOLE_CLOSED,
+            Error::ConsoleFailure { .. } => qm_status::QM_ERR_CONSOLE_FAILURE,
             Error::Disconnected(_) => qm_status::QM_ERR_DISCONNECTED,
             Error::Interrupted => qm_status::QM_ERR_INTERRUPTED,
             Error::AbnormalShutdown(_) => qm_status::QM_ERR_ABNORMAL_SHUTDOWN,
@@ -71,6 +79,9 @@ pub struct qm_error {
     output: Option<CString>,
     launch_cause: qm_status,
     os_code: Option<i32>,
+    /// The text of a console error, with its length (it may hold NUL bytes as U+FFFD).
+    console_text: Option<CString>,
+    console_pattern: Option<usize>,
 }
 
 impl qm_error {
@@ -98,6 +109,13 @@ impl qm_error {
                 e.output = Some(owned_c_string(output.clone()));
                 e.launch_cause = qm_status::of(cause);
                 e.os_code = os_code(cause);
+            }
+            Error::ConsoleFailure { index, .. } => {
+                e.console_pattern = Some(*index);
+                e.console_text = err.console_text().map(|t| owned_c_string(t.to_owned()));
+            }
+            Error::ConsoleClosed { .. } | Error::ConsoleTimeout { .. } => {
+                e.console_text = err.console_text().map(|t| owned_c_string(t.to_owned()));
             }
             other => e.os_code = os_code(other),
         }
@@ -129,6 +147,8 @@ impl qm_error {
             output: None,
             launch_cause: qm_status::QM_OK,
             os_code: None,
+            console_text: None,
+            console_pattern: None,
         }
     }
 
@@ -284,6 +304,44 @@ pub unsafe extern "C" fn qm_error_os_code(err: *const qm_error, code_out: *mut c
     // SAFETY: NULL or a live error; NULL or a writable int.
     guard(false, || unsafe {
         write_code(err.as_ref().and_then(|e| e.os_code), code_out)
+    })
+}
+
+/// The console output a console error carries: for `QM_ERR_CONSOLE_FAILURE` the text consumed
+/// up to and including the failure pattern's match, for `QM_ERR_CONSOLE_CLOSED` the output nobody
+/// consumed, for a console wait's `QM_ERR_TIMEOUT` the last (up to 2 KiB) unread output. NULL for
+/// other errors and for NULL. Invalid UTF-8 and NUL bytes are replaced by U+FFFD.
+///
+/// The string belongs to `err` and stays valid until `qm_error_free(err)`.
+#[no_mangle]
+pub unsafe extern "C" fn qm_error_console_text(err: *const qm_error) -> *const c_char {
+    // SAFETY: NULL or a live error.
+    guard(std::ptr::null(), || {
+        borrowed(unsafe { err.as_ref() }.and_then(|e| e.console_text.as_ref()))
+    })
+}
+
+/// For a `QM_ERR_CONSOLE_FAILURE` error: stores the index of the failure pattern that matched
+/// (in the order they were added to the `qm_patterns`) in `*index_out` and returns true. Returns
+/// false, leaving `*index_out` untouched, for other errors and when `err` or `index_out` is NULL.
+#[no_mangle]
+pub unsafe extern "C" fn qm_error_console_pattern(
+    err: *const qm_error,
+    index_out: *mut usize,
+) -> bool {
+    // SAFETY: NULL or a live error; NULL or a writable size_t.
+    guard(false, || {
+        match (
+            unsafe { err.as_ref() }.and_then(|e| e.console_pattern),
+            index_out.is_null(),
+        ) {
+            (Some(i), false) => {
+                // SAFETY: not NULL; the caller's contract.
+                unsafe { index_out.write(i) };
+                true
+            }
+            _ => false,
+        }
     })
 }
 

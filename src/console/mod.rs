@@ -1,0 +1,692 @@
+//! Console interaction: wait for patterns, send bytes and lines, run a command and wait for its
+//! output, press a key until something shows — without losing a byte or blocking QEMU.
+//!
+//! A [`Console`] owns the host end of a stream socket (QEMU's serial chardev, or any other) and a
+//! reader thread that takes every byte as soon as it arrives, so QEMU never blocks on a console
+//! nobody reads. Each byte goes to
+//! - the console log file, if there is one (every byte, nothing dropped);
+//! - the in-memory history: the last [`buffer cap`](ConsoleOptions::buffer) bytes (default
+//!   [`DEFAULT_BUFFER`], 1 MiB), readable at any time as the [transcript](Console::transcript);
+//! - the waits, which consume the history in order: a wait returns the text up to and including
+//!   its match and leaves the rest for the next one;
+//! - the raw socket ([`Console::fd`]), for callers that read the console themselves: a separate
+//!   copy, reading it does not consume what waits see, nor the other way round.
+//!
+//! **The cap.** Unread output is part of the history, so at most `cap` bytes wait to be
+//! consumed. When the guest writes more than that before a wait consumes it, the oldest unread
+//! bytes are dropped — counted in [`Stats::dropped`], and reported by the next wait that
+//! returns text in [`Match::dropped`] — never hidden, and still in the console log file.
+//!
+//! **One wait at a time.** Waits on one console consume its output in order, so they cannot run
+//! at once: a wait (or `exec`, `interrupt_until`) started while another one runs fails at once
+//! with [`Error::State`]. Sending, the transcript and the stats work from any thread at any time.
+//!
+//! **Ends.** When the console reaches end of file (QEMU exited, or closed it) a pending wait
+//! fails at once with [`Error::ConsoleClosed`], carrying the unread text; so does every later
+//! one. A failure pattern ends a wait with [`Error::ConsoleFailure`]; running out of time with
+//! [`Error::ConsoleTimeout`], naming the patterns and the time waited and carrying the tail of
+//! the unread text (which stays unread). A fired [`Cancel`](crate::Cancel) returns
+//! [`Error::Interrupted`] at once.
+
+mod history;
+mod os;
+mod pattern;
+
+use std::borrow::Cow;
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::log::{debug, warning};
+use crate::wait::{poll, pollfd, Deadline, Wait, Wake};
+use history::History;
+use pattern::{Found, Search};
+pub use pattern::{Pattern, Patterns};
+
+/// The default cap of the console's memory (history and unread output): 1 MiB.
+pub const DEFAULT_BUFFER: usize = 1 << 20;
+
+/// The smallest cap accepted; smaller values are raised to it.
+pub const MIN_BUFFER: usize = 4 << 10;
+
+/// How much unread text a timeout error carries.
+const TAIL: usize = 2048;
+
+/// Input from the raw socket that QEMU has not taken yet, at most; beyond it the raw socket is
+/// not read (its writer blocks), so memory stays bounded.
+const MAX_PENDING_INPUT: usize = 64 << 10;
+
+/// How a [`Console`] is set up.
+#[derive(Debug, Default)]
+pub struct ConsoleOptions {
+    /// Appends every byte the guest writes to this file.
+    pub log: Option<File>,
+    /// The cap of the in-memory history and unread output in bytes (0: [`DEFAULT_BUFFER`]; at
+    /// least [`MIN_BUFFER`]).
+    pub buffer: usize,
+    /// A name for log messages and the reader thread.
+    pub name: String,
+}
+
+/// What a successful wait found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Match {
+    /// Which success pattern matched: its index in [`Patterns::successes`].
+    pub index: usize,
+    /// The text consumed: everything unread before the match, and the match.
+    pub text: Vec<u8>,
+    /// Where the match starts in `text` (it ends at the end of `text`).
+    pub start: usize,
+    /// Unread bytes dropped (over the cap) since the previous wait that returned text: when not
+    /// 0, `text` does not begin where the previous one ended.
+    pub dropped: u64,
+}
+
+impl Match {
+    /// The matched bytes.
+    pub fn matched(&self) -> &[u8] {
+        &self.text[self.start..]
+    }
+
+    /// What came before the match.
+    pub fn before(&self) -> &[u8] {
+        &self.text[..self.start]
+    }
+
+    /// `text` as UTF-8, invalid sequences replaced.
+    pub fn text_lossy(&self) -> Cow<'_, str> {
+        String::from_utf8_lossy(&self.text)
+    }
+}
+
+/// Counters of a console.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Bytes received from the guest since the console was set up.
+    pub received: u64,
+    /// Bytes kept in memory (the transcript), at most `cap`.
+    pub kept: usize,
+    /// Bytes not consumed by a wait yet.
+    pub unread: usize,
+    /// Unread bytes dropped because they exceeded the cap (still in the console log file).
+    pub dropped: u64,
+    /// Bytes the raw socket ([`Console::fd`]) never got because nobody read it in time.
+    pub raw_dropped: u64,
+    /// The cap in bytes.
+    pub cap: usize,
+    /// True once the console reached end of file.
+    pub closed: bool,
+}
+
+/// A console: the reader thread, the history and the waits. See the [module](self) docs.
+///
+/// Every method takes `&self` and may be called from any thread. Dropping it stops the reader
+/// thread (after taking what is already in the socket) and closes the socket.
+pub struct Console {
+    shared: Arc<Shared>,
+    /// The caller's end of the raw copy, until [`close_fd`](Self::close_fd).
+    user: Mutex<Option<OwnedFd>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// Woken when bytes arrive, at end of file, and when a cancel token fires.
+    cond: Condvar,
+    /// The socket to the guest (non-blocking): the thread reads it, senders write it.
+    peer: OwnedFd,
+    /// Readable when the reader thread should take what is left and stop.
+    stop: OwnedFd,
+    /// Serialises [`Console::send`] callers, so one call's bytes are never split by another's.
+    send_order: Mutex<()>,
+    name: String,
+}
+
+struct State {
+    history: History,
+    closed: bool,
+    /// A wait is in progress.
+    waiting: bool,
+}
+
+impl Wake for Shared {
+    fn wake(&self) {
+        // Under the lock: ordered after a sleeper's check of its token.
+        let _st = self.lock();
+        self.cond.notify_all();
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Resets the "a wait is in progress" flag.
+struct Busy<'a>(&'a Shared);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.lock().waiting = false;
+    }
+}
+
+impl Console {
+    /// Takes over `socket` (a connected stream socket: the guest's side is at the other end)
+    /// and starts the reader thread.
+    pub fn start(socket: OwnedFd, options: ConsoleOptions) -> Result<Console> {
+        let cap = match options.buffer {
+            0 => DEFAULT_BUFFER,
+            n => n.max(MIN_BUFFER),
+        };
+        crate::qmp::set_nonblocking(socket.as_raw_fd())?;
+        let (user, relay) = os::socketpair("console raw copy")?;
+        crate::qmp::set_nonblocking(relay.as_raw_fd())?;
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                history: History::new(cap),
+                closed: false,
+                waiting: false,
+            }),
+            cond: Condvar::new(),
+            peer: socket,
+            stop: os::eventfd("console stop")?,
+            send_order: Mutex::new(()),
+            name: options.name.clone(),
+        });
+        let reader = Reader {
+            shared: shared.clone(),
+            relay: Some(relay),
+            log: options.log,
+            to_peer: VecDeque::new(),
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("qm-console-{}", options.name))
+            .spawn(move || reader.run())
+            .map_err(|e| Error::io("starting the console reader thread", e))?;
+        Ok(Console {
+            shared,
+            user: Mutex::new(Some(user)),
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// A raw copy of the console as a connected stream socket: it receives every byte the guest
+    /// writes (from the start, as far as the history still has it), and what is written to it
+    /// goes to the guest. Borrowed: valid until [`close_fd`](Self::close_fd). `None` after it.
+    pub fn fd(&self) -> Option<RawFd> {
+        lock(&self.user).as_ref().map(AsRawFd::as_raw_fd)
+    }
+
+    /// A duplicate of [`fd`](Self::fd) that the caller owns.
+    pub fn dup_fd(&self) -> Result<OwnedFd> {
+        let user = lock(&self.user);
+        let fd = user
+            .as_ref()
+            .ok_or_else(|| Error::State("the console is closed".into()))?;
+        fd.try_clone()
+            .map_err(|e| Error::io("duplicating the console socket", e))
+    }
+
+    /// Closes the console's own end of the raw copy (duplicates stay open).
+    pub fn close_fd(&self) {
+        *lock(&self.user) = None;
+    }
+
+    /// Stops the reader thread once it has taken what is left in the socket, and waits for it.
+    /// Waits pending then, and later ones, fail with [`Error::ConsoleClosed`]; the transcript
+    /// stays readable. Called when QEMU has exited, this reads everything up to end of file.
+    pub fn finish(&self) {
+        self.close_fd();
+        os::signal(self.shared.stop.as_fd());
+        let thread = lock(&self.thread).take();
+        if let Some(thread) = thread {
+            if thread.join().is_err() {
+                warning!("{}: the console reader thread panicked", self.shared.name);
+            }
+        }
+        // In case the thread never ran to its end.
+        self.shared.close();
+    }
+
+    /// Counters: received, kept, unread, dropped.
+    pub fn stats(&self) -> Stats {
+        let st = self.shared.lock();
+        let h = &st.history;
+        Stats {
+            received: h.end(),
+            kept: h.kept(),
+            unread: h.unread().len(),
+            dropped: h.dropped,
+            raw_dropped: h.raw_dropped,
+            cap: h.cap(),
+            closed: st.closed,
+        }
+    }
+
+    /// The history: the last `last` bytes the guest wrote, or all that is kept (the last `cap`
+    /// bytes) for `None`. Readable at any time, also after the console closed.
+    pub fn transcript(&self, last: Option<usize>) -> Vec<u8> {
+        self.shared.lock().history.transcript(last)
+    }
+
+    /// Changes the cap (at least [`MIN_BUFFER`]); shrinking drops at once what no longer fits.
+    pub fn set_buffer(&self, cap: usize) {
+        self.shared.lock().history.set_cap(cap.max(MIN_BUFFER));
+    }
+
+    /// Marks everything received so far as read, so the next wait only sees newer output;
+    /// returns how many bytes that skipped. The transcript keeps them.
+    pub fn skip_unread(&self) -> usize {
+        let mut st = self.shared.lock();
+        let end = st.history.end();
+        st.history.consume(end).0.len()
+    }
+
+    /// Waits until a success pattern shows in the unread output; see the [module](self) docs for
+    /// the errors. The earliest match wins (a failure pattern on a tie). A zero wait only looks
+    /// at what is already there.
+    pub fn wait_for(&self, patterns: &Patterns, wait: impl Into<Wait>) -> Result<Match> {
+        let wait = wait.into();
+        patterns.check()?;
+        let _busy = self.busy()?;
+        let deadline = wait.start();
+        let started = Instant::now();
+        let mut search = Search::new(patterns);
+        match self.wait_step(patterns, &mut search, &deadline, None)? {
+            Some(m) => Ok(m),
+            None => Err(self.timeout(patterns, started)),
+        }
+    }
+
+    /// Sends `bytes` to the guest, waiting (up to the wait's bound) while the socket is full.
+    /// Concurrent sends never interleave within one call's bytes.
+    pub fn send(&self, bytes: &[u8], wait: impl Into<Wait>) -> Result<()> {
+        let wait = wait.into();
+        self.send_deadline(bytes, &wait.start())
+    }
+
+    /// Sends `line` followed by `eol` (e.g. `"\n"`, or `"\r"` for a terminal in raw mode).
+    pub fn send_line(&self, line: &str, eol: &str, wait: impl Into<Wait>) -> Result<()> {
+        let mut bytes = Vec::with_capacity(line.len() + eol.len());
+        bytes.extend_from_slice(line.as_bytes());
+        bytes.extend_from_slice(eol.as_bytes());
+        self.send(&bytes, wait)
+    }
+
+    /// Sends `line` + `eol`, then waits for `patterns` as [`wait_for`](Self::wait_for) does,
+    /// within the same bound. Output that was unread before the command is searched too (call
+    /// [`skip_unread`](Self::skip_unread) first to ignore it); the text includes the guest's
+    /// echo of the command, if it echoes.
+    pub fn exec(
+        &self,
+        line: &str,
+        eol: &str,
+        patterns: &Patterns,
+        wait: impl Into<Wait>,
+    ) -> Result<Match> {
+        let wait = wait.into();
+        patterns.check()?;
+        let _busy = self.busy()?;
+        let deadline = wait.start();
+        let started = Instant::now();
+        let mut bytes = line.as_bytes().to_vec();
+        bytes.extend_from_slice(eol.as_bytes());
+        self.send_deadline(&bytes, &deadline)?;
+        let mut search = Search::new(patterns);
+        match self.wait_step(patterns, &mut search, &deadline, None)? {
+            Some(m) => Ok(m),
+            None => Err(self.timeout(patterns, started)),
+        }
+    }
+
+    /// Sends `key` every `interval` until a pattern shows (boot menus, "press any key"
+    /// prompts), within the wait's bound. The key is sent first at once.
+    pub fn interrupt_until(
+        &self,
+        key: &[u8],
+        interval: Duration,
+        patterns: &Patterns,
+        wait: impl Into<Wait>,
+    ) -> Result<Match> {
+        let wait = wait.into();
+        patterns.check()?;
+        if interval.is_zero() {
+            return Err(Error::Invalid(
+                "interrupt_until needs an interval above zero".into(),
+            ));
+        }
+        let _busy = self.busy()?;
+        let deadline = wait.start();
+        let started = Instant::now();
+        let mut search = Search::new(patterns);
+        loop {
+            self.send_deadline(key, &deadline)?;
+            let step = Instant::now() + interval;
+            if let Some(m) = self.wait_step(patterns, &mut search, &deadline, Some(step))? {
+                return Ok(m);
+            }
+            if deadline.remaining() == Some(Duration::ZERO) {
+                return Err(self.timeout(patterns, started));
+            }
+        }
+    }
+
+    fn busy(&self) -> Result<Busy<'_>> {
+        let mut st = self.shared.lock();
+        if st.waiting {
+            return Err(Error::State(
+                "another thread is waiting on this console: waits consume its output in order \
+                 and cannot run at once"
+                    .into(),
+            ));
+        }
+        st.waiting = true;
+        Ok(Busy(&self.shared))
+    }
+
+    /// Waits until a pattern matches (`Some`), the deadline or `step` passes (`None`), or an
+    /// error ends it.
+    fn wait_step(
+        &self,
+        patterns: &Patterns,
+        search: &mut Search<'_>,
+        deadline: &Deadline<'_>,
+        step: Option<Instant>,
+    ) -> Result<Option<Match>> {
+        let _watch = deadline.cancel.map(|c| {
+            let sleeper: Weak<dyn Wake> = Arc::downgrade(&self.shared) as _;
+            c.watch(sleeper)
+        });
+        let mut st = self.shared.lock();
+        loop {
+            if deadline.cancelled() {
+                return Err(Error::Interrupted);
+            }
+            let read = st.history.read;
+            if let Some(found) = search.find(st.history.unread(), read) {
+                return take(&mut st.history, patterns, found).map(Some);
+            }
+            if st.closed {
+                return Err(Error::ConsoleClosed {
+                    waiting_for: patterns.to_string(),
+                    text: String::from_utf8_lossy(st.history.unread()).into_owned(),
+                });
+            }
+            let mut left = deadline.remaining();
+            if let Some(step) = step {
+                let to_step = step.saturating_duration_since(Instant::now());
+                left = Some(left.map_or(to_step, |l| l.min(to_step)));
+            }
+            st = match left {
+                Some(Duration::ZERO) => return Ok(None),
+                Some(left) => {
+                    self.shared
+                        .cond
+                        .wait_timeout(st, left)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+                None => self.shared.cond.wait(st).unwrap_or_else(|e| e.into_inner()),
+            };
+        }
+    }
+
+    fn timeout(&self, patterns: &Patterns, started: Instant) -> Error {
+        let st = self.shared.lock();
+        let unread = st.history.unread();
+        let tail = &unread[unread.len().saturating_sub(TAIL)..];
+        Error::ConsoleTimeout {
+            waiting_for: patterns.to_string(),
+            waited: started.elapsed(),
+            tail: String::from_utf8_lossy(tail).into_owned(),
+        }
+    }
+
+    fn send_deadline(&self, bytes: &[u8], deadline: &Deadline<'_>) -> Result<()> {
+        if deadline.cancelled() {
+            return Err(Error::Interrupted);
+        }
+        let _order = lock(&self.shared.send_order);
+        let peer = self.shared.peer.as_fd();
+        let mut sent = 0;
+        while sent < bytes.len() {
+            match os::send(peer, &bytes[sent..]) {
+                os::Io::Data(n) => sent += n,
+                os::Io::Closed => {
+                    return Err(Error::ConsoleClosed {
+                        waiting_for: format!("sending {} bytes ({sent} sent)", bytes.len()),
+                        text: String::new(),
+                    })
+                }
+                os::Io::WouldBlock => {
+                    let mut fds = vec![pollfd(peer.as_raw_fd(), libc::POLLOUT)];
+                    if let Some(fd) = deadline.cancel_fd()? {
+                        fds.push(pollfd(fd, libc::POLLIN));
+                    }
+                    let ready = poll(&mut fds, deadline.remaining())?;
+                    if deadline.cancelled() {
+                        return Err(Error::Interrupted);
+                    }
+                    if ready == 0 {
+                        return Err(Error::Timeout(format!(
+                            "sending to the console: the guest took {sent} of {} bytes",
+                            bytes.len()
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Consumes the text up to the end of `found`.
+fn take(history: &mut History, patterns: &Patterns, found: Found) -> Result<Match> {
+    let base = history.read;
+    let (text, dropped) = history.consume(base + found.end as u64);
+    if found.failure {
+        return Err(Error::ConsoleFailure {
+            index: found.index,
+            pattern: patterns.failures()[found.index].to_string(),
+            text: String::from_utf8_lossy(&text).into_owned(),
+        });
+    }
+    Ok(Match {
+        index: found.index,
+        start: found.start,
+        text,
+        dropped,
+    })
+}
+
+impl Shared {
+    fn close(&self) {
+        let mut st = self.lock();
+        if !st.closed {
+            st.closed = true;
+            self.cond.notify_all();
+        }
+    }
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// The reader thread: takes the guest's output into the history and the log, forwards the raw
+/// copy, and passes what is written to the raw copy on to the guest.
+struct Reader {
+    shared: Arc<Shared>,
+    relay: Option<OwnedFd>,
+    log: Option<File>,
+    /// Input from the raw copy that the guest has not taken yet.
+    to_peer: VecDeque<u8>,
+}
+
+impl Reader {
+    fn run(mut self) {
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            let peer = self.shared.peer.as_raw_fd();
+            let raw_pending = self.relay.is_some() && {
+                let st = self.shared.lock();
+                st.history.raw < st.history.end()
+            };
+            let mut fds = vec![
+                pollfd(self.shared.stop.as_raw_fd(), libc::POLLIN),
+                pollfd(
+                    peer,
+                    libc::POLLIN
+                        | if self.to_peer.is_empty() {
+                            0
+                        } else {
+                            libc::POLLOUT
+                        },
+                ),
+            ];
+            if let Some(relay) = &self.relay {
+                let mut events = 0;
+                if self.to_peer.len() < MAX_PENDING_INPUT {
+                    events |= libc::POLLIN;
+                }
+                if raw_pending {
+                    events |= libc::POLLOUT;
+                }
+                fds.push(pollfd(relay.as_raw_fd(), events));
+            }
+            if let Err(e) = poll(&mut fds, None) {
+                warning!("{}: console reader: {e}", self.shared.name);
+                break;
+            }
+            let stopping = fds[0].revents != 0;
+            // When stopping this is the final drain of what is left in the socket.
+            if (fds[1].revents != 0 || stopping) && !self.pump_from_peer(&mut buf) {
+                break;
+            }
+            if fds[1].revents & libc::POLLOUT != 0 {
+                self.send_to_peer();
+            }
+            if let Some(relay) = fds.get(2) {
+                if relay.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
+                    self.pump_from_relay(&mut buf, relay.revents & libc::POLLIN == 0);
+                }
+                if relay.revents & libc::POLLOUT != 0 {
+                    self.forward_raw();
+                }
+            }
+            if stopping {
+                break;
+            }
+        }
+        self.shared.close();
+        // The raw copy gets what it can take now, then end of file.
+        self.forward_raw();
+        if let Some(relay) = self.relay.take() {
+            os::shutdown_write(relay.as_fd());
+        }
+        if let Some(log) = self.log.as_mut() {
+            let _ = log.flush();
+        }
+        debug!("{}: console reader finished", self.shared.name);
+    }
+
+    /// Reads everything there is; false at end of file.
+    fn pump_from_peer(&mut self, buf: &mut [u8]) -> bool {
+        loop {
+            match os::recv(self.shared.peer.as_fd(), buf) {
+                os::Io::Data(n) => {
+                    let data = &buf[..n];
+                    // The log first: a waiter woken below may end the run at once.
+                    if let Some(log) = self.log.as_mut() {
+                        if let Err(e) = log.write_all(data) {
+                            warning!("{}: console log write failed: {e}", self.shared.name);
+                            self.log = None;
+                        }
+                    }
+                    self.shared.lock().history.push(data);
+                    self.shared.cond.notify_all();
+                    if n < buf.len() {
+                        return true;
+                    }
+                }
+                os::Io::WouldBlock => return true,
+                os::Io::Closed => return false,
+            }
+        }
+    }
+
+    /// Takes what the raw copy's user wrote; `hup`: they are gone, take everything left.
+    fn pump_from_relay(&mut self, buf: &mut [u8], hup: bool) {
+        let Some(relay) = self.relay.as_ref() else {
+            return;
+        };
+        loop {
+            match os::recv(relay.as_fd(), buf) {
+                os::Io::Data(n) => {
+                    self.to_peer.extend(&buf[..n]);
+                    if !hup {
+                        break;
+                    }
+                }
+                os::Io::WouldBlock if !hup => break,
+                os::Io::WouldBlock | os::Io::Closed => {
+                    // Every copy of the user's end is closed.
+                    self.relay = None;
+                    break;
+                }
+            }
+        }
+        self.send_to_peer();
+    }
+
+    fn send_to_peer(&mut self) {
+        while !self.to_peer.is_empty() {
+            let (front, _) = self.to_peer.as_slices();
+            match os::send(self.shared.peer.as_fd(), front) {
+                os::Io::Data(n) => drop(self.to_peer.drain(..n)),
+                os::Io::WouldBlock => return,
+                os::Io::Closed => return self.to_peer.clear(),
+            }
+        }
+    }
+
+    /// Sends the raw copy what it has not had yet, as far as it takes it.
+    fn forward_raw(&mut self) {
+        let Some(relay) = self.relay.as_ref() else {
+            return;
+        };
+        let mut st = self.shared.lock();
+        loop {
+            let raw = st.history.raw;
+            let pending = st.history.from(raw);
+            if pending.is_empty() {
+                return;
+            }
+            match os::send(relay.as_fd(), pending) {
+                os::Io::Data(n) => st.history.raw += n as u64,
+                os::Io::WouldBlock => return,
+                os::Io::Closed => {
+                    drop(st);
+                    self.relay = None;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
