@@ -54,6 +54,13 @@
 #include <stdint.h>
 #include <stddef.h>
 
+/* The version of this header (the library's at run time: qm_version()). */
+#define QM_VERSION_MAJOR 0
+#define QM_VERSION_MINOR 2
+#define QM_VERSION_PATCH 0
+#define QM_VERSION_STRING "0.2.0"
+
+
 /**
  * `timeout_ms` value: wait as long as it takes (a `qm_cancel` can still interrupt the call).
  */
@@ -82,7 +89,8 @@ typedef enum {
     QM_OK = 0,
     /**
      * The machine could not be launched. The error object has QEMU's exit code (if it exited),
-     * the command line and QEMU's output; everything the launch created is cleaned up.
+     * the command line, QEMU's output and the cause (`qm_error_cause`); everything the launch
+     * created is cleaned up.
      */
     QM_ERR_LAUNCH = 1,
     /**
@@ -103,7 +111,7 @@ typedef enum {
     QM_ERR_INTERRUPTED = 5,
     /**
      * A graceful shutdown (or wait) did not end in time, or was interrupted: QEMU was killed.
-     * Cleanup has run.
+     * Cleanup has run. `qm_error_cause` says why.
      */
     QM_ERR_ABNORMAL_SHUTDOWN = 6,
     /**
@@ -181,6 +189,11 @@ typedef int qm_log_level;
 typedef int qm_guest_action;
 
 /**
+ * What a JSON Pointer designates (`qm_json_type`).
+ */
+typedef int qm_json_kind;
+
+/**
  * Log nothing.
  */
 #define QM_LOG_OFF 0
@@ -218,12 +231,47 @@ typedef int qm_guest_action;
  */
 #define QM_GUEST_HALT 3
 
+/**
+ * The pointer designates nothing (a missing member, an index past the end).
+ */
+#define QM_JSON_MISSING 0
+
+/**
+ * `null`.
+ */
+#define QM_JSON_NULL 1
+
+/**
+ * `true` or `false`.
+ */
+#define QM_JSON_BOOL 2
+
+/**
+ * A number.
+ */
+#define QM_JSON_NUMBER 3
+
+/**
+ * A string.
+ */
+#define QM_JSON_STRING 4
+
+/**
+ * An array.
+ */
+#define QM_JSON_ARRAY 5
+
+/**
+ * An object.
+ */
+#define QM_JSON_OBJECT 6
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
 
 /**
- * The version of the qm library, e.g. `"0.1.0"`: a static string, never freed. Thread-safe.
+ * The version of the qm library, e.g. `"0.2.0"`: a static string, never freed. Thread-safe.
  */
 const char *qm_version(void);
 
@@ -312,19 +360,30 @@ const char *qm_error_command(const qm_error *err);
 const char *qm_error_output(const qm_error *err);
 
 /**
- * For a `QM_ERR_LAUNCH` error, the status of what made the launch fail: e.g. `QM_ERR_IO` when
- * the binary could not be started, `QM_ERR_DISCONNECTED` when QEMU exited before QMP was up,
- * `QM_ERR_TIMEOUT` when the QMP timer ran out. `QM_OK` for other errors and for NULL.
+ * The status of what caused an error that has a cause: for `QM_ERR_LAUNCH` what made the
+ * launch fail (e.g. `QM_ERR_IO` when the binary could not be started, `QM_ERR_DISCONNECTED`
+ * when QEMU exited before QMP was up, `QM_ERR_TIMEOUT` when the time ran out), for
+ * `QM_ERR_ABNORMAL_SHUTDOWN` why QEMU had to be killed (`QM_ERR_TIMEOUT`,
+ * `QM_ERR_INTERRUPTED`, ...). `QM_OK` for other errors and for NULL.
  */
-qm_status qm_error_launch_cause(const qm_error *err);
+qm_status qm_error_cause(const qm_error *err);
 
 /**
- * For an error caused by a failed operating-system call (`QM_ERR_IO`, or a `QM_ERR_LAUNCH`
- * whose cause is one), stores the `errno` value in `*code_out` and returns true (e.g. `ENOENT`
+ * The message of the cause (see `qm_error_cause`), e.g. `"timed out waiting for QEMU (pid
+ * 42) to exit"`; NULL when the error has no cause and for NULL.
+ *
+ * The string belongs to `err` and stays valid until `qm_error_free(err)`.
+ */
+const char *qm_error_cause_message(const qm_error *err);
+
+/**
+ * For an error caused by a failed operating-system call (`QM_ERR_IO`, or an error whose
+ * cause is one, see `qm_error_cause`), stores the `errno` value in `*code_out` and returns true (e.g. `ENOENT`
  * for a QEMU binary that does not exist). Returns false, leaving `*code_out` untouched,
  * otherwise and when `err` or `code_out` is NULL.
  */
-bool qm_error_os_code(const qm_error *err, int *code_out);
+bool qm_error_os_code(const qm_error *err,
+                      int *code_out);
 
 /**
  * The console output a console error carries: for `QM_ERR_CONSOLE_FAILURE` the text consumed
@@ -347,6 +406,14 @@ bool qm_error_console_pattern(const qm_error *err, size_t *index_out);
  * Frees an error and the strings it lent out. NULL is a no-op. Call it once per error.
  */
 void qm_error_free(qm_error *err);
+
+/**
+ * The name of a `qm_status` value, e.g. `"QM_ERR_TIMEOUT"` for `QM_ERR_TIMEOUT`, and
+ * `"QM_ERR_UNKNOWN"` for a value that is not a `qm_status` (`status` is an `int` so that any
+ * value is safe to pass). A static string: never freed, never NULL. Pure function,
+ * thread-safe. The error's own message is `qm_error_message`.
+ */
+const char *qm_status_str(int status);
 
 /**
  * A new token that has not fired; NULL only if memory runs out. Free it with `qm_cancel_free`.
@@ -516,15 +583,15 @@ qm_status qm_set_max_message_size(qm_machine *m, size_t bytes, qm_error **err_ou
 /**
  * Starts QEMU and, unless QMP is off, connects and negotiates QMP.
  *
- * Blocks until QMP is up, at most the QMP timer (`qm_set_qmp_timer`), or until `cancel` (may
- * be NULL) fires; returns at once when QEMU exits early. `QM_ERR_STATE` when already launched. Any other failure is
- * `QM_ERR_LAUNCH`, whose error object has QEMU's exit code (`qm_error_exit_code`), the command
- * line and QEMU's output, and the cause (`qm_error_launch_cause`); by then no process is left
- * and everything the launch created is removed, and the machine can be launched again.
+ * Blocks until QMP is up, at most `timeout_ms` milliseconds (`QM_WAIT_DEFAULT`: the QMP timer,
+ * `qm_set_qmp_timer`; `QM_WAIT_FOREVER`), or until `cancel` (may be NULL) fires; returns at
+ * once when QEMU exits early. A token that had fired fails with `QM_ERR_INTERRUPTED`, launching
+ * nothing. `QM_ERR_STATE` when already launched. Any other failure is `QM_ERR_LAUNCH`, whose
+ * error object has QEMU's exit code (`qm_error_exit_code`), the command line and QEMU's output,
+ * and the cause (`qm_error_cause`); by then no process is left and everything the launch
+ * created is removed, and the machine can be launched again.
  */
-qm_status qm_launch(qm_machine *m,
-                    const qm_cancel *cancel,
-                    qm_error **err_out);
+qm_status qm_launch(qm_machine *m, int64_t timeout_ms, const qm_cancel *cancel, qm_error **err_out);
 
 /**
  * Runs the QMP command `cmd` (borrowed) with the arguments `args_json` (borrowed: a JSON
@@ -790,6 +857,112 @@ qm_status qm_guest_qemu_args(const char *image_path, char **json_array_out, qm_e
  * (`QM_GUEST_EXIT`): `((value << 1) | 1) & 0xff`. Pure function.
  */
 int qm_guest_exit_status(uint8_t value);
+
+/**
+ * Stores in `*kind_out` what the RFC 6901 JSON Pointer `pointer` designates in the JSON text
+ * `json`: a `QM_JSON_*` kind, `QM_JSON_MISSING` when nothing is there (which is not an
+ * error). A way to test for an optional member before reading it.
+ *
+ * `json` and `pointer` are borrowed UTF-8 strings; `pointer` is `""` (the whole text) or
+ * starts with `/` (`"/data/reason"`, `"/return/0/name"`; `~1` stands for `/` and `~0` for `~`
+ * in a member name). `QM_ERR_INVALID` for NULL, bad UTF-8, a text that is not JSON or a
+ * pointer that is not RFC 6901 syntax. Pure function: thread-safe, never blocks.
+ */
+qm_status qm_json_type(const char *json,
+                       const char *pointer,
+                       qm_json_kind *kind_out,
+                       qm_error **err_out);
+
+/**
+ * The value at the RFC 6901 JSON Pointer `pointer` in the JSON text `json`, as JSON text
+ * (compact) in `*json_out` (owned: free with `qm_string_free`). For example the pointer
+ * `"/data"` of an event gives its `data` object, `""` the whole text.
+ *
+ * `json` and `pointer` are as for `qm_json_type`. `QM_ERR_INVALID` for NULL, bad UTF-8, a
+ * text that is not JSON, a pointer that is not RFC 6901 syntax, or a pointer that designates
+ * nothing (the message says where the lookup stopped). Pure function: thread-safe, never
+ * blocks. The same holds for the other `qm_json_get_*` functions.
+ */
+qm_status qm_json_get(const char *json, const char *pointer, char **json_out, qm_error **err_out);
+
+/**
+ * The string at `pointer` in `json`, unescaped (`"a\"b"` gives `a"b`), as a new UTF-8 string
+ * in `*string_out` (owned: free with `qm_string_free`).
+ *
+ * `QM_ERR_INVALID` as for `qm_json_get`, and when the value is not a string or contains a NUL
+ * character (`\u0000`), which a C string cannot hold.
+ */
+qm_status qm_json_get_string(const char *json,
+                             const char *pointer,
+                             char **string_out,
+                             qm_error **err_out);
+
+/**
+ * The integer at `pointer` in `json`, in `*value_out`.
+ *
+ * `QM_ERR_INVALID` as for `qm_json_get`, and when the value is not a number, has a fraction
+ * or an exponent (`1.5`, `1e3`: read those with `qm_json_get_double`) or is outside the range
+ * of `int64_t`.
+ */
+qm_status qm_json_get_int(const char *json,
+                          const char *pointer,
+                          int64_t *value_out,
+                          qm_error **err_out);
+
+/**
+ * The number at `pointer` in `json`, as a `double` in `*value_out` (an integer beyond 2^53
+ * is rounded to the nearest `double`).
+ *
+ * `QM_ERR_INVALID` as for `qm_json_get`, and when the value is not a number.
+ */
+qm_status qm_json_get_double(const char *json,
+                             const char *pointer,
+                             double *value_out,
+                             qm_error **err_out);
+
+/**
+ * The boolean at `pointer` in `json`, in `*value_out`.
+ *
+ * `QM_ERR_INVALID` as for `qm_json_get`, and when the value is not `true` or `false`.
+ */
+qm_status qm_json_get_bool(const char *json,
+                           const char *pointer,
+                           bool *value_out,
+                           qm_error **err_out);
+
+/**
+ * The number of elements of the array at `pointer` in `json`, in `*len_out` (elements are
+ * then read with the pointers `<pointer>/0` ... `<pointer>/<len - 1>`).
+ *
+ * `QM_ERR_INVALID` as for `qm_json_get`, and when the value is not an array.
+ */
+qm_status qm_json_array_len(const char *json,
+                            const char *pointer,
+                            size_t *len_out,
+                            qm_error **err_out);
+
+/**
+ * The array of strings at `pointer` in `json` as a vector C can use directly, e.g. the
+ * result of `qm_guest_qemu_args` for `qm_add_args`: `*strings_out` receives a new array of
+ * `n` new UTF-8 strings (unescaped) followed by a NULL pointer, and `*len_out` receives `n`
+ * (`len_out` may be NULL: the array is NULL-terminated). The caller owns the array and its
+ * strings and frees both with one `qm_strings_free(*strings_out)` (never `free()` or
+ * `qm_string_free`).
+ *
+ * `QM_ERR_INVALID` as for `qm_json_get`, and when the value is not an array, an element is
+ * not a string or a string contains a NUL character (the message names the element).
+ */
+qm_status qm_json_get_strings(const char *json,
+                              const char *pointer,
+                              char ***strings_out,
+                              size_t *len_out,
+                              qm_error **err_out);
+
+/**
+ * Frees an array returned by `qm_json_get_strings`, and every string in it. NULL is a no-op.
+ * Only for such arrays, once each, unmodified (the NULL at its end tells its length).
+ */
+void qm_strings_free(char **strings);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -28,6 +28,7 @@ pub mod guest;
 mod log;
 mod machine;
 pub mod qmp;
+mod sys;
 mod wait;
 
 pub use error::{Error, Result};
@@ -36,6 +37,11 @@ pub use log::{set_log_level, LogLevel};
 pub use machine::{Machine, MonitorAddress, DEFAULT_SHUTDOWN_TIMEOUT};
 pub use qmp::{QmpClient, DEFAULT_MAX_MESSAGE};
 pub use wait::{Cancel, Wait};
+
+/// The README's Rust code blocks, compiled and run by `cargo test --doc` (they launch QEMU).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
 
 use serde_json::Value;
 

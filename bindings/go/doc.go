@@ -59,11 +59,12 @@
 //
 // # Linking
 //
-// By default the package links the static library of the qm checkout it lives in
-// (target/release/libqm.a, built by "cargo build --release --lib"), so binaries need no
-// LD_LIBRARY_PATH. Build with -tags qm_pkgconfig to link an installed qm ("make install
-// PREFIX=..." installs qm.pc) through pkg-config instead; that is what a module outside the
-// qm repository uses.
+// The package finds qm through pkg-config ("#cgo pkg-config: qm"), with no build tag: install
+// the C library with "make install PREFIX=<prefix>" and set PKG_CONFIG_PATH to
+// <prefix>/lib/pkgconfig (see link.go for the run-time library path). Inside the qm
+// repository, "make" writes an in-tree qm.pc (target/pkgconfig) that links the checkout's
+// static libqm.a; "make test-go" uses it. The module path is not fetchable: a module outside
+// the repository requires it through a replace directive (or go work) pointing at a checkout.
 //
 // # Test guest
 //

@@ -29,7 +29,6 @@
 //! [`Error::Interrupted`] at once.
 
 mod history;
-mod os;
 mod pattern;
 
 use std::borrow::Cow;
@@ -43,7 +42,8 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::log::{debug, warning};
-use crate::wait::{poll, pollfd, Deadline, Wait, Wake};
+use crate::sys::{poll, pollfd, socket, EventFd, POLLHUP, POLLIN, POLLOUT};
+use crate::wait::{Deadline, Wait, Wake};
 use history::History;
 use pattern::{Found, Search};
 pub use pattern::{Pattern, Patterns};
@@ -141,7 +141,7 @@ struct Shared {
     /// The socket to the guest (non-blocking): the thread reads it, senders write it.
     peer: OwnedFd,
     /// Readable when the reader thread should take what is left and stop.
-    stop: OwnedFd,
+    stop: EventFd,
     /// Serialises [`Console::send`] callers, so one call's bytes are never split by another's.
     send_order: Mutex<()>,
     name: String,
@@ -189,9 +189,12 @@ impl Console {
             0 => DEFAULT_BUFFER,
             n => n.max(MIN_BUFFER),
         };
-        crate::qmp::set_nonblocking(socket.as_raw_fd())?;
-        let (user, relay) = os::socketpair("console raw copy")?;
-        crate::qmp::set_nonblocking(relay.as_raw_fd())?;
+        let (user, relay) = socket::pair()
+            .map_err(|e| Error::io("creating the console's raw-copy socketpair", e))?;
+        for fd in [&socket, &relay] {
+            socket::set_nonblocking(fd.as_fd())
+                .map_err(|e| Error::io("making the console socket non-blocking", e))?;
+        }
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 history: History::new(cap),
@@ -200,7 +203,8 @@ impl Console {
             }),
             cond: Condvar::new(),
             peer: socket,
-            stop: os::eventfd("console stop")?,
+            stop: EventFd::new()
+                .map_err(|e| Error::io("creating the console reader's eventfd", e))?,
             send_order: Mutex::new(()),
             name: options.name.clone(),
         });
@@ -248,7 +252,7 @@ impl Console {
     /// stays readable. Called when QEMU has exited, this reads everything up to end of file.
     pub fn finish(&self) {
         self.close_fd();
-        os::signal(self.shared.stop.as_fd());
+        self.shared.stop.signal();
         let thread = lock(&self.thread).take();
         if let Some(thread) = thread {
             if thread.join().is_err() {
@@ -300,7 +304,7 @@ impl Console {
         let wait = wait.into();
         patterns.check()?;
         let _busy = self.busy()?;
-        let deadline = wait.start();
+        let deadline = wait.start()?;
         let started = Instant::now();
         let mut search = Search::new(patterns);
         match self.wait_step(patterns, &mut search, &deadline, None)? {
@@ -313,7 +317,7 @@ impl Console {
     /// Concurrent sends never interleave within one call's bytes.
     pub fn send(&self, bytes: &[u8], wait: impl Into<Wait>) -> Result<()> {
         let wait = wait.into();
-        self.send_deadline(bytes, &wait.start())
+        self.send_deadline(bytes, &wait.start()?)
     }
 
     /// Sends `line` followed by `eol` (e.g. `"\n"`, or `"\r"` for a terminal in raw mode).
@@ -338,7 +342,7 @@ impl Console {
         let wait = wait.into();
         patterns.check()?;
         let _busy = self.busy()?;
-        let deadline = wait.start();
+        let deadline = wait.start()?;
         let started = Instant::now();
         let mut bytes = line.as_bytes().to_vec();
         bytes.extend_from_slice(eol.as_bytes());
@@ -367,7 +371,7 @@ impl Console {
             ));
         }
         let _busy = self.busy()?;
-        let deadline = wait.start();
+        let deadline = wait.start()?;
         let started = Instant::now();
         let mut search = Search::new(patterns);
         loop {
@@ -461,20 +465,21 @@ impl Console {
         let peer = self.shared.peer.as_fd();
         let mut sent = 0;
         while sent < bytes.len() {
-            match os::send(peer, &bytes[sent..]) {
-                os::Io::Data(n) => sent += n,
-                os::Io::Closed => {
+            match io(socket::send(peer, &bytes[sent..])) {
+                Io::Data(n) => sent += n,
+                Io::Closed => {
                     return Err(Error::ConsoleClosed {
                         waiting_for: format!("sending {} bytes ({sent} sent)", bytes.len()),
                         text: String::new(),
                     })
                 }
-                os::Io::WouldBlock => {
-                    let mut fds = vec![pollfd(peer.as_raw_fd(), libc::POLLOUT)];
+                Io::WouldBlock => {
+                    let mut fds = vec![pollfd(peer.as_raw_fd(), POLLOUT)];
                     if let Some(fd) = deadline.cancel_fd()? {
-                        fds.push(pollfd(fd, libc::POLLIN));
+                        fds.push(pollfd(fd, POLLIN));
                     }
-                    let ready = poll(&mut fds, deadline.remaining())?;
+                    let ready = poll(&mut fds, deadline.remaining())
+                        .map_err(|e| Error::io("waiting to send to the console", e))?;
                     if deadline.cancelled() {
                         return Err(Error::Interrupted);
                     }
@@ -488,6 +493,31 @@ impl Console {
             }
         }
         Ok(())
+    }
+}
+
+/// The outcome of one non-blocking transfer.
+enum Io {
+    Data(usize),
+    WouldBlock,
+    /// End of file, or the peer is gone (EPIPE, ECONNRESET …).
+    Closed,
+}
+
+/// Classifies a non-blocking send or recv; 0 bytes is end of file (never asked to send 0).
+fn io(result: std::io::Result<usize>) -> Io {
+    match result {
+        Ok(0) => Io::Closed,
+        Ok(n) => Io::Data(n),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+            ) =>
+        {
+            Io::WouldBlock
+        }
+        Err(_) => Io::Closed,
     }
 }
 
@@ -546,24 +576,19 @@ impl Reader {
                 st.history.raw < st.history.end()
             };
             let mut fds = vec![
-                pollfd(self.shared.stop.as_raw_fd(), libc::POLLIN),
+                pollfd(self.shared.stop.raw(), POLLIN),
                 pollfd(
                     peer,
-                    libc::POLLIN
-                        | if self.to_peer.is_empty() {
-                            0
-                        } else {
-                            libc::POLLOUT
-                        },
+                    POLLIN | if self.to_peer.is_empty() { 0 } else { POLLOUT },
                 ),
             ];
             if let Some(relay) = &self.relay {
                 let mut events = 0;
                 if self.to_peer.len() < MAX_PENDING_INPUT {
-                    events |= libc::POLLIN;
+                    events |= POLLIN;
                 }
                 if raw_pending {
-                    events |= libc::POLLOUT;
+                    events |= POLLOUT;
                 }
                 fds.push(pollfd(relay.as_raw_fd(), events));
             }
@@ -576,14 +601,14 @@ impl Reader {
             if (fds[1].revents != 0 || stopping) && !self.pump_from_peer(&mut buf) {
                 break;
             }
-            if fds[1].revents & libc::POLLOUT != 0 {
+            if fds[1].revents & POLLOUT != 0 {
                 self.send_to_peer();
             }
             if let Some(relay) = fds.get(2) {
-                if relay.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
-                    self.pump_from_relay(&mut buf, relay.revents & libc::POLLIN == 0);
+                if relay.revents & (POLLIN | POLLHUP | POLLHUP) != 0 {
+                    self.pump_from_relay(&mut buf, relay.revents & POLLIN == 0);
                 }
-                if relay.revents & libc::POLLOUT != 0 {
+                if relay.revents & POLLOUT != 0 {
                     self.forward_raw();
                 }
             }
@@ -595,7 +620,7 @@ impl Reader {
         // The raw copy gets what it can take now, then end of file.
         self.forward_raw();
         if let Some(relay) = self.relay.take() {
-            os::shutdown_write(relay.as_fd());
+            socket::shutdown(relay.as_fd());
         }
         if let Some(log) = self.log.as_mut() {
             let _ = log.flush();
@@ -606,8 +631,8 @@ impl Reader {
     /// Reads everything there is; false at end of file.
     fn pump_from_peer(&mut self, buf: &mut [u8]) -> bool {
         loop {
-            match os::recv(self.shared.peer.as_fd(), buf) {
-                os::Io::Data(n) => {
+            match io(socket::recv(self.shared.peer.as_fd(), buf)) {
+                Io::Data(n) => {
                     let data = &buf[..n];
                     // The log first: a waiter woken below may end the run at once.
                     if let Some(log) = self.log.as_mut() {
@@ -622,8 +647,8 @@ impl Reader {
                         return true;
                     }
                 }
-                os::Io::WouldBlock => return true,
-                os::Io::Closed => return false,
+                Io::WouldBlock => return true,
+                Io::Closed => return false,
             }
         }
     }
@@ -634,15 +659,15 @@ impl Reader {
             return;
         };
         loop {
-            match os::recv(relay.as_fd(), buf) {
-                os::Io::Data(n) => {
+            match io(socket::recv(relay.as_fd(), buf)) {
+                Io::Data(n) => {
                     self.to_peer.extend(&buf[..n]);
                     if !hup {
                         break;
                     }
                 }
-                os::Io::WouldBlock if !hup => break,
-                os::Io::WouldBlock | os::Io::Closed => {
+                Io::WouldBlock if !hup => break,
+                Io::WouldBlock | Io::Closed => {
                     // Every copy of the user's end is closed.
                     self.relay = None;
                     break;
@@ -655,10 +680,10 @@ impl Reader {
     fn send_to_peer(&mut self) {
         while !self.to_peer.is_empty() {
             let (front, _) = self.to_peer.as_slices();
-            match os::send(self.shared.peer.as_fd(), front) {
-                os::Io::Data(n) => drop(self.to_peer.drain(..n)),
-                os::Io::WouldBlock => return,
-                os::Io::Closed => return self.to_peer.clear(),
+            match io(socket::send(self.shared.peer.as_fd(), front)) {
+                Io::Data(n) => drop(self.to_peer.drain(..n)),
+                Io::WouldBlock => return,
+                Io::Closed => return self.to_peer.clear(),
             }
         }
     }
@@ -675,10 +700,10 @@ impl Reader {
             if pending.is_empty() {
                 return;
             }
-            match os::send(relay.as_fd(), pending) {
-                os::Io::Data(n) => st.history.raw += n as u64,
-                os::Io::WouldBlock => return,
-                os::Io::Closed => {
+            match io(socket::send(relay.as_fd(), pending)) {
+                Io::Data(n) => st.history.raw += n as u64,
+                Io::WouldBlock => return,
+                Io::Closed => {
                     drop(st);
                     self.relay = None;
                     return;

@@ -13,7 +13,7 @@ use crate::Cancel;
 const T: Duration = Duration::from_secs(30);
 
 fn pair(buffer: usize, log: Option<File>) -> (Console, UnixStream) {
-    let (ours, theirs) = os::socketpair("test").unwrap();
+    let (ours, theirs) = socket::pair().unwrap();
     let console = Console::start(
         ours,
         ConsoleOptions {

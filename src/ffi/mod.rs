@@ -17,18 +17,22 @@
 // The order of these declarations is the order of the header's sections.
 pub mod error;
 
+pub mod status;
+
 pub mod cancel;
 
 pub mod machine;
 
 pub mod guest;
 
+pub mod json;
+
 mod boundary;
 
 use std::ffi::{c_char, c_int, CString};
 
-use boundary::{call, guard};
-use error::{qm_error, qm_status};
+use boundary::guard;
+use error::{call, qm_error, qm_status};
 
 /// `timeout_ms` value: wait as long as it takes (a `qm_cancel` can still interrupt the call).
 pub const QM_WAIT_FOREVER: i64 = -1;
@@ -49,7 +53,7 @@ pub const QM_LOG_WARN: qm_log_level = 1;
 /// Log every lifecycle step and every QMP message.
 pub const QM_LOG_DEBUG: qm_log_level = 2;
 
-/// The version of the qm library, e.g. `"0.1.0"`: a static string, never freed. Thread-safe.
+/// The version of the qm library, e.g. `"0.2.0"`: a static string, never freed. Thread-safe.
 #[no_mangle]
 pub extern "C" fn qm_version() -> *const c_char {
     concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
