@@ -365,8 +365,8 @@ pub unsafe extern "C" fn qm_error_os_code(err: *const qm_error, code_out: *mut c
 /// The string belongs to `err` and stays valid until `qm_error_free(err)`.
 #[no_mangle]
 pub unsafe extern "C" fn qm_error_console_text(err: *const qm_error) -> *const c_char {
-    // SAFETY: NULL or a live error.
     guard(std::ptr::null(), || {
+        // SAFETY: NULL or a live error.
         borrowed(unsafe { err.as_ref() }.and_then(|e| e.console_text.as_ref()))
     })
 }
@@ -379,12 +379,10 @@ pub unsafe extern "C" fn qm_error_console_pattern(
     err: *const qm_error,
     index_out: *mut usize,
 ) -> bool {
-    // SAFETY: NULL or a live error; NULL or a writable size_t.
     guard(false, || {
-        match (
-            unsafe { err.as_ref() }.and_then(|e| e.console_pattern),
-            index_out.is_null(),
-        ) {
+        // SAFETY: NULL or a live error.
+        let index = unsafe { err.as_ref() }.and_then(|e| e.console_pattern);
+        match (index, index_out.is_null()) {
             (Some(i), false) => {
                 // SAFETY: not NULL; the caller's contract.
                 unsafe { index_out.write(i) };

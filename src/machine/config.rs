@@ -39,6 +39,8 @@ pub(super) struct Config {
     pub(super) monitor: MonitorAddress,
     pub(super) drain_console: bool,
     pub(super) console_log: Option<PathBuf>,
+    /// The console's in-memory cap in bytes (0: the default).
+    pub(super) console_buffer: usize,
     pub(super) qmp_timer: Option<Duration>,
     pub(super) qmp_enabled: bool,
     pub(super) machine: Option<String>,
@@ -62,6 +64,7 @@ impl Config {
             monitor: MonitorAddress::SocketPair,
             drain_console: false,
             console_log: None,
+            console_buffer: 0,
             qmp_timer: Some(Duration::from_secs(30)),
             qmp_enabled: true,
             machine: None,
@@ -127,13 +130,14 @@ impl Machine {
         lock(&self.cfg).monitor = address;
     }
 
-    /// Enables a background drain of the console, so QEMU never blocks on a console nobody
-    /// reads; bytes are kept for [`console`](Self::console) readers.
+    /// Kept for the seed's API; the console is always drained now: a reader thread owned by qm
+    /// takes every byte as soon as QEMU writes it, so QEMU never blocks on a console nobody
+    /// reads, and keeps it for waits, the transcript and [`console`](Self::console) readers.
     pub fn set_drain_console(&self, drain: bool) {
         lock(&self.cfg).drain_console = drain;
     }
 
-    /// Appends every console byte to this file (implies the drain).
+    /// Appends every console byte to this file (created mode 0600 if missing).
     pub fn set_console_log(&self, path: Option<PathBuf>) {
         lock(&self.cfg).console_log = path;
     }

@@ -12,9 +12,10 @@ use std::sync::Arc;
 
 use super::args::{self, MonitorChardev};
 use super::config::{Config, MonitorAddress};
-use super::console::{self, Console};
+use super::console;
 use super::process::{Process, Spawn};
 use super::{lock, Life, Machine, ProcState, RunOutput};
+use crate::console::{Console, ConsoleOptions};
 use crate::error::{Error, Result};
 use crate::log::debug;
 use crate::qmp::QmpClient;
@@ -189,15 +190,16 @@ impl Machine {
         drop(console_qemu);
 
         if let Some(console) = console_host {
-            *lock(&self.console) = Some(if cfg.drain_console || cfg.console_log.is_some() {
-                let log = match &cfg.console_log {
-                    Some(path) => Some(create_private(path, false)?),
-                    None => None,
-                };
-                Console::drained(console, log, &cfg.name)?
-            } else {
-                Console::direct(console)
-            });
+            let log = match &cfg.console_log {
+                Some(path) => Some(create_private(path, false)?),
+                None => None,
+            };
+            let options = ConsoleOptions {
+                log,
+                buffer: cfg.console_buffer,
+                name: cfg.name.clone(),
+            };
+            *lock(&self.console) = Some(Arc::new(Console::start(console, options)?));
         }
 
         if let Some(listen) = monitor {
