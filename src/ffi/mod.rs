@@ -25,6 +25,8 @@ pub mod machine;
 
 pub mod guest;
 
+pub mod console;
+
 pub mod json;
 
 mod boundary;
