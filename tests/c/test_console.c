@@ -53,7 +53,12 @@ static void *wait_in_thread(void *arg)
     struct waiter *w = arg;
     qm_error *err = NULL;
     qm_console_match *mt = NULL;
-    w->status = qm_console_wait(w->m, w->p, T_MS, w->cancel, &mt, &err);
+    /* A probe in the main thread may hold the console for a moment: try again until this
+     * one waits. */
+    while ((w->status = qm_console_wait(w->m, w->p, T_MS, w->cancel, &mt, &err)) == QM_ERR_STATE) {
+        qm_error_free(err);
+        err = NULL;
+    }
     if (err && qm_error_console_text(err))
         w->text = strdup(qm_error_console_text(err));
     qm_error_free(err);
