@@ -122,6 +122,14 @@ const METRICS: &[Metric] = &[
         stats: &[],
     },
     Metric {
+        name: "console_latency",
+        unit: "us",
+        params: &[("segments", 20, 2), ("blocks", 2, 2), ("reps", 200, 50)],
+        target: Target::RatioAtMost(1.05),
+        go_target: None,
+        stats: &[],
+    },
+    Metric {
         name: "scale",
         unit: "ms",
         params: &[("machines", 200, 50), ("rounds", 4, 1)],
@@ -166,6 +174,9 @@ const METRICS: &[Metric] = &[
         ],
     },
 ];
+
+/// Metrics only the Rust subject measures.
+const RUST_ONLY: &[&str] = &["console_latency"];
 
 /// What one subject program printed for one metric.
 #[derive(Default)]
@@ -511,6 +522,10 @@ fn main() {
             continue;
         }
         for (subject, program) in &subjects {
+            // Measured through the Rust API only (the C and Go bindings call the same core).
+            if RUST_ONLY.contains(&metric.name) && subject != "rust" {
+                continue;
+            }
             match run_subject(program, metric, quick, &qemu, &samples_dir, subject) {
                 Err(why) => report.failure(metric.name, subject, &why),
                 Ok(s) => {

@@ -10,6 +10,7 @@
 //!
 //! A failure (a wrong reply, an error from QEMU or qm) goes to stderr and exits non-zero.
 
+mod console;
 mod raw;
 
 use std::collections::HashMap;
@@ -502,6 +503,7 @@ fn main() {
         "shutdown" => shutdown(&params, &mut out),
         "event_latency" => event_latency(&params, &mut out),
         "scale" => scale(&params, &mut out),
+        "console_latency" => console::console_latency(&params, &mut out),
         other => Err(format!("unknown metric {other}")),
     };
     out.print();
