@@ -36,14 +36,14 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::log::{debug, warning};
 use crate::sys::{poll, pollfd, socket, EventFd, POLLHUP, POLLIN, POLLOUT};
-use crate::wait::{Deadline, Wait, Wake};
+use crate::wait::{Deadline, Wait};
 use history::History;
 use pattern::{Found, Search};
 pub use pattern::{Pattern, Patterns};
@@ -60,6 +60,12 @@ const TAIL: usize = 2048;
 /// Input from the raw socket that QEMU has not taken yet, at most; beyond it the raw socket is
 /// not read (its writer blocks), so memory stays bounded.
 const MAX_PENDING_INPUT: usize = 64 << 10;
+
+/// While waits come and go, the reader thread leaves the socket to them (a waiting caller reads
+/// it itself: no hand-off between threads on the way to the match) and looks again this often;
+/// it takes the socket back once no wait ran for this long. QEMU never blocks meanwhile: its
+/// socket buffer holds far more than a serial port writes in that time.
+const WAITER_GRACE: Duration = Duration::from_millis(10);
 
 /// How a [`Console`] is set up.
 #[derive(Debug, Default)]
@@ -136,8 +142,11 @@ pub struct Console {
 
 struct Shared {
     state: Mutex<State>,
-    /// Woken when bytes arrive, at end of file, and when a cancel token fires.
-    cond: Condvar,
+    /// Readable once the console is closed: wakes a waiting caller that polls the socket.
+    closed_evt: EventFd,
+    /// Signalled when the reader thread took bytes while a caller reads the socket (the two can
+    /// both be woken by the same bytes, and the thread may take them first).
+    data_evt: EventFd,
     /// The socket to the guest (non-blocking): the thread reads it, senders write it.
     peer: OwnedFd,
     /// Readable when the reader thread should take what is left and stop.
@@ -149,22 +158,64 @@ struct Shared {
 
 struct State {
     history: History,
+    /// The console log file; written under the lock, so bytes read by the reader thread and by
+    /// a waiting caller reach it in order.
+    log: Option<File>,
     closed: bool,
     /// A wait is in progress.
     waiting: bool,
-}
-
-impl Wake for Shared {
-    fn wake(&self) {
-        // Under the lock: ordered after a sleeper's check of its token.
-        let _st = self.lock();
-        self.cond.notify_all();
-    }
+    /// A waiting caller is reading the socket itself.
+    caller_reads: bool,
+    /// When a caller last stopped reading the socket (the reader thread leaves the socket to
+    /// waits until a while after it).
+    caller_read_until: Option<Instant>,
 }
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes what the socket has into the log and the history (the caller holds the lock, so
+    /// two readers never reorder bytes). False at end of file (then the console is closed).
+    fn pump(&self, st: &mut State, buf: &mut [u8]) -> bool {
+        loop {
+            match io(socket::recv(self.peer.as_fd(), buf)) {
+                Io::Data(n) => {
+                    let data = &buf[..n];
+                    if let Some(log) = st.log.as_mut() {
+                        if let Err(e) = log.write_all(data) {
+                            warning!("{}: console log write failed: {e}", self.name);
+                            st.log = None;
+                        }
+                    }
+                    st.history.push(data);
+                    if n < buf.len() {
+                        return true;
+                    }
+                }
+                Io::WouldBlock => return true,
+                Io::Closed => {
+                    self.close_locked(st);
+                    return false;
+                }
+            }
+        }
+    }
+
+    fn close_locked(&self, st: &mut State) {
+        if !st.closed {
+            st.closed = true;
+            self.closed_evt.signal();
+        }
+    }
+
+    fn close(&self) {
+        let mut st = self.lock();
+        self.close_locked(&mut st);
+        if let Some(log) = st.log.as_mut() {
+            let _ = log.flush();
+        }
     }
 }
 
@@ -178,6 +229,24 @@ struct Busy<'a>(&'a Shared);
 impl Drop for Busy<'_> {
     fn drop(&mut self) {
         self.0.lock().waiting = false;
+    }
+}
+
+/// Hands the socket back to the reader thread when a waiting caller stops reading it.
+struct CallerReads<'a>(&'a Shared);
+
+impl CallerReads<'_> {
+    fn start(shared: &Shared) -> CallerReads<'_> {
+        shared.lock().caller_reads = true;
+        CallerReads(shared)
+    }
+}
+
+impl Drop for CallerReads<'_> {
+    fn drop(&mut self) {
+        let mut st = self.0.lock();
+        st.caller_reads = false;
+        st.caller_read_until = Some(Instant::now());
     }
 }
 
@@ -198,10 +267,15 @@ impl Console {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 history: History::new(cap),
+                log: options.log,
                 closed: false,
                 waiting: false,
+                caller_reads: false,
+                caller_read_until: None,
             }),
-            cond: Condvar::new(),
+            closed_evt: EventFd::new()
+                .map_err(|e| Error::io("creating the console's eventfd", e))?,
+            data_evt: EventFd::new().map_err(|e| Error::io("creating the console's eventfd", e))?,
             peer: socket,
             stop: EventFd::new()
                 .map_err(|e| Error::io("creating the console reader's eventfd", e))?,
@@ -211,7 +285,6 @@ impl Console {
         let reader = Reader {
             shared: shared.clone(),
             relay: Some(relay),
-            log: options.log,
             to_peer: VecDeque::new(),
         };
         let thread = std::thread::Builder::new()
@@ -400,7 +473,8 @@ impl Console {
     }
 
     /// Waits until a pattern matches (`Some`), the deadline or `step` passes (`None`), or an
-    /// error ends it.
+    /// error ends it. The caller reads the socket itself while it waits (the reader thread
+    /// steps aside), so the bytes it waits for reach it without a hand-off between threads.
     fn wait_step(
         &self,
         patterns: &Patterns,
@@ -408,11 +482,12 @@ impl Console {
         deadline: &Deadline<'_>,
         step: Option<Instant>,
     ) -> Result<Option<Match>> {
-        let _watch = deadline.cancel.map(|c| {
-            let sleeper: Weak<dyn Wake> = Arc::downgrade(&self.shared) as _;
-            c.watch(sleeper)
-        });
-        let mut st = self.shared.lock();
+        let shared = &*self.shared;
+        let cancel_fd = deadline.cancel_fd()?;
+        let mut buf = [0u8; 16 << 10];
+        // Declared before the lock below, so it is dropped (and locks) after it.
+        let _reads = CallerReads::start(shared);
+        let mut st = shared.lock();
         loop {
             if deadline.cancelled() {
                 return Err(Error::Interrupted);
@@ -432,17 +507,28 @@ impl Console {
                 let to_step = step.saturating_duration_since(Instant::now());
                 left = Some(left.map_or(to_step, |l| l.min(to_step)));
             }
-            st = match left {
-                Some(Duration::ZERO) => return Ok(None),
-                Some(left) => {
-                    self.shared
-                        .cond
-                        .wait_timeout(st, left)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0
-                }
-                None => self.shared.cond.wait(st).unwrap_or_else(|e| e.into_inner()),
-            };
+            if left == Some(Duration::ZERO) {
+                return Ok(None);
+            }
+            drop(st);
+            let mut fds = vec![
+                pollfd(shared.peer.as_raw_fd(), POLLIN),
+                pollfd(shared.closed_evt.raw(), POLLIN),
+                pollfd(shared.data_evt.raw(), POLLIN),
+            ];
+            if let Some(fd) = cancel_fd {
+                fds.push(pollfd(fd, POLLIN));
+            }
+            let ready =
+                poll(&mut fds, left).map_err(|e| Error::io("waiting for console output", e))?;
+            if fds[2].revents != 0 {
+                shared.data_evt.drain();
+            }
+            st = shared.lock();
+            if ready > 0 && fds[0].revents != 0 && !st.closed {
+                // The reader thread may have taken the bytes first: then they are in the history.
+                shared.pump(&mut st, &mut buf);
+            }
         }
     }
 
@@ -540,16 +626,6 @@ fn take(history: &mut History, patterns: &Patterns, found: Found) -> Result<Matc
     })
 }
 
-impl Shared {
-    fn close(&self) {
-        let mut st = self.lock();
-        if !st.closed {
-            st.closed = true;
-            self.cond.notify_all();
-        }
-    }
-}
-
 impl Drop for Console {
     fn drop(&mut self) {
         self.finish();
@@ -561,7 +637,6 @@ impl Drop for Console {
 struct Reader {
     shared: Arc<Shared>,
     relay: Option<OwnedFd>,
-    log: Option<File>,
     /// Input from the raw copy that the guest has not taken yet.
     to_peer: VecDeque<u8>,
 }
@@ -571,16 +646,31 @@ impl Reader {
         let mut buf = vec![0u8; 64 << 10];
         loop {
             let peer = self.shared.peer.as_raw_fd();
-            let raw_pending = self.relay.is_some() && {
+            // Whether to read the socket now, or leave it to waits for a while.
+            let (raw_pending, read_peer, timeout) = {
                 let st = self.shared.lock();
-                st.history.raw < st.history.end()
+                if st.closed {
+                    break;
+                }
+                let raw_pending = self.relay.is_some() && st.history.raw < st.history.end();
+                let since = st.caller_read_until.map(|t| t.elapsed());
+                match (st.caller_reads, since) {
+                    (true, _) => (raw_pending, false, Some(WAITER_GRACE)),
+                    (false, Some(since)) if since < WAITER_GRACE => {
+                        (raw_pending, false, Some(WAITER_GRACE - since))
+                    }
+                    _ => (raw_pending, true, None),
+                }
             };
+            let mut peer_events = if read_peer { POLLIN } else { 0 };
+            if !self.to_peer.is_empty() {
+                peer_events |= POLLOUT;
+            }
+            // Not polled at all when nothing is asked of it: a hung-up socket reports POLLHUP
+            // even unasked, and the thread would spin while a caller reads it.
             let mut fds = vec![
                 pollfd(self.shared.stop.raw(), POLLIN),
-                pollfd(
-                    peer,
-                    POLLIN | if self.to_peer.is_empty() { 0 } else { POLLOUT },
-                ),
+                pollfd(if peer_events != 0 { peer } else { -1 }, peer_events),
             ];
             if let Some(relay) = &self.relay {
                 let mut events = 0;
@@ -592,26 +682,38 @@ impl Reader {
                 }
                 fds.push(pollfd(relay.as_raw_fd(), events));
             }
-            if let Err(e) = poll(&mut fds, None) {
+            if let Err(e) = poll(&mut fds, timeout) {
                 warning!("{}: console reader: {e}", self.shared.name);
                 break;
             }
             let stopping = fds[0].revents != 0;
-            // When stopping this is the final drain of what is left in the socket.
-            if (fds[1].revents != 0 || stopping) && !self.pump_from_peer(&mut buf) {
-                break;
+            // When stopping this is the final drain of what is left in the socket. (POLLHUP
+            // is reported even when not asked for: only read when it is the thread's turn.)
+            let peer_ready = fds[1].revents & (POLLIN | POLLHUP | libc::POLLERR) != 0;
+            if (peer_ready && read_peer) || stopping {
+                let open = {
+                    let mut st = self.shared.lock();
+                    let before = st.history.end();
+                    let open = !st.closed && self.shared.pump(&mut st, &mut buf);
+                    if st.caller_reads && st.history.end() > before {
+                        self.shared.data_evt.signal();
+                    }
+                    open
+                };
+                if !open {
+                    break;
+                }
             }
             if fds[1].revents & POLLOUT != 0 {
                 self.send_to_peer();
             }
             if let Some(relay) = fds.get(2) {
-                if relay.revents & (POLLIN | POLLHUP | POLLHUP) != 0 {
+                if relay.revents & (POLLIN | POLLHUP | libc::POLLERR) != 0 {
                     self.pump_from_relay(&mut buf, relay.revents & POLLIN == 0);
                 }
-                if relay.revents & POLLOUT != 0 {
-                    self.forward_raw();
-                }
             }
+            // The raw copy gets what it can take now (also what a waiting caller read).
+            self.forward_raw();
             if stopping {
                 break;
             }
@@ -622,35 +724,7 @@ impl Reader {
         if let Some(relay) = self.relay.take() {
             socket::shutdown(relay.as_fd());
         }
-        if let Some(log) = self.log.as_mut() {
-            let _ = log.flush();
-        }
         debug!("{}: console reader finished", self.shared.name);
-    }
-
-    /// Reads everything there is; false at end of file.
-    fn pump_from_peer(&mut self, buf: &mut [u8]) -> bool {
-        loop {
-            match io(socket::recv(self.shared.peer.as_fd(), buf)) {
-                Io::Data(n) => {
-                    let data = &buf[..n];
-                    // The log first: a waiter woken below may end the run at once.
-                    if let Some(log) = self.log.as_mut() {
-                        if let Err(e) = log.write_all(data) {
-                            warning!("{}: console log write failed: {e}", self.shared.name);
-                            self.log = None;
-                        }
-                    }
-                    self.shared.lock().history.push(data);
-                    self.shared.cond.notify_all();
-                    if n < buf.len() {
-                        return true;
-                    }
-                }
-                Io::WouldBlock => return true,
-                Io::Closed => return false,
-            }
-        }
     }
 
     /// Takes what the raw copy's user wrote; `hup`: they are gone, take everything left.
