@@ -178,7 +178,18 @@ impl Shared {
 
     /// Takes what the socket has into the log and the history (the caller holds the lock, so
     /// two readers never reorder bytes). False at end of file (then the console is closed).
-    fn pump(&self, st: &mut State, buf: &mut [u8]) -> bool {
+    /// Anyone but the waiting caller itself (`by_waiter`) tells that caller when it took bytes:
+    /// the caller may be about to sleep in poll on a socket that now looks empty.
+    fn pump(&self, st: &mut State, buf: &mut [u8], by_waiter: bool) -> bool {
+        let before = st.history.end();
+        let open = self.pump_inner(st, buf);
+        if !by_waiter && st.caller_reads && st.history.end() > before {
+            self.data_evt.signal();
+        }
+        open
+    }
+
+    fn pump_inner(&self, st: &mut State, buf: &mut [u8]) -> bool {
         loop {
             match io(socket::recv(self.peer.as_fd(), buf)) {
                 Io::Data(n) => {
@@ -338,7 +349,7 @@ impl Console {
 
     /// Counters: received, kept, unread, dropped.
     pub fn stats(&self) -> Stats {
-        let st = self.shared.lock();
+        let st = self.current();
         let h = &st.history;
         Stats {
             received: h.end(),
@@ -354,7 +365,18 @@ impl Console {
     /// The history: the last `last` bytes the guest wrote, or all that is kept (the last `cap`
     /// bytes) for `None`. Readable at any time, also after the console closed.
     pub fn transcript(&self, last: Option<usize>) -> Vec<u8> {
-        self.shared.lock().history.transcript(last)
+        self.current().history.transcript(last)
+    }
+
+    /// The state, with what the socket holds taken in first (the reader thread may be leaving
+    /// the socket to waits just now).
+    fn current(&self) -> MutexGuard<'_, State> {
+        let mut st = self.shared.lock();
+        if !st.closed {
+            let mut buf = [0u8; 4096];
+            self.shared.pump(&mut st, &mut buf, false);
+        }
+        st
     }
 
     /// Changes the cap (at least [`MIN_BUFFER`]); shrinking drops at once what no longer fits.
@@ -365,7 +387,7 @@ impl Console {
     /// Marks everything received so far as read, so the next wait only sees newer output;
     /// returns how many bytes that skipped. The transcript keeps them.
     pub fn skip_unread(&self) -> usize {
-        let mut st = self.shared.lock();
+        let mut st = self.current();
         let end = st.history.end();
         st.history.consume(end).0.len()
     }
@@ -488,6 +510,8 @@ impl Console {
         // Declared before the lock below, so it is dropped (and locks) after it.
         let _reads = CallerReads::start(shared);
         let mut st = shared.lock();
+        // The reader thread may be leaving the socket to waits: look at it at least once.
+        let mut looked = false;
         loop {
             if deadline.cancelled() {
                 return Err(Error::Interrupted);
@@ -508,6 +532,11 @@ impl Console {
                 left = Some(left.map_or(to_step, |l| l.min(to_step)));
             }
             if left == Some(Duration::ZERO) {
+                if !looked && !st.closed {
+                    looked = true;
+                    shared.pump(&mut st, &mut buf, true);
+                    continue;
+                }
                 return Ok(None);
             }
             drop(st);
@@ -525,9 +554,10 @@ impl Console {
                 shared.data_evt.drain();
             }
             st = shared.lock();
+            looked = true;
             if ready > 0 && fds[0].revents != 0 && !st.closed {
                 // The reader thread may have taken the bytes first: then they are in the history.
-                shared.pump(&mut st, &mut buf);
+                shared.pump(&mut st, &mut buf, true);
             }
         }
     }
@@ -693,12 +723,7 @@ impl Reader {
             if (peer_ready && read_peer) || stopping {
                 let open = {
                     let mut st = self.shared.lock();
-                    let before = st.history.end();
-                    let open = !st.closed && self.shared.pump(&mut st, &mut buf);
-                    if st.caller_reads && st.history.end() > before {
-                        self.shared.data_evt.signal();
-                    }
-                    open
+                    !st.closed && self.shared.pump(&mut st, &mut buf, false)
                 };
                 if !open {
                     break;

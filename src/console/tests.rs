@@ -390,3 +390,20 @@ fn send_to_a_closed_peer_is_console_closed() {
         }
     }
 }
+
+#[test]
+fn a_zero_wait_and_the_transcript_see_bytes_the_reader_thread_left_to_waits() {
+    let (c, mut peer) = pair(0, None);
+    peer.write_all(b"one ").unwrap();
+    c.wait_for(&"one ".into(), T).unwrap();
+    // Right after a wait the reader thread leaves the socket alone for a while: a zero wait
+    // and the transcript must still see what is in it.
+    peer.write_all(b"two ").unwrap();
+    assert_eq!(
+        c.wait_for(&"two ".into(), Duration::ZERO).unwrap().text,
+        b"two "
+    );
+    peer.write_all(b"three").unwrap();
+    assert_eq!(c.transcript(None), b"one two three");
+    assert_eq!(c.stats().unread, 5);
+}
