@@ -57,6 +57,15 @@
 // so it never races with a call in flight; a finalizer closes (and kills) a Machine that is
 // dropped without Close.
 //
+// # Logging and diagnostics
+//
+// The library logs warnings to stderr; SetLogLevel(LogDebug) (or QM_LOG=debug) adds every
+// lifecycle step and QMP message, and SetLogger sends the records to a *slog.Logger instead.
+// WithQMPTranscript writes every QMP message of a machine to a JSON-lines file; LogSoFar
+// reads QEMU's output while it runs. Error messages start with "qm: " and lead with what
+// happened ("qm: launch failed: QEMU exited with code 1: ...", "qm: timed out: no SHUTDOWN
+// event within 3000 ms").
+//
 // # Linking
 //
 // The package finds qm through pkg-config ("#cgo pkg-config: qm"), with no build tag: install

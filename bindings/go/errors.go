@@ -29,6 +29,7 @@ const (
 	StatusProtocol         Status = C.QM_ERR_PROTOCOL          // QEMU broke the QMP protocol
 	StatusIO               Status = C.QM_ERR_IO                // an operating-system call failed
 	StatusPanic            Status = C.QM_ERR_PANIC             // a bug in qm (please report it)
+	StatusEventsDropped    Status = C.QM_ERR_EVENTS_DROPPED    // the event queue's cap dropped events
 	StatusConsoleClosed    Status = C.QM_ERR_CONSOLE_CLOSED    // the console reached end of file
 	StatusConsoleFailure   Status = C.QM_ERR_CONSOLE_FAILURE   // a console failure pattern matched
 	statusCount                   = StatusConsoleFailure + 1
@@ -71,6 +72,9 @@ var (
 	ErrIO = errors.New("qm: I/O error")
 	// ErrPanic means a bug inside qm was caught at the C boundary; please report the message.
 	ErrPanic = errors.New("qm: internal error")
+	// ErrEventsDropped means the cap set with WithMaxQueuedEvents dropped events (the oldest
+	// first); reported once, to the next call that reads events (see DroppedEvents).
+	ErrEventsDropped = errors.New("qm: events dropped")
 	// ErrClosed means the machine was closed (Close) before or during the call. Such errors
 	// also match ErrState (a call after Close) or ErrInterrupted (a call Close interrupted).
 	ErrClosed = errors.New("qm: machine closed")
@@ -99,6 +103,7 @@ var statuses = [statusCount]struct {
 	StatusProtocol:         {"protocol error", ErrProtocol},
 	StatusIO:               {"I/O error", ErrIO},
 	StatusPanic:            {"internal error (panic)", ErrPanic},
+	StatusEventsDropped:    {"events dropped", ErrEventsDropped},
 	StatusConsoleClosed:    {"console closed", ErrConsoleClosed},
 	StatusConsoleFailure:   {"console failure pattern", ErrConsoleFailure},
 }
@@ -136,7 +141,7 @@ func (e *Error) Error() string {
 	if msg == "" {
 		msg = e.Status.String()
 	}
-	if !strings.HasPrefix(msg, "qm") {
+	if !strings.HasPrefix(msg, "qm: ") {
 		msg = "qm: " + msg
 	}
 	for _, c := range e.cause {
@@ -197,7 +202,7 @@ type LaunchError struct {
 // Error returns the library's message.
 func (e *LaunchError) Error() string {
 	msg := e.Message
-	if !strings.HasPrefix(msg, "qm") {
+	if !strings.HasPrefix(msg, "qm: ") {
 		msg = "qm: " + msg
 	}
 	return msg

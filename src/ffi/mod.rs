@@ -29,6 +29,8 @@ pub mod console;
 
 pub mod json;
 
+pub mod log;
+
 mod boundary;
 
 use std::ffi::{c_char, c_int, CString};
@@ -44,13 +46,14 @@ pub const QM_WAIT_FOREVER: i64 = -1;
 /// 30 s. Other calls reject it with `QM_ERR_INVALID`.
 pub const QM_WAIT_DEFAULT: i64 = -2;
 
-/// How much qm writes to stderr (`qm_set_log_level`).
+/// How much qm logs (`qm_set_log_level`), to stderr or to a `qm_set_log_callback` callback.
 pub type qm_log_level = c_int;
 
 /// Log nothing.
 pub const QM_LOG_OFF: qm_log_level = 0;
 /// Log warnings only (e.g. QEMU killed by a signal qm did not send). The default, unless the
-/// environment variable `QM_LOG` (`off`, `warn`, `debug`) says otherwise.
+/// environment variable `QM_LOG` says otherwise: `off`, `warn` or `debug` in any case, or the
+/// number of a `QM_LOG_*` constant (`0`, `1`, `2`); any other value gets one warning.
 pub const QM_LOG_WARN: qm_log_level = 1;
 /// Log every lifecycle step and every QMP message.
 pub const QM_LOG_DEBUG: qm_log_level = 2;
@@ -74,7 +77,7 @@ pub unsafe extern "C" fn qm_string_free(s: *mut c_char) {
     })
 }
 
-/// Sets how much qm logs to stderr, for the whole process (it overrides `QM_LOG`).
+/// Sets how much qm logs (to stderr or the `qm_set_log_callback` callback), for the whole process (it overrides `QM_LOG`).
 /// Thread-safe. `QM_ERR_INVALID` for a value that is not a `QM_LOG_*` constant (the level is
 /// then unchanged).
 #[no_mangle]
@@ -89,7 +92,7 @@ pub unsafe extern "C" fn qm_set_log_level(
             QM_LOG_DEBUG => crate::LogLevel::Debug,
             other => {
                 return Err(crate::Error::Invalid(format!(
-                    "level {other} is not QM_LOG_OFF, QM_LOG_WARN or QM_LOG_DEBUG"
+                    "log level {other} is not one of 0 (off), 1 (warn), 2 (debug)"
                 )))
             }
         };
@@ -140,6 +143,14 @@ mod tests {
         // SAFETY: qm_version returns a static NUL-terminated string.
         let v = unsafe { std::ffi::CStr::from_ptr(qm_version()) };
         assert_eq!(v.to_str().unwrap(), env!("CARGO_PKG_VERSION"));
+    }
+
+    #[test]
+    fn log_levels_are_the_core_levels() {
+        // The log callback passes the core level as it is.
+        assert_eq!(crate::LogLevel::Off as qm_log_level, QM_LOG_OFF);
+        assert_eq!(crate::LogLevel::Warn as qm_log_level, QM_LOG_WARN);
+        assert_eq!(crate::LogLevel::Debug as qm_log_level, QM_LOG_DEBUG);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use super::boundary::guard;
 use super::error::qm_status;
 
 /// Every status, in value order (the index is the value).
-const NAMES: [(qm_status, &CStr); 14] = [
+const NAMES: [(qm_status, &CStr); 15] = [
     (qm_status::QM_OK, c"QM_OK"),
     (qm_status::QM_ERR_LAUNCH, c"QM_ERR_LAUNCH"),
     (qm_status::QM_ERR_QMP, c"QM_ERR_QMP"),
@@ -22,6 +22,7 @@ const NAMES: [(qm_status, &CStr); 14] = [
     (qm_status::QM_ERR_PROTOCOL, c"QM_ERR_PROTOCOL"),
     (qm_status::QM_ERR_IO, c"QM_ERR_IO"),
     (qm_status::QM_ERR_PANIC, c"QM_ERR_PANIC"),
+    (qm_status::QM_ERR_EVENTS_DROPPED, c"QM_ERR_EVENTS_DROPPED"),
     (qm_status::QM_ERR_CONSOLE_CLOSED, c"QM_ERR_CONSOLE_CLOSED"),
     (qm_status::QM_ERR_CONSOLE_FAILURE, c"QM_ERR_CONSOLE_FAILURE"),
 ];
@@ -70,7 +71,7 @@ mod tests {
 
     #[test]
     fn values_that_are_not_statuses() {
-        for v in [-1, 14, 1000, c_int::MIN, c_int::MAX] {
+        for v in [-1, 15, 1000, c_int::MIN, c_int::MAX] {
             assert_eq!(name(v), "QM_ERR_UNKNOWN");
         }
     }

@@ -99,11 +99,10 @@ impl EventFd {
         let _ = nix::unistd::write(&self.0, &1u64.to_ne_bytes());
     }
 
-    /// Resets the counter to zero, so the next poll waits for the next signal. Never blocks
-    /// (a counter already at zero is EAGAIN, ignored).
+    /// Resets the counter (no longer readable until signalled again). Never blocks.
     pub(crate) fn drain(&self) {
-        let mut buf = [0u8; 8];
-        let _ = nix::unistd::read(&self.0, &mut buf);
+        let mut count = [0u8; 8];
+        let _ = nix::unistd::read(&self.0, &mut count);
     }
 
     /// A second descriptor on the same counter (for a thread that signals it).

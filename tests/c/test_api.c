@@ -31,7 +31,7 @@ static void version_and_constants(void)
     CHECK_STR(qm_status_str(-1), "QM_ERR_UNKNOWN");
     CHECK_STR(qm_status_str(QM_ERR_CONSOLE_FAILURE + 1), "QM_ERR_UNKNOWN");
     CHECK(QM_OK == 0);
-    CHECK(QM_ERR_LAUNCH == 1 && QM_ERR_PANIC == 11);
+    CHECK(QM_ERR_LAUNCH == 1 && QM_ERR_PANIC == 11 && QM_ERR_EVENTS_DROPPED == 12);
     CHECK(QM_WAIT_FOREVER == -1 && QM_WAIT_DEFAULT == -2);
     CHECK(QM_GUEST_MAX_BANNER == 380);
     CHECK(qm_guest_exit_status(0) == 1 && qm_guest_exit_status(1) == 3);
