@@ -1224,12 +1224,13 @@ qm_status qm_console_skip_unread(const qm_machine *m, size_t *skipped_out, qm_er
 
 /**
  * Caps the console's memory, in bytes: the transcript and the output no wait consumed yet
- * (default 1 MiB; values under 4 KiB are raised to 4 KiB; 0 restores the default at the next
- * launch). Output over the cap that no wait consumed is dropped and reported
+ * (default 1 MiB; values under 4 KiB are raised to 4 KiB; 0 is the default). Output over the cap that no wait consumed is dropped and reported
  * (`qm_console_match_dropped`, `qm_console_stats`); the console log file keeps everything.
  * Applies to the running console at once and to later launches.
  */
-qm_status qm_set_console_buffer(qm_machine *m, size_t bytes, qm_error **err_out);
+qm_status qm_set_console_buffer(qm_machine *m,
+                                size_t bytes,
+                                qm_error **err_out);
 
 /**
  * Stores in `*kind_out` what the RFC 6901 JSON Pointer `pointer` designates in the JSON text

@@ -60,7 +60,7 @@ type ConsoleStats struct {
 }
 
 // WithConsoleBuffer caps the console's memory in bytes: the transcript and the output no wait
-// consumed yet (default 1 MiB, at least 4 KiB). Output over the cap that no wait consumed is
+// consumed yet (default 1 MiB, at least 4 KiB; 0 is the default). Output over the cap that no wait consumed is
 // dropped and reported (ConsoleMatch.Dropped, ConsoleStats.Dropped); the console log file keeps
 // everything.
 func WithConsoleBuffer(bytes int) Option {
@@ -175,9 +175,10 @@ func (m *Machine) ConsoleExec(ctx context.Context, line, eol string, p Patterns)
 // ConsoleInterruptUntil sends key every interval (first at once) until one of p's patterns
 // shows (boot menus, "press any key" prompts), then returns as ConsoleWait does.
 func (m *Machine) ConsoleInterruptUntil(ctx context.Context, key []byte, interval time.Duration, p Patterns) (*ConsoleMatch, error) {
-	ms := interval.Milliseconds()
-	if ms <= 0 || ms > int64(^uint32(0)) {
-		return nil, invalid("ConsoleInterruptUntil: interval %v must be between 1 ms and 2^32 ms", interval)
+	// The library refuses a zero interval; here only what does not fit its uint32 milliseconds.
+	ms := max(interval.Milliseconds(), 0)
+	if ms > int64(^uint32(0)) {
+		return nil, invalid("ConsoleInterruptUntil: interval %v does not fit in 2^32 ms", interval)
 	}
 	ck := C.CBytes(key)
 	defer C.free(ck)

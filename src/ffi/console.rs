@@ -430,8 +430,7 @@ pub unsafe extern "C" fn qm_console_skip_unread(
 }
 
 /// Caps the console's memory, in bytes: the transcript and the output no wait consumed yet
-/// (default 1 MiB; values under 4 KiB are raised to 4 KiB; 0 restores the default at the next
-/// launch). Output over the cap that no wait consumed is dropped and reported
+/// (default 1 MiB; values under 4 KiB are raised to 4 KiB; 0 is the default). Output over the cap that no wait consumed is dropped and reported
 /// (`qm_console_match_dropped`, `qm_console_stats`); the console log file keeps everything.
 /// Applies to the running console at once and to later launches.
 #[no_mangle]

@@ -24,11 +24,17 @@ impl Machine {
     /// [`DEFAULT_BUFFER`](crate::console::DEFAULT_BUFFER), 1 MiB; at least
     /// [`MIN_BUFFER`](crate::console::MIN_BUFFER)). Output over the cap that no wait consumed is
     /// dropped and reported ([`Match::dropped`], [`Stats::dropped`]); the console log file keeps
-    /// everything. Applies to the running console at once, and to the next launches.
+    /// everything. 0 is the default. Applies to the running console at once, and to the next
+    /// launches.
     pub fn set_console_buffer(&self, bytes: usize) {
         lock(&self.cfg).console_buffer = bytes;
         if let Some(console) = lock(&self.console).as_ref() {
-            console.set_buffer(bytes);
+            // 0 means the default, as at launch.
+            console.set_buffer(if bytes == 0 {
+                crate::console::DEFAULT_BUFFER
+            } else {
+                bytes
+            });
         }
     }
 
