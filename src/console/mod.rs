@@ -43,7 +43,7 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::log::{debug, warning};
 use crate::sys::{poll, pollfd, socket, EventFd, POLLHUP, POLLIN, POLLOUT};
-use crate::wait::{Deadline, Wait};
+use crate::wait::{Deadline, Wait, Wake};
 use history::History;
 use pattern::{Found, Search};
 pub use pattern::{Pattern, Patterns};
@@ -152,7 +152,7 @@ struct Shared {
     /// Readable when the reader thread should take what is left and stop.
     stop: EventFd,
     /// Serialises [`Console::send`] callers, so one call's bytes are never split by another's.
-    send_order: Mutex<()>,
+    send_order: Arc<SendGate>,
     name: String,
 }
 
@@ -234,6 +234,64 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// One send at a time, so one call's bytes are never split by another's; waiting for the gate
+/// honours the caller's deadline and cancel token (a send can block on a guest that does not
+/// read its input).
+#[derive(Default)]
+struct SendGate {
+    busy: Mutex<bool>,
+    free: std::sync::Condvar,
+}
+
+impl Wake for SendGate {
+    fn wake(&self) {
+        // Under the lock: ordered after a sleeper's check of its token.
+        let _busy = lock(&self.busy);
+        self.free.notify_all();
+    }
+}
+
+/// Holds the [`SendGate`] until dropped.
+struct Sending<'a>(&'a SendGate);
+
+impl SendGate {
+    fn enter<'a>(gate: &'a Arc<SendGate>, deadline: &Deadline<'_>) -> Result<Sending<'a>> {
+        let _watch = deadline.cancel.map(|c| {
+            let sleeper: std::sync::Weak<dyn Wake> = Arc::downgrade(gate) as _;
+            c.watch(sleeper)
+        });
+        let mut busy = lock(&gate.busy);
+        while *busy {
+            if deadline.cancelled() {
+                return Err(Error::Interrupted);
+            }
+            busy = match deadline.remaining() {
+                Some(Duration::ZERO) => {
+                    return Err(Error::Timeout(
+                        "waiting for another thread's send to the console".into(),
+                    ))
+                }
+                Some(left) => {
+                    gate.free
+                        .wait_timeout(busy, left)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+                None => gate.free.wait(busy).unwrap_or_else(|e| e.into_inner()),
+            };
+        }
+        *busy = true;
+        Ok(Sending(gate))
+    }
+}
+
+impl Drop for Sending<'_> {
+    fn drop(&mut self) {
+        *lock(&self.0.busy) = false;
+        self.0.free.notify_all();
+    }
+}
+
 /// Resets the "a wait is in progress" flag.
 struct Busy<'a>(&'a Shared);
 
@@ -290,7 +348,7 @@ impl Console {
             peer: socket,
             stop: EventFd::new()
                 .map_err(|e| Error::io("creating the console reader's eventfd", e))?,
-            send_order: Mutex::new(()),
+            send_order: Arc::new(SendGate::default()),
             name: options.name.clone(),
         });
         let reader = Reader {
@@ -577,7 +635,7 @@ impl Console {
         if deadline.cancelled() {
             return Err(Error::Interrupted);
         }
-        let _order = lock(&self.shared.send_order);
+        let _order = SendGate::enter(&self.shared.send_order, deadline)?;
         let peer = self.shared.peer.as_fd();
         let mut sent = 0;
         while sent < bytes.len() {

@@ -407,3 +407,35 @@ fn a_zero_wait_and_the_transcript_see_bytes_the_reader_thread_left_to_waits() {
     assert_eq!(c.transcript(None), b"one two three");
     assert_eq!(c.stats().unread, 5);
 }
+
+#[test]
+fn a_send_stuck_on_a_full_socket_never_holds_other_senders_past_their_bounds() {
+    let (c, _peer) = pair(0, None); // the peer never reads
+    let c = Arc::new(c);
+    let cancel = Cancel::new();
+    let stuck = {
+        let (c, cancel) = (c.clone(), cancel.clone());
+        thread::spawn(move || c.send(&vec![b'x'; 8 << 20], Wait::forever().cancel(&cancel)))
+    };
+    // Wait (bounded) until the first send is stuck: then a second one times out or is refused
+    // by its own bound, not by the first one's.
+    let until = Instant::now() + T;
+    loop {
+        match c.send(b"y", Duration::from_millis(100)) {
+            Err(Error::Timeout(_)) => break,
+            Ok(()) => assert!(Instant::now() < until, "the first send never got stuck"),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let other = Cancel::new();
+    other.cancel();
+    assert!(matches!(
+        c.send(b"y", Wait::forever().cancel(&other)),
+        Err(Error::Interrupted)
+    ));
+    cancel.cancel();
+    let r = stuck.join().unwrap();
+    assert!(matches!(r, Err(Error::Interrupted)), "{r:?}");
+    // The gate is free again.
+    assert!(matches!(c.send(b"", T), Ok(())));
+}
