@@ -17,6 +17,15 @@
 //! bytes are dropped — counted in [`Stats::dropped`], and reported by the next wait that
 //! returns text in [`Match::dropped`] — never hidden, and still in the console log file.
 //!
+//! **Searching.** Literal patterns resume where the last search stopped; a regular expression
+//! is searched again over the whole unread output when new bytes arrive (linear each time). On a
+//! chatty console, keep the unread output small (consume it, or [`Console::skip_unread`]) when
+//! waiting for regular expressions.
+//!
+//! **Who reads.** The reader thread reads the socket while nobody waits. A waiting caller reads
+//! it itself (no hand-off between threads on the way to its match); the thread steps aside until
+//! 10 ms after the last wait, which QEMU's socket buffer covers many times over.
+//!
 //! **One wait at a time.** Waits on one console consume its output in order, so they cannot run
 //! at once: a wait (or `exec`, `interrupt_until`) started while another one runs fails at once
 //! with [`Error::State`]. Sending, the transcript and the stats work from any thread at any time.
