@@ -25,6 +25,8 @@ pub mod machine;
 
 pub mod guest;
 
+pub mod qga;
+
 pub mod console;
 
 pub mod json;

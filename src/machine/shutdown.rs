@@ -154,6 +154,9 @@ impl Machine {
         if let Some(client) = lock(&self.qmp).as_ref() {
             client.close();
         }
+        if let Some(agent) = lock(&self.agent).take() {
+            agent.close();
+        }
         // Kept, not taken: its transcript stays readable until the next launch.
         let console = lock(&self.console).clone();
         if let Some(console) = console {
