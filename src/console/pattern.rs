@@ -306,6 +306,43 @@ mod tests {
         assert_eq!((f.start, f.end), (4, 9));
     }
 
+    /// Searching text that arrives in pieces (resuming each literal where it stopped) finds
+    /// the same first match as searching the whole text at once, for many random texts, pieces
+    /// and patterns (a small LCG: deterministic, no dependency).
+    #[test]
+    fn pieces_find_what_the_whole_text_finds() {
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = |n: u64| {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) % n
+        };
+        for _ in 0..2000 {
+            let len = next(60) as usize;
+            let text: Vec<u8> = (0..len).map(|_| b"ab\n"[next(3) as usize]).collect();
+            let lit: Vec<u8> = (0..1 + next(4))
+                .map(|_| b"ab\n"[next(3) as usize])
+                .collect();
+            let p = Patterns::new()
+                .success(Pattern::literal(&lit))
+                .failure(Pattern::literal(b"bbb"))
+                .success(Pattern::regex("a\nb+a").unwrap());
+            let whole = Search::new(&p).find(&text, 0);
+            let mut search = Search::new(&p);
+            let mut end = 0;
+            let mut found = None;
+            while found.is_none() && end < text.len() {
+                end = (end + 1 + next(5) as usize).min(text.len());
+                found = search.find(&text[..end], 0);
+            }
+            if found.is_none() {
+                found = search.find(&text, 0);
+            }
+            assert_eq!(found, whole, "text {:?} literal {:?}", text, lit);
+        }
+    }
+
     #[test]
     fn bad_regex_is_invalid() {
         assert!(matches!(Pattern::regex("("), Err(Error::Invalid(_))));
