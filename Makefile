@@ -15,7 +15,7 @@ deps: ## install QEMU when missing (as root, with apt-get)
 
 build: target/pkgconfig/qm.pc ## cargo build --release (libqm.a, libqm.so) + the in-tree qm.pc
 
-demo: deps ## boot the 512-byte test guest and drive it (examples/demo.rs)
+demo: deps ## boot the Linux test guest, drive its console and QMP (examples/demo.rs)
 	$(CARGO) run --release --example demo
 
 test: deps linux-guest lint test-linux-guest test-rust test-c check-header check-native-libs test-go test-python test-fuzz test-outside ## every test

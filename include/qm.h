@@ -147,6 +147,16 @@ typedef enum {
      * `qm_dropped_events` counts them all.
      */
     QM_ERR_EVENTS_DROPPED = 12,
+    /**
+     * The console reached end of file (QEMU exited or closed it) before a console wait found
+     * its pattern, or a send could not be delivered: see `qm_error_console_text`.
+     */
+    QM_ERR_CONSOLE_CLOSED = 13,
+    /**
+     * A console wait found one of its failure patterns: see `qm_error_console_text` and
+     * `qm_error_console_pattern`.
+     */
+    QM_ERR_CONSOLE_FAILURE = 14,
 } qm_status;
 
 /**
@@ -159,6 +169,12 @@ typedef enum {
  * may be shared by many calls and threads; make a new one to start over.
  */
 typedef struct qm_cancel qm_cancel;
+
+/**
+ * What a successful console wait found. Owned by the caller, freed with
+ * `qm_console_match_free`; immutable, so any number of threads may read it.
+ */
+typedef struct qm_console_match qm_console_match;
 
 /**
  * An error: status, message and structured details. Created by a failed call and owned by the
@@ -186,6 +202,15 @@ typedef struct qm_exec_result qm_exec_result;
 typedef struct qm_machine qm_machine;
 
 /**
+ * What a console wait looks for: success patterns (at least one) and failure patterns, each a
+ * literal string or a regular expression (Rust `regex` syntax, linear time: no pattern can make
+ * a wait hang). Make one with `qm_patterns_new`, add patterns with `qm_patterns_add`, use it for
+ * any number of waits, free it with `qm_patterns_free`. Not thread-safe while being added to;
+ * once built, any number of threads may use it at once.
+ */
+typedef struct qm_patterns qm_patterns;
+
+/**
  * How much qm logs (`qm_set_log_level`), to stderr or to a `qm_set_log_callback` callback.
  */
 typedef int qm_log_level;
@@ -194,6 +219,45 @@ typedef int qm_log_level;
  * What the test guest does after writing its banner line to the serial port.
  */
 typedef int qm_guest_action;
+
+/**
+ * How `qm_patterns_add` reads its pattern.
+ */
+typedef uint32_t qm_pattern_kind;
+
+/**
+ * A console's counters (`qm_console_stats`).
+ */
+typedef struct {
+    /**
+     * Bytes received from the guest since launch.
+     */
+    uint64_t received;
+    /**
+     * Bytes kept in memory (the transcript), at most `cap`.
+     */
+    uint64_t kept;
+    /**
+     * Bytes no wait has consumed yet.
+     */
+    uint64_t unread;
+    /**
+     * Unread bytes dropped because they exceeded the cap (the console log file has them).
+     */
+    uint64_t dropped;
+    /**
+     * Bytes the raw copy (`qm_console_fd`) never got because nobody read it in time.
+     */
+    uint64_t raw_dropped;
+    /**
+     * The cap of the console's memory in bytes.
+     */
+    uint64_t cap;
+    /**
+     * True once the console reached end of file (QEMU exited or closed it).
+     */
+    bool closed;
+} qm_console_counters;
 
 /**
  * What a JSON Pointer designates (`qm_json_type`).
@@ -258,6 +322,17 @@ typedef void (*qm_log_fn)(void *user,
  * Halt forever: a guest that never stops by itself.
  */
 #define QM_GUEST_HALT 3
+
+/**
+ * The pattern is a literal string, matched byte for byte.
+ */
+#define QM_PATTERN_LITERAL 0
+
+/**
+ * The pattern is a regular expression (Rust `regex` syntax, over bytes; `(?m)` turns on
+ * multi-line `^`/`$`).
+ */
+#define QM_PATTERN_REGEX 1
 
 /**
  * The pointer designates nothing (a missing member, an index past the end).
@@ -415,6 +490,23 @@ bool qm_error_os_code(const qm_error *err,
                       int *code_out);
 
 /**
+ * The console output a console error carries: for `QM_ERR_CONSOLE_FAILURE` the text consumed
+ * up to and including the failure pattern's match, for `QM_ERR_CONSOLE_CLOSED` the output nobody
+ * consumed, for a console wait's `QM_ERR_TIMEOUT` the last (up to 2 KiB) unread output. NULL for
+ * other errors and for NULL. Invalid UTF-8 and NUL bytes are replaced by U+FFFD.
+ *
+ * The string belongs to `err` and stays valid until `qm_error_free(err)`.
+ */
+const char *qm_error_console_text(const qm_error *err);
+
+/**
+ * For a `QM_ERR_CONSOLE_FAILURE` error: stores the index of the failure pattern that matched
+ * (in the order they were added to the `qm_patterns`) in `*index_out` and returns true. Returns
+ * false, leaving `*index_out` untouched, for other errors and when `err` or `index_out` is NULL.
+ */
+bool qm_error_console_pattern(const qm_error *err, size_t *index_out);
+
+/**
  * Frees an error and the strings it lent out. NULL is a no-op. Call it once per error.
  */
 void qm_error_free(qm_error *err);
@@ -530,15 +622,15 @@ qm_status qm_set_monitor_unix(qm_machine *m,
 qm_status qm_set_monitor_tcp(qm_machine *m, const char *host, uint16_t port, qm_error **err_out);
 
 /**
- * Turns the console drain on or off (default off). With it, a background thread always reads
- * the console, so QEMU never blocks on a console nobody reads; bytes are kept for readers of
- * `qm_console_fd`.
+ * Kept for the seed's API; it changes nothing now: a reader thread owned by qm always reads
+ * the console, so QEMU never blocks on a console nobody reads, and keeps the bytes for the
+ * console waits (`qm_console_wait`), the transcript and readers of `qm_console_fd`.
  */
 qm_status qm_set_drain_console(qm_machine *m, bool drain, qm_error **err_out);
 
 /**
  * Writes every console byte to the file at `path` (borrowed; created mode 0600 if missing,
- * truncated at each launch), which implies the drain; NULL turns the console log off.
+ * truncated at each launch); NULL turns the console log off.
  */
 qm_status qm_set_console_log(qm_machine *m, const char *path, qm_error **err_out);
 
@@ -927,8 +1019,9 @@ qm_status qm_get_command_line(const qm_machine *m, char **json_array_out, qm_err
  * write and poll it (and set it non-blocking) but must not close it. `QM_ERR_STATE` unless
  * `qm_set_console` was called and the machine is launched.
  *
- * Without the drain (`qm_set_drain_console`), the guest's serial port stalls when nobody reads
- * the console, so read what the guest writes. Returns at once, even during a shutdown. Another
+ * It is a raw copy of the console: it receives every byte the guest writes (from launch, as far
+ * as the console's memory still holds it) and what is written to it goes to the guest; reading
+ * it does not consume what `qm_console_wait` sees. Returns at once, even during a shutdown. Another
  * thread's shutdown may close the descriptor at any moment (and its number be reused): a
  * program that shuts down from another thread should use `qm_console_dup` instead.
  */
@@ -937,8 +1030,7 @@ qm_status qm_console_fd(const qm_machine *m, int *fd_out, qm_error **err_out);
 /**
  * Stores a new descriptor for the console in `*fd_out`: a close-on-exec duplicate that the
  * caller owns and closes (it stays valid after a shutdown, then reading gives end of file).
- * Close it before a graceful shutdown of a machine without a drain, so QEMU's console has no
- * reader left behind. `QM_ERR_STATE` unless `qm_set_console` was called and the machine is
+ * `QM_ERR_STATE` unless `qm_set_console` was called and the machine is
  * launched. Returns at once, even during a shutdown.
  */
 qm_status qm_console_dup(const qm_machine *m, int *fd_out, qm_error **err_out);
@@ -1173,6 +1265,177 @@ qm_status qm_agent_get_time(qm_machine *m,
                             const qm_cancel *cancel,
                             int64_t *ns_out,
                             qm_error **err_out);
+
+/**
+ * A new, empty set of patterns; NULL only if memory runs out. Free it with `qm_patterns_free`.
+ */
+qm_patterns *qm_patterns_new(void);
+
+/**
+ * Adds `pattern` (borrowed, UTF-8) to `p`: a success pattern, or with `failure` a failure
+ * pattern (a wait that finds it fails with `QM_ERR_CONSOLE_FAILURE`). `kind` is
+ * `QM_PATTERN_LITERAL` or `QM_PATTERN_REGEX`. Indexes count from 0 in the order added, success
+ * and failure patterns separately. `QM_ERR_INVALID` for a regular expression that does not
+ * compile (the message says why), an unknown kind, NULL or non-UTF-8 text; `p` is then
+ * unchanged.
+ */
+qm_status qm_patterns_add(qm_patterns *p,
+                          const char *pattern,
+                          qm_pattern_kind kind,
+                          bool failure,
+                          qm_error **err_out);
+
+/**
+ * Frees a set of patterns. NULL is a no-op. No call using it may still be running.
+ */
+void qm_patterns_free(qm_patterns *p);
+
+/**
+ * Which success pattern matched: its index among the success patterns. 0 for NULL.
+ */
+size_t qm_console_match_index(const qm_console_match *m);
+
+/**
+ * The text the wait consumed: everything unread before the match, and the match (which ends
+ * the text). Exact bytes, which may hold NUL bytes or invalid UTF-8: stores their number in
+ * `*len_out` (when `len_out` is not NULL); a NUL follows them. NULL for NULL.
+ *
+ * The bytes belong to `m` and stay valid until `qm_console_match_free(m)`.
+ */
+const char *qm_console_match_text(const qm_console_match *m, size_t *len_out);
+
+/**
+ * Where the match starts in the text of `qm_console_match_text` (it ends at the end). 0 for
+ * NULL.
+ */
+size_t qm_console_match_start(const qm_console_match *m);
+
+/**
+ * Unread bytes dropped (over the console's cap) since the previous wait that returned text:
+ * when not 0, this text does not begin where the previous one ended. 0 for NULL.
+ */
+uint64_t qm_console_match_dropped(const qm_console_match *m);
+
+/**
+ * Frees a match and the text it lent out. NULL is a no-op.
+ */
+void qm_console_match_free(qm_console_match *m);
+
+/**
+ * Waits until one of the success patterns of `patterns` shows on the console of `m`, and stores
+ * what was found in `*match_out` (free it with `qm_console_match_free`). The text up to and
+ * including the match is consumed; what follows stays for the next wait. The earliest match
+ * wins (a failure pattern on a tie); a pattern split across reads still matches.
+ *
+ * One wait at a time per console: a wait (or `qm_console_exec`, `qm_console_interrupt_until`)
+ * started while another runs fails at once with `QM_ERR_STATE`. Errors, each with the console
+ * text in `qm_error_console_text`: `QM_ERR_CONSOLE_FAILURE` when a failure pattern matched
+ * (which one: `qm_error_console_pattern`; consumed like a match), `QM_ERR_CONSOLE_CLOSED` at
+ * once when the console reaches end of file (QEMU exited or closed it; also for every wait
+ * after it, until the next launch), `QM_ERR_TIMEOUT` after `timeout_ms` (the message names the
+ * patterns and the time waited; the text stays unread). `timeout_ms` is milliseconds or
+ * `QM_WAIT_FOREVER` (this call has no default: `QM_WAIT_DEFAULT` is `QM_ERR_INVALID`); `cancel`
+ * (NULL: none) interrupts it from another thread with `QM_ERR_INTERRUPTED`. `QM_ERR_STATE`
+ * without a console (`qm_set_console`) or before a launch; `QM_ERR_INVALID` without a success
+ * pattern. All pointers are borrowed for the call.
+ */
+qm_status qm_console_wait(qm_machine *m,
+                          const qm_patterns *patterns,
+                          int64_t timeout_ms,
+                          const qm_cancel *cancel,
+                          qm_console_match **match_out,
+                          qm_error **err_out);
+
+/**
+ * Sends `len` bytes from `bytes` (borrowed; NULL only when `len` is 0) to the guest's console,
+ * waiting up to `timeout_ms` (or `QM_WAIT_FOREVER`; no default) while the console is full.
+ * Concurrent sends never interleave within one call's bytes. `QM_ERR_CONSOLE_CLOSED` when the
+ * console is gone, `QM_ERR_TIMEOUT` (the message says how much was sent), `QM_ERR_INTERRUPTED`.
+ */
+qm_status qm_console_send(qm_machine *m,
+                          const uint8_t *bytes,
+                          size_t len,
+                          int64_t timeout_ms,
+                          const qm_cancel *cancel,
+                          qm_error **err_out);
+
+/**
+ * Sends `line` and then `eol` (both borrowed UTF-8; `eol` is the line ending the guest wants,
+ * e.g. `"\n"` or `"\r"`) to the guest's console, as `qm_console_send` does.
+ */
+qm_status qm_console_send_line(qm_machine *m,
+                               const char *line,
+                               const char *eol,
+                               int64_t timeout_ms,
+                               const qm_cancel *cancel,
+                               qm_error **err_out);
+
+/**
+ * Sends `line` + `eol` (as `qm_console_send_line`), then waits for `patterns` (as
+ * `qm_console_wait`), both within the one `timeout_ms`. Output left unread before the command
+ * is searched too (`qm_console_skip_unread` first ignores it); the text includes the guest's
+ * echo of the command, if it echoes.
+ */
+qm_status qm_console_exec(qm_machine *m,
+                          const char *line,
+                          const char *eol,
+                          const qm_patterns *patterns,
+                          int64_t timeout_ms,
+                          const qm_cancel *cancel,
+                          qm_console_match **match_out,
+                          qm_error **err_out);
+
+/**
+ * Sends the `key_len` bytes of `key` (borrowed) every `interval_ms` milliseconds (> 0), first
+ * at once, until one of `patterns` shows (boot menus, "press any key" prompts); then as
+ * `qm_console_wait`, within the one `timeout_ms`.
+ */
+qm_status qm_console_interrupt_until(qm_machine *m,
+                                     const uint8_t *key,
+                                     size_t key_len,
+                                     uint32_t interval_ms,
+                                     const qm_patterns *patterns,
+                                     int64_t timeout_ms,
+                                     const qm_cancel *cancel,
+                                     qm_console_match **match_out,
+                                     qm_error **err_out);
+
+/**
+ * Stores the console output kept in memory in `*text_out`: its last `last` bytes, or all of it
+ * (up to the cap, `qm_set_console_buffer`) when `last` is 0; and its length in `*len_out` (when
+ * not NULL). A NUL-terminated string the caller frees with `qm_string_free`; invalid UTF-8 and
+ * NUL bytes become U+FFFD (the console log file has the exact bytes). Readable while the
+ * machine runs and after its shutdown, until the next launch; never blocks. `QM_ERR_STATE`
+ * without a console or before the first launch.
+ */
+qm_status qm_console_transcript(const qm_machine *m,
+                                size_t last,
+                                char **text_out,
+                                size_t *len_out,
+                                qm_error **err_out);
+
+/**
+ * Stores the console's counters in `*stats_out`. Never blocks. `QM_ERR_STATE` without a
+ * console or before the first launch.
+ */
+qm_status qm_console_stats(const qm_machine *m, qm_console_counters *stats_out, qm_error **err_out);
+
+/**
+ * Marks the console output received so far as read, so the next wait only sees newer output;
+ * stores how many bytes that skipped in `*skipped_out` (when not NULL). The transcript keeps
+ * them.
+ */
+qm_status qm_console_skip_unread(const qm_machine *m, size_t *skipped_out, qm_error **err_out);
+
+/**
+ * Caps the console's memory, in bytes: the transcript and the output no wait consumed yet
+ * (default 1 MiB; values under 4 KiB are raised to 4 KiB; 0 is the default). Output over the cap that no wait consumed is dropped and reported
+ * (`qm_console_match_dropped`, `qm_console_stats`); the console log file keeps everything.
+ * Applies to the running console at once and to later launches.
+ */
+qm_status qm_set_console_buffer(qm_machine *m,
+                                size_t bytes,
+                                qm_error **err_out);
 
 /**
  * Stores in `*kind_out` what the RFC 6901 JSON Pointer `pointer` designates in the JSON text

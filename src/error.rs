@@ -56,6 +56,32 @@ pub enum Error {
         /// The cap at the time of the report.
         max: usize,
     },
+    /// The console reached end of file (QEMU exited or closed it) before a console wait found
+    /// its pattern, or a send could not be delivered.
+    ConsoleClosed {
+        /// The patterns waited for (or the send that failed).
+        waiting_for: String,
+        /// The output nobody consumed (invalid UTF-8 replaced).
+        text: String,
+    },
+    /// A console wait found one of its failure patterns.
+    ConsoleFailure {
+        /// The index of the failure pattern that matched.
+        index: usize,
+        /// The failure pattern, as displayed by [`Pattern`](crate::console::Pattern).
+        pattern: String,
+        /// The output consumed, up to and including the match (invalid UTF-8 replaced).
+        text: String,
+    },
+    /// A console wait ran out of time. The output it looked at stays unread.
+    ConsoleTimeout {
+        /// The patterns waited for.
+        waiting_for: String,
+        /// How long the wait lasted.
+        waited: std::time::Duration,
+        /// The last (up to 2 KiB) unread output (invalid UTF-8 replaced).
+        tail: String,
+    },
     /// An operating-system call failed.
     Io {
         /// What was being done.
@@ -96,6 +122,26 @@ impl fmt::Display for Error {
                 "{dropped} QMP events were dropped: more than {max} were queued unread \
                  (see set_max_queued_events)"
             ),
+            Error::ConsoleClosed { waiting_for, text } => write!(
+                f,
+                "console closed while waiting for {waiting_for}; unread output: {}",
+                Tail(text)
+            ),
+            Error::ConsoleFailure { pattern, text, .. } => write!(
+                f,
+                "console failure pattern {pattern} matched; output: {}",
+                Tail(text)
+            ),
+            Error::ConsoleTimeout {
+                waiting_for,
+                waited,
+                tail,
+            } => write!(
+                f,
+                "timed out after {waited:.1?} waiting on the console for {waiting_for}; last \
+                 output: {}",
+                Tail(tail)
+            ),
             Error::Io { context, source } => write!(f, "{context}: {source}"),
         }
     }
@@ -122,6 +168,42 @@ impl Error {
         Error::Io {
             context: context.into(),
             source,
+        }
+    }
+}
+
+impl Error {
+    /// The console output a console error carries: the unread text of
+    /// [`ConsoleClosed`](Error::ConsoleClosed), the consumed text of
+    /// [`ConsoleFailure`](Error::ConsoleFailure), the tail of
+    /// [`ConsoleTimeout`](Error::ConsoleTimeout); `None` for other errors.
+    pub fn console_text(&self) -> Option<&str> {
+        match self {
+            Error::ConsoleClosed { text, .. } | Error::ConsoleFailure { text, .. } => Some(text),
+            Error::ConsoleTimeout { tail, .. } => Some(tail),
+            _ => None,
+        }
+    }
+
+    /// True for [`Timeout`](Error::Timeout) and [`ConsoleTimeout`](Error::ConsoleTimeout).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::Timeout(_) | Error::ConsoleTimeout { .. })
+    }
+}
+
+/// At most the last 400 characters of console text in a message, quoted; the error's field has
+/// all of it.
+struct Tail<'a>(&'a str);
+
+impl fmt::Display for Tail<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const SHOWN: usize = 400;
+        let n = self.0.chars().count();
+        if n <= SHOWN {
+            write!(f, "{:?}", self.0)
+        } else {
+            let cut: String = self.0.chars().skip(n - SHOWN).collect();
+            write!(f, "…{cut:?}")
         }
     }
 }

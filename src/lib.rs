@@ -21,6 +21,7 @@
 
 #![warn(missing_docs)]
 
+pub mod console;
 mod error;
 mod event;
 pub mod ffi;

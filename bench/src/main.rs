@@ -77,7 +77,7 @@ struct Stat {
 
 /// Metrics only the Rust subject runs (the guest agent's: the C and Go subjects reach the same
 /// core through thin wrappers, and booting a Linux guest per subject costs more than it tells).
-const RUST_ONLY: &[&str] = &["qga_rtt", "qga_exec"];
+const RUST_ONLY: &[&str] = &["qga_rtt", "qga_exec", "console_latency"];
 
 const METRICS: &[Metric] = &[
     Metric {
@@ -123,6 +123,14 @@ const METRICS: &[Metric] = &[
         params: &[("segments", 40, 2), ("blocks", 2, 2), ("reps", 25, 25)],
         target: Target::RatioAtMost(1.05),
         go_target: Some(Target::RatioAtMost(1.10)),
+        stats: &[],
+    },
+    Metric {
+        name: "console_latency",
+        unit: "us",
+        params: &[("segments", 20, 2), ("blocks", 2, 2), ("reps", 200, 50)],
+        target: Target::RatioAtMost(1.05),
+        go_target: None,
         stats: &[],
     },
     Metric {

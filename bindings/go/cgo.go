@@ -131,7 +131,13 @@ func takeError(st C.qm_status, cerr *C.qm_error) error {
 		}
 		return le
 	}
-	return &Error{Status: status, Message: msg, Errno: errno, Cause: takeCause(cerr, errno)}
+	e := &Error{Status: status, Message: msg, Errno: errno, Cause: takeCause(cerr, errno)}
+	e.ConsoleText = goStr(C.qm_error_console_text(cerr))
+	var index C.size_t
+	if C.qm_error_console_pattern(cerr, &index) {
+		e.FailurePattern = int(index)
+	}
+	return e
 }
 
 // takeCause reads what caused an error (a launch failure, an abnormal shutdown), or nil.

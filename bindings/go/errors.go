@@ -30,7 +30,9 @@ const (
 	StatusIO               Status = C.QM_ERR_IO                // an operating-system call failed
 	StatusPanic            Status = C.QM_ERR_PANIC             // a bug in qm (please report it)
 	StatusEventsDropped    Status = C.QM_ERR_EVENTS_DROPPED    // the event queue's cap dropped events
-	statusCount                   = StatusEventsDropped + 1
+	StatusConsoleClosed    Status = C.QM_ERR_CONSOLE_CLOSED    // the console reached end of file
+	StatusConsoleFailure   Status = C.QM_ERR_CONSOLE_FAILURE   // a console failure pattern matched
+	statusCount                   = StatusConsoleFailure + 1
 )
 
 // String names the status, e.g. "timeout".
@@ -76,6 +78,12 @@ var (
 	// ErrClosed means the machine was closed (Close) before or during the call. Such errors
 	// also match ErrState (a call after Close) or ErrInterrupted (a call Close interrupted).
 	ErrClosed = errors.New("qm: machine closed")
+	// ErrConsoleClosed means the console reached end of file (QEMU exited or closed it) before
+	// a console wait found its pattern; the error's ConsoleText has the unread output.
+	ErrConsoleClosed = errors.New("qm: console closed")
+	// ErrConsoleFailure means a console wait found a failure pattern; the error's ConsoleText
+	// has the output up to and including it, its FailurePattern which pattern it was.
+	ErrConsoleFailure = errors.New("qm: console failure pattern")
 )
 
 // statuses is the one table of what each status is called and which sentinel it matches.
@@ -96,6 +104,8 @@ var statuses = [statusCount]struct {
 	StatusIO:               {"I/O error", ErrIO},
 	StatusPanic:            {"internal error (panic)", ErrPanic},
 	StatusEventsDropped:    {"events dropped", ErrEventsDropped},
+	StatusConsoleClosed:    {"console closed", ErrConsoleClosed},
+	StatusConsoleFailure:   {"console failure pattern", ErrConsoleFailure},
 }
 
 func sentinel(s Status) error {
@@ -115,7 +125,14 @@ type Error struct {
 	Message string        // the library's message, for humans
 	Errno   syscall.Errno // the failed system call's errno (StatusIO), or 0
 	Cause   *Error        // what caused it (StatusAbnormalShutdown: why QEMU was killed), or nil
-	cause   []error       // further errors it wraps: the context's error, ErrClosed
+	// ConsoleText is the console output a console wait's error carries: the unread output
+	// (StatusConsoleClosed), the output up to the failure pattern (StatusConsoleFailure), the
+	// unread tail (a console wait's StatusTimeout). Empty for other errors.
+	ConsoleText string
+	// FailurePattern is, for StatusConsoleFailure, the index of the failure pattern that
+	// matched (in Patterns.Failure); 0 otherwise.
+	FailurePattern int
+	cause          []error // further errors it wraps: the context's error, ErrClosed
 }
 
 // Error returns the message.

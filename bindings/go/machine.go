@@ -422,10 +422,10 @@ func (m *Machine) SendFile(path string) error {
 // poller, so Read and Write honour SetDeadline and Close unblocks them. The caller must close
 // it.
 //
-// Without the drain (WithDrainConsole, WithConsoleLog), the guest's serial port stalls when
-// nobody reads the console: read what the guest writes, and close the file before Shutdown,
-// Close or Wait so no reader of QEMU's console is left behind. Once QEMU has exited the file
-// reads EOF.
+// It is a raw copy of the console, which qm always reads (so QEMU never blocks on it): it gets
+// every byte the guest writes from launch on (as far as the console's memory still holds them),
+// and reading it does not consume what ConsoleWait sees. Once QEMU has exited the file reads
+// EOF.
 //
 // Console fails with ErrState unless the console is configured and the machine launched; it
 // never waits for a Shutdown, Kill or Wait in progress.

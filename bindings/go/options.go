@@ -132,9 +132,8 @@ func WithMonitorTCP(host string, port uint16) Option {
 	})
 }
 
-// WithDrainConsole turns the console drain on or off (default off). With it, a background
-// thread always reads the console, so QEMU never blocks on a console nobody reads; bytes are
-// kept for readers of Machine.Console.
+// WithDrainConsole is kept for the seed's API and changes nothing: qm always reads the
+// console, so QEMU never blocks on a console nobody reads (see ConsoleWait).
 func WithDrainConsole(drain bool) Option {
 	return withSet(func(h *C.qm_machine, cerr **C.qm_error) C.qm_status {
 		return C.qm_set_drain_console(h, C.bool(drain), cerr)
@@ -142,7 +141,7 @@ func WithDrainConsole(drain bool) Option {
 }
 
 // WithConsoleLog writes every console byte to the file at path (created mode 0600 if
-// missing, truncated at each launch), which implies the drain; "" turns the console log off.
+// missing, truncated at each launch); "" turns the console log off.
 func WithConsoleLog(path string) Option {
 	return withString("path", path, true, func(h *C.qm_machine, s *C.char, cerr **C.qm_error) C.qm_status {
 		return C.qm_set_console_log(h, s, cerr)

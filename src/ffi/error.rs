@@ -73,6 +73,12 @@ pub enum qm_status {
     /// were queued (the oldest go first). Reported once, to the next call that reads events;
     /// `qm_dropped_events` counts them all.
     QM_ERR_EVENTS_DROPPED = 12,
+    /// The console reached end of file (QEMU exited or closed it) before a console wait found
+    /// its pattern, or a send could not be delivered: see `qm_error_console_text`.
+    QM_ERR_CONSOLE_CLOSED = 13,
+    /// A console wait found one of its failure patterns: see `qm_error_console_text` and
+    /// `qm_error_console_pattern`.
+    QM_ERR_CONSOLE_FAILURE = 14,
 }
 
 impl qm_status {
@@ -80,7 +86,9 @@ impl qm_status {
         match err {
             Error::Launch { .. } => qm_status::QM_ERR_LAUNCH,
             Error::Qmp { .. } => qm_status::QM_ERR_QMP,
-            Error::Timeout(_) => qm_status::QM_ERR_TIMEOUT,
+            Error::Timeout(_) | Error::ConsoleTimeout { .. } => qm_status::QM_ERR_TIMEOUT,
+            Error::ConsoleClosed { .. } => qm_status::QM_ERR_CONSOLE_CLOSED,
+            Error::ConsoleFailure { .. } => qm_status::QM_ERR_CONSOLE_FAILURE,
             Error::Disconnected(_) => qm_status::QM_ERR_DISCONNECTED,
             Error::Interrupted => qm_status::QM_ERR_INTERRUPTED,
             Error::AbnormalShutdown(_) => qm_status::QM_ERR_ABNORMAL_SHUTDOWN,
@@ -105,6 +113,9 @@ pub struct qm_error {
     output: Option<CString>,
     cause: Option<(qm_status, CString)>,
     os_code: Option<i32>,
+    /// The text of a console error, with its length (it may hold NUL bytes as U+FFFD).
+    console_text: Option<CString>,
+    console_pattern: Option<usize>,
 }
 
 impl qm_error {
@@ -131,6 +142,13 @@ impl qm_error {
                 e.command = Some(owned_c_string(command.clone()));
                 e.output = Some(owned_c_string(output.clone()));
                 e.set_cause(cause);
+            }
+            Error::ConsoleFailure { index, .. } => {
+                e.console_pattern = Some(*index);
+                e.console_text = err.console_text().map(|t| owned_c_string(t.to_owned()));
+            }
+            Error::ConsoleClosed { .. } | Error::ConsoleTimeout { .. } => {
+                e.console_text = err.console_text().map(|t| owned_c_string(t.to_owned()));
             }
             Error::AbnormalShutdown(cause) => e.set_cause(cause),
             other => e.os_code = os_code(other),
@@ -163,6 +181,8 @@ impl qm_error {
             output: None,
             cause: None,
             os_code: None,
+            console_text: None,
+            console_pattern: None,
         }
     }
 
@@ -339,6 +359,42 @@ pub unsafe extern "C" fn qm_error_os_code(err: *const qm_error, code_out: *mut c
     // SAFETY: NULL or a live error; NULL or a writable int.
     guard(false, || unsafe {
         write_code(err.as_ref().and_then(|e| e.os_code), code_out)
+    })
+}
+
+/// The console output a console error carries: for `QM_ERR_CONSOLE_FAILURE` the text consumed
+/// up to and including the failure pattern's match, for `QM_ERR_CONSOLE_CLOSED` the output nobody
+/// consumed, for a console wait's `QM_ERR_TIMEOUT` the last (up to 2 KiB) unread output. NULL for
+/// other errors and for NULL. Invalid UTF-8 and NUL bytes are replaced by U+FFFD.
+///
+/// The string belongs to `err` and stays valid until `qm_error_free(err)`.
+#[no_mangle]
+pub unsafe extern "C" fn qm_error_console_text(err: *const qm_error) -> *const c_char {
+    guard(std::ptr::null(), || {
+        // SAFETY: NULL or a live error.
+        borrowed(unsafe { err.as_ref() }.and_then(|e| e.console_text.as_ref()))
+    })
+}
+
+/// For a `QM_ERR_CONSOLE_FAILURE` error: stores the index of the failure pattern that matched
+/// (in the order they were added to the `qm_patterns`) in `*index_out` and returns true. Returns
+/// false, leaving `*index_out` untouched, for other errors and when `err` or `index_out` is NULL.
+#[no_mangle]
+pub unsafe extern "C" fn qm_error_console_pattern(
+    err: *const qm_error,
+    index_out: *mut usize,
+) -> bool {
+    guard(false, || {
+        // SAFETY: NULL or a live error.
+        let index = unsafe { err.as_ref() }.and_then(|e| e.console_pattern);
+        match (index, index_out.is_null()) {
+            (Some(i), false) => {
+                // SAFETY: not NULL; the caller's contract.
+                unsafe { index_out.write(i) };
+                true
+            }
+            _ => false,
+        }
     })
 }
 

@@ -249,9 +249,9 @@ pub unsafe extern "C" fn qm_set_monitor_tcp(
     })
 }
 
-/// Turns the console drain on or off (default off). With it, a background thread always reads
-/// the console, so QEMU never blocks on a console nobody reads; bytes are kept for readers of
-/// `qm_console_fd`.
+/// Kept for the seed's API; it changes nothing now: a reader thread owned by qm always reads
+/// the console, so QEMU never blocks on a console nobody reads, and keeps the bytes for the
+/// console waits (`qm_console_wait`), the transcript and readers of `qm_console_fd`.
 #[no_mangle]
 pub unsafe extern "C" fn qm_set_drain_console(
     m: *mut qm_machine,
@@ -266,7 +266,7 @@ pub unsafe extern "C" fn qm_set_drain_console(
 }
 
 /// Writes every console byte to the file at `path` (borrowed; created mode 0600 if missing,
-/// truncated at each launch), which implies the drain; NULL turns the console log off.
+/// truncated at each launch); NULL turns the console log off.
 #[no_mangle]
 pub unsafe extern "C" fn qm_set_console_log(
     m: *mut qm_machine,
@@ -1225,8 +1225,9 @@ pub unsafe extern "C" fn qm_get_command_line(
 /// write and poll it (and set it non-blocking) but must not close it. `QM_ERR_STATE` unless
 /// `qm_set_console` was called and the machine is launched.
 ///
-/// Without the drain (`qm_set_drain_console`), the guest's serial port stalls when nobody reads
-/// the console, so read what the guest writes. Returns at once, even during a shutdown. Another
+/// It is a raw copy of the console: it receives every byte the guest writes (from launch, as far
+/// as the console's memory still holds it) and what is written to it goes to the guest; reading
+/// it does not consume what `qm_console_wait` sees. Returns at once, even during a shutdown. Another
 /// thread's shutdown may close the descriptor at any moment (and its number be reused): a
 /// program that shuts down from another thread should use `qm_console_dup` instead.
 #[no_mangle]
@@ -1246,8 +1247,7 @@ pub unsafe extern "C" fn qm_console_fd(
 
 /// Stores a new descriptor for the console in `*fd_out`: a close-on-exec duplicate that the
 /// caller owns and closes (it stays valid after a shutdown, then reading gives end of file).
-/// Close it before a graceful shutdown of a machine without a drain, so QEMU's console has no
-/// reader left behind. `QM_ERR_STATE` unless `qm_set_console` was called and the machine is
+/// `QM_ERR_STATE` unless `qm_set_console` was called and the machine is
 /// launched. Returns at once, even during a shutdown.
 #[no_mangle]
 pub unsafe extern "C" fn qm_console_dup(

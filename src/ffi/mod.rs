@@ -27,6 +27,8 @@ pub mod guest;
 
 pub mod qga;
 
+pub mod console;
+
 pub mod json;
 
 pub mod log;

@@ -6,7 +6,7 @@ use super::boundary::guard;
 use super::error::qm_status;
 
 /// Every status, in value order (the index is the value).
-const NAMES: [(qm_status, &CStr); 13] = [
+const NAMES: [(qm_status, &CStr); 15] = [
     (qm_status::QM_OK, c"QM_OK"),
     (qm_status::QM_ERR_LAUNCH, c"QM_ERR_LAUNCH"),
     (qm_status::QM_ERR_QMP, c"QM_ERR_QMP"),
@@ -23,6 +23,8 @@ const NAMES: [(qm_status, &CStr); 13] = [
     (qm_status::QM_ERR_IO, c"QM_ERR_IO"),
     (qm_status::QM_ERR_PANIC, c"QM_ERR_PANIC"),
     (qm_status::QM_ERR_EVENTS_DROPPED, c"QM_ERR_EVENTS_DROPPED"),
+    (qm_status::QM_ERR_CONSOLE_CLOSED, c"QM_ERR_CONSOLE_CLOSED"),
+    (qm_status::QM_ERR_CONSOLE_FAILURE, c"QM_ERR_CONSOLE_FAILURE"),
 ];
 
 /// The name of a `qm_status` value, e.g. `"QM_ERR_TIMEOUT"` for `QM_ERR_TIMEOUT`, and
@@ -62,14 +64,14 @@ mod tests {
         // A new status must be added to NAMES.
         assert_eq!(
             NAMES.len(),
-            qm_status::QM_ERR_EVENTS_DROPPED as usize + 1,
+            qm_status::QM_ERR_CONSOLE_FAILURE as usize + 1,
             "a qm_status is missing from NAMES"
         );
     }
 
     #[test]
     fn values_that_are_not_statuses() {
-        for v in [-1, 13, 1000, c_int::MIN, c_int::MAX] {
+        for v in [-1, 15, 1000, c_int::MIN, c_int::MAX] {
             assert_eq!(name(v), "QM_ERR_UNKNOWN");
         }
     }

@@ -40,6 +40,8 @@ pub(super) struct Config {
     pub(super) monitor: MonitorAddress,
     pub(super) drain_console: bool,
     pub(super) console_log: Option<PathBuf>,
+    /// The console's in-memory cap in bytes (0: the default).
+    pub(super) console_buffer: usize,
     pub(super) qmp_timer: Option<Duration>,
     pub(super) qmp_enabled: bool,
     pub(super) machine: Option<String>,
@@ -66,6 +68,7 @@ impl Config {
             monitor: MonitorAddress::SocketPair,
             drain_console: false,
             console_log: None,
+            console_buffer: 0,
             qmp_timer: Some(Duration::from_secs(30)),
             qmp_enabled: true,
             machine: None,
@@ -134,14 +137,15 @@ impl Machine {
         lock(&self.cfg).monitor = address;
     }
 
-    /// Enables a background drain of the console, so QEMU never blocks on a console nobody
-    /// reads; bytes are kept for [`console`](Self::console) readers.
+    /// Kept for the seed's API; the console is always drained now: a reader thread owned by qm
+    /// takes every byte as soon as QEMU writes it, so QEMU never blocks on a console nobody
+    /// reads, and keeps it for waits, the transcript and [`console`](Self::console) readers.
     pub fn set_drain_console(&self, drain: bool) {
         lock(&self.cfg).drain_console = drain;
     }
 
-    /// Writes every console byte to this file (implies the drain). The file is truncated at each
-    /// launch, as QEMU's Python `ConsoleSocket` does (and as QEMU's own log is).
+    /// Writes every console byte to this file (created mode 0600 if missing). The file is
+    /// truncated at each launch, as QEMU's Python `ConsoleSocket` does (and as QEMU's own log is).
     pub fn set_console_log(&self, path: Option<PathBuf>) {
         lock(&self.cfg).console_log = path;
     }

@@ -14,9 +14,10 @@ use std::sync::Arc;
 
 use super::args::{self, MonitorChardev};
 use super::config::{Config, MonitorAddress};
-use super::console::{self, Console};
+use super::console;
 use super::process::{Process, Spawn};
 use super::{lock, Life, Machine, ProcState, RunOutput};
+use crate::console::{Console, ConsoleOptions};
 use crate::error::{Error, Result};
 use crate::log::debug;
 use crate::qmp::QmpClient;
@@ -406,15 +407,16 @@ impl Machine {
         let console_host = console.map(|(host, _qemu)| host);
 
         if let Some(console) = console_host {
-            *lock(&self.console) = Some(if cfg.drain_console || cfg.console_log.is_some() {
-                let log = match &cfg.console_log {
-                    Some(path) => Some(create_private(path)?),
-                    None => None,
-                };
-                Console::drained(console, log, &cfg.name)?
-            } else {
-                Console::direct(console)
-            });
+            let log = match &cfg.console_log {
+                Some(path) => Some(create_private(path)?),
+                None => None,
+            };
+            let options = ConsoleOptions {
+                log,
+                buffer: cfg.console_buffer,
+                name: cfg.name.clone(),
+            };
+            *lock(&self.console) = Some(Arc::new(Console::start(console, options)?));
         }
 
         if let Some(listen) = monitor {

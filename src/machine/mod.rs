@@ -9,6 +9,7 @@
 mod args;
 mod config;
 mod console;
+mod expect;
 mod launch;
 mod process;
 mod shutdown;
@@ -16,7 +17,7 @@ mod shutdown;
 pub(crate) use args::option_value;
 
 use std::fs::File;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -25,13 +26,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::Value;
 
+use crate::console::Console;
 use crate::error::{Error, Result};
 use crate::qga::GuestAgent;
 use crate::qmp::QmpClient;
 use crate::wait::Wait;
 use config::Config;
 pub use config::MonitorAddress;
-use console::Console;
 use launch::{Prepared, QemuLog};
 use process::Process;
 pub use shutdown::DEFAULT_SHUTDOWN_TIMEOUT;
@@ -49,8 +50,9 @@ pub struct Machine {
     /// The current QMP connection, kept after it closes so its queued events stay readable.
     qmp: Mutex<Option<Arc<QmpClient>>>,
     proc: Mutex<ProcState>,
-    /// The console while launched. Its own lock, so console calls never wait for a shutdown.
-    console: Mutex<Option<Console>>,
+    /// The console of the last launch, kept after shutdown for its transcript. Its own lock, so
+    /// console calls never wait for a shutdown; waits hold a clone, not the lock.
+    console: Mutex<Option<Arc<Console>>>,
     temp_dir: Mutex<Option<tempfile::TempDir>>,
     /// Set by a successful `quit`, and by `wait`: QEMU's exit is expected.
     quit_issued: AtomicBool,
@@ -432,22 +434,19 @@ impl Machine {
     pub fn console_fd(&self) -> Result<RawFd> {
         lock(&self.console)
             .as_ref()
-            .and_then(|c| c.fd().map(|fd| fd.as_raw_fd()))
+            .and_then(|c| c.fd())
             .ok_or_else(|| Error::State("no console (set_console before launch)".into()))
     }
 
-    /// A new handle on the console (a duplicate of [`console_fd`](Self::console_fd)). Close it
-    /// before shutting down a machine without a drain, so QEMU never blocks on it.
+    /// A new handle on the console (a duplicate of [`console_fd`](Self::console_fd)) that the
+    /// caller owns.
     pub fn console(&self) -> Result<UnixStream> {
         let console = lock(&self.console);
-        let fd = console
+        let console = console
             .as_ref()
-            .and_then(Console::fd)
+            .filter(|c| c.fd().is_some())
             .ok_or_else(|| Error::State("no console (set_console before launch)".into()))?;
-        let dup = fd
-            .try_clone_to_owned()
-            .map_err(|e| Error::io("duplicating the console socket", e))?;
-        Ok(UnixStream::from(dup))
+        Ok(UnixStream::from(console.dup_fd()?))
     }
 }
 

@@ -77,8 +77,8 @@ impl Machine {
 
     /// Before waiting for QEMU: close the console so QEMU can't block writing to it.
     fn early_cleanup(&self) {
-        if let Some(console) = lock(&self.console).as_mut() {
-            console.close_user();
+        if let Some(console) = lock(&self.console).as_ref() {
+            console.close_fd();
         }
     }
 
@@ -157,7 +157,8 @@ impl Machine {
         if let Some(agent) = lock(&self.agent).take() {
             agent.close();
         }
-        let console = lock(&self.console).take();
+        // Kept, not taken: its transcript stays readable until the next launch.
+        let console = lock(&self.console).clone();
         if let Some(console) = console {
             console.finish();
         }

@@ -41,6 +41,8 @@ const char *status_name(qm_status s)
     case QM_ERR_IO: return "QM_ERR_IO";
     case QM_ERR_PANIC: return "QM_ERR_PANIC";
     case QM_ERR_EVENTS_DROPPED: return "QM_ERR_EVENTS_DROPPED";
+    case QM_ERR_CONSOLE_CLOSED: return "QM_ERR_CONSOLE_CLOSED";
+    case QM_ERR_CONSOLE_FAILURE: return "QM_ERR_CONSOLE_FAILURE";
     }
     return "(unknown status)";
 }

@@ -10,6 +10,7 @@
 //!
 //! A failure (a wrong reply, an error from QEMU or qm) goes to stderr and exits non-zero.
 
+mod console;
 mod qga;
 mod raw;
 
@@ -505,6 +506,7 @@ fn main() {
         "scale" => scale(&params, &mut out),
         "qga_rtt" => qga::qga_rtt(&params, &mut out),
         "qga_exec" => qga::qga_exec(&params, &mut out),
+        "console_latency" => console::console_latency(&params, &mut out),
         other => Err(format!("unknown metric {other}")),
     };
     out.print();
