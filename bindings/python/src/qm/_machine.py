@@ -13,7 +13,18 @@ import os
 import socket
 import threading
 from ctypes import byref, c_bool, c_int, c_int64, c_size_t, c_void_p
-from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Dict,
+    Iterable,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
 
 from . import _console, _ffi
 from . import errors as _errors

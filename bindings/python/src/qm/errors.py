@@ -306,10 +306,10 @@ def from_c(
         cause_status = lib.qm_error_cause(err)
         cause_message = _text(lib.qm_error_cause_message(err)) or message.split("\n", 1)[0]
         cause = simple(cause_status, cause_message, errno) if cause_status else None
-        if status in (_ffi.QM_ERR_TIMEOUT, _ffi.QM_ERR_CONSOLE_CLOSED, _ffi.QM_ERR_CONSOLE_FAILURE):
-            text = (
-                _text(lib.qm_error_console_text(err)) if _ffi.has("qm_error_console_text") else None
-            )
+        console = (_ffi.QM_ERR_TIMEOUT, _ffi.QM_ERR_CONSOLE_CLOSED, _ffi.QM_ERR_CONSOLE_FAILURE)
+        if status in console:
+            has_text = _ffi.has("qm_error_console_text")
+            text = _text(lib.qm_error_console_text(err)) if has_text else None
             if status == _ffi.QM_ERR_TIMEOUT:
                 return TimeoutError(message, errno=errno, text=text)
             if status == _ffi.QM_ERR_CONSOLE_CLOSED:
