@@ -41,6 +41,7 @@ QM_ERR_CONSOLE_FAILURE = 14
 
 QM_WAIT_FOREVER = -1
 QM_WAIT_DEFAULT = -2
+QM_EVENTS_UNLIMITED = -1
 
 QM_LOG_OFF = 0
 QM_LOG_WARN = 1
@@ -253,6 +254,8 @@ _OPTIONAL: dict[str, tuple[Any, list[Any]]] = {
     "qm_console_stats": (_status, [MachineP, POINTER(ConsoleCounters), ErrOut]),
     "qm_console_skip_unread": (_status, [MachineP, POINTER(c_size_t), ErrOut]),
     "qm_set_console_buffer": (_status, [MachineP, c_size_t, ErrOut]),
+    "qm_set_max_queued_events": (_status, [MachineP, c_int64, ErrOut]),
+    "qm_dropped_events": (ctypes.c_uint64, [MachineP]),
     # The guest agent.
     "qm_set_guest_agent": (_status, [MachineP, c_bool, ErrOut]),
     "qm_set_guest_agent_unix": (_status, [MachineP, c_char_p, ErrOut]),

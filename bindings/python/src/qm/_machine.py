@@ -181,6 +181,7 @@ class Machine:
         qmp: bool = True,
         qmp_timer: Timeout = DEFAULT,
         max_message_size: Optional[int] = None,
+        max_queued_events: Optional[int] = None,
         qmp_transcript: Optional[str] = None,
         console_buffer: Optional[int] = None,
         guest_agent: Union[bool, str] = False,
@@ -226,6 +227,8 @@ class Machine:
             self.set_qmp_timer(qmp_timer)
         if max_message_size is not None:
             self.set_max_message_size(max_message_size)
+        if max_queued_events is not None:
+            self.set_max_queued_events(max_queued_events)
         if qmp_transcript is not None:
             self.set_qmp_transcript(qmp_transcript)
         if console_buffer is not None:
@@ -399,6 +402,27 @@ class Machine:
             raise TypeError(
                 f"guest_agent must be a bool or a socket path, not {type(channel).__name__}"
             )
+
+    def set_max_queued_events(self, count: Optional[int]) -> None:
+        """Caps the queued, unread QMP events (None: no cap, the default). Over the cap the
+        oldest is dropped, and the next call that reads events raises `EventsDropped` once
+        (`dropped_events` counts them). Applies at once and to later launches."""
+        _require("qm_set_max_queued_events")
+        if count is None:
+            value = _ffi.QM_EVENTS_UNLIMITED
+        elif isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ValueError(
+                f"max_queued_events must be a non-negative int or None, not {count!r}"
+            )
+        else:
+            value = count
+        self._call(_lib.qm_set_max_queued_events, value)
+
+    @property
+    def dropped_events(self) -> int:
+        """How many QMP events the `max_queued_events` cap dropped since the last launch."""
+        _require("qm_dropped_events")
+        return int(self._peek(_lib.qm_dropped_events) or 0)
 
     def set_max_message_size(self, size: int) -> None:
         """Caps one message from QEMU, in bytes (default 64 MiB)."""
