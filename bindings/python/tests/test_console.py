@@ -175,6 +175,9 @@ def test_bad_console_input(qemu: str, guest_image: Path) -> None:
             assert words in str(info.value), (kwargs, info.value)
         with pytest.raises(qm.InvalidArgumentError):
             vm.console_interrupt_until("k", "x", interval=0, timeout=1)
+        for interval in (float("inf"), float("nan"), -1.0, 2.0**40):
+            with pytest.raises(ValueError):
+                vm.console_interrupt_until("k", "x", interval=interval, timeout=1)
         with pytest.raises(ValueError):
             vm.console_transcript(0)
         with pytest.raises(TypeError):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import socket
 import threading
@@ -731,7 +732,7 @@ class Machine:
         raw = _send_bytes(key, "key")
         if isinstance(interval, bool) or not isinstance(interval, (int, float)):
             raise TypeError(f"interval must be seconds (a number), not {type(interval).__name__}")
-        ms = int(interval * 1000.0) if interval == interval else -1
+        ms = int(interval * 1000.0) if math.isfinite(interval) else -1
         if not 0 <= ms < 2**32:
             raise ValueError(f"interval {interval!r} s does not fit the core's milliseconds")
         return self._console_match(
