@@ -4,6 +4,8 @@
 
 mod console;
 mod process;
+mod tree;
+mod vfork;
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek};
@@ -373,10 +375,12 @@ impl Machine {
         }
     }
 
-    /// QEMU's pid while it runs.
+    /// QEMU's pid while it runs. Under a [wrapper](Self::set_wrapper): QEMU's own pid if, once
+    /// QMP is up, exactly one process of the launch's process group runs the QEMU binary;
+    /// otherwise (QMP off, QEMU not found or not alone) the wrapper's pid.
     pub fn pid(&self) -> Option<u32> {
         match &*lock(&self.proc) {
-            ProcState::Running(p) if p.try_status().is_none() => Some(p.pid()),
+            ProcState::Running(p) if p.try_status().is_none() => Some(p.reported_pid()),
             _ => None,
         }
     }
@@ -599,7 +603,10 @@ impl Machine {
             *lock(&self.qmp) = Some(client);
             negotiated?;
         }
-        debug!("{}: launched, pid {}", cfg.name, process.pid());
+        if !cfg.wrapper.is_empty() {
+            process.identify(&cfg.binary);
+        }
+        debug!("{}: launched, pid {}", cfg.name, process.reported_pid());
         Ok(())
     }
 

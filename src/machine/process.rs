@@ -5,13 +5,15 @@
 //! thread blocks in `waitid(WNOWAIT)` and signals an eventfd when the child exits: the same
 //! exact wake-up, at the cost of one thread per running QEMU.
 
-use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::sync::{Mutex, OnceLock};
 
+use super::{tree, vfork};
 use crate::error::{Error, Result};
+use crate::log::warning;
 use crate::wait::{poll, pollfd, Deadline};
 
 /// What to start.
@@ -23,9 +25,13 @@ pub(crate) struct Spawn {
     pub log: File,
 }
 
-/// A running (or exited, not yet forgotten) QEMU.
+/// A running (or exited, not yet forgotten) QEMU, or the wrapper that runs it: the leader of a
+/// process group that holds everything the launch started (see [`tree`]).
 pub(crate) struct Process {
+    /// The spawned process: the group's leader, its pgid.
     pid: u32,
+    /// What [`Machine::pid`](super::Machine::pid) reports: QEMU's own pid when it is known.
+    reported: AtomicU32,
     /// Readable once the child has exited: its pidfd, or the fallback's eventfd.
     exit: ExitFd,
     /// The exit status once reaped; its lock also keeps the pid from being reaped (and so
@@ -95,17 +101,17 @@ fn exit_fd(pid: u32) -> std::io::Result<ExitFd> {
     })
 }
 
-/// A forked child, and the read end of a close-on-exec pipe: end of file once the child has
-/// exec'd, or the errno of a failed exec.
-type Forked = (libc::pid_t, OwnedFd);
+type Job = (
+    vfork::Prepared,
+    mpsc::SyncSender<std::io::Result<libc::pid_t>>,
+);
 
-type Job = (Spawn, mpsc::SyncSender<std::io::Result<Forked>>);
-
-/// Every QEMU is forked from one long-lived thread. `PR_SET_PDEATHSIG` fires when the thread
-/// that forked the child ends, not the process; forking from a caller's thread would kill the
-/// VM when that thread exits (a Go goroutine's OS thread, a test thread). The spawner only
-/// forks: waiting for the exec (loading QEMU takes milliseconds) is the launching thread's, so
-/// many launches exec in parallel.
+/// Every QEMU is started from one long-lived thread. `PR_SET_PDEATHSIG` fires when the thread
+/// that started the child ends, not the process; starting it from a caller's thread would kill
+/// the VM when that thread exits (a Go goroutine's OS thread, a test thread). The spawner only
+/// clones: everything that allocates (argv, environment, the `PATH` search) is prepared by
+/// the launching thread, and the clone shares the host's memory instead of copying its page
+/// tables ([`vfork`]), so the spawner is busy for the kernel part of one `execve` per launch.
 fn spawner() -> &'static mpsc::Sender<Job> {
     static SPAWNER: OnceLock<mpsc::Sender<Job>> = OnceLock::new();
     SPAWNER.get_or_init(|| {
@@ -114,7 +120,7 @@ fn spawner() -> &'static mpsc::Sender<Job> {
             .name("qm-spawner".into())
             .spawn(move || {
                 for (job, reply) in rx {
-                    let _ = reply.send(fork_child(job));
+                    let _ = reply.send(vfork::spawn(&job));
                 }
             })
             .expect("starting the qm spawner thread");
@@ -122,168 +128,66 @@ fn spawner() -> &'static mpsc::Sender<Job> {
     })
 }
 
-/// Forks a child that sets itself up and execs `job.argv`; does not wait for the exec.
-fn fork_child(job: Spawn) -> std::io::Result<Forked> {
-    let invalid = |_| std::io::Error::from_raw_os_error(libc::EINVAL);
-    let args: Vec<CString> = job
-        .argv
-        .iter()
-        .map(|a| CString::new(a.as_bytes()).map_err(invalid))
-        .collect::<std::io::Result<_>>()?;
-    let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
-    argv.push(std::ptr::null());
-    let null = File::open("/dev/null")?;
-    let mut pipe = [0 as RawFd; 2];
-    // SAFETY: pipe2 writes two descriptors into the array.
-    if unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: fresh descriptors owned by nobody else.
-    let (status_r, status_w) =
-        unsafe { (OwnedFd::from_raw_fd(pipe[0]), OwnedFd::from_raw_fd(pipe[1])) };
-    let host = std::process::id() as libc::pid_t;
-    // SAFETY: fork(2). The child runs only `exec_child`, which is async-signal-safe and does
-    // not return; everything it touches was prepared above.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    if pid == 0 {
-        // SAFETY: in the child, as above.
-        unsafe {
-            exec_child(
-                &argv,
-                host,
-                null.as_raw_fd(),
-                job.log.as_raw_fd(),
-                &job.keep_fds,
-                status_w.as_raw_fd(),
-            )
-        }
-    }
-    Ok((pid, status_r))
-}
-
-/// The child's side of [`fork_child`]: never returns. Only async-signal-safe calls: another
-/// thread of the host may have held any lock (malloc's included) at the fork.
-unsafe fn exec_child(
-    argv: &[*const libc::c_char],
-    host: libc::pid_t,
-    stdin: RawFd,
-    log: RawFd,
-    keep_fds: &[RawFd],
-    status: RawFd,
-) -> ! {
-    let fail = |errno: libc::c_int| -> ! {
-        libc::write(status, (&errno as *const libc::c_int).cast(), 4);
-        libc::_exit(127)
-    };
-    // The host's signal mask and ignored signals (Rust ignores SIGPIPE) must not reach QEMU.
-    let mut none: libc::sigset_t = std::mem::zeroed();
-    libc::sigemptyset(&mut none);
-    libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
-    libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-        fail(*libc::__errno_location());
-    }
-    // The host may have died before prctl: then nobody would ever kill us.
-    if libc::getppid() != host {
-        fail(libc::ESRCH);
-    }
-    if libc::dup2(stdin, 0) < 0 || libc::dup2(log, 1) < 0 || libc::dup2(log, 2) < 0 {
-        fail(*libc::__errno_location());
-    }
-    close_on_exec_from(3);
-    for &fd in keep_fds {
-        if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
-            fail(*libc::__errno_location());
-        }
-    }
-    libc::execvp(argv[0], argv.as_ptr());
-    fail(*libc::__errno_location())
-}
-
-/// Waits until the forked child exec'd; on a failed exec, reaps it and returns the error.
-fn await_exec(pid: libc::pid_t, status: OwnedFd) -> std::io::Result<()> {
-    let mut errno: libc::c_int = 0;
-    let n = loop {
-        // SAFETY: reads at most 4 bytes into a live c_int.
-        let n = unsafe {
-            libc::read(
-                status.as_raw_fd(),
-                (&mut errno as *mut libc::c_int).cast(),
-                4,
-            )
-        };
-        if n >= 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
-            break n;
-        }
-    };
-    if n == 0 {
-        return Ok(());
-    }
-    let mut wstatus = 0;
-    // SAFETY: reaping our own child, which exits right after reporting.
-    unsafe { libc::waitpid(pid, &mut wstatus, 0) };
-    Err(if n == 4 {
-        std::io::Error::from_raw_os_error(errno)
-    } else {
-        std::io::Error::last_os_error()
-    })
-}
-
-/// Marks every descriptor from `first` up close-on-exec, so that descriptors other code in the
-/// host left inheritable do not leak into QEMU. Async-signal-safe.
-unsafe fn close_on_exec_from(first: u32) {
-    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
-    if libc::syscall(libc::SYS_close_range, first, u32::MAX, CLOSE_RANGE_CLOEXEC) == 0 {
-        return;
-    }
-    // Kernels before 5.11: walk the descriptor table up to the soft limit.
-    let mut lim: libc::rlimit = std::mem::zeroed();
-    let max = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
-        lim.rlim_cur.min(1 << 20) as i32
-    } else {
-        4096
-    };
-    for fd in first as i32..max {
-        libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
-    }
-}
-
 impl Process {
     /// Starts `spawn.argv` with stdin on /dev/null and stdout+stderr on the log.
     pub(crate) fn spawn(spawn: Spawn) -> Result<Process> {
         let program = spawn.argv[0].clone();
+        let starting = |e| Error::io(format!("starting {program:?}"), e);
+        let null = File::open("/dev/null").map_err(starting)?;
+        let log = spawn.log.as_raw_fd();
+        let mut job =
+            vfork::Prepared::new(&spawn.argv, [null.as_raw_fd(), log, log], &spawn.keep_fds)
+                .map_err(starting)?;
+        job.death_signal = libc::SIGKILL;
+        job.own_group = true;
         let (tx, rx) = mpsc::sync_channel(1);
         spawner()
-            .send((spawn, tx))
+            .send((job, tx))
             .map_err(|_| Error::State("the qm spawner thread is gone".into()))?;
-        let (pid, exec_status) = rx
+        let pid = rx
             .recv()
             .map_err(|_| Error::State("the qm spawner thread is gone".into()))?
-            .map_err(|e| Error::io(format!("starting {program:?}"), e))?;
-        await_exec(pid, exec_status).map_err(|e| Error::io(format!("starting {program:?}"), e))?;
+            .map_err(starting)?;
+        // From here on the group is ours: any failure must kill it (see `Drop`).
+        let kill_group = |pid: libc::pid_t| {
+            // SAFETY: killing and reaping our own child and its group (the unreaped leader
+            // pins the group's id).
+            unsafe {
+                libc::kill(-pid, libc::SIGKILL);
+                libc::waitpid(pid, std::ptr::null_mut(), 0);
+            }
+        };
+        if let Err(err) = tree::guard(pid) {
+            warning!("{program}: the process tree is not guarded against the host's death: {err}");
+        }
         let exit = match exit_fd(pid as u32) {
             Ok(exit) => exit,
             Err(err) => {
-                // SAFETY: killing and reaping our own child.
-                unsafe {
-                    libc::kill(pid, libc::SIGKILL);
-                    libc::waitpid(pid, std::ptr::null_mut(), 0);
-                }
+                kill_group(pid);
+                tree::release(pid);
                 return Err(Error::io("watching QEMU's exit", err));
             }
         };
         Ok(Process {
             pid: pid as u32,
+            reported: AtomicU32::new(pid as u32),
             exit,
             status: Mutex::new(None),
         })
     }
 
-    pub(crate) fn pid(&self) -> u32 {
-        self.pid
+    /// The pid to report: QEMU's own once [`identify`](Self::identify) found it under a
+    /// wrapper, else the spawned process's.
+    pub(crate) fn reported_pid(&self) -> u32 {
+        self.reported.load(Ordering::Relaxed)
+    }
+
+    /// Under a wrapper: looks for `program` among the processes of the launch's group and
+    /// reports its pid from now on, if exactly one is found.
+    pub(crate) fn identify(&self, program: &str) {
+        if let Some(pid) = tree::find_in_group(self.pid, program) {
+            self.reported.store(pid, Ordering::Relaxed);
+        }
     }
 
     /// Readable once the process has exited.
@@ -293,12 +197,27 @@ impl Process {
     }
 
     /// The exit status if the process has exited (reaping it), `-N` for death by signal N.
+    /// Whatever is left of its group is killed first, while the unreaped leader still pins the
+    /// group's id: nothing the launch started outlives the process qm spawned.
     pub(crate) fn try_status(&self) -> Option<i32> {
         let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
         if status.is_none() {
-            let mut wstatus = 0;
-            // SAFETY: waitpid on our own child, without blocking.
-            if unsafe { libc::waitpid(self.pid as libc::pid_t, &mut wstatus, libc::WNOHANG) } > 0 {
+            let pid = self.pid as libc::pid_t;
+            // SAFETY: siginfo_t is plain data; waitid fills it. WNOWAIT: look, don't reap yet.
+            let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+            let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT;
+            // SAFETY: as above, on our own child.
+            let exited = unsafe { libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, flags) }
+                == 0
+                && unsafe { info.si_pid() } == pid;
+            if exited {
+                let mut wstatus = 0;
+                // SAFETY: signalling the group of our unreaped child, then reaping it.
+                unsafe {
+                    libc::kill(-pid, libc::SIGKILL);
+                    libc::waitpid(pid, &mut wstatus, 0);
+                }
+                tree::release(pid);
                 *status = Some(if libc::WIFSIGNALED(wstatus) {
                     -libc::WTERMSIG(wstatus)
                 } else {
@@ -331,34 +250,22 @@ impl Process {
         }
     }
 
-    /// Sends `sig` unless the process is already gone. Never hits a recycled pid: the pidfd
-    /// names this process only, and without one the status lock keeps the child unreaped (so
-    /// its pid ours) while the signal goes out.
+    /// Sends `sig` to the launch's whole process group unless its leader is already reaped.
+    /// Never hits a recycled id: the status lock keeps the leader unreaped while the signal
+    /// goes out, and an unreaped leader keeps its pid (the group's id) from being reused.
     pub(crate) fn signal(&self, sig: libc::c_int) -> Result<()> {
         let status = self.status.lock().unwrap_or_else(|e| e.into_inner());
         if status.is_some() {
             return Ok(());
         }
-        let rc = match &self.exit {
-            // SAFETY: pidfd_send_signal with a live pidfd and no siginfo.
-            ExitFd::Pidfd(fd) => unsafe {
-                libc::syscall(
-                    libc::SYS_pidfd_send_signal,
-                    fd.as_raw_fd(),
-                    sig,
-                    std::ptr::null::<libc::siginfo_t>(),
-                    0,
-                )
-            },
-            // SAFETY: kill(2) on our unreaped child.
-            ExitFd::Watched { .. } => (unsafe { libc::kill(self.pid as libc::pid_t, sig) }) as _,
-        };
+        // SAFETY: kill(2) on the group of our unreaped child.
+        let rc = unsafe { libc::kill(-(self.pid as libc::pid_t), sig) };
         drop(status);
         if rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) {
             Ok(())
         } else {
             Err(Error::last_os(format!(
-                "signalling QEMU (pid {})",
+                "signalling QEMU (process group {})",
                 self.pid
             )))
         }
@@ -367,6 +274,13 @@ impl Process {
 
 impl Drop for Process {
     fn drop(&mut self) {
+        // Never leave a group behind: a Process is normally reaped before it is dropped, but a
+        // launch that failed half-way may drop it running.
+        if self.try_status().is_none() {
+            let _ = self.signal(libc::SIGKILL);
+            let _ =
+                self.wait(&crate::wait::Wait::timeout(std::time::Duration::from_secs(5)).start());
+        }
         // The fallback watcher ends when the child exits; join it if so, never block on it.
         if let ExitFd::Watched { watcher, .. } = &mut self.exit {
             if let Some(handle) = watcher.take_if(|h| h.is_finished()) {

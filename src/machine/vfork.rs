@@ -1,0 +1,393 @@
+//! Starting a program without copying the host's address space: `clone(CLONE_VM |
+//! CLONE_VFORK)`, the way `posix_spawn` does it, with the setup `posix_spawn` cannot express
+//! (a parent-death signal checked against a race, a fresh process group, every stray
+//! descriptor closed at exec while chosen ones are kept under their numbers).
+//!
+//! `fork(2)` copies the page tables of the whole host; with many threads and a large heap (a Go
+//! runtime, a test harness with hundreds of machines) that is most of the cost of a launch, and
+//! every page the host writes afterwards faults once more while the child still shares it.
+//! Here the child borrows the host's memory and runs on a small stack of its own until it execs;
+//! the calling thread is suspended by the kernel until then (the kernel part of `execve`:
+//! opening and mapping the binary, a fraction of a millisecond; the dynamic loader and QEMU's
+//! own start run after the parent resumed).
+//!
+//! # The child's invariants (it shares every byte of the host's memory until `execve`)
+//! - It runs [`child_main`] only, on [`CHILD_STACK`] bytes of its own stack, and reads only the
+//!   [`Prepared`] the parent built before the clone: no allocation, no lock, no Rust runtime,
+//!   no thread-local other than `errno` (the spawning thread's, which is suspended meanwhile).
+//! - Only async-signal-safe system calls: `sigaction`, `pthread_sigmask`, `setpgid`, `prctl`,
+//!   `getppid`, `dup2`, `fcntl`, `close_range`, `getrlimit`, `execve`, `_exit`.
+//! - It never returns into the parent's frames and never unwinds: it ends in `execve` or
+//!   `_exit`. Before `_exit` it reports its failure (the step and `errno`) in the shared
+//!   [`Report`]; the parent reads it once the kernel resumed it, so no pipe is needed.
+//! - Every signal is blocked in the spawning thread across the clone, so the child starts with
+//!   all signals blocked; before it unblocks them every caught signal is reset to its default
+//!   action, so no handler of the host ever runs on the child's stack over the host's memory.
+//! - Other threads of the host keep running; the child touches no memory they write.
+
+use std::ffi::{c_int, c_void, CString};
+use std::io;
+use std::os::fd::RawFd;
+use std::os::unix::ffi::OsStrExt;
+
+/// The child's stack. The child's deepest call is a libc system-call wrapper.
+const CHILD_STACK: usize = 64 * 1024;
+
+/// Everything the child needs, built by the parent (the child may not allocate).
+pub(crate) struct Prepared {
+    /// Where to look for the program, in order (the `PATH` search done here, not in the child).
+    paths: Vec<CString>,
+    _argv: Vec<CString>,
+    argv: Vec<*const libc::c_char>,
+    _envp: Vec<CString>,
+    envp: Vec<*const libc::c_char>,
+    /// Become descriptors 0, 1 and 2.
+    stdio: [RawFd; 3],
+    /// Inherited under the same numbers; every other descriptor from 3 up is closed at exec.
+    keep_fds: Vec<RawFd>,
+    /// `PR_SET_PDEATHSIG` for the child (0: none).
+    pub death_signal: c_int,
+    /// Put the child in a new process group of its own (its pgid = its pid).
+    pub own_group: bool,
+    /// Signals the program starts with ignored (all others at their default action).
+    pub ignore: Vec<c_int>,
+    /// The highest signal number (`SIGRTMAX`), read here rather than in the child.
+    last_signal: c_int,
+}
+
+// SAFETY: the raw pointers point into the CStrings owned by the same value.
+unsafe impl Send for Prepared {}
+
+/// Which step failed in the child (reported with `errno`).
+#[derive(Clone, Copy)]
+#[repr(C)]
+enum Step {
+    None,
+    DeathSignal,
+    ParentGone,
+    Group,
+    Stdio,
+    KeepFd,
+    Exec,
+}
+
+/// The child's report, written in the shared memory before it `_exit`s.
+#[repr(C)]
+struct Report {
+    step: Step,
+    errno: c_int,
+}
+
+struct Ctx<'a> {
+    p: &'a Prepared,
+    host: libc::pid_t,
+    report: Report,
+}
+
+impl Prepared {
+    /// `argv[0]` is looked up in `PATH` (as `execvp` would) unless it contains a `/`. The
+    /// environment is the host's at this moment. `stdio` are the descriptors for 0, 1, 2.
+    pub(crate) fn new(argv: &[String], stdio: [RawFd; 3], keep_fds: &[RawFd]) -> io::Result<Self> {
+        let invalid = |what: &str| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{what} contains a NUL byte"),
+            )
+        };
+        let Some(program) = argv.first() else {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty argv"));
+        };
+        let args: Vec<CString> = argv
+            .iter()
+            .map(|a| CString::new(a.as_bytes()).map_err(|_| invalid("an argument")))
+            .collect::<io::Result<_>>()?;
+        let paths = search_path(program).map_err(|_| invalid("the program's path"))?;
+        let env: Vec<CString> = std::env::vars_os()
+            .filter_map(|(k, v)| {
+                let mut kv = k.as_bytes().to_vec();
+                kv.push(b'=');
+                kv.extend_from_slice(v.as_bytes());
+                CString::new(kv).ok()
+            })
+            .collect();
+        let argv = nul_terminated(&args);
+        let envp = nul_terminated(&env);
+        Ok(Prepared {
+            paths,
+            _argv: args,
+            argv,
+            _envp: env,
+            envp,
+            stdio,
+            keep_fds: keep_fds.to_vec(),
+            death_signal: 0,
+            own_group: false,
+            ignore: Vec::new(),
+            last_signal: libc::SIGRTMAX(),
+        })
+    }
+}
+
+fn nul_terminated(strings: &[CString]) -> Vec<*const libc::c_char> {
+    strings
+        .iter()
+        .map(|s| s.as_ptr())
+        .chain([std::ptr::null()])
+        .collect()
+}
+
+/// The candidates `execvp` would try for `program`, in order.
+fn search_path(program: &str) -> Result<Vec<CString>, std::ffi::NulError> {
+    if program.contains('/') || program.is_empty() {
+        return Ok(vec![CString::new(program)?]);
+    }
+    let path = std::env::var_os("PATH");
+    let path = path
+        .as_deref()
+        .map_or(&b"/bin:/usr/bin"[..], |p| p.as_bytes());
+    path.split(|&b| b == b':')
+        .map(|dir| {
+            // An empty entry means the current directory.
+            let mut full = if dir.is_empty() {
+                b".".to_vec()
+            } else {
+                dir.to_vec()
+            };
+            full.push(b'/');
+            full.extend_from_slice(program.as_bytes());
+            CString::new(full)
+        })
+        .collect()
+}
+
+/// Starts `p` in a child that shares this process's memory until it execs, and returns its
+/// pid once it exec'd. The caller owns the child (it must reap it). A failure before or in
+/// `execve` is returned with the step and the child's `errno`; that child is already reaped.
+///
+/// Call it from the thread the child's death signal should be tied to.
+pub(crate) fn spawn(p: &Prepared) -> io::Result<libc::pid_t> {
+    let mut ctx = Ctx {
+        p,
+        host: std::process::id() as libc::pid_t,
+        report: Report {
+            step: Step::None,
+            errno: 0,
+        },
+    };
+    let stack = Stack::new()?;
+    // SAFETY: sigset_t is plain data that sigfillset initialises; pthread_sigmask changes this
+    // thread's mask only and is restored below on every path.
+    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    unsafe {
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+    }
+    // SAFETY: see the module's invariants. `child_main` runs on `stack` (unused by anyone
+    // else) and reads `ctx`, which outlives the call: CLONE_VFORK suspends this thread until
+    // the child exec'd or exited, and the child's last write to `ctx` happens before that.
+    let pid = unsafe {
+        libc::clone(
+            child_main,
+            stack.top(),
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            (&mut ctx as *mut Ctx).cast::<c_void>(),
+        )
+    };
+    let clone_err = io::Error::last_os_error();
+    // SAFETY: restores the mask saved above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+    drop(stack);
+    if pid < 0 {
+        return Err(clone_err);
+    }
+    // SAFETY: the child wrote the report (if at all) before it exited or exec'd, which
+    // happened before clone returned here; volatile because the writes came from another
+    // process the compiler does not know about.
+    let report = unsafe { std::ptr::read_volatile(&ctx.report) };
+    if matches!(report.step, Step::None) {
+        return Ok(pid);
+    }
+    // The child _exit'ed right after its report: reap it.
+    loop {
+        // SAFETY: waiting for our own child.
+        let rc = unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+        if rc >= 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            break;
+        }
+    }
+    let err = io::Error::from_raw_os_error(report.errno);
+    let what = match report.step {
+        Step::None => unreachable!(),
+        Step::DeathSignal => "setting the parent-death signal",
+        Step::ParentGone => "the host is exiting",
+        Step::Group => "creating a process group",
+        Step::Stdio => "redirecting stdin/stdout/stderr",
+        Step::KeepFd => "passing a descriptor",
+        Step::Exec => return Err(err),
+    };
+    Err(io::Error::new(err.kind(), format!("{what}: {err}")))
+}
+
+/// A stack for the child with a guard page below it, unmapped on drop.
+struct Stack {
+    base: *mut c_void,
+    len: usize,
+}
+
+impl Stack {
+    fn new() -> io::Result<Stack> {
+        let guard = 4096;
+        let len = CHILD_STACK + guard;
+        // SAFETY: an anonymous private mapping; checked below.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let stack = Stack { base, len };
+        // SAFETY: the lowest page of our own mapping becomes a guard: an overflow faults.
+        if unsafe { libc::mprotect(base, guard, libc::PROT_NONE) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(stack)
+    }
+
+    fn top(&self) -> *mut c_void {
+        // The stack grows down on every Linux target Rust supports but hppa, which is not one
+        // qm builds for; the end of the mapping is 16-byte aligned (page aligned).
+        // SAFETY: one past the end of our mapping, never dereferenced as such.
+        unsafe { self.base.cast::<u8>().add(self.len).cast() }
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping; the child that used it has exec'd or exited.
+        unsafe { libc::munmap(self.base, self.len) };
+    }
+}
+
+/// The child: sets itself up and execs, or reports and `_exit`s. See the module's invariants.
+extern "C" fn child_main(arg: *mut c_void) -> c_int {
+    // SAFETY: `arg` is the parent's `Ctx`, alive and untouched by anyone else until we exec.
+    let ctx = unsafe { &mut *arg.cast::<Ctx>() };
+    // SAFETY: only async-signal-safe calls on prepared data (module invariants).
+    unsafe { child_setup_and_exec(ctx) }
+}
+
+unsafe fn child_setup_and_exec(ctx: &mut Ctx) -> ! {
+    let p = ctx.p;
+    let errno = || *libc::__errno_location();
+    let fail = |ctx: &mut Ctx, step: Step, errno: c_int| -> ! {
+        std::ptr::write_volatile(&mut ctx.report, Report { step, errno });
+        libc::_exit(127)
+    };
+
+    // Dispositions: every caught signal back to its default (no host handler may run here),
+    // SIGPIPE too (Rust ignores it, QEMU must not inherit that), the chosen ones ignored.
+    // Ignored signals stay ignored across exec, as a shell would pass them on.
+    for sig in 1..=p.last_signal {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        let mut old: libc::sigaction = std::mem::zeroed();
+        if libc::sigaction(sig, std::ptr::null(), &mut old) != 0 {
+            continue; // signals the C library reserves for itself
+        }
+        let want = if p.ignore.contains(&sig) {
+            libc::SIG_IGN
+        } else if old.sa_sigaction == libc::SIG_IGN && sig != libc::SIGPIPE {
+            continue;
+        } else {
+            libc::SIG_DFL
+        };
+        if old.sa_sigaction != want {
+            let mut new: libc::sigaction = std::mem::zeroed();
+            new.sa_sigaction = want;
+            libc::sigaction(sig, &new, std::ptr::null_mut());
+        }
+    }
+    if p.own_group && libc::setpgid(0, 0) != 0 {
+        fail(ctx, Step::Group, errno());
+    }
+    if p.death_signal != 0 {
+        if libc::prctl(libc::PR_SET_PDEATHSIG, p.death_signal as libc::c_ulong) != 0 {
+            fail(ctx, Step::DeathSignal, errno());
+        }
+        // The host may have died before prctl: then no signal would ever come.
+        if libc::getppid() != ctx.host {
+            fail(ctx, Step::ParentGone, libc::ESRCH);
+        }
+    }
+    for (target, &fd) in p.stdio.iter().enumerate() {
+        let target = target as c_int;
+        // dup2 onto itself keeps close-on-exec: clear it instead.
+        let rc = if fd == target {
+            libc::fcntl(fd, libc::F_SETFD, 0)
+        } else {
+            libc::dup2(fd, target)
+        };
+        if rc < 0 {
+            fail(ctx, Step::Stdio, errno());
+        }
+    }
+    close_on_exec_from(3);
+    for &fd in &p.keep_fds {
+        if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+            fail(ctx, Step::KeepFd, errno());
+        }
+    }
+    let mut none: libc::sigset_t = std::mem::zeroed();
+    libc::sigemptyset(&mut none);
+    libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+
+    // The PATH search as execvp does it: go on past a missing or unreadable candidate, and
+    // report EACCES if some candidate was there but not executable.
+    let mut denied = false;
+    let mut last = libc::ENOENT;
+    // (the `match` below lists the errors execvp goes on past)
+    for path in &p.paths {
+        libc::execve(path.as_ptr(), p.argv.as_ptr(), p.envp.as_ptr());
+        last = errno();
+        match last {
+            libc::EACCES => denied = true,
+            libc::ENOENT | libc::ENOTDIR | libc::ESTALE | libc::ENODEV | libc::ETIMEDOUT => {}
+            _ => break,
+        }
+    }
+    let code = match last {
+        libc::ENOENT | libc::ENOTDIR | libc::ESTALE | libc::ENODEV | libc::ETIMEDOUT if denied => {
+            libc::EACCES
+        }
+        other => other,
+    };
+    fail(ctx, Step::Exec, code)
+}
+
+/// Marks every descriptor from `first` up close-on-exec, so that descriptors other code in the
+/// host left inheritable do not leak into the program. Async-signal-safe.
+unsafe fn close_on_exec_from(first: u32) {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    if libc::syscall(libc::SYS_close_range, first, u32::MAX, CLOSE_RANGE_CLOEXEC) == 0 {
+        return;
+    }
+    // Kernels before 5.11: walk the descriptor table up to the soft limit.
+    let mut lim: libc::rlimit = std::mem::zeroed();
+    let max = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+        lim.rlim_cur.min(1 << 20) as i32
+    } else {
+        4096
+    };
+    for fd in first as i32..max {
+        libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+    }
+}
