@@ -15,6 +15,8 @@ use std::time::Instant;
 
 use serde_json::json;
 
+mod curves;
+
 /// What a row must satisfy.
 #[derive(Clone, Copy)]
 enum Target {
@@ -466,7 +468,7 @@ fn main() {
     }
     if let Some(only) = &only {
         for name in only {
-            if !METRICS.iter().any(|m| m.name == name) {
+            if !METRICS.iter().any(|m| m.name == name) && !curves::known(name) {
                 eprintln!("unknown metric {name}");
                 usage();
             }
@@ -548,6 +550,15 @@ fn main() {
             }
         }
     }
+    let failed_curves = curves::run(
+        only.as_deref(),
+        &subjects,
+        quick,
+        &qemu,
+        &samples_dir,
+        &mut report.jsonl,
+    );
+    report.failed.extend(failed_curves);
     for (name, why) in &skipped {
         report.line(&[("subject", json!(name)), ("skipped", json!(why))]);
     }

@@ -16,10 +16,12 @@
 //!   [`Prepared`] the parent built before the clone: no allocation, no lock, no Rust runtime,
 //!   no thread-local other than `errno` (the spawning thread's, which is suspended meanwhile).
 //! - Only async-signal-safe system calls: `sigaction`, `pthread_sigmask`, `setpgid`, `prctl`,
-//!   `getppid`, `dup2`, `fcntl`, `close_range`, `getrlimit`, `execve`, `_exit`.
+//!   `getppid`, `dup2`, `fcntl`, `close_range`, `getrlimit`, `execve`, `write`, `_exit`.
 //! - It never returns into the parent's frames and never unwinds: it ends in `execve` or
-//!   `_exit`. Before `_exit` it reports its failure (the step and `errno`) in the shared
-//!   [`Report`]; the parent reads it once the kernel resumed it, so no pipe is needed.
+//!   `_exit`. Before `_exit` it writes its failure (the step and `errno`) to a close-on-exec
+//!   pipe, which reads as end of file once it exec'd. (The shared memory could carry the
+//!   report, but valgrind turns a vfork-style clone into a plain fork; the pipe works both
+//!   ways: with the real thing the parent's read never blocks.)
 //! - Every signal is blocked in the spawning thread across the clone, so the child starts with
 //!   all signals blocked; before it unblocks them every caught signal is reset to its default
 //!   action, so no handler of the host ever runs on the child's stack over the host's memory.
@@ -27,7 +29,7 @@
 
 use std::ffi::{c_int, c_void, CString};
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 
 /// The child's stack. The child's deepest call is a libc system-call wrapper.
@@ -41,8 +43,10 @@ pub(crate) struct Prepared {
     argv: Vec<*const libc::c_char>,
     _envp: Vec<CString>,
     envp: Vec<*const libc::c_char>,
-    /// Become descriptors 0, 1 and 2.
+    /// Become descriptors 0, 1 and 2 (all above 2, so that no dup2 overwrites another's source).
     stdio: [RawFd; 3],
+    /// Copies made to lift a source of `stdio` above 2.
+    _lifted: Vec<OwnedFd>,
     /// Inherited under the same numbers; every other descriptor from 3 up is closed at exec.
     keep_fds: Vec<RawFd>,
     /// `PR_SET_PDEATHSIG` for the child (0: none).
@@ -71,7 +75,8 @@ enum Step {
     Exec,
 }
 
-/// The child's report, written in the shared memory before it `_exit`s.
+/// The child's report, written to the pipe before it `_exit`s.
+#[derive(Clone, Copy)]
 #[repr(C)]
 struct Report {
     step: Step,
@@ -81,7 +86,8 @@ struct Report {
 struct Ctx<'a> {
     p: &'a Prepared,
     host: libc::pid_t,
-    report: Report,
+    /// The write end of the report pipe (close-on-exec).
+    report: RawFd,
 }
 
 impl Prepared {
@@ -112,6 +118,20 @@ impl Prepared {
             .collect();
         let argv = nul_terminated(&args);
         let envp = nul_terminated(&env);
+        let mut lifted = Vec::new();
+        let mut stdio = stdio;
+        for fd in &mut stdio {
+            if *fd < 3 {
+                // SAFETY: F_DUPFD_CLOEXEC on a descriptor the caller lent us; checked.
+                let copy = unsafe { libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 3) };
+                if copy < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // SAFETY: a fresh descriptor.
+                lifted.push(unsafe { OwnedFd::from_raw_fd(copy) });
+                *fd = copy;
+            }
+        }
         Ok(Prepared {
             paths,
             _argv: args,
@@ -119,6 +139,7 @@ impl Prepared {
             _envp: env,
             envp,
             stdio,
+            _lifted: lifted,
             keep_fds: keep_fds.to_vec(),
             death_signal: 0,
             own_group: false,
@@ -166,13 +187,20 @@ fn search_path(program: &str) -> Result<Vec<CString>, std::ffi::NulError> {
 ///
 /// Call it from the thread the child's death signal should be tied to.
 pub(crate) fn spawn(p: &Prepared) -> io::Result<libc::pid_t> {
-    let mut ctx = Ctx {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: pipe2 writes two descriptors into the array; checked.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fresh descriptors owned by nobody else.
+    let (report_r, report_w) =
+        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // The child's dup2 onto 0, 1, 2 must not hit the report pipe.
+    let report_w = above_stdio(report_w)?;
+    let ctx = Ctx {
         p,
         host: std::process::id() as libc::pid_t,
-        report: Report {
-            step: Step::None,
-            errno: 0,
-        },
+        report: report_w.as_raw_fd(),
     };
     let stack = Stack::new()?;
     // SAFETY: sigset_t is plain data that sigfillset initialises; pthread_sigmask changes this
@@ -185,29 +213,46 @@ pub(crate) fn spawn(p: &Prepared) -> io::Result<libc::pid_t> {
     }
     // SAFETY: see the module's invariants. `child_main` runs on `stack` (unused by anyone
     // else) and reads `ctx`, which outlives the call: CLONE_VFORK suspends this thread until
-    // the child exec'd or exited, and the child's last write to `ctx` happens before that.
+    // the child exec'd or exited.
     let pid = unsafe {
         libc::clone(
             child_main,
             stack.top(),
             libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
-            (&mut ctx as *mut Ctx).cast::<c_void>(),
+            (&ctx as *const Ctx).cast_mut().cast::<c_void>(),
         )
     };
     let clone_err = io::Error::last_os_error();
     // SAFETY: restores the mask saved above.
     unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
-    drop(stack);
+    drop(report_w);
     if pid < 0 {
         return Err(clone_err);
     }
-    // SAFETY: the child wrote the report (if at all) before it exited or exec'd, which
-    // happened before clone returned here; volatile because the writes came from another
-    // process the compiler does not know about.
-    let report = unsafe { std::ptr::read_volatile(&ctx.report) };
-    if matches!(report.step, Step::None) {
+    // Only the child's copy of the write end is left: end of file once it exec'd.
+    let mut report = Report {
+        step: Step::None,
+        errno: 0,
+    };
+    let n = loop {
+        // SAFETY: reads at most size_of::<Report>() bytes into a live Report; any bit pattern
+        // the child wrote is one it built from a valid Report.
+        let n = unsafe {
+            libc::read(
+                report_r.as_raw_fd(),
+                (&mut report as *mut Report).cast(),
+                std::mem::size_of::<Report>(),
+            )
+        };
+        if n >= 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            break n;
+        }
+    };
+    drop(stack);
+    if n == 0 {
         return Ok(pid);
     }
+    let read_err = io::Error::last_os_error();
     // The child _exit'ed right after its report: reap it.
     loop {
         // SAFETY: waiting for our own child.
@@ -216,17 +261,34 @@ pub(crate) fn spawn(p: &Prepared) -> io::Result<libc::pid_t> {
             break;
         }
     }
+    if n != std::mem::size_of::<Report>() as isize {
+        return Err(read_err);
+    }
     let err = io::Error::from_raw_os_error(report.errno);
     let what = match report.step {
-        Step::None => unreachable!(),
+        Step::None | Step::Exec => return Err(err),
         Step::DeathSignal => "setting the parent-death signal",
         Step::ParentGone => "the host is exiting",
         Step::Group => "creating a process group",
         Step::Stdio => "redirecting stdin/stdout/stderr",
         Step::KeepFd => "passing a descriptor",
-        Step::Exec => return Err(err),
     };
     Err(io::Error::new(err.kind(), format!("{what}: {err}")))
+}
+
+/// `fd`, moved above the standard descriptors if it is one of them (a host that closed its
+/// stdin gets 0 for its next descriptor).
+fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
+    if fd.as_raw_fd() >= 3 {
+        return Ok(fd);
+    }
+    // SAFETY: F_DUPFD_CLOEXEC on our own descriptor; checked.
+    let copy = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) };
+    if copy < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(copy) })
 }
 
 /// A stack for the child with a guard page below it, unmapped on drop.
@@ -279,16 +341,22 @@ impl Drop for Stack {
 /// The child: sets itself up and execs, or reports and `_exit`s. See the module's invariants.
 extern "C" fn child_main(arg: *mut c_void) -> c_int {
     // SAFETY: `arg` is the parent's `Ctx`, alive and untouched by anyone else until we exec.
-    let ctx = unsafe { &mut *arg.cast::<Ctx>() };
+    let ctx = unsafe { &*arg.cast::<Ctx>() };
     // SAFETY: only async-signal-safe calls on prepared data (module invariants).
     unsafe { child_setup_and_exec(ctx) }
 }
 
-unsafe fn child_setup_and_exec(ctx: &mut Ctx) -> ! {
+unsafe fn child_setup_and_exec(ctx: &Ctx) -> ! {
     let p = ctx.p;
     let errno = || *libc::__errno_location();
-    let fail = |ctx: &mut Ctx, step: Step, errno: c_int| -> ! {
-        std::ptr::write_volatile(&mut ctx.report, Report { step, errno });
+    let report = ctx.report;
+    let fail = |step: Step, errno: c_int| -> ! {
+        let r = Report { step, errno };
+        libc::write(
+            report,
+            (&r as *const Report).cast(),
+            std::mem::size_of::<Report>(),
+        );
         libc::_exit(127)
     };
 
@@ -317,15 +385,15 @@ unsafe fn child_setup_and_exec(ctx: &mut Ctx) -> ! {
         }
     }
     if p.own_group && libc::setpgid(0, 0) != 0 {
-        fail(ctx, Step::Group, errno());
+        fail(Step::Group, errno());
     }
     if p.death_signal != 0 {
         if libc::prctl(libc::PR_SET_PDEATHSIG, p.death_signal as libc::c_ulong) != 0 {
-            fail(ctx, Step::DeathSignal, errno());
+            fail(Step::DeathSignal, errno());
         }
         // The host may have died before prctl: then no signal would ever come.
         if libc::getppid() != ctx.host {
-            fail(ctx, Step::ParentGone, libc::ESRCH);
+            fail(Step::ParentGone, libc::ESRCH);
         }
     }
     for (target, &fd) in p.stdio.iter().enumerate() {
@@ -337,13 +405,13 @@ unsafe fn child_setup_and_exec(ctx: &mut Ctx) -> ! {
             libc::dup2(fd, target)
         };
         if rc < 0 {
-            fail(ctx, Step::Stdio, errno());
+            fail(Step::Stdio, errno());
         }
     }
     close_on_exec_from(3);
     for &fd in &p.keep_fds {
         if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
-            fail(ctx, Step::KeepFd, errno());
+            fail(Step::KeepFd, errno());
         }
     }
     let mut none: libc::sigset_t = std::mem::zeroed();
@@ -370,7 +438,7 @@ unsafe fn child_setup_and_exec(ctx: &mut Ctx) -> ! {
         }
         other => other,
     };
-    fail(ctx, Step::Exec, code)
+    fail(Step::Exec, code)
 }
 
 /// Marks every descriptor from `first` up close-on-exec, so that descriptors other code in the
