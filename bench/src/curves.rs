@@ -28,6 +28,8 @@ pub struct Curve {
     title: &'static str,
     /// Memory one point needs per unit of size, to skip a point the machine cannot hold.
     bytes_per_unit: u64,
+    /// A side measurement shown next to the main one (its `stat` name, its unit).
+    stat: Option<(&'static str, &'static str)>,
 }
 
 pub const CURVES: &[Curve] = &[
@@ -37,7 +39,7 @@ pub const CURVES: &[Curve] = &[
         param: "machines",
         points: &[50, 100, 200, 400],
         quick_points: &[10, 20],
-        fixed: &[("rounds", 1, 1)],
+        fixed: &[("rounds", 2, 1)],
         per_unit: true,
         unit: "ms/VM",
         x_unit: "VMs",
@@ -45,6 +47,9 @@ pub const CURVES: &[Curve] = &[
         // QEMU -machine none under TCG: about 32 MiB resident each (VmRSS, shared pages
         // included), with margin.
         bytes_per_unit: 48 << 20,
+        // The host's own CPU time per VM: what the spawn costs the host, much less sensitive
+        // to other load on the machine than the wall time.
+        stat: Some(("cpu_ms_per_machine", "cpu ms/VM")),
     },
     Curve {
         name: "qmp_threads_curve",
@@ -59,6 +64,7 @@ pub const CURVES: &[Curve] = &[
         x_unit: "threads",
         title: "qmp_threads: query-status from N threads on one machine (qm) vs the raw client's sequential rate",
         bytes_per_unit: 0,
+        stat: None,
     },
 ];
 
@@ -106,8 +112,11 @@ pub fn run(
         }
         println!();
         println!("growth: {}", curve.title);
+        let stat_head = curve.stat.map_or(String::new(), |(_, unit)| {
+            format!("   {unit}: raw / qm / ratio")
+        });
         println!(
-            "{:<8} {:>8} {:>12} {:>12}  {:<8} {:>7} {:>9}",
+            "{:<8} {:>8} {:>12} {:>12}  {:<8} {:>7} {:>9}{stat_head}",
             "subject", curve.x_unit, "raw", "qm", "unit", "ratio", "p25-p75"
         );
         let points = if quick {
@@ -140,12 +149,20 @@ pub fn run(
                         );
                         failed.push(format!("{}/{subject}/{x}", curve.name));
                     }
-                    Ok((raw, qm, pairs)) => {
+                    Ok((raw, qm, pairs, stat)) => {
                         let ratio = qm / raw;
                         let spread =
                             pairs.map_or(String::new(), |(_, lo, hi)| format!("{lo:.2}-{hi:.2}"));
+                        let stat_text = stat.map_or(String::new(), |(r, q)| {
+                            format!(
+                                "   {} / {} / {:.3}",
+                                super::fmt_value(r),
+                                super::fmt_value(q),
+                                q / r
+                            )
+                        });
                         println!(
-                            "{subject:<8} {x:>8} {:>12} {:>12}  {:<8} {:>7.3} {:>9}",
+                            "{subject:<8} {x:>8} {:>12} {:>12}  {:<8} {:>7.3} {:>9}{stat_text}",
                             super::fmt_value(raw),
                             super::fmt_value(qm),
                             curve.unit,
@@ -160,6 +177,9 @@ pub fn run(
                                 "qm": super::num(qm, 3), "unit": curve.unit,
                                 "ratio_of_medians": super::num(ratio, 4),
                                 "pair_ratio": pairs.map_or(json!(null), |p| super::num(p.0, 4)),
+                                "stat": curve.stat.map(|(name, _)| name),
+                                "stat_raw": stat.map_or(json!(null), |s| super::num(s.0, 3)),
+                                "stat_qm": stat.map_or(json!(null), |s| super::num(s.1, 3)),
                             }),
                         );
                     }
@@ -175,7 +195,8 @@ fn line(jsonl: &mut std::fs::File, value: serde_json::Value) {
     writeln!(jsonl, "{value}").expect("writing results.jsonl");
 }
 
-type Point = (f64, f64, Option<(f64, f64, f64)>);
+/// Medians of raw and qm, the paired ratio (median, p25, p75), the side measurement's medians.
+type Point = (f64, f64, Option<(f64, f64, f64)>, Option<(f64, f64)>);
 
 /// One subject run at size `x`: the medians of raw and qm (per unit if the curve says so).
 fn point(
@@ -215,9 +236,17 @@ fn point(
         return Err("no samples".into());
     }
     let per = if curve.per_unit { x as f64 } else { 1.0 };
+    let stat = match curve.stat {
+        None => None,
+        Some((name, _)) => {
+            let (raw, qm) = s.stats.get(name).ok_or_else(|| format!("no stat {name}"))?;
+            Some((super::median(raw), super::median(qm)))
+        }
+    };
     Ok((
         super::median(&s.raw) / per,
         super::median(&s.subject) / per,
         super::pair_ratios(&s.pairs),
+        stat,
     ))
 }

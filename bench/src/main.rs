@@ -145,6 +145,13 @@ const METRICS: &[Metric] = &[
                 worst: false,
             },
             Stat {
+                name: "cpu_ms_per_machine",
+                row: "scale_cpu",
+                unit: "ms/machine",
+                target: Target::None,
+                worst: false,
+            },
+            Stat {
                 name: "threads_per_machine",
                 row: "scale_threads",
                 unit: "threads/machine",

@@ -15,16 +15,21 @@
 //!
 //! What escapes: a descendant that leaves the group on purpose (`setsid`, `setpgid`, a
 //! daemonizing fork) is not reached (a cgroup would reach it, but needs privileges or a
-//! delegated hierarchy, and still a watchdog for the host's death); and a process that
-//! inherited the host's end of the socket without close-on-exec (a plain `fork` of the host
-//! that does not exec) delays the watchdog until it exits too.
+//! delegated hierarchy, and still a watchdog for the host's death).
+//!
+//! A plain `fork` of the host that does not exec (Python's `multiprocessing`) would keep the
+//! host's end of the socket open, and the watchdog would wait for that child too: an
+//! `atfork` handler puts `/dev/null` in its place in the child (same number, so nothing else
+//! takes it; a send there fails and the child, if it launches machines, starts a watchdog of
+//! its own).
 
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Mutex, Once};
 
 use super::vfork;
 
@@ -88,6 +93,7 @@ fn send(state: &mut State, line: &str) -> io::Result<()> {
         }
         // It died (someone killed it): reap it and start another.
         let w = state.watchdog.take().expect("checked above");
+        SOCK.store(-1, Ordering::Relaxed);
         // SAFETY: reaping our own child without blocking.
         unsafe { libc::waitpid(w.pid, std::ptr::null_mut(), libc::WNOHANG) };
     }
@@ -114,7 +120,36 @@ fn write_all(fd: RawFd, mut buf: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// The host's end of the watchdog's socket, and a descriptor of /dev/null, for the atfork
+/// handler (-1: none).
+static SOCK: AtomicI32 = AtomicI32::new(-1);
+static NULL: AtomicI32 = AtomicI32::new(-1);
+
+/// In a forked child of the host: replace the socket with /dev/null. Async-signal-safe.
+extern "C" fn in_forked_child() {
+    let (sock, null) = (SOCK.load(Ordering::Relaxed), NULL.load(Ordering::Relaxed));
+    if sock >= 0 && null >= 0 {
+        // SAFETY: dup3 onto a descriptor this library owns in the parent; in the child its
+        // number keeps naming something (/dev/null) so no later open can take it.
+        unsafe { libc::dup3(null, sock, libc::O_CLOEXEC) };
+    }
+}
+
 fn start() -> io::Result<Watchdog> {
+    static ATFORK: Once = Once::new();
+    let mut atfork_err = None;
+    ATFORK.call_once(|| {
+        match File::open("/dev/null") {
+            // Kept for the life of the process, for the handler.
+            Ok(null) => NULL.store(std::os::fd::IntoRawFd::into_raw_fd(null), Ordering::Relaxed),
+            Err(err) => atfork_err = Some(err),
+        }
+        // SAFETY: registers a handler that only calls dup3 (async-signal-safe).
+        unsafe { libc::pthread_atfork(None, None, Some(in_forked_child)) };
+    });
+    if let Some(err) = atfork_err {
+        return Err(err);
+    }
     let mut fds = [0 as RawFd; 2];
     // SAFETY: socketpair writes two descriptors into the array; checked.
     let rc = unsafe {
@@ -158,6 +193,7 @@ fn start() -> io::Result<Watchdog> {
     ];
     let pid = vfork::spawn(&prepared)
         .map_err(|e| io::Error::new(e.kind(), format!("starting the qm watchdog: {e}")))?;
+    SOCK.store(ours.as_raw_fd(), Ordering::Relaxed);
     Ok(Watchdog { sock: ours, pid })
 }
 
