@@ -203,14 +203,15 @@ pub(crate) fn spawn(p: &Prepared) -> io::Result<libc::pid_t> {
         report: report_w.as_raw_fd(),
     };
     let stack = Stack::new()?;
-    // SAFETY: sigset_t is plain data that sigfillset initialises; pthread_sigmask changes this
-    // thread's mask only and is restored below on every path.
-    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
-    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
-    unsafe {
+    // SAFETY: sigset_t is plain data (all zeroes is a valid value) that sigfillset fills;
+    // pthread_sigmask changes this thread's mask only, and it is restored below on every path.
+    let old = unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
         libc::sigfillset(&mut all);
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
-    }
+        old
+    };
     // SAFETY: see the module's invariants. `child_main` runs on `stack` (unused by anyone
     // else) and reads `ctx`, which outlives the call: CLONE_VFORK suspends this thread until
     // the child exec'd or exited.
@@ -340,25 +341,34 @@ impl Drop for Stack {
 
 /// The child: sets itself up and execs, or reports and `_exit`s. See the module's invariants.
 extern "C" fn child_main(arg: *mut c_void) -> c_int {
-    // SAFETY: `arg` is the parent's `Ctx`, alive and untouched by anyone else until we exec.
+    // SAFETY: `arg` is the parent's `Ctx`, alive and unchanged until we exec or exit.
     let ctx = unsafe { &*arg.cast::<Ctx>() };
-    // SAFETY: only async-signal-safe calls on prepared data (module invariants).
-    unsafe { child_setup_and_exec(ctx) }
+    child_setup_and_exec(ctx)
 }
 
-unsafe fn child_setup_and_exec(ctx: &Ctx) -> ! {
-    let p = ctx.p;
-    let errno = || *libc::__errno_location();
-    let report = ctx.report;
-    let fail = |step: Step, errno: c_int| -> ! {
-        let r = Report { step, errno };
+/// The last `errno` (this thread's: the spawning thread's slot, which it does not read while
+/// suspended).
+fn errno() -> c_int {
+    io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+/// Writes the report and exits. Async-signal-safe.
+fn fail(ctx: &Ctx, step: Step, errno: c_int) -> ! {
+    let r = Report { step, errno };
+    // SAFETY: write(2) of a live, plain-data value to the report pipe; _exit(2) ends the child
+    // without running anything of the host's (no atexit handlers, no destructors).
+    unsafe {
         libc::write(
-            report,
+            ctx.report,
             (&r as *const Report).cast(),
             std::mem::size_of::<Report>(),
         );
         libc::_exit(127)
-    };
+    }
+}
+
+fn child_setup_and_exec(ctx: &Ctx) -> ! {
+    let p = ctx.p;
 
     // Dispositions: every caught signal back to its default (no host handler may run here),
     // SIGPIPE too (Rust ignores it, QEMU must not inherit that), the chosen ones ignored.
@@ -367,95 +377,116 @@ unsafe fn child_setup_and_exec(ctx: &Ctx) -> ! {
         if sig == libc::SIGKILL || sig == libc::SIGSTOP {
             continue;
         }
-        let mut old: libc::sigaction = std::mem::zeroed();
-        if libc::sigaction(sig, std::ptr::null(), &mut old) != 0 {
-            continue; // signals the C library reserves for itself
-        }
-        let want = if p.ignore.contains(&sig) {
-            libc::SIG_IGN
-        } else if old.sa_sigaction == libc::SIG_IGN && sig != libc::SIGPIPE {
-            continue;
-        } else {
-            libc::SIG_DFL
-        };
-        if old.sa_sigaction != want {
-            let mut new: libc::sigaction = std::mem::zeroed();
-            new.sa_sigaction = want;
-            libc::sigaction(sig, &new, std::ptr::null_mut());
+        // SAFETY: sigaction is plain data (zeroes valid); sigaction(2) reads and writes this
+        // process's own table (the child has its own copy: no CLONE_SIGHAND).
+        unsafe {
+            let mut old: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(sig, std::ptr::null(), &mut old) != 0 {
+                continue; // signals the C library reserves for itself
+            }
+            let want = if p.ignore.contains(&sig) {
+                libc::SIG_IGN
+            } else if old.sa_sigaction == libc::SIG_IGN && sig != libc::SIGPIPE {
+                continue;
+            } else {
+                libc::SIG_DFL
+            };
+            if old.sa_sigaction != want {
+                let mut new: libc::sigaction = std::mem::zeroed();
+                new.sa_sigaction = want;
+                libc::sigaction(sig, &new, std::ptr::null_mut());
+            }
         }
     }
-    if p.own_group && libc::setpgid(0, 0) != 0 {
-        fail(Step::Group, errno());
+    // SAFETY: setpgid(2) on ourselves; touches no memory.
+    if p.own_group && unsafe { libc::setpgid(0, 0) } != 0 {
+        fail(ctx, Step::Group, errno());
     }
     if p.death_signal != 0 {
-        if libc::prctl(libc::PR_SET_PDEATHSIG, p.death_signal as libc::c_ulong) != 0 {
-            fail(Step::DeathSignal, errno());
+        // SAFETY: prctl(2) with integer arguments only.
+        if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, p.death_signal as libc::c_ulong) } != 0 {
+            fail(ctx, Step::DeathSignal, errno());
         }
         // The host may have died before prctl: then no signal would ever come.
-        if libc::getppid() != ctx.host {
-            fail(Step::ParentGone, libc::ESRCH);
+        // SAFETY: getppid(2) has no arguments.
+        if unsafe { libc::getppid() } != ctx.host {
+            fail(ctx, Step::ParentGone, libc::ESRCH);
         }
     }
     for (target, &fd) in p.stdio.iter().enumerate() {
         let target = target as c_int;
-        // dup2 onto itself keeps close-on-exec: clear it instead.
-        let rc = if fd == target {
-            libc::fcntl(fd, libc::F_SETFD, 0)
-        } else {
-            libc::dup2(fd, target)
-        };
-        if rc < 0 {
-            fail(Step::Stdio, errno());
+        // SAFETY: dup2/fcntl on descriptor numbers; touch no memory. The sources are all above
+        // 2 (`Prepared::new`), so no dup2 overwrites the source of another.
+        if unsafe { libc::dup2(fd, target) } < 0 {
+            fail(ctx, Step::Stdio, errno());
         }
     }
     close_on_exec_from(3);
     for &fd in &p.keep_fds {
-        if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
-            fail(Step::KeepFd, errno());
+        // SAFETY: fcntl(2) on a descriptor number; touches no memory.
+        if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } != 0 {
+            fail(ctx, Step::KeepFd, errno());
         }
     }
-    let mut none: libc::sigset_t = std::mem::zeroed();
-    libc::sigemptyset(&mut none);
-    libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+    // SAFETY: an empty set (zeroes, then sigemptyset) for this thread's mask: the program
+    // starts with nothing blocked.
+    unsafe {
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+    }
 
-    // The PATH search as execvp does it: go on past a missing or unreadable candidate, and
-    // report EACCES if some candidate was there but not executable.
+    // The PATH search as execvp does it: go on past a candidate that is missing (or on a dead
+    // mount), and report EACCES if some candidate was there but not executable.
+    let go_on = |e| {
+        matches!(
+            e,
+            libc::ENOENT | libc::ENOTDIR | libc::ESTALE | libc::ENODEV | libc::ETIMEDOUT
+        )
+    };
     let mut denied = false;
     let mut last = libc::ENOENT;
-    // (the `match` below lists the errors execvp goes on past)
     for path in &p.paths {
-        libc::execve(path.as_ptr(), p.argv.as_ptr(), p.envp.as_ptr());
+        // SAFETY: NUL-terminated strings and NULL-terminated arrays of them, built by
+        // `Prepared::new` and alive (the parent is suspended); returns only on failure.
+        unsafe { libc::execve(path.as_ptr(), p.argv.as_ptr(), p.envp.as_ptr()) };
         last = errno();
-        match last {
-            libc::EACCES => denied = true,
-            libc::ENOENT | libc::ENOTDIR | libc::ESTALE | libc::ENODEV | libc::ETIMEDOUT => {}
-            _ => break,
+        if last == libc::EACCES {
+            denied = true;
+        } else if !go_on(last) {
+            break;
         }
     }
-    let code = match last {
-        libc::ENOENT | libc::ENOTDIR | libc::ESTALE | libc::ENODEV | libc::ETIMEDOUT if denied => {
+    fail(
+        ctx,
+        Step::Exec,
+        if denied && go_on(last) {
             libc::EACCES
-        }
-        other => other,
-    };
-    fail(Step::Exec, code)
+        } else {
+            last
+        },
+    )
 }
 
 /// Marks every descriptor from `first` up close-on-exec, so that descriptors other code in the
 /// host left inheritable do not leak into the program. Async-signal-safe.
-unsafe fn close_on_exec_from(first: u32) {
+fn close_on_exec_from(first: u32) {
     const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
-    if libc::syscall(libc::SYS_close_range, first, u32::MAX, CLOSE_RANGE_CLOEXEC) == 0 {
+    // SAFETY: close_range(2) with integer arguments; only changes descriptor flags.
+    if unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, CLOSE_RANGE_CLOEXEC) } == 0 {
         return;
     }
     // Kernels before 5.11: walk the descriptor table up to the soft limit.
-    let mut lim: libc::rlimit = std::mem::zeroed();
-    let max = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
-        lim.rlim_cur.min(1 << 20) as i32
-    } else {
-        4096
-    };
-    for fd in first as i32..max {
-        libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+    // SAFETY: rlimit is plain data that getrlimit fills; fcntl changes descriptor flags only.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        let max = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            lim.rlim_cur.min(1 << 20) as i32
+        } else {
+            4096
+        };
+        for fd in first as i32..max {
+            libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+        }
     }
 }
