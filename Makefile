@@ -14,7 +14,7 @@ build:
 demo: deps
 	$(CARGO) run --release --example demo
 
-test: deps lint test-rust test-c check-header test-go test-fuzz
+test: deps linux-guest lint test-linux-guest test-rust test-c check-header test-go test-fuzz
 
 test-rust:
 	$(CARGO) test --all-targets
@@ -91,3 +91,15 @@ test-fuzz:
 .PHONY: bench
 bench: deps
 	bench/run
+
+# ---- the Linux test guest: Debian kernel + busybox/qemu-ga initramfs (guest/linux/README.md) -----
+.PHONY: linux-guest test-linux-guest
+# Builds (or finds cached) target/linux-guest/<key>/{vmlinuz,initrd.cpio.gz}; prints
+# `KERNEL=... INITRD=...`.
+linux-guest: deps
+	@guest/linux/build
+
+# Boots it with raw QEMU: ready line, `uname -r` at the prompt, qemu-ga sync, poweroff.
+test-linux-guest: deps
+	@command -v python3 >/dev/null || { echo "guest/linux/smoke needs python3 (apt-get install python3)" >&2; exit 1; }
+	guest/linux/smoke

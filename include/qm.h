@@ -82,7 +82,8 @@ typedef enum {
     QM_OK = 0,
     /**
      * The machine could not be launched. The error object has QEMU's exit code (if it exited),
-     * the command line and QEMU's output; everything the launch created is cleaned up.
+     * the command line, QEMU's output and the cause (`qm_error_cause`); everything the launch
+     * created is cleaned up.
      */
     QM_ERR_LAUNCH = 1,
     /**
@@ -103,7 +104,7 @@ typedef enum {
     QM_ERR_INTERRUPTED = 5,
     /**
      * A graceful shutdown (or wait) did not end in time, or was interrupted: QEMU was killed.
-     * Cleanup has run.
+     * Cleanup has run. `qm_error_cause` says why.
      */
     QM_ERR_ABNORMAL_SHUTDOWN = 6,
     /**
@@ -302,19 +303,30 @@ const char *qm_error_command(const qm_error *err);
 const char *qm_error_output(const qm_error *err);
 
 /**
- * For a `QM_ERR_LAUNCH` error, the status of what made the launch fail: e.g. `QM_ERR_IO` when
- * the binary could not be started, `QM_ERR_DISCONNECTED` when QEMU exited before QMP was up,
- * `QM_ERR_TIMEOUT` when the QMP timer ran out. `QM_OK` for other errors and for NULL.
+ * The status of what caused an error that has a cause: for `QM_ERR_LAUNCH` what made the
+ * launch fail (e.g. `QM_ERR_IO` when the binary could not be started, `QM_ERR_DISCONNECTED`
+ * when QEMU exited before QMP was up, `QM_ERR_TIMEOUT` when the time ran out), for
+ * `QM_ERR_ABNORMAL_SHUTDOWN` why QEMU had to be killed (`QM_ERR_TIMEOUT`,
+ * `QM_ERR_INTERRUPTED`, ...). `QM_OK` for other errors and for NULL.
  */
-qm_status qm_error_launch_cause(const qm_error *err);
+qm_status qm_error_cause(const qm_error *err);
 
 /**
- * For an error caused by a failed operating-system call (`QM_ERR_IO`, or a `QM_ERR_LAUNCH`
- * whose cause is one), stores the `errno` value in `*code_out` and returns true (e.g. `ENOENT`
+ * The message of the cause (see `qm_error_cause`), e.g. `"timed out waiting for QEMU (pid
+ * 42) to exit"`; NULL when the error has no cause and for NULL.
+ *
+ * The string belongs to `err` and stays valid until `qm_error_free(err)`.
+ */
+const char *qm_error_cause_message(const qm_error *err);
+
+/**
+ * For an error caused by a failed operating-system call (`QM_ERR_IO`, or an error whose
+ * cause is one, see `qm_error_cause`), stores the `errno` value in `*code_out` and returns true (e.g. `ENOENT`
  * for a QEMU binary that does not exist). Returns false, leaving `*code_out` untouched,
  * otherwise and when `err` or `code_out` is NULL.
  */
-bool qm_error_os_code(const qm_error *err, int *code_out);
+bool qm_error_os_code(const qm_error *err,
+                      int *code_out);
 
 /**
  * Frees an error and the strings it lent out. NULL is a no-op. Call it once per error.
@@ -489,15 +501,15 @@ qm_status qm_set_max_message_size(qm_machine *m, size_t bytes, qm_error **err_ou
 /**
  * Starts QEMU and, unless QMP is off, connects and negotiates QMP.
  *
- * Blocks until QMP is up, at most the QMP timer (`qm_set_qmp_timer`), or until `cancel` (may
- * be NULL) fires; returns at once when QEMU exits early. `QM_ERR_STATE` when already launched. Any other failure is
- * `QM_ERR_LAUNCH`, whose error object has QEMU's exit code (`qm_error_exit_code`), the command
- * line and QEMU's output, and the cause (`qm_error_launch_cause`); by then no process is left
- * and everything the launch created is removed, and the machine can be launched again.
+ * Blocks until QMP is up, at most `timeout_ms` milliseconds (`QM_WAIT_DEFAULT`: the QMP timer,
+ * `qm_set_qmp_timer`; `QM_WAIT_FOREVER`), or until `cancel` (may be NULL) fires; returns at
+ * once when QEMU exits early. A token that had fired fails with `QM_ERR_INTERRUPTED`, launching
+ * nothing. `QM_ERR_STATE` when already launched. Any other failure is `QM_ERR_LAUNCH`, whose
+ * error object has QEMU's exit code (`qm_error_exit_code`), the command line and QEMU's output,
+ * and the cause (`qm_error_cause`); by then no process is left and everything the launch
+ * created is removed, and the machine can be launched again.
  */
-qm_status qm_launch(qm_machine *m,
-                    const qm_cancel *cancel,
-                    qm_error **err_out);
+qm_status qm_launch(qm_machine *m, int64_t timeout_ms, const qm_cancel *cancel, qm_error **err_out);
 
 /**
  * Runs the QMP command `cmd` (borrowed) with the arguments `args_json` (borrowed: a JSON
@@ -652,7 +664,9 @@ qm_status qm_wait(qm_machine *m, int64_t timeout_ms, const qm_cancel *cancel, qm
 bool qm_is_running(const qm_machine *m);
 
 /**
- * QEMU's process id while it runs; -1 when it does not (or for NULL). Never blocks.
+ * QEMU's process id while it runs; -1 when it does not (or for NULL). Never blocks. Under a
+ * wrapper: QEMU's own pid when qm found exactly one process of the launch's process group
+ * running the QEMU binary once QMP was up; otherwise the wrapper's.
  */
 int64_t qm_pid(const qm_machine *m);
 

@@ -36,9 +36,10 @@ pub enum Error {
     /// The call was interrupted through its [`Cancel`](crate::Cancel) token.
     #[error("interrupted")]
     Interrupted,
-    /// A graceful shutdown was requested but QEMU had to be killed.
-    #[error("abnormal shutdown: {0}")]
-    AbnormalShutdown(String),
+    /// A graceful shutdown (or a wait) did not end well and QEMU had to be killed; the box holds
+    /// why (a timeout, an interruption, a QMP error on `quit` ...). Cleanup has run.
+    #[error("abnormal shutdown: could not perform graceful shutdown: {0}")]
+    AbnormalShutdown(Box<Error>),
     /// The call does not fit the machine's state (e.g. a command before launch, launch twice).
     #[error("wrong state: {0}")]
     State(String),
@@ -69,11 +70,6 @@ impl Error {
             context: context.into(),
             source,
         }
-    }
-
-    /// The current `errno` as an [`Error::Io`].
-    pub(crate) fn last_os(context: impl Into<String>) -> Error {
-        Error::io(context, io::Error::last_os_error())
     }
 }
 

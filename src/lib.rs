@@ -27,6 +27,7 @@ pub mod guest;
 mod log;
 mod machine;
 pub mod qmp;
+mod sys;
 mod wait;
 
 pub use error::{Error, Result};

@@ -1,34 +1,58 @@
 //! How long a blocking call may wait, and how another thread can interrupt it.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
+use crate::sys::EventFd;
 
-/// The bound of a blocking call: a timeout (or none: wait forever) and an optional [`Cancel`].
+/// The bound of a blocking call: a timeout, no limit, or the call's own default, and an optional
+/// [`Cancel`].
+///
+/// This is the one place that decides what a bound means; the C ABI and the bindings only
+/// convert to it:
+/// - [`Wait::call_default`] (also `Wait::default()`, C's `QM_WAIT_DEFAULT`) is the call's own
+///   default: the QMP timer for [`launch`](crate::Machine::launch) and QMP commands,
+///   [`DEFAULT_SHUTDOWN_TIMEOUT`](crate::DEFAULT_SHUTDOWN_TIMEOUT) for shutdown and wait. Calls
+///   without a default (event waits) refuse it with [`Error::Invalid`].
+/// - [`Wait::forever`] (C's `QM_WAIT_FOREVER`, `None` as an `Option<Duration>`) has no limit.
+/// - A zero timeout never blocks: it only looks at what is already there.
+/// - A token that already fired fails the call with [`Error::Interrupted`] before it does
+///   anything (for shutdown and wait that means "do not wait: kill QEMU").
 ///
 /// Converts from a [`Duration`] (a timeout) and from `Option<Duration>` (`None` waits forever).
-/// A zero timeout never blocks: it only looks at what is already there.
 #[derive(Clone, Debug, Default)]
 pub struct Wait {
-    timeout: Option<Duration>,
+    bound: Bound,
     cancel: Option<Cancel>,
 }
 
+/// How long a [`Wait`] may last.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Bound {
+    /// The call's own default, resolved by [`Wait::or_default`].
+    #[default]
+    CallDefault,
+    /// At most this long (`None`: no limit).
+    Limit(Option<Duration>),
+}
+
 impl Wait {
+    /// The call's own default bound (see [`Wait`]); the same as `Wait::default()`.
+    pub fn call_default() -> Wait {
+        Wait::default()
+    }
+
     /// Wait as long as it takes (still interruptible through a [`Cancel`]).
     pub fn forever() -> Wait {
-        Wait::default()
+        Wait::from(None)
     }
 
     /// Wait at most `timeout`.
     pub fn timeout(timeout: Duration) -> Wait {
-        Wait {
-            timeout: Some(timeout),
-            cancel: None,
-        }
+        Wait::from(Some(timeout))
     }
 
     /// Do not block at all.
@@ -42,17 +66,41 @@ impl Wait {
         self
     }
 
-    /// True when this wait never blocks.
-    pub(crate) fn is_no_wait(&self) -> bool {
-        self.timeout == Some(Duration::ZERO)
+    /// This wait, with the call's default resolved to `default` (`None`: no limit).
+    pub(crate) fn or_default(mut self, default: Option<Duration>) -> Wait {
+        if self.bound == Bound::CallDefault {
+            self.bound = Bound::Limit(default);
+        }
+        self
     }
 
-    /// Fixes the deadline now.
-    pub(crate) fn start(&self) -> Deadline<'_> {
-        Deadline {
-            at: self.timeout.map(|t| Instant::now() + t),
-            cancel: self.cancel.as_ref(),
+    /// True when this wait never blocks.
+    pub(crate) fn is_no_wait(&self) -> bool {
+        self.bound == Bound::Limit(Some(Duration::ZERO))
+    }
+
+    /// This wait, once [`start`](Self::start) would accept it: a call checks its wait first,
+    /// so a fired token or a missing default is reported before anything else is looked at.
+    pub(crate) fn checked(self) -> Result<Wait> {
+        self.start()?;
+        Ok(self)
+    }
+
+    /// Fixes the deadline now. Fails with [`Error::Interrupted`] when the token already fired,
+    /// and with [`Error::Invalid`] when the call's default was asked of a call that has none.
+    pub(crate) fn start(&self) -> Result<Deadline<'_>> {
+        let Bound::Limit(timeout) = self.bound else {
+            return Err(Error::Invalid(
+                "this call has no default wait: give a timeout, or wait forever".into(),
+            ));
+        };
+        if self.cancel.as_ref().is_some_and(Cancel::is_cancelled) {
+            return Err(Error::Interrupted);
         }
+        Ok(Deadline {
+            at: timeout.map(|t| Instant::now() + t),
+            cancel: self.cancel.as_ref(),
+        })
     }
 }
 
@@ -65,7 +113,7 @@ impl From<Duration> for Wait {
 impl From<Option<Duration>> for Wait {
     fn from(timeout: Option<Duration>) -> Wait {
         Wait {
-            timeout,
+            bound: Bound::Limit(timeout),
             cancel: None,
         }
     }
@@ -75,6 +123,17 @@ impl From<Option<Duration>> for Wait {
 pub(crate) struct Deadline<'a> {
     at: Option<Instant>,
     pub(crate) cancel: Option<&'a Cancel>,
+}
+
+impl Deadline<'static> {
+    /// A deadline `timeout` from now that no token can interrupt, for qm's own bounded waits
+    /// (reaping a killed QEMU).
+    pub(crate) fn after(timeout: Duration) -> Deadline<'static> {
+        Deadline {
+            at: Some(Instant::now() + timeout),
+            cancel: None,
+        }
+    }
 }
 
 impl Deadline<'_> {
@@ -87,7 +146,7 @@ impl Deadline<'_> {
     /// What is left of this deadline, as a [`Wait`] for a nested call.
     pub(crate) fn to_wait(&self) -> Wait {
         Wait {
-            timeout: self.remaining(),
+            bound: Bound::Limit(self.remaining()),
             cancel: self.cancel.cloned(),
         }
     }
@@ -121,7 +180,7 @@ pub struct Cancel {
 struct CancelInner {
     fired: AtomicBool,
     /// An eventfd, made only when a caller needs to poll on the token; readable once fired.
-    fd: OnceLock<OwnedFd>,
+    fd: OnceLock<EventFd>,
     /// Callers asleep on a condition variable, to wake when the token fires.
     sleepers: Mutex<Vec<(u64, Weak<dyn Wake>)>>,
     next_sleeper: AtomicU64,
@@ -145,7 +204,7 @@ impl Cancel {
     pub fn cancel(&self) {
         self.inner.fired.store(true, Ordering::SeqCst);
         if let Some(fd) = self.inner.fd.get() {
-            signal_eventfd(fd.as_raw_fd());
+            fd.signal();
         }
         let sleepers = self
             .inner
@@ -168,13 +227,8 @@ impl Cancel {
         let fd = match self.inner.fd.get() {
             Some(fd) => fd,
             None => {
-                // SAFETY: eventfd has no memory preconditions; the result is checked.
-                let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-                if raw < 0 {
-                    return Err(Error::last_os("creating an eventfd for a cancel token"));
-                }
-                // SAFETY: raw is a fresh descriptor that nothing else owns.
-                let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+                let fd = EventFd::new()
+                    .map_err(|e| Error::io("creating an eventfd for a cancel token", e))?;
                 // Losing the race just drops our spare descriptor.
                 let _ = self.inner.fd.set(fd);
                 self.inner.fd.get().expect("set above")
@@ -183,9 +237,9 @@ impl Cancel {
         // Order matters: the fd exists before the flag is read, so a concurrent cancel() either
         // sees the fd and signals it, or set the flag that we see here.
         if self.is_cancelled() {
-            signal_eventfd(fd.as_raw_fd());
+            fd.signal();
         }
-        Ok(fd.as_raw_fd())
+        Ok(fd.raw())
     }
 
     /// Registers a sleeper to wake on cancel until the guard drops.
@@ -214,52 +268,5 @@ impl Drop for CancelWatch<'_> {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|(id, _)| *id != self.id);
-    }
-}
-
-fn signal_eventfd(fd: RawFd) {
-    let one: u64 = 1;
-    // SAFETY: writes 8 bytes from a live u64. A full counter (EAGAIN) is still readable: fine.
-    unsafe { libc::write(fd, (&one as *const u64).cast(), 8) };
-}
-
-/// poll(2) over `fds` until one is ready or `timeout` passes (`None`: no limit), retrying on
-/// EINTR. Returns the number of ready descriptors (0 on timeout).
-pub(crate) fn poll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> Result<usize> {
-    let until = timeout.map(|t| Instant::now() + t);
-    loop {
-        let left = until.map(|u| u.saturating_duration_since(Instant::now()));
-        let ts = left.map(|d| libc::timespec {
-            tv_sec: d.as_secs() as libc::time_t,
-            tv_nsec: d.subsec_nanos() as libc::c_long,
-        });
-        let ts_ptr = ts
-            .as_ref()
-            .map_or(std::ptr::null(), |t| t as *const libc::timespec);
-        // SAFETY: fds is a valid slice of pollfd; ts_ptr is null or points to a live timespec.
-        let n = unsafe {
-            libc::ppoll(
-                fds.as_mut_ptr(),
-                fds.len() as libc::nfds_t,
-                ts_ptr,
-                std::ptr::null(),
-            )
-        };
-        if n >= 0 {
-            return Ok(n as usize);
-        }
-        let err = std::io::Error::last_os_error();
-        if err.kind() != std::io::ErrorKind::Interrupted {
-            return Err(Error::io("poll", err));
-        }
-    }
-}
-
-/// A pollfd asking for `events` on `fd`.
-pub(crate) fn pollfd(fd: RawFd, events: libc::c_short) -> libc::pollfd {
-    libc::pollfd {
-        fd,
-        events,
-        revents: 0,
     }
 }

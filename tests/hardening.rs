@@ -9,14 +9,12 @@
 //! process (peak RSS) run in a child process: an `#[ignore]`d `child_*` test of this binary,
 //! started by its parent test with `QM_TEST_CHILD` set.
 
-#[path = "support/fake_client.rs"]
-mod fake_client;
-#[path = "support/fake_qmp.rs"]
-mod fake_qmp;
+mod support;
+use support::fake_client;
+use support::fake_qmp;
 
 use fake_client::{client, client_with, with_handshake};
-#[path = "support/vm.rs"]
-mod vm;
+use support::vm;
 
 use std::ops::Range;
 use std::os::fd::AsFd;

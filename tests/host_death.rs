@@ -2,8 +2,8 @@
 //! PR_SET_PDEATHSIG from qm's long-lived spawner thread, so even machines launched from
 //! threads that have since exited die with the host process.
 
-#[path = "support/vm.rs"]
-mod vm;
+mod support;
+use support::vm;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

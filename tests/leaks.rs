@@ -1,8 +1,8 @@
 //! No descriptor, thread, child process or temp file outlives a machine. One test in its own
 //! binary, so nothing else runs in the process while it counts.
 
-#[path = "support/vm.rs"]
-mod vm;
+mod support;
+use support::vm;
 
 use std::time::Duration;
 

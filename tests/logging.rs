@@ -1,8 +1,8 @@
 //! Debug logging is off by default and switchable: `QM_LOG=debug` shows lifecycle steps and
 //! every QMP message on stderr. Checked in a child process so the environment is its own.
 
-#[path = "support/vm.rs"]
-mod vm;
+mod support;
+use support::vm;
 
 use std::process::Command;
 

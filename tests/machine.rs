@@ -1,7 +1,7 @@
 //! The machine against a real QEMU (`qemu-system-x86_64`, TCG).
 
-#[path = "support/vm.rs"]
-mod vm;
+mod support;
+use support::vm;
 
 use std::io::Write;
 use std::os::fd::AsFd;
@@ -613,8 +613,50 @@ fn cancel_interrupts_event_wait_and_process_wait() {
     // A cancelled wait() is a failed graceful shutdown: QEMU is killed, cleanup runs.
     let pid = vm.pid().unwrap();
     let err = vm.wait(Wait::forever().cancel(&cancel)).unwrap_err();
-    assert!(matches!(err, Error::AbnormalShutdown(_)), "{err}");
+    // It says why: the cancel, not a timeout.
+    assert!(
+        matches!(&err, Error::AbnormalShutdown(cause) if matches!(**cause, Error::Interrupted)),
+        "{err}"
+    );
     assert!(!vm::pid_exists(pid));
+}
+
+/// The core decides what a fired token does, so Rust callers get what C callers get: the call
+/// fails with `Interrupted` before it sends or looks at anything, in any state.
+#[test]
+fn a_fired_token_refuses_the_call_before_anything_is_sent() {
+    let dir = scratch();
+    let vm = vm_none(dir.path());
+    let fired = qm::Cancel::new();
+    fired.cancel();
+    let with_fired = || Wait::call_default().cancel(&fired);
+    // Before launch: not a state error, the token comes first.
+    assert!(matches!(
+        vm.cmd_with("query-status", None, with_fired()),
+        Err(Error::Interrupted)
+    ));
+    assert!(matches!(
+        vm.launch_with(with_fired()),
+        Err(Error::Interrupted)
+    ));
+    assert!(!vm.is_running(), "a fired token launches nothing");
+    vm.launch_with(Wait::call_default()).unwrap();
+    // `stop` would pause the guest: it must not reach QEMU.
+    assert!(matches!(
+        vm.cmd_with("stop", None, with_fired()),
+        Err(Error::Interrupted)
+    ));
+    assert_eq!(vm.cmd("query-status", None).unwrap()["status"], "running");
+    assert!(matches!(
+        vm.get_qmp_event(Wait::no_wait().cancel(&fired)),
+        Err(Error::Interrupted)
+    ));
+    // Event waits have no default of their own.
+    assert!(matches!(
+        vm.get_qmp_event(Wait::call_default()),
+        Err(Error::Invalid(_))
+    ));
+    vm.shutdown(T).unwrap();
 }
 
 #[test]

@@ -4,8 +4,8 @@
 //! in the environment of everything it starts) and keeps a child of its own (`sleep`), so a
 //! survivor is found by scanning `/proc`, whoever its parent is by then.
 
-#[path = "support/vm.rs"]
-mod vm;
+mod support;
+use support::vm;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -252,6 +252,7 @@ fn child_host_with_five_wrapped_machines() {
     // SAFETY: the child only sleeps and exits (async-signal-safe).
     let forked = unsafe { libc::fork() };
     if forked == 0 {
+        // SAFETY: sleep(3) and _exit(2) only, in the forked child.
         unsafe {
             libc::sleep(30);
             libc::_exit(0)

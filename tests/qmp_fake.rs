@@ -1,9 +1,8 @@
 //! The QMP client against a scripted fake peer: faults a real QEMU does not produce.
 
-#[path = "support/fake_client.rs"]
-mod fake_client;
-#[path = "support/fake_qmp.rs"]
-mod fake_qmp;
+mod support;
+use support::fake_client;
+use support::fake_qmp;
 
 use fake_client::{client, client_with, with_handshake};
 

@@ -1,8 +1,8 @@
 //! Writing to a monitor whose peer is gone must be an error, never SIGPIPE. Alone in its own
 //! test binary because it restores SIGPIPE's default action (death) for the whole process.
 
-#[path = "support/fake_qmp.rs"]
-mod fake_qmp;
+mod support;
+use support::fake_qmp;
 
 use std::os::unix::net::UnixStream;
 use std::time::Duration;

@@ -6,8 +6,8 @@
 //!
 //! `QM_SOAK_CYCLES` overrides the number of cycles (default 1000).
 
-#[path = "support/vm.rs"]
-mod vm;
+mod support;
+use support::vm;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -3,8 +3,8 @@
 //! with stdin on /dev/null, output in the log, no signal blocked or ignored that the host set
 //! up, in a process group of its own; a descriptor limit gives a clear error.
 
-#[path = "support/vm.rs"]
-mod vm;
+mod support;
+use support::vm;
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
@@ -164,8 +164,9 @@ fn child_with_a_low_descriptor_limit() {
     vm.launch().unwrap();
     vm.shutdown(vm::T).unwrap();
     let fds = open_fds();
+    // SAFETY: rlimit is plain data (zeroes valid) that getrlimit fills.
     let mut lim: libc::rlimit = unsafe { std::mem::zeroed() };
-    // SAFETY: plain data in and out.
+    // SAFETY: as above.
     unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
     let saved = lim;
     // From no descriptor to spare up to enough for a launch: each failure must be clear.

@@ -253,7 +253,7 @@ static qm_machine *qm_up(void) {
     qm_error *err = NULL;
     check(qm_new(qemu, &m, &err), err, "qm_new");
     check(qm_set_machine(m, "none", &err), err, "qm_set_machine");
-    check(qm_launch(m, NULL, &err), err, "qm_launch");
+    check(qm_launch(m, QM_WAIT_DEFAULT, NULL, &err), err, "qm_launch");
     return m;
 }
 

@@ -154,7 +154,13 @@ func TestCancelWaitAndShutdown(t *testing.T) {
 		pid = m.PID()
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
-		mustErr(t, "Shutdown/Wait with a cancelled context", stop(ctx), qm.ErrAbnormalShutdown, context.Canceled)
+		err := stop(ctx)
+		mustErr(t, "Shutdown/Wait with a cancelled context", err, qm.ErrAbnormalShutdown, context.Canceled, qm.ErrInterrupted)
+		// The library says why QEMU was killed, and the Go error carries it.
+		var e *qm.Error
+		if !errors.As(err, &e) || e.Cause == nil || e.Cause.Status != qm.StatusInterrupted {
+			t.Fatalf("Shutdown/Wait with a cancelled context: cause %+v, want StatusInterrupted", e)
+		}
 		if alive(pid) || m.Running() {
 			t.Fatal("QEMU runs")
 		}

@@ -32,25 +32,10 @@ const (
 	statusCount                   = StatusPanic + 1
 )
 
-var statusNames = [...]string{
-	StatusOK:               "ok",
-	StatusLaunch:           "launch failed",
-	StatusQMP:              "QMP error",
-	StatusTimeout:          "timeout",
-	StatusDisconnected:     "disconnected",
-	StatusInterrupted:      "interrupted",
-	StatusAbnormalShutdown: "abnormal shutdown",
-	StatusState:            "wrong state",
-	StatusInvalid:          "invalid argument",
-	StatusProtocol:         "protocol error",
-	StatusIO:               "I/O error",
-	StatusPanic:            "internal error (panic)",
-}
-
 // String names the status, e.g. "timeout".
 func (s Status) String() string {
 	if s >= 0 && s < statusCount {
-		return statusNames[s]
+		return statuses[s].name
 	}
 	return fmt.Sprintf("status %d", int(s))
 }
@@ -89,23 +74,28 @@ var (
 	ErrClosed = errors.New("qm: machine closed")
 )
 
-var sentinels = [...]error{
-	StatusLaunch:           ErrLaunch,
-	StatusQMP:              ErrQMP,
-	StatusTimeout:          ErrTimeout,
-	StatusDisconnected:     ErrDisconnected,
-	StatusInterrupted:      ErrInterrupted,
-	StatusAbnormalShutdown: ErrAbnormalShutdown,
-	StatusState:            ErrState,
-	StatusInvalid:          ErrInvalid,
-	StatusProtocol:         ErrProtocol,
-	StatusIO:               ErrIO,
-	StatusPanic:            ErrPanic,
+// statuses is the one table of what each status is called and which sentinel it matches.
+var statuses = [statusCount]struct {
+	name     string
+	sentinel error
+}{
+	StatusOK:               {"ok", nil},
+	StatusLaunch:           {"launch failed", ErrLaunch},
+	StatusQMP:              {"QMP error", ErrQMP},
+	StatusTimeout:          {"timeout", ErrTimeout},
+	StatusDisconnected:     {"disconnected", ErrDisconnected},
+	StatusInterrupted:      {"interrupted", ErrInterrupted},
+	StatusAbnormalShutdown: {"abnormal shutdown", ErrAbnormalShutdown},
+	StatusState:            {"wrong state", ErrState},
+	StatusInvalid:          {"invalid argument", ErrInvalid},
+	StatusProtocol:         {"protocol error", ErrProtocol},
+	StatusIO:               {"I/O error", ErrIO},
+	StatusPanic:            {"internal error (panic)", ErrPanic},
 }
 
 func sentinel(s Status) error {
 	if s > StatusOK && s < statusCount {
-		return sentinels[s]
+		return statuses[s].sentinel
 	}
 	return nil
 }
@@ -119,6 +109,7 @@ type Error struct {
 	Status  Status        // what went wrong
 	Message string        // the library's message, for humans
 	Errno   syscall.Errno // the failed system call's errno (StatusIO), or 0
+	Cause   *Error        // what caused it (StatusAbnormalShutdown: why QEMU was killed), or nil
 	cause   []error       // further errors it wraps: the context's error, ErrClosed
 }
 
@@ -139,15 +130,18 @@ func (e *Error) Error() string {
 	return msg
 }
 
-// Unwrap returns the status's sentinel, the Errno (if any) and the context's error (if the
-// call ended because its context did).
+// Unwrap returns the status's sentinel, the Errno (if any), the Cause (if any) and the
+// context's error (if the call ended because its context did).
 func (e *Error) Unwrap() []error {
-	errs := make([]error, 0, 2+len(e.cause))
+	errs := make([]error, 0, 3+len(e.cause))
 	if s := sentinel(e.Status); s != nil {
 		errs = append(errs, s)
 	}
 	if e.Errno != 0 {
 		errs = append(errs, e.Errno)
+	}
+	if e.Cause != nil {
+		errs = append(errs, e.Cause)
 	}
 	return append(errs, e.cause...)
 }
@@ -217,57 +211,6 @@ func StatusOf(err error) Status {
 		return e.Status
 	}
 	return -1
-}
-
-// goStr copies a borrowed C string ("" for NULL).
-func goStr(s *C.char) string {
-	if s == nil {
-		return ""
-	}
-	return C.GoString(s)
-}
-
-// takeError turns a failed call's status and error object into a Go error, reading
-// everything from the object (never from thread-local state), and frees the object. A nil
-// object (the library could not even allocate one) gives a bare *Error.
-func takeError(st C.qm_status, cerr *C.qm_error) error {
-	if st == C.QM_OK {
-		C.qm_error_free(cerr) // NULL unless the library misbehaved
-		return nil
-	}
-	defer C.qm_error_free(cerr)
-	status := Status(st)
-	if cerr == nil {
-		return &Error{Status: status}
-	}
-	msg := goStr(C.qm_error_message(cerr))
-	var errno syscall.Errno
-	var code C.int
-	if C.qm_error_os_code(cerr, &code) {
-		errno = syscall.Errno(code)
-	}
-	switch status {
-	case StatusQMP:
-		return &QMPError{
-			Class: goStr(C.qm_error_qmp_class(cerr)),
-			Desc:  goStr(C.qm_error_qmp_desc(cerr)),
-		}
-	case StatusLaunch:
-		le := &LaunchError{
-			Command: goStr(C.qm_error_command(cerr)),
-			Output:  goStr(C.qm_error_output(cerr)),
-			Message: msg,
-		}
-		var exit C.int
-		if C.qm_error_exit_code(cerr, &exit) {
-			le.ExitCode, le.Exited = int(exit), true
-		}
-		if cause := Status(C.qm_error_launch_cause(cerr)); cause != StatusOK {
-			le.Cause = &Error{Status: cause, Message: cause.String(), Errno: errno}
-		}
-		return le
-	}
-	return &Error{Status: status, Message: msg, Errno: errno}
 }
 
 // invalid makes an ErrInvalid error for an argument rejected on the Go side.

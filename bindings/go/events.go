@@ -75,22 +75,14 @@ func parseEvents(raw []byte) ([]Event, error) {
 
 // waitForJSON runs a blocking event call that yields one JSON text (NULL: nothing yet).
 func (m *Machine) waitForJSON(ctx context.Context, f func(h *C.qm_machine, timeout C.int64_t, tok *C.qm_cancel, out **C.char, cerr **C.qm_error) C.qm_status) ([]byte, error) {
-	var raw []byte
-	err := m.use(func(h *C.qm_machine) error {
-		w, err := m.begin(ctx, C.QM_WAIT_FOREVER)
-		if err != nil {
-			return err
-		}
-		defer m.end(w)
-		var out *C.char
-		var cerr *C.qm_error
-		if err := takeError(f(h, w.timeout, w.tok, &out, &cerr), cerr); err != nil {
-			return m.finish(ctx, w, err)
-		}
-		raw = takeBytes(out)
-		return nil
+	var out *C.char
+	err := m.call(ctx, C.QM_WAIT_FOREVER, false, func(h *C.qm_machine, w *waiter, cerr **C.qm_error) C.qm_status {
+		return f(h, w.timeout, w.tok, &out, cerr)
 	})
-	return raw, err
+	if err != nil {
+		return nil, err
+	}
+	return takeBytes(out), nil
 }
 
 // Event takes the oldest queued QMP event, waiting for one until ctx ends (ctx without

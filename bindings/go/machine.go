@@ -10,11 +10,9 @@ import (
 	"encoding/json"
 	"os"
 	"runtime"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
-	"time"
 	"unsafe"
 )
 
@@ -61,7 +59,7 @@ func New(binary string, opts ...Option) (*Machine, error) {
 	tok := C.qm_cancel_new()
 	if tok == nil {
 		C.qm_free(h)
-		return nil, &Error{Status: StatusIO, Message: "qm: out of memory (qm_cancel_new)"}
+		return nil, errNoMemory("qm_cancel_new")
 	}
 	m := &Machine{h: h, closeTok: tok, toks: make(map[*C.qm_cancel]struct{})}
 	runtime.SetFinalizer(m, (*Machine).finalize)
@@ -114,224 +112,18 @@ func (m *Machine) set(f func(h *C.qm_machine, cerr **C.qm_error) C.qm_status) er
 	})
 }
 
-// waiter is the cancellation token and timeout of one blocking call.
-type waiter struct {
-	tok      *C.qm_cancel
-	timeout  C.int64_t
-	deadline time.Time // the context's deadline, when it became the timeout
-	stop     func() bool
-	fired    chan struct{}
-}
-
-// begin prepares a blocking call: its timeout (the context's deadline in milliseconds,
-// rounded up, or def) and its token. A context that can end gets its own token, fired by
-// context.AfterFunc when the context ends (no goroutine runs until then); any other call uses
-// the machine's token, which only Close fires. begin fails when the context already ended.
-// Callers hold the read lock (use) and call end when the C call returned.
-func (m *Machine) begin(ctx context.Context, def C.int64_t) (*waiter, error) {
-	w := &waiter{timeout: def}
-	if dl, ok := ctx.Deadline(); ok {
-		d := time.Until(dl)
-		if d <= 0 {
-			return nil, contextError(ctx, context.DeadlineExceeded)
-		}
-		w.timeout = C.int64_t((d + time.Millisecond - 1) / time.Millisecond)
-		w.deadline = dl
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, contextError(ctx, err)
-	}
-	if ctx.Done() == nil {
-		w.tok = m.closeTok
-		return w, nil
-	}
-	tok := C.qm_cancel_new()
-	if tok == nil {
-		return nil, &Error{Status: StatusIO, Message: "qm: out of memory (qm_cancel_new)"}
-	}
-	m.tokMu.Lock()
-	if m.closed.Load() {
-		C.qm_cancel_fire(tok)
-	}
-	m.toks[tok] = struct{}{}
-	m.tokMu.Unlock()
-	fired := make(chan struct{})
-	w.tok, w.fired = tok, fired
-	w.stop = context.AfterFunc(ctx, func() {
-		C.qm_cancel_fire(tok)
-		close(fired)
-	})
-	return w, nil
-}
-
-// end releases what begin took. The token is freed only once nothing can fire it.
-func (m *Machine) end(w *waiter) {
-	if w.stop == nil {
-		return
-	}
-	if !w.stop() {
-		<-w.fired // the context ended: let the firing finish before freeing the token
-	}
-	m.tokMu.Lock()
-	delete(m.toks, w.tok)
-	m.tokMu.Unlock()
-	C.qm_cancel_free(w.tok)
-}
-
-// contextError is the error of a call that did not start because its context had ended.
-func contextError(ctx context.Context, err error) error {
-	if err == nil {
-		err = ctx.Err()
-	}
-	status := StatusInterrupted
-	if err == context.DeadlineExceeded {
-		status = StatusTimeout
-	}
-	return &Error{Status: status, Message: "qm: the context ended before the call", cause: []error{err}}
-}
-
-// finish adds to a blocking call's error why it ended early: the context's error, or
-// ErrClosed when Close interrupted it.
-func (m *Machine) finish(ctx context.Context, w *waiter, err error) error {
-	if err == nil {
-		return nil
-	}
-	ctxErr := ctx.Err()
-	if ctxErr == nil && !w.deadline.IsZero() && !time.Now().Before(w.deadline) {
-		ctxErr = context.DeadlineExceeded // the deadline passed; ctx's timer has yet to fire
-	}
-	status := StatusOf(err)
-	var le *LaunchError
-	if status == StatusLaunch && asLaunch(err, &le) {
-		status = StatusOf(le.Cause)
-	}
-	switch status {
-	case StatusInterrupted, StatusAbnormalShutdown:
-		if ctxErr == context.DeadlineExceeded && status == StatusInterrupted {
-			// The token fired at the deadline, a hair before the library's own timeout
-			// (rounded up to the millisecond) would have: the deadline is the timeout.
-			err = asTimeout(err)
-		}
-		if ctxErr != nil {
-			return withCause(err, ctxErr)
-		}
-		if m.closed.Load() {
-			return withCause(err, ErrClosed)
-		}
-	case StatusTimeout:
-		if !w.deadline.IsZero() && ctxErr != nil {
-			return withCause(err, ctxErr)
-		}
-	}
-	return err
-}
-
-// asTimeout turns an interrupted call's error into a timeout.
-func asTimeout(err error) error {
-	switch e := err.(type) {
-	case *Error:
-		e.Status, e.Message = StatusTimeout, "qm: timeout: the context's deadline passed"
-	case *LaunchError:
-		if ce, ok := e.Cause.(*Error); ok {
-			ce.Status, ce.Message = StatusTimeout, StatusTimeout.String()
-		}
-	}
-	return err
-}
-
-func asLaunch(err error, le **LaunchError) bool {
-	e, ok := err.(*LaunchError)
-	if ok {
-		*le = e
-	}
-	return ok
-}
-
-// cstring copies s to C memory (the caller frees it with C.free). Go strings may hold NUL
-// bytes, which C strings cannot: they are rejected.
-func cstring(name, s string) (*C.char, error) {
-	if strings.IndexByte(s, 0) >= 0 {
-		return nil, invalid("%s contains a NUL byte", name)
-	}
-	return C.CString(s), nil
-}
-
-// cstrings copies ss to a C array of C strings; free releases everything.
-func cstrings(name string, ss []string) (arr **C.char, free func(), err error) {
-	if len(ss) == 0 {
-		return nil, func() {}, nil
-	}
-	for i, s := range ss {
-		if strings.IndexByte(s, 0) >= 0 {
-			return nil, nil, invalid("%s[%d] contains a NUL byte", name, i)
-		}
-	}
-	p := C.malloc(C.size_t(len(ss)) * C.size_t(unsafe.Sizeof((*C.char)(nil))))
-	if p == nil {
-		return nil, nil, &Error{Status: StatusIO, Message: "qm: out of memory"}
-	}
-	elems := unsafe.Slice((**C.char)(p), len(ss))
-	for i, s := range ss {
-		elems[i] = C.CString(s)
-	}
-	return (**C.char)(p), func() {
-		for _, e := range elems {
-			C.free(unsafe.Pointer(e))
-		}
-		C.free(p)
-	}, nil
-}
-
-// jsonArg marshals a command's arguments to a C string: NULL for nil.
-func jsonArg(name string, v any) (*C.char, error) {
-	if v == nil {
-		return nil, nil
-	}
-	b, err := json.Marshal(v)
-	if err != nil {
-		e := invalid("%s cannot be marshalled to JSON", name)
-		e.(*Error).cause = []error{err}
-		return nil, e
-	}
-	return cstring(name, string(b))
-}
-
-// takeBytes copies a string the library returned and frees it (nil for NULL).
-func takeBytes(s *C.char) []byte {
-	if s == nil {
-		return nil
-	}
-	defer C.qm_string_free(s)
-	return C.GoBytes(unsafe.Pointer(s), C.int(C.strlen(s)))
-}
-
-// takeString copies a string the library returned and frees it ("" for NULL).
-func takeString(s *C.char) string {
-	if s == nil {
-		return ""
-	}
-	defer C.qm_string_free(s)
-	return C.GoString(s)
-}
-
 // ---- lifecycle ---------------------------------------------------------------------------------
 
 // Launch starts QEMU and, unless QMP is off, connects and negotiates QMP. It blocks until QMP
-// is up, at most the QMP timer (WithQMPTimer, 30 s by default), and returns at once when QEMU
-// exits early or ctx ends.
+// is up, until ctx's deadline, or the QMP timer (WithQMPTimer, 30 s by default) when ctx has
+// none, and returns at once when QEMU exits early or ctx is cancelled.
 //
 // A failure is a *LaunchError with QEMU's exit code, command line and output (and the
 // context's error when ctx ended); by then no QEMU process is left and the machine can be
 // launched again. Launching a launched machine fails with ErrState.
 func (m *Machine) Launch(ctx context.Context) error {
-	return m.use(func(h *C.qm_machine) error {
-		w, err := m.begin(ctx, 0)
-		if err != nil {
-			return err
-		}
-		defer m.end(w)
-		var cerr *C.qm_error
-		return m.finish(ctx, w, takeError(C.qm_launch(h, w.tok, &cerr), cerr))
+	return m.call(ctx, C.QM_WAIT_DEFAULT, false, func(h *C.qm_machine, w *waiter, cerr **C.qm_error) C.qm_status {
+		return C.qm_launch(h, w.timeout, w.tok, cerr)
 	})
 }
 
@@ -354,45 +146,12 @@ func (m *Machine) Wait(ctx context.Context) error {
 }
 
 func (m *Machine) stop(ctx context.Context, wait bool, def C.int64_t) error {
-	return m.use(func(h *C.qm_machine) error {
-		w, err := m.begin(ctx, def)
-		if err != nil {
-			return killAfter(h, err)
-		}
-		defer m.end(w)
-		var cerr *C.qm_error
-		var st C.qm_status
+	return m.call(ctx, def, true, func(h *C.qm_machine, w *waiter, cerr **C.qm_error) C.qm_status {
 		if wait {
-			st = C.qm_wait(h, w.timeout, w.tok, &cerr)
-		} else {
-			st = C.qm_shutdown(h, false, w.timeout, w.tok, &cerr)
+			return C.qm_wait(h, w.timeout, w.tok, cerr)
 		}
-		err = takeError(st, cerr)
-		if StatusOf(err) == StatusInterrupted {
-			// The token fired before the library began to wait (firing is sticky), so it
-			// did nothing: end the way a token firing during the wait does.
-			return killAfter(h, m.finish(ctx, w, err))
-		}
-		return m.finish(ctx, w, err)
+		return C.qm_shutdown(h, false, w.timeout, w.tok, cerr)
 	})
-}
-
-// killAfter kills QEMU for a Shutdown or Wait whose context ended (interrupted: why), and
-// reports an abnormal shutdown when QEMU was running.
-func killAfter(h *C.qm_machine, interrupted error) error {
-	running := bool(C.qm_is_running(h))
-	var cerr *C.qm_error
-	if err := takeError(C.qm_kill(h, &cerr), cerr); err != nil {
-		return err
-	}
-	if !running {
-		return nil
-	}
-	e := &Error{Status: StatusAbnormalShutdown, Message: "qm: the call was interrupted: QEMU was killed"}
-	if ie, ok := interrupted.(*Error); ok {
-		e.cause = ie.cause
-	}
-	return e
 }
 
 // Kill kills QEMU with SIGKILL, reaps it and cleans up. It blocks until QEMU is gone
@@ -505,31 +264,17 @@ func (m *Machine) execute(ctx context.Context, cmd string, args any, raw bool) (
 		return nil, err
 	}
 	defer C.free(unsafe.Pointer(cargs))
-	var out json.RawMessage
-	err = m.use(func(h *C.qm_machine) error {
-		w, err := m.begin(ctx, C.QM_WAIT_DEFAULT)
-		if err != nil {
-			return err
-		}
-		defer m.end(w)
-		var res *C.char
-		var cerr *C.qm_error
-		var st C.qm_status
+	var res *C.char
+	err = m.call(ctx, C.QM_WAIT_DEFAULT, false, func(h *C.qm_machine, w *waiter, cerr **C.qm_error) C.qm_status {
 		if raw {
-			st = C.qm_qmp(h, ccmd, cargs, w.timeout, w.tok, &res, &cerr)
-		} else {
-			st = C.qm_cmd(h, ccmd, cargs, w.timeout, w.tok, &res, &cerr)
+			return C.qm_qmp(h, ccmd, cargs, w.timeout, w.tok, &res, cerr)
 		}
-		if err := takeError(st, cerr); err != nil {
-			return m.finish(ctx, w, err)
-		}
-		out = takeBytes(res)
-		return nil
+		return C.qm_cmd(h, ccmd, cargs, w.timeout, w.tok, &res, cerr)
 	})
 	if err != nil {
 		return nil, err
 	}
-	return out, nil
+	return takeBytes(res), nil
 }
 
 // ---- descriptors -------------------------------------------------------------------------------
@@ -618,7 +363,8 @@ func (m *Machine) Running() bool {
 	return r
 }
 
-// PID returns QEMU's process id while it runs, and 0 when it does not.
+// PID returns QEMU's process id while it runs, and 0 when it does not. Under a wrapper it is
+// QEMU's own pid when qm could identify it (see qm_pid), else the wrapper's.
 func (m *Machine) PID() int {
 	pid := int64(-1)
 	m.use(func(h *C.qm_machine) error {

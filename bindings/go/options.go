@@ -14,6 +14,11 @@ import (
 // applies to the next launch.
 type Option func(m *Machine) error
 
+// withSet is an option that runs one configuration call.
+func withSet(f func(h *C.qm_machine, cerr **C.qm_error) C.qm_status) Option {
+	return func(m *Machine) error { return m.set(f) }
+}
+
 // withString wraps a setter that takes one C string (NULL for "" when nullIfEmpty).
 func withString(name, s string, nullIfEmpty bool, f func(h *C.qm_machine, s *C.char, cerr **C.qm_error) C.qm_status) Option {
 	return func(m *Machine) error {
@@ -93,11 +98,9 @@ func WithLogDir(dir string) Option {
 // WithMonitorSocketpair puts the QMP monitor on a socketpair (the default; no file is
 // created).
 func WithMonitorSocketpair() Option {
-	return func(m *Machine) error {
-		return m.set(func(h *C.qm_machine, cerr **C.qm_error) C.qm_status {
-			return C.qm_set_monitor_socketpair(h, cerr)
-		})
-	}
+	return withSet(func(h *C.qm_machine, cerr **C.qm_error) C.qm_status {
+		return C.qm_set_monitor_socketpair(h, cerr)
+	})
 }
 
 // WithMonitorUnix puts the QMP monitor on a unix socket at path ("" for
@@ -121,11 +124,9 @@ func WithMonitorTCP(host string, port uint16) Option {
 // thread always reads the console, so QEMU never blocks on a console nobody reads; bytes are
 // kept for readers of Machine.Console.
 func WithDrainConsole(drain bool) Option {
-	return func(m *Machine) error {
-		return m.set(func(h *C.qm_machine, cerr **C.qm_error) C.qm_status {
-			return C.qm_set_drain_console(h, C.bool(drain), cerr)
-		})
-	}
+	return withSet(func(h *C.qm_machine, cerr **C.qm_error) C.qm_status {
+		return C.qm_set_drain_console(h, C.bool(drain), cerr)
+	})
 }
 
 // WithConsoleLog appends every console byte to the file at path (created mode 0600 if
@@ -136,33 +137,20 @@ func WithConsoleLog(path string) Option {
 	})
 }
 
-// millis converts a duration to the C library's milliseconds, rounding up; a negative
-// duration is QM_WAIT_FOREVER.
-func millis(d time.Duration) C.int64_t {
-	if d < 0 {
-		return C.QM_WAIT_FOREVER
-	}
-	return C.int64_t((d + time.Millisecond - 1) / time.Millisecond)
-}
-
 // WithQMPTimer sets the QMP timer (default 30 s; a negative duration: no limit): it bounds the
 // QMP handshake at launch, and a QMP or Cmd call whose context has no deadline.
 func WithQMPTimer(d time.Duration) Option {
-	return func(m *Machine) error {
-		return m.set(func(h *C.qm_machine, cerr **C.qm_error) C.qm_status {
-			return C.qm_set_qmp_timer(h, millis(d), cerr)
-		})
-	}
+	return withSet(func(h *C.qm_machine, cerr **C.qm_error) C.qm_status {
+		return C.qm_set_qmp_timer(h, millis(d), cerr)
+	})
 }
 
 // WithQMP turns the QMP monitor on (the default) or off. Without it, QMP calls fail with
 // ErrState and a graceful shutdown sends SIGTERM.
 func WithQMP(enabled bool) Option {
-	return func(m *Machine) error {
-		return m.set(func(h *C.qm_machine, cerr **C.qm_error) C.qm_status {
-			return C.qm_set_qmp_monitor(h, C.bool(enabled), cerr)
-		})
-	}
+	return withSet(func(h *C.qm_machine, cerr **C.qm_error) C.qm_status {
+		return C.qm_set_qmp_monitor(h, C.bool(enabled), cerr)
+	})
 }
 
 // WithMachineType adds "-machine TYPE" (e.g. "none", "pc", "q35").
@@ -183,11 +171,9 @@ func WithConsole(deviceType string, index uint32) Option {
 
 // WithMonitorNull adds an unused "-monitor null".
 func WithMonitorNull() Option {
-	return func(m *Machine) error {
-		return m.set(func(h *C.qm_machine, cerr **C.qm_error) C.qm_status {
-			return C.qm_add_monitor_null(h, cerr)
-		})
-	}
+	return withSet(func(h *C.qm_machine, cerr **C.qm_error) C.qm_status {
+		return C.qm_add_monitor_null(h, cerr)
+	})
 }
 
 // WithFD passes f's open descriptor (an *os.File, a net.Conn ...) to QEMU as

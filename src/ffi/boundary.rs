@@ -1,9 +1,11 @@
 //! The plumbing every export shares: the panic boundary, argument checks (NULL, UTF-8, JSON),
 //! timeouts, and writing results through `*_out` pointers.
 //!
-//! Every export runs its body through [`call`] (status-returning functions) or [`guard`]
-//! (functions returning a plain value), so no Rust panic ever unwinds into C. Argument checks
-//! return [`Error::Invalid`] naming the parameter; [`call`] prefixes the function's name.
+//! Every export runs its body through [`call`](super::error::call) (status-returning functions)
+//! or [`guard`] (functions returning a plain value), so no Rust panic ever unwinds into C.
+//! Argument checks return [`Error::Invalid`] naming the parameter; `call` prefixes the
+//! function's name. This module depends on no other part of the FFI: `error` and `cancel`
+//! build on it.
 
 use std::ffi::{c_char, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -11,38 +13,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::cancel::qm_cancel;
-use super::error::{qm_error, qm_status};
 use crate::{Error, Wait};
 
 /// What the body of an export returns; the error becomes a `qm_error`.
 pub(crate) type Result<T = ()> = std::result::Result<T, Error>;
-
-/// Runs the body of a status-returning export: catches panics, turns an error into an owned
-/// `qm_error` stored in `*err_out` (when `err_out` is not NULL) and returns its status.
-/// On success `*err_out` is left untouched.
-pub(crate) fn call(
-    function: &'static str,
-    err_out: *mut *mut qm_error,
-    body: impl FnOnce() -> Result,
-) -> qm_status {
-    let error = match catch_unwind(AssertUnwindSafe(body)) {
-        Ok(Ok(())) => return qm_status::QM_OK,
-        Ok(Err(err)) => catch_unwind(AssertUnwindSafe(|| qm_error::from_core(function, &err))),
-        Err(payload) => catch_unwind(AssertUnwindSafe(|| qm_error::from_panic(function, payload))),
-    };
-    // Building the error object itself panicked (it allocates): report the bare status.
-    let Ok(error) = error else {
-        return qm_status::QM_ERR_PANIC;
-    };
-    let status = error.status();
-    if !err_out.is_null() {
-        // SAFETY: err_out is not NULL and the caller promises it points to a writable
-        // `qm_error *`. Ownership of the box goes to the caller (`qm_error_free`).
-        unsafe { *err_out = Box::into_raw(Box::new(error)) };
-    }
-    status
-}
 
 /// Runs the body of an export that returns a plain value: a panic yields `fallback`.
 pub(crate) fn guard<T>(fallback: T, body: impl FnOnce() -> T) -> T {
@@ -215,7 +189,8 @@ pub(crate) const FOREVER: i64 = -1;
 /// The call's default wait (`QM_WAIT_DEFAULT`).
 pub(crate) const DEFAULT: i64 = -2;
 
-/// A duration in milliseconds, or `None` for [`FOREVER`]. Other negative values are invalid.
+/// A duration in milliseconds, or `None` for [`FOREVER`] (a setting such as the QMP timer,
+/// which has no default of its own). Other negative values are invalid.
 pub(crate) fn millis(timeout_ms: i64, name: &str) -> Result<Option<Duration>> {
     match timeout_ms {
         FOREVER => Ok(None),
@@ -226,58 +201,25 @@ pub(crate) fn millis(timeout_ms: i64, name: &str) -> Result<Option<Duration>> {
     }
 }
 
-/// Builds the [`Wait`] of a blocking call from its `timeout_ms` and `cancel` parameters.
-///
-/// `default` is what `QM_WAIT_DEFAULT` means for this call (`None`: the call has no default and
-/// rejects it). A token that already fired fails the call at once with
-/// [`Error::Interrupted`], before it does anything.
-///
-/// # Safety
-/// A non-NULL `cancel` must be a live `qm_cancel`.
-pub(crate) unsafe fn wait(
-    timeout_ms: i64,
-    cancel: *const qm_cancel,
-    default: Option<&dyn Fn() -> Option<Duration>>,
-) -> Result<Wait> {
-    // SAFETY: the caller's contract.
-    let wait = unsafe { teardown_wait(timeout_ms, cancel, default) }?;
-    // SAFETY: the caller's contract.
-    if unsafe { cancel.as_ref() }.is_some_and(|c| c.token().is_cancelled()) {
-        return Err(Error::Interrupted);
+/// Converts a `timeout_ms` parameter: milliseconds, [`FOREVER`] or [`DEFAULT`]. What those
+/// mean for each call (its default, a fired token) is the core's [`Wait`] to decide.
+pub(crate) fn timeout(timeout_ms: i64, name: &str) -> Result<Wait> {
+    match timeout_ms {
+        FOREVER => Ok(Wait::forever()),
+        DEFAULT => Ok(Wait::call_default()),
+        ms if ms >= 0 => Ok(Wait::timeout(Duration::from_millis(ms as u64))),
+        ms => Err(Error::Invalid(format!(
+            "{name} is {ms}: use a number of milliseconds >= 0, QM_WAIT_FOREVER (-1) or \
+             QM_WAIT_DEFAULT (-2)"
+        ))),
     }
-    Ok(wait)
-}
-
-/// [`wait`] for `qm_shutdown` and `qm_wait`, which must not be refused by a fired token: for
-/// them an interruption means "stop waiting and kill QEMU", which the core does.
-///
-/// # Safety
-/// A non-NULL `cancel` must be a live `qm_cancel`.
-pub(crate) unsafe fn teardown_wait(
-    timeout_ms: i64,
-    cancel: *const qm_cancel,
-    default: Option<&dyn Fn() -> Option<Duration>>,
-) -> Result<Wait> {
-    let timeout = match (timeout_ms, default) {
-        (DEFAULT, Some(default)) => default(),
-        (DEFAULT, None) => {
-            return Err(Error::Invalid(
-                "timeout_ms is QM_WAIT_DEFAULT, which this call does not take".into(),
-            ))
-        }
-        (ms, _) => millis(ms, "timeout_ms")?,
-    };
-    let mut wait = Wait::from(timeout);
-    // SAFETY: the caller's contract.
-    if let Some(cancel) = unsafe { cancel.as_ref() } {
-        wait = wait.cancel(cancel.token());
-    }
-    Ok(wait)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::ffi::error::{call, qm_error, qm_status};
 
     #[test]
     fn a_panic_becomes_a_status_and_an_error() {
@@ -331,10 +273,14 @@ mod tests {
             Some(Duration::from_millis(1500))
         );
         assert!(matches!(millis(-3, "t"), Err(Error::Invalid(_))));
-        // SAFETY: NULL cancel.
-        assert!(matches!(
-            unsafe { wait(-2, std::ptr::null(), None) },
-            Err(Error::Invalid(_))
-        ));
+        assert!(matches!(millis(-2, "t"), Err(Error::Invalid(_))));
+        let debug = |ms| format!("{:?}", timeout(ms, "t").unwrap());
+        assert_eq!(debug(-1), format!("{:?}", Wait::forever()));
+        assert_eq!(debug(-2), format!("{:?}", Wait::call_default()));
+        assert_eq!(
+            debug(7),
+            format!("{:?}", Wait::timeout(Duration::from_millis(7)))
+        );
+        assert!(matches!(timeout(-3, "t"), Err(Error::Invalid(_))));
     }
 }

@@ -1,7 +1,7 @@
 //! `qm_cancel`: a token that interrupts blocked calls from another thread.
 
-use super::boundary::guard;
-use crate::Cancel;
+use super::boundary::{guard, timeout, Result};
+use crate::{Cancel, Wait};
 
 /// A cancellation token. Pass it to blocking calls (`qm_qmp`, `qm_event_wait`, `qm_shutdown` ...);
 /// `qm_cancel_fire` from any thread makes every call waiting with it return
@@ -14,10 +14,18 @@ pub struct qm_cancel {
     token: Cancel,
 }
 
-impl qm_cancel {
-    pub(crate) fn token(&self) -> &Cancel {
-        &self.token
-    }
+/// Converts the `(timeout_ms, cancel)` pair every blocking call takes into the core's [`Wait`],
+/// which alone decides what the call's default is and what a fired token does.
+///
+/// # Safety
+/// A non-NULL `cancel` must be a live `qm_cancel`.
+pub(crate) unsafe fn wait(timeout_ms: i64, cancel: *const qm_cancel) -> Result<Wait> {
+    let wait = timeout(timeout_ms, "timeout_ms")?;
+    // SAFETY: the caller's contract.
+    Ok(match unsafe { cancel.as_ref() } {
+        Some(cancel) => wait.cancel(&cancel.token),
+        None => wait,
+    })
 }
 
 /// A new token that has not fired; NULL only if memory runs out. Free it with `qm_cancel_free`.
@@ -46,8 +54,8 @@ pub unsafe extern "C" fn qm_cancel_fire(cancel: *const qm_cancel) {
 /// True once the token has fired. False for NULL.
 #[no_mangle]
 pub unsafe extern "C" fn qm_cancel_is_fired(cancel: *const qm_cancel) -> bool {
-    // SAFETY: NULL or a live token.
     guard(false, || {
+        // SAFETY: NULL or a live token.
         unsafe { cancel.as_ref() }.is_some_and(|c| c.token.is_cancelled())
     })
 }

@@ -3,8 +3,36 @@
 use std::any::Any;
 use std::ffi::{c_char, c_int, CString};
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
 use super::boundary::{guard, owned_c_string};
 use crate::Error;
+
+/// Runs the body of a status-returning export: catches panics, turns an error into an owned
+/// `qm_error` stored in `*err_out` (when `err_out` is not NULL) and returns its status.
+/// On success `*err_out` is left untouched.
+pub(crate) fn call(
+    function: &'static str,
+    err_out: *mut *mut qm_error,
+    body: impl FnOnce() -> super::boundary::Result,
+) -> qm_status {
+    let error = match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(Ok(())) => return qm_status::QM_OK,
+        Ok(Err(err)) => catch_unwind(AssertUnwindSafe(|| qm_error::from_core(function, &err))),
+        Err(payload) => catch_unwind(AssertUnwindSafe(|| qm_error::from_panic(function, payload))),
+    };
+    // Building the error object itself panicked (it allocates): report the bare status.
+    let Ok(error) = error else {
+        return qm_status::QM_ERR_PANIC;
+    };
+    let status = error.status();
+    if !err_out.is_null() {
+        // SAFETY: err_out is not NULL and the caller promises it points to a writable
+        // `qm_error *`. Ownership of the box goes to the caller (`qm_error_free`).
+        unsafe { *err_out = Box::into_raw(Box::new(error)) };
+    }
+    status
+}
 
 /// The result of every fallible call. The values are stable: they never change, and new ones
 /// are only ever added at the end.
@@ -15,7 +43,8 @@ pub enum qm_status {
     /// Success.
     QM_OK = 0,
     /// The machine could not be launched. The error object has QEMU's exit code (if it exited),
-    /// the command line and QEMU's output; everything the launch created is cleaned up.
+    /// the command line, QEMU's output and the cause (`qm_error_cause`); everything the launch
+    /// created is cleaned up.
     QM_ERR_LAUNCH = 1,
     /// QEMU answered a command with an error: see `qm_error_qmp_class` / `qm_error_qmp_desc`.
     QM_ERR_QMP = 2,
@@ -26,7 +55,7 @@ pub enum qm_status {
     /// The call was interrupted through its `qm_cancel` token.
     QM_ERR_INTERRUPTED = 5,
     /// A graceful shutdown (or wait) did not end in time, or was interrupted: QEMU was killed.
-    /// Cleanup has run.
+    /// Cleanup has run. `qm_error_cause` says why.
     QM_ERR_ABNORMAL_SHUTDOWN = 6,
     /// The call does not fit the machine's state (a command before launch, launch twice ...).
     QM_ERR_STATE = 7,
@@ -69,7 +98,7 @@ pub struct qm_error {
     exit_code: Option<i32>,
     command: Option<CString>,
     output: Option<CString>,
-    launch_cause: qm_status,
+    cause: Option<(qm_status, CString)>,
     os_code: Option<i32>,
 }
 
@@ -96,9 +125,9 @@ impl qm_error {
                 e.exit_code = *exitcode;
                 e.command = Some(owned_c_string(command.clone()));
                 e.output = Some(owned_c_string(output.clone()));
-                e.launch_cause = qm_status::of(cause);
-                e.os_code = os_code(cause);
+                e.set_cause(cause);
             }
+            Error::AbnormalShutdown(cause) => e.set_cause(cause),
             other => e.os_code = os_code(other),
         }
         e
@@ -127,9 +156,15 @@ impl qm_error {
             exit_code: None,
             command: None,
             output: None,
-            launch_cause: qm_status::QM_OK,
+            cause: None,
             os_code: None,
         }
+    }
+
+    /// Records what caused a `QM_ERR_LAUNCH` or `QM_ERR_ABNORMAL_SHUTDOWN` (and its errno).
+    fn set_cause(&mut self, cause: &Error) {
+        self.cause = Some((qm_status::of(cause), owned_c_string(cause.to_string())));
+        self.os_code = os_code(cause);
     }
 
     pub(crate) fn status(&self) -> qm_status {
@@ -184,8 +219,8 @@ pub unsafe extern "C" fn qm_error_status(err: *const qm_error) -> qm_status {
 /// The string belongs to `err` and stays valid until `qm_error_free(err)`; do not free it.
 #[no_mangle]
 pub unsafe extern "C" fn qm_error_message(err: *const qm_error) -> *const c_char {
-    // SAFETY: NULL or a live error.
     guard(std::ptr::null(), || {
+        // SAFETY: NULL or a live error.
         borrowed(unsafe { err.as_ref() }.map(|e| &e.message))
     })
 }
@@ -196,8 +231,8 @@ pub unsafe extern "C" fn qm_error_message(err: *const qm_error) -> *const c_char
 /// The string belongs to `err` and stays valid until `qm_error_free(err)`.
 #[no_mangle]
 pub unsafe extern "C" fn qm_error_qmp_class(err: *const qm_error) -> *const c_char {
-    // SAFETY: NULL or a live error.
     guard(std::ptr::null(), || {
+        // SAFETY: NULL or a live error.
         borrowed(unsafe { err.as_ref() }.and_then(|e| e.qmp.as_ref().map(|q| &q.0)))
     })
 }
@@ -207,8 +242,8 @@ pub unsafe extern "C" fn qm_error_qmp_class(err: *const qm_error) -> *const c_ch
 /// The string belongs to `err` and stays valid until `qm_error_free(err)`.
 #[no_mangle]
 pub unsafe extern "C" fn qm_error_qmp_desc(err: *const qm_error) -> *const c_char {
-    // SAFETY: NULL or a live error.
     guard(std::ptr::null(), || {
+        // SAFETY: NULL or a live error.
         borrowed(unsafe { err.as_ref() }.and_then(|e| e.qmp.as_ref().map(|q| &q.1)))
     })
 }
@@ -246,8 +281,8 @@ unsafe fn write_code(code: Option<c_int>, out: *mut c_int) -> bool {
 /// The string belongs to `err` and stays valid until `qm_error_free(err)`.
 #[no_mangle]
 pub unsafe extern "C" fn qm_error_command(err: *const qm_error) -> *const c_char {
-    // SAFETY: NULL or a live error.
     guard(std::ptr::null(), || {
+        // SAFETY: NULL or a live error.
         borrowed(unsafe { err.as_ref() }.and_then(|e| e.command.as_ref()))
     })
 }
@@ -258,25 +293,40 @@ pub unsafe extern "C" fn qm_error_command(err: *const qm_error) -> *const c_char
 /// The string belongs to `err` and stays valid until `qm_error_free(err)`.
 #[no_mangle]
 pub unsafe extern "C" fn qm_error_output(err: *const qm_error) -> *const c_char {
-    // SAFETY: NULL or a live error.
     guard(std::ptr::null(), || {
+        // SAFETY: NULL or a live error.
         borrowed(unsafe { err.as_ref() }.and_then(|e| e.output.as_ref()))
     })
 }
 
-/// For a `QM_ERR_LAUNCH` error, the status of what made the launch fail: e.g. `QM_ERR_IO` when
-/// the binary could not be started, `QM_ERR_DISCONNECTED` when QEMU exited before QMP was up,
-/// `QM_ERR_TIMEOUT` when the QMP timer ran out. `QM_OK` for other errors and for NULL.
+/// The status of what caused an error that has a cause: for `QM_ERR_LAUNCH` what made the
+/// launch fail (e.g. `QM_ERR_IO` when the binary could not be started, `QM_ERR_DISCONNECTED`
+/// when QEMU exited before QMP was up, `QM_ERR_TIMEOUT` when the time ran out), for
+/// `QM_ERR_ABNORMAL_SHUTDOWN` why QEMU had to be killed (`QM_ERR_TIMEOUT`,
+/// `QM_ERR_INTERRUPTED`, ...). `QM_OK` for other errors and for NULL.
 #[no_mangle]
-pub unsafe extern "C" fn qm_error_launch_cause(err: *const qm_error) -> qm_status {
-    // SAFETY: NULL or a live error.
+pub unsafe extern "C" fn qm_error_cause(err: *const qm_error) -> qm_status {
     guard(qm_status::QM_ERR_PANIC, || {
-        unsafe { err.as_ref() }.map_or(qm_status::QM_OK, |e| e.launch_cause)
+        // SAFETY: NULL or a live error.
+        let cause = unsafe { err.as_ref() }.and_then(|e| e.cause.as_ref());
+        cause.map_or(qm_status::QM_OK, |c| c.0)
     })
 }
 
-/// For an error caused by a failed operating-system call (`QM_ERR_IO`, or a `QM_ERR_LAUNCH`
-/// whose cause is one), stores the `errno` value in `*code_out` and returns true (e.g. `ENOENT`
+/// The message of the cause (see `qm_error_cause`), e.g. `"timed out waiting for QEMU (pid
+/// 42) to exit"`; NULL when the error has no cause and for NULL.
+///
+/// The string belongs to `err` and stays valid until `qm_error_free(err)`.
+#[no_mangle]
+pub unsafe extern "C" fn qm_error_cause_message(err: *const qm_error) -> *const c_char {
+    guard(std::ptr::null(), || {
+        // SAFETY: NULL or a live error.
+        borrowed(unsafe { err.as_ref() }.and_then(|e| e.cause.as_ref().map(|c| &c.1)))
+    })
+}
+
+/// For an error caused by a failed operating-system call (`QM_ERR_IO`, or an error whose
+/// cause is one, see `qm_error_cause`), stores the `errno` value in `*code_out` and returns true (e.g. `ENOENT`
 /// for a QEMU binary that does not exist). Returns false, leaving `*code_out` untouched,
 /// otherwise and when `err` or `code_out` is NULL.
 #[no_mangle]
@@ -320,7 +370,7 @@ mod tests {
             ),
             (Error::Interrupted, qm_status::QM_ERR_INTERRUPTED),
             (
-                Error::AbnormalShutdown("a".into()),
+                Error::AbnormalShutdown(Box::new(Error::Timeout("t".into()))),
                 qm_status::QM_ERR_ABNORMAL_SHUTDOWN,
             ),
             (Error::State("s".into()), qm_status::QM_ERR_STATE),
@@ -369,7 +419,21 @@ mod tests {
             e.output.as_ref().unwrap().to_str().unwrap(),
             "bad\u{fffd}arg"
         );
-        assert_eq!(e.launch_cause, qm_status::QM_ERR_IO);
+        assert_eq!(e.cause.as_ref().unwrap().0, qm_status::QM_ERR_IO);
         assert_eq!(e.os_code, Some(libc::ENOENT));
+    }
+
+    #[test]
+    fn abnormal_shutdown_carries_its_cause() {
+        let err = Error::AbnormalShutdown(Box::new(Error::Timeout("waiting for QEMU".into())));
+        let e = qm_error::from_core("qm_shutdown", &err);
+        assert_eq!(e.status, qm_status::QM_ERR_ABNORMAL_SHUTDOWN);
+        let (status, message) = e.cause.as_ref().unwrap();
+        assert_eq!(*status, qm_status::QM_ERR_TIMEOUT);
+        assert_eq!(message.to_str().unwrap(), "timed out waiting for QEMU");
+        assert!(e.message().contains("timed out waiting for QEMU"));
+        assert!(qm_error::from_core("qm_x", &Error::Interrupted)
+            .cause
+            .is_none());
     }
 }

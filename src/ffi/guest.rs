@@ -5,8 +5,8 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use super::boundary::{call, guard, out, string, Result};
-use super::error::{qm_error, qm_status};
+use super::boundary::{guard, out, string, Result};
+use super::error::{call, qm_error, qm_status};
 use crate::guest::{self, GuestAction};
 use crate::Error;
 

@@ -7,12 +7,11 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use super::boundary::{
-    self, call, guard, kind, millis, opt_json_object, opt_string, out, reference, string, strings,
-    Result,
+    self, guard, kind, millis, opt_json_object, opt_string, out, reference, string, strings, Result,
 };
-use super::cancel::qm_cancel;
-use super::error::{qm_error, qm_status};
-use crate::{Error, Machine, MonitorAddress, DEFAULT_SHUTDOWN_TIMEOUT};
+use super::cancel::{self, qm_cancel};
+use super::error::{call, qm_error, qm_status};
+use crate::{Error, Machine, MonitorAddress};
 
 /// A QEMU virtual machine: its configuration, and while launched the QEMU process, its QMP
 /// connection, its event queue and its console.
@@ -406,24 +405,24 @@ pub unsafe extern "C" fn qm_set_max_message_size(
 
 /// Starts QEMU and, unless QMP is off, connects and negotiates QMP.
 ///
-/// Blocks until QMP is up, at most the QMP timer (`qm_set_qmp_timer`), or until `cancel` (may
-/// be NULL) fires; returns at once when QEMU exits early. `QM_ERR_STATE` when already launched. Any other failure is
-/// `QM_ERR_LAUNCH`, whose error object has QEMU's exit code (`qm_error_exit_code`), the command
-/// line and QEMU's output, and the cause (`qm_error_launch_cause`); by then no process is left
-/// and everything the launch created is removed, and the machine can be launched again.
+/// Blocks until QMP is up, at most `timeout_ms` milliseconds (`QM_WAIT_DEFAULT`: the QMP timer,
+/// `qm_set_qmp_timer`; `QM_WAIT_FOREVER`), or until `cancel` (may be NULL) fires; returns at
+/// once when QEMU exits early. A token that had fired fails with `QM_ERR_INTERRUPTED`, launching
+/// nothing. `QM_ERR_STATE` when already launched. Any other failure is `QM_ERR_LAUNCH`, whose
+/// error object has QEMU's exit code (`qm_error_exit_code`), the command line and QEMU's output,
+/// and the cause (`qm_error_cause`); by then no process is left and everything the launch
+/// created is removed, and the machine can be launched again.
 #[no_mangle]
 pub unsafe extern "C" fn qm_launch(
     m: *mut qm_machine,
+    timeout_ms: i64,
     cancel: *const qm_cancel,
     err_out: *mut *mut qm_error,
 ) -> qm_status {
     call("qm_launch", err_out, || {
         // SAFETY: the handle and token contracts.
-        let (m, cancel) = unsafe { (machine(m)?, cancel.as_ref()) };
-        match cancel {
-            Some(cancel) => m.vm.launch_with_cancel(cancel.token()),
-            None => m.vm.launch(),
-        }
+        let (m, wait) = unsafe { (machine(m)?, cancel::wait(timeout_ms, cancel)?) };
+        m.vm.launch_with(wait)
     })
 }
 
@@ -449,7 +448,7 @@ unsafe fn execute(
         )
     };
     // SAFETY: the token contract.
-    let wait = unsafe { boundary::wait(timeout_ms, cancel, Some(&|| m.vm.qmp_timer())) }?;
+    let wait = unsafe { cancel::wait(timeout_ms, cancel) }?;
     m.vm.qmp_with(cmd, args.as_ref(), wait)
 }
 
@@ -564,7 +563,7 @@ pub unsafe extern "C" fn qm_event_get(
     call("qm_event_get", err_out, || {
         let out = out(event_out, "event_out")?;
         // SAFETY: the handle and token contracts.
-        let (m, wait) = unsafe { (machine(m)?, boundary::wait(timeout_ms, cancel, None)?) };
+        let (m, wait) = unsafe { (machine(m)?, cancel::wait(timeout_ms, cancel)?) };
         let event = m.vm.get_qmp_event(wait)?;
         out.write_json(event.as_ref());
         Ok(())
@@ -585,7 +584,7 @@ pub unsafe extern "C" fn qm_events_get(
     call("qm_events_get", err_out, || {
         let out = out(events_json_array_out, "events_json_array_out")?;
         // SAFETY: the handle and token contracts.
-        let (m, wait) = unsafe { (machine(m)?, boundary::wait(timeout_ms, cancel, None)?) };
+        let (m, wait) = unsafe { (machine(m)?, cancel::wait(timeout_ms, cancel)?) };
         let events = m.vm.get_qmp_events(wait)?;
         out.write_json(Some(&Value::Array(events)));
         Ok(())
@@ -631,7 +630,7 @@ pub unsafe extern "C" fn qm_event_wait(
                 machine(m)?,
                 string(name, "name")?,
                 opt_json_object(match_json, "match_json")?,
-                boundary::wait(timeout_ms, cancel, None)?,
+                cancel::wait(timeout_ms, cancel)?,
             )
         };
         let event = m.vm.event_wait(name, filter.as_ref(), wait)?;
@@ -702,7 +701,7 @@ pub unsafe extern "C" fn qm_events_wait(
             (
                 machine(m)?,
                 parse_filters(string(filters_json, "filters_json")?)?,
-                boundary::wait(timeout_ms, cancel, None)?,
+                cancel::wait(timeout_ms, cancel)?,
             )
         };
         let pairs: Vec<(&str, Option<&Value>)> = filters
@@ -738,16 +737,7 @@ pub unsafe extern "C" fn qm_shutdown(
 ) -> qm_status {
     call("qm_shutdown", err_out, || {
         // SAFETY: the handle and token contracts.
-        let (m, wait) = unsafe {
-            (
-                machine(m)?,
-                boundary::teardown_wait(
-                    timeout_ms,
-                    cancel,
-                    Some(&|| Some(DEFAULT_SHUTDOWN_TIMEOUT)),
-                )?,
-            )
-        };
+        let (m, wait) = unsafe { (machine(m)?, cancel::wait(timeout_ms, cancel)?) };
         if hard {
             m.vm.kill()
         } else {
@@ -779,16 +769,7 @@ pub unsafe extern "C" fn qm_wait(
 ) -> qm_status {
     call("qm_wait", err_out, || {
         // SAFETY: the handle and token contracts.
-        let (m, wait) = unsafe {
-            (
-                machine(m)?,
-                boundary::teardown_wait(
-                    timeout_ms,
-                    cancel,
-                    Some(&|| Some(DEFAULT_SHUTDOWN_TIMEOUT)),
-                )?,
-            )
-        };
+        let (m, wait) = unsafe { (machine(m)?, cancel::wait(timeout_ms, cancel)?) };
         m.vm.wait(wait)
     })
 }
@@ -798,13 +779,15 @@ pub unsafe extern "C" fn qm_wait(
 /// True while QEMU runs (false for NULL). Never blocks.
 #[no_mangle]
 pub unsafe extern "C" fn qm_is_running(m: *const qm_machine) -> bool {
-    // SAFETY: NULL or a live handle.
     guard(false, || {
+        // SAFETY: NULL or a live handle.
         unsafe { m.as_ref() }.is_some_and(|m| m.vm.is_running())
     })
 }
 
-/// QEMU's process id while it runs; -1 when it does not (or for NULL). Never blocks.
+/// QEMU's process id while it runs; -1 when it does not (or for NULL). Never blocks. Under a
+/// wrapper: QEMU's own pid when qm found exactly one process of the launch's process group
+/// running the QEMU binary once QMP was up; otherwise the wrapper's.
 #[no_mangle]
 pub unsafe extern "C" fn qm_pid(m: *const qm_machine) -> i64 {
     guard(-1, || {

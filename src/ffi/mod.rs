@@ -27,8 +27,8 @@ mod boundary;
 
 use std::ffi::{c_char, c_int, CString};
 
-use boundary::{call, guard};
-use error::{qm_error, qm_status};
+use boundary::guard;
+use error::{call, qm_error, qm_status};
 
 /// `timeout_ms` value: wait as long as it takes (a `qm_cancel` can still interrupt the call).
 pub const QM_WAIT_FOREVER: i64 = -1;

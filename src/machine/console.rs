@@ -4,30 +4,16 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::thread::JoinHandle;
 
 use crate::error::{Error, Result};
 use crate::log::{debug, warning};
-use crate::wait::{poll, pollfd};
+use crate::sys::{poll, pollfd, socket, EventFd, POLLHUP, POLLIN, POLLOUT};
 
 /// A connected pair of stream sockets, close-on-exec.
 pub(crate) fn socketpair(what: &str) -> Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0 as RawFd; 2];
-    // SAFETY: fds has room for the two descriptors socketpair writes.
-    let rc = unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
-            0,
-            fds.as_mut_ptr(),
-        )
-    };
-    if rc != 0 {
-        return Err(Error::last_os(format!("creating the {what} socketpair")));
-    }
-    // SAFETY: both descriptors are fresh and owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    socket::pair().map_err(|e| Error::io(format!("creating the {what} socketpair"), e))
 }
 
 /// The host side of a console.
@@ -38,7 +24,7 @@ pub(crate) struct Console {
 }
 
 struct Drain {
-    stop: OwnedFd,
+    stop: EventFd,
     thread: JoinHandle<()>,
 }
 
@@ -56,16 +42,13 @@ impl Console {
     /// what the user writes goes to QEMU.
     pub(crate) fn drained(host: OwnedFd, log: Option<File>, name: &str) -> Result<Console> {
         let (user, relay_end) = socketpair("console")?;
-        // SAFETY: eventfd has no memory preconditions; checked below.
-        let stop = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if stop < 0 {
-            return Err(Error::last_os("creating the console drain's eventfd"));
+        let stop =
+            EventFd::new().map_err(|e| Error::io("creating the console drain's eventfd", e))?;
+        let stop_raw = stop.raw();
+        for fd in [&host, &relay_end] {
+            socket::set_nonblocking(fd.as_fd())
+                .map_err(|e| Error::io("making the console socket non-blocking", e))?;
         }
-        // SAFETY: fresh descriptor.
-        let stop = unsafe { OwnedFd::from_raw_fd(stop) };
-        let stop_raw = stop.as_raw_fd();
-        crate::qmp::set_nonblocking(host.as_raw_fd())?;
-        crate::qmp::set_nonblocking(relay_end.as_raw_fd())?;
         let relay = Relay {
             qemu: host,
             user: Some(relay_end),
@@ -85,8 +68,8 @@ impl Console {
     }
 
     /// The descriptor the user reads and writes; `None` once closed.
-    pub(crate) fn fd(&self) -> Option<RawFd> {
-        self.user.as_ref().map(AsRawFd::as_raw_fd)
+    pub(crate) fn fd(&self) -> Option<BorrowedFd<'_>> {
+        self.user.as_ref().map(AsFd::as_fd)
     }
 
     /// Closes our end of the user's side, so a console nobody reads can't block QEMU; a drain
@@ -99,9 +82,7 @@ impl Console {
     pub(crate) fn finish(mut self) {
         self.user = None;
         if let Some(drain) = self.drain.take() {
-            let one: u64 = 1;
-            // SAFETY: writes 8 bytes from a live u64 to our eventfd.
-            unsafe { libc::write(drain.stop.as_raw_fd(), (&one as *const u64).cast(), 8) };
+            drain.stop.signal();
             if drain.thread.join().is_err() {
                 warning!("the console drain thread panicked");
             }
@@ -124,32 +105,33 @@ enum Io {
     Closed,
 }
 
-fn recv(fd: RawFd, buf: &mut [u8]) -> Io {
-    // SAFETY: buf is a live, writable slice.
-    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
-    match n {
-        0 => Io::Closed,
-        n if n > 0 => Io::Data(n as usize),
-        _ => match std::io::Error::last_os_error().kind() {
+/// What a send or receive on a non-blocking socket came to.
+fn outcome(result: std::io::Result<usize>) -> Io {
+    match result {
+        Ok(0) => Io::Closed,
+        Ok(n) => Io::Data(n),
+        Err(e) => match e.kind() {
             std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted => Io::WouldBlock,
             _ => Io::Closed,
         },
     }
 }
 
+fn recv(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Io {
+    outcome(socket::recv(fd, buf))
+}
+
 /// Sends from the front of `queue`, removing what was sent.
-fn send_from(fd: RawFd, queue: &mut VecDeque<u8>) -> Io {
+fn send_from(fd: BorrowedFd<'_>, queue: &mut VecDeque<u8>) -> Io {
     let (front, _) = queue.as_slices();
-    // SAFETY: front is a live slice; MSG_NOSIGNAL turns a closed peer into EPIPE.
-    let n = unsafe { libc::send(fd, front.as_ptr().cast(), front.len(), libc::MSG_NOSIGNAL) };
-    if n >= 0 {
-        queue.drain(..n as usize);
-        return Io::Data(n as usize);
+    if front.is_empty() {
+        return Io::Data(0);
     }
-    match std::io::Error::last_os_error().kind() {
-        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted => Io::WouldBlock,
-        _ => Io::Closed,
+    let sent = outcome(socket::send(fd, front));
+    if let Io::Data(n) = sent {
+        queue.drain(..n);
     }
+    sent
 }
 
 impl Relay {
@@ -166,24 +148,15 @@ impl Relay {
                 break;
             }
             let mut fds = vec![
-                pollfd(stop, libc::POLLIN),
+                pollfd(stop, POLLIN),
                 pollfd(
                     qemu,
-                    libc::POLLIN
-                        | if self.to_qemu.is_empty() {
-                            0
-                        } else {
-                            libc::POLLOUT
-                        },
+                    POLLIN | if self.to_qemu.is_empty() { 0 } else { POLLOUT },
                 ),
             ];
             if let Some(user) = user {
-                let out = if self.to_user.is_empty() {
-                    0
-                } else {
-                    libc::POLLOUT
-                };
-                fds.push(pollfd(user, libc::POLLIN | out));
+                let out = if self.to_user.is_empty() { 0 } else { POLLOUT };
+                fds.push(pollfd(user, POLLIN | out));
             }
             if poll(&mut fds, None).is_err() {
                 break;
@@ -195,16 +168,16 @@ impl Relay {
             if fds[1].revents != 0 || stopping {
                 qemu_open = self.pump_from_qemu(&mut buf);
             }
-            if fds[1].revents & libc::POLLOUT != 0 {
-                if let Io::Closed = send_from(qemu, &mut self.to_qemu) {
+            if fds[1].revents & POLLOUT != 0 {
+                if let Io::Closed = send_from(self.qemu.as_fd(), &mut self.to_qemu) {
                     self.to_qemu.clear();
                 }
             }
             if let Some(user_fd) = fds.get(2) {
-                if user_fd.revents & libc::POLLIN != 0 {
+                if user_fd.revents & POLLIN != 0 {
                     self.pump_from_user(&mut buf);
                 }
-                if user_fd.revents & libc::POLLOUT != 0 || user_fd.revents & libc::POLLHUP != 0 {
+                if user_fd.revents & POLLOUT != 0 || user_fd.revents & POLLHUP != 0 {
                     self.send_to_user();
                 }
             }
@@ -218,7 +191,7 @@ impl Relay {
     /// Returns false at EOF.
     fn pump_from_qemu(&mut self, buf: &mut [u8]) -> bool {
         loop {
-            match recv(self.qemu.as_raw_fd(), buf) {
+            match recv(self.qemu.as_fd(), buf) {
                 Io::Data(n) => {
                     if let Some(log) = self.log.as_mut() {
                         if let Err(e) = log.write_all(&buf[..n]) {
@@ -240,10 +213,10 @@ impl Relay {
         let Some(user) = self.user.as_ref() else {
             return;
         };
-        match recv(user.as_raw_fd(), buf) {
+        match recv(user.as_fd(), buf) {
             Io::Data(n) => {
                 self.to_qemu.extend(&buf[..n]);
-                let _ = send_from(self.qemu.as_raw_fd(), &mut self.to_qemu);
+                let _ = send_from(self.qemu.as_fd(), &mut self.to_qemu);
             }
             Io::WouldBlock => {}
             // The user closed every copy of their end: keep draining QEMU into the log.
@@ -256,7 +229,7 @@ impl Relay {
             return;
         };
         while !self.to_user.is_empty() {
-            match send_from(user.as_raw_fd(), &mut self.to_user) {
+            match send_from(user.as_fd(), &mut self.to_user) {
                 Io::Data(_) => {}
                 Io::WouldBlock => return,
                 Io::Closed => return self.drop_user(),

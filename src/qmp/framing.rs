@@ -7,7 +7,10 @@ use serde_json::Value;
 /// Scanning resumes where the previous call stopped, so a reply that arrives in many pieces is
 /// searched for its newline once, not once per piece.
 pub(crate) struct LineBuffer {
+    /// `buf[..end]` holds the bytes received; the rest is zeroed room to read into, kept
+    /// initialised so that reading needs no `unsafe` and zeroing happens only when it grows.
     buf: Vec<u8>,
+    end: usize,
     scanned: usize,
     max_message: usize,
 }
@@ -16,28 +19,40 @@ impl LineBuffer {
     pub(crate) fn new(max_message: usize) -> LineBuffer {
         LineBuffer {
             buf: Vec::new(),
+            end: 0,
             scanned: 0,
             max_message,
         }
     }
 
-    /// Room to read into: at least `n` spare bytes at the end of the buffer.
-    pub(crate) fn spare(&mut self, n: usize) -> &mut [std::mem::MaybeUninit<u8>] {
-        self.buf.reserve(n);
-        self.buf.spare_capacity_mut()
+    /// Lets `read` fill up to `n` bytes at the end of the buffer; keeps as many as it says it
+    /// read.
+    pub(crate) fn fill<E>(
+        &mut self,
+        n: usize,
+        read: impl FnOnce(&mut [u8]) -> Result<usize, E>,
+    ) -> Result<usize, E> {
+        if self.buf.len() < self.end + n {
+            self.buf.resize(self.end + n, 0);
+        }
+        let got = read(&mut self.buf[self.end..self.end + n])?;
+        self.end += got.min(n);
+        Ok(got)
     }
 
-    /// Marks `n` bytes of the spare room as filled.
-    ///
-    /// # Safety
-    /// The first `n` bytes returned by the last [`spare`](Self::spare) must be initialised.
-    pub(crate) unsafe fn filled(&mut self, n: usize) {
-        self.buf.set_len(self.buf.len() + n);
+    /// Appends `bytes` (as if read).
+    pub(crate) fn push(&mut self, bytes: &[u8]) {
+        let _ = self.fill(bytes.len(), |room| {
+            room.copy_from_slice(bytes);
+            Ok::<_, ()>(bytes.len())
+        });
     }
 
     /// True when bytes of an unfinished message are buffered.
     pub(crate) fn has_partial(&self) -> bool {
-        self.buf.iter().any(|b| !b.is_ascii_whitespace())
+        self.buf[..self.end]
+            .iter()
+            .any(|b| !b.is_ascii_whitespace())
     }
 
     /// Moves every complete message into `out`, in order. Fails on a line that is not a JSON
@@ -47,7 +62,10 @@ impl LineBuffer {
         // while it is still arriving and once complete, so it cannot depend on how the stream
         // happened to be split into reads.
         let mut start = 0;
-        while let Some(pos) = self.buf[self.scanned..].iter().position(|&b| b == b'\n') {
+        while let Some(pos) = self.buf[self.scanned..self.end]
+            .iter()
+            .position(|&b| b == b'\n')
+        {
             let end = self.scanned + pos;
             if end - start > self.max_message {
                 return Err(self.oversize());
@@ -61,9 +79,10 @@ impl LineBuffer {
         }
         // Everything left has been searched: the next read is searched from its own start,
         // so a long line costs one pass, not one pass per read.
-        self.scanned = self.buf.len() - start;
-        self.buf.drain(..start);
-        if self.buf.len() > self.max_message {
+        self.buf.copy_within(start..self.end, 0);
+        self.end -= start;
+        self.scanned = self.end;
+        if self.end > self.max_message {
             return Err(self.oversize());
         }
         Ok(())
@@ -105,12 +124,7 @@ mod tests {
     use super::*;
 
     fn feed(lb: &mut LineBuffer, bytes: &[u8]) -> Result<Vec<Value>, String> {
-        let spare = lb.spare(bytes.len());
-        for (dst, src) in spare.iter_mut().zip(bytes) {
-            dst.write(*src);
-        }
-        // SAFETY: the loop above initialised bytes.len() bytes.
-        unsafe { lb.filled(bytes.len()) };
+        lb.push(bytes);
         let mut out = Vec::new();
         lb.drain_messages(&mut out).map(|()| out)
     }

@@ -10,7 +10,7 @@
 mod framing;
 
 use std::collections::{HashMap, VecDeque};
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
@@ -18,7 +18,8 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::log::debug;
-use crate::wait::{poll, pollfd, Deadline, Wait, Wake};
+use crate::sys::{self, poll, pollfd, POLLIN, POLLOUT};
+use crate::wait::{Deadline, Wait, Wake};
 pub(crate) use framing::preview;
 use framing::LineBuffer;
 
@@ -129,8 +130,9 @@ impl QmpClient {
     /// Wraps a connected stream socket (unix or TCP). Nothing is read or written until
     /// [`handshake`](Self::handshake). `max_message` caps the size of one incoming message.
     pub fn new(socket: OwnedFd, nickname: &str, max_message: usize) -> Result<QmpClient> {
-        set_nonblocking(socket.as_raw_fd())?;
-        let unix = socket_domain(socket.as_raw_fd()) == Some(libc::AF_UNIX);
+        sys::socket::set_nonblocking(socket.as_fd())
+            .map_err(|e| Error::io("making the monitor socket non-blocking", e))?;
+        let unix = sys::socket::is_unix(socket.as_fd());
         Ok(QmpClient {
             shared: Arc::new(Shared {
                 raw: socket.as_raw_fd(),
@@ -164,7 +166,7 @@ impl QmpClient {
         wait: &Wait,
         exit_fd: Option<BorrowedFd<'_>>,
     ) -> Result<Value> {
-        let deadline = wait.start();
+        let deadline = wait.start()?;
         let greeting = self
             .wait_until(Interest::Events, &deadline, exit_fd, |st| {
                 st.greeting.take()
@@ -189,7 +191,7 @@ impl QmpClient {
     /// `{"error": {"class": …, "desc": …}}`.
     pub fn execute(&self, cmd: &str, args: Option<&Value>, wait: impl Into<Wait>) -> Result<Value> {
         let wait = wait.into();
-        self.execute_until(cmd, args, &wait.start(), None)
+        self.execute_until(cmd, args, &wait.start()?, None)
     }
 
     /// Runs a command and returns the value of its `return`, or [`Error::Qmp`].
@@ -262,44 +264,22 @@ impl QmpClient {
         let Some(sock) = writer.as_ref() else {
             return Err(Broken::Closed.error());
         };
-        let mut byte = *b" ";
-        let mut iov = libc::iovec {
-            iov_base: byte.as_mut_ptr().cast(),
-            iov_len: 1,
-        };
-        // SAFETY: CMSG_SPACE only computes a size.
-        let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
-        let mut control = vec![0u8; space];
-        // SAFETY: msghdr is plain data; zeroed is a valid empty header.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = space as _;
-        // SAFETY: msg_control points to `space` bytes, enough for one cmsg holding one fd.
-        unsafe {
-            let cmsg = libc::CMSG_FIRSTHDR(&msg);
-            (*cmsg).cmsg_level = libc::SOL_SOCKET;
-            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-            (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
-            std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), fd.as_raw_fd());
-        }
         loop {
-            // SAFETY: msg and everything it points to outlive the call.
-            let n = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
-            if n == 1 {
-                debug!(
-                    "{} >>> (SCM_RIGHTS fd {})",
-                    self.shared.nickname,
-                    fd.as_raw_fd()
-                );
-                return Ok(());
-            }
-            let err = std::io::Error::last_os_error();
+            let err = match sys::socket::send_fd(sock.as_fd(), fd) {
+                Ok(_) => {
+                    debug!(
+                        "{} >>> (SCM_RIGHTS fd {})",
+                        self.shared.nickname,
+                        fd.as_raw_fd()
+                    );
+                    return Ok(());
+                }
+                Err(err) => err,
+            };
             match err.kind() {
-                std::io::ErrorKind::Interrupted => continue,
                 std::io::ErrorKind::WouldBlock => {
-                    poll(&mut [pollfd(sock.as_raw_fd(), libc::POLLOUT)], None)?;
+                    poll(&mut [pollfd(sock.as_raw_fd(), POLLOUT)], None)
+                        .map_err(|e| Error::io("waiting to send a descriptor", e))?;
                 }
                 _ => {
                     return Err(Error::Disconnected(format!(
@@ -325,7 +305,7 @@ impl QmpClient {
     ) -> Result<Option<Value>> {
         let wait = wait.into();
         let found = self
-            .wait_until(Interest::Events, &wait.start(), None, |st| {
+            .wait_until(Interest::Events, &wait.start()?, None, |st| {
                 let pos = st.events.iter().position(&mut pred)?;
                 st.events.remove(pos)
             })
@@ -337,7 +317,7 @@ impl QmpClient {
     pub fn get_events(&self, wait: impl Into<Wait>) -> Result<Vec<Value>> {
         let wait = wait.into();
         let found = self
-            .wait_until(Interest::Events, &wait.start(), None, |st| {
+            .wait_until(Interest::Events, &wait.start()?, None, |st| {
                 (!st.events.is_empty()).then(|| st.events.drain(..).collect())
             })
             .map_err(|e| in_context(e, "waiting for a QMP event"));
@@ -387,8 +367,7 @@ impl QmpClient {
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
         {
-            // SAFETY: shutdown(2) on a descriptor we own and hold open.
-            unsafe { libc::shutdown(sock.as_raw_fd(), libc::SHUT_RDWR) };
+            sys::socket::shutdown(sock.as_fd());
         }
         let mut st = self.shared.lock();
         st.wake_all();
@@ -431,31 +410,27 @@ impl QmpClient {
             err
         };
         while !buf.is_empty() {
-            // SAFETY: buf is a live slice; MSG_NOSIGNAL: a dead peer is EPIPE, not SIGPIPE.
-            let n = unsafe {
-                libc::send(
-                    sock.as_raw_fd(),
-                    buf.as_ptr().cast(),
-                    buf.len(),
-                    libc::MSG_NOSIGNAL,
-                )
+            // A dead peer is EPIPE here, never a SIGPIPE.
+            let err = match sys::socket::send(sock.as_fd(), buf) {
+                Ok(n) => {
+                    buf = &buf[n..];
+                    continue;
+                }
+                Err(err) => err,
             };
-            if n >= 0 {
-                buf = &buf[n as usize..];
-                continue;
-            }
-            let err = std::io::Error::last_os_error();
             match err.kind() {
                 std::io::ErrorKind::Interrupted => {}
                 std::io::ErrorKind::WouldBlock => {
                     if deadline.cancelled() {
                         return Err(give_up(Error::Interrupted, buf.len()));
                     }
-                    let mut fds = vec![pollfd(sock.as_raw_fd(), libc::POLLOUT)];
+                    let mut fds = vec![pollfd(sock.as_raw_fd(), POLLOUT)];
                     if let Some(fd) = deadline.cancel_fd()? {
-                        fds.push(pollfd(fd, libc::POLLIN));
+                        fds.push(pollfd(fd, POLLIN));
                     }
-                    if poll(&mut fds, deadline.remaining())? == 0 {
+                    let ready = poll(&mut fds, deadline.remaining())
+                        .map_err(|e| Error::io("waiting to write to the monitor", e))?;
+                    if ready == 0 {
                         let err = Error::Timeout("writing to the monitor".into());
                         return Err(give_up(err, buf.len()));
                     }
@@ -565,15 +540,17 @@ impl QmpClient {
         exit_fd: Option<BorrowedFd<'_>>,
     ) -> Result<(), Broken> {
         let raw = self.shared.raw;
-        let mut fds = vec![pollfd(raw, libc::POLLIN)];
+        let mut fds = vec![pollfd(raw, POLLIN)];
         let io = |e: Error| Broken::Io(e.to_string());
         if let Some(fd) = deadline.cancel_fd().map_err(io)? {
-            fds.push(pollfd(fd, libc::POLLIN));
+            fds.push(pollfd(fd, POLLIN));
         }
         if let Some(fd) = exit_fd {
-            fds.push(pollfd(fd.as_raw_fd(), libc::POLLIN));
+            fds.push(pollfd(fd.as_raw_fd(), POLLIN));
         }
-        if poll(&mut fds, deadline.remaining()).map_err(io)? == 0 {
+        let ready = poll(&mut fds, deadline.remaining())
+            .map_err(|e| Broken::Io(format!("waiting for the monitor: {e}")))?;
+        if ready == 0 {
             return Ok(());
         }
         if fds[0].revents == 0 {
@@ -584,18 +561,17 @@ impl QmpClient {
             };
         }
         const CHUNK: usize = 64 << 10;
-        let spare = input.spare(CHUNK);
-        // SAFETY: spare has at least CHUNK writable bytes; recv writes at most that many.
-        let n = unsafe { libc::recv(raw, spare.as_mut_ptr().cast(), CHUNK, 0) };
-        if n < 0 {
-            let err = std::io::Error::last_os_error();
-            return match err.kind() {
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted => Ok(()),
-                _ => Err(Broken::Io(format!("reading the monitor failed: {err}"))),
-            };
-        }
-        // SAFETY: recv initialised n bytes.
-        unsafe { input.filled(n as usize) };
+        // The reading role keeps the socket open while we read it by number (close waits for
+        // the reader to leave).
+        let n = match input.fill(CHUNK, |room| sys::socket::recv(raw, room)) {
+            Ok(n) => n,
+            Err(err) => {
+                return match err.kind() {
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted => Ok(()),
+                    _ => Err(Broken::Io(format!("reading the monitor failed: {err}"))),
+                };
+            }
+        };
         input.drain_messages(msgs).map_err(Broken::Protocol)?;
         if n == 0 {
             if input.has_partial() {
@@ -741,36 +717,6 @@ fn in_context(err: Error, what: &str) -> Error {
     }
 }
 
-/// The address family of a socket (`AF_UNIX`, `AF_INET` …).
-fn socket_domain(fd: RawFd) -> Option<libc::c_int> {
-    let mut domain: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: getsockopt writes at most `len` bytes into `domain`.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_DOMAIN,
-            (&mut domain as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    (rc == 0).then_some(domain)
-}
-
-pub(crate) fn set_nonblocking(fd: RawFd) -> Result<()> {
-    // SAFETY: fcntl on a descriptor we own; no memory involved.
-    let ok = unsafe {
-        let flags = libc::fcntl(fd, libc::F_GETFL);
-        flags >= 0 && libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) == 0
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::last_os("making the monitor socket non-blocking"))
-    }
-}
-
 /// Feeds `chunks` (as successive reads) through the client's message framing and returns the
 /// messages, or the protocol error that would end the connection. For fuzzing and tests; not
 /// a stable API.
@@ -779,12 +725,7 @@ pub fn split_messages(chunks: &[&[u8]], max_message: usize) -> Result<Vec<Value>
     let mut input = LineBuffer::new(max_message);
     let mut out = Vec::new();
     for chunk in chunks {
-        let spare = input.spare(chunk.len());
-        for (dst, src) in spare.iter_mut().zip(chunk.iter()) {
-            dst.write(*src);
-        }
-        // SAFETY: the loop above initialised chunk.len() bytes of the spare room.
-        unsafe { input.filled(chunk.len()) };
+        input.push(chunk);
         input.drain_messages(&mut out)?;
     }
     Ok(out)

@@ -111,7 +111,7 @@ qm_machine *new_none(void)
 qm_machine *launch_none(void)
 {
     qm_machine *m = new_none();
-    OK(qm_launch(m, NULL, &err));
+    OK(qm_launch(m, QM_WAIT_DEFAULT, NULL, &err));
     return m;
 }
 

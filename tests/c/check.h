@@ -60,7 +60,7 @@ const char *status_name(qm_status s);
 
 /*
  * OK(call): the call succeeds and leaves its error untouched. The macro declares the
- * `qm_error *err` the call uses:  OK(qm_launch(m, NULL, &err));
+ * `qm_error *err` the call uses:  OK(qm_launch(m, QM_WAIT_DEFAULT, NULL, &err));
  */
 #define OK(call)                                                                                 \
     do {                                                                                         \

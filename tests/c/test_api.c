@@ -48,7 +48,8 @@ static void error_accessors_on_null(void)
     CHECK(qm_error_output(NULL) == NULL);
     CHECK(!qm_error_exit_code(NULL, &code) && code == 42);
     CHECK(!qm_error_os_code(NULL, &code) && code == 42);
-    CHECK(qm_error_launch_cause(NULL) == QM_OK);
+    CHECK(qm_error_cause(NULL) == QM_OK);
+    CHECK(qm_error_cause_message(NULL) == NULL);
 }
 
 static void error_object_of_an_invalid_call(void)
@@ -67,7 +68,8 @@ static void error_object_of_an_invalid_call(void)
     CHECK(!qm_error_exit_code(err, &code) && code == 7);
     CHECK(!qm_error_os_code(err, &code) && code == 7);
     CHECK(!qm_error_exit_code(err, NULL));
-    CHECK(qm_error_launch_cause(err) == QM_OK);
+    CHECK(qm_error_cause(err) == QM_OK);
+    CHECK(qm_error_cause_message(err) == NULL);
     qm_error_free(err);
     /* A NULL err_out: the status alone. */
     CHECK(qm_new(NULL, &m, NULL) == QM_ERR_INVALID);
@@ -306,7 +308,7 @@ static void null_pointers_everywhere(void)
     INVALID(qm_add_fd(NULL, 0, 0, "o", NULL, &err), "m is NULL");
     INVALID(qm_add_fd(m, 0, 0, NULL, NULL, &err), "opaque is NULL");
     INVALID(qm_set_max_message_size(NULL, 5, &err), "m is NULL");
-    INVALID(qm_launch(NULL, NULL, &err), "m is NULL");
+    INVALID(qm_launch(NULL, QM_WAIT_DEFAULT, NULL, &err), "m is NULL");
 
     INVALID(qm_qmp(NULL, "c", NULL, 0, NULL, &s, &err), "m is NULL");
     INVALID(qm_qmp(m, NULL, NULL, 0, NULL, &s, &err), "cmd is NULL");
@@ -418,9 +420,9 @@ static void bad_timeouts_and_descriptors(void)
     char *s = NULL;
     int fds[2];
     INVALID(qm_qmp(m, "query-status", NULL, -3, NULL, &s, &err), "timeout_ms is -3");
-    INVALID(qm_event_get(m, QM_WAIT_DEFAULT, NULL, &s, &err), "QM_WAIT_DEFAULT");
+    INVALID(qm_event_get(m, QM_WAIT_DEFAULT, NULL, &s, &err), "no default wait");
     INVALID(qm_event_wait(m, "STOP", NULL, -100, NULL, &s, &err), "timeout_ms is -100");
-    INVALID(qm_events_get(m, QM_WAIT_DEFAULT, NULL, &s, &err), "QM_WAIT_DEFAULT");
+    INVALID(qm_events_get(m, QM_WAIT_DEFAULT, NULL, &s, &err), "no default wait");
     INVALID(qm_shutdown(m, false, -5, NULL, &err), "timeout_ms is -5");
     INVALID(qm_shutdown(m, true, -5, NULL, &err), "timeout_ms is -5");
     INVALID(qm_wait(m, -5, NULL, &err), "timeout_ms is -5");
@@ -472,14 +474,21 @@ static void fired_token_is_sticky(void)
     char *s = NULL;
     int code = 0;
     qm_cancel_fire(c);
-    FAILS(QM_ERR_INTERRUPTED, qm_launch(m, c, &err));
+    FAILS(QM_ERR_INTERRUPTED, qm_launch(m, QM_WAIT_DEFAULT, c, &err));
     CHECK(!qm_is_running(m));
-    OK(qm_launch(m, NULL, &err));
+    OK(qm_launch(m, QM_WAIT_DEFAULT, NULL, &err));
     FAILS(QM_ERR_INTERRUPTED, qm_qmp(m, "query-status", NULL, QM_WAIT_FOREVER, c, &s, &err));
     FAILS(QM_ERR_INTERRUPTED, qm_event_wait(m, "STOP", NULL, QM_WAIT_FOREVER, c, &s, &err));
     CHECK(s == NULL);
     CHECK(qm_is_running(m));
-    FAILS(QM_ERR_ABNORMAL_SHUTDOWN, qm_shutdown(m, false, QM_WAIT_DEFAULT, c, &err));
+    {
+        /* The error says why QEMU had to be killed. */
+        qm_error *e = NULL;
+        CHECK(qm_shutdown(m, false, QM_WAIT_DEFAULT, c, &e) == QM_ERR_ABNORMAL_SHUTDOWN);
+        CHECK(qm_error_cause(e) == QM_ERR_INTERRUPTED);
+        CHECK_HAS(qm_error_cause_message(e), "interrupted");
+        qm_error_free(e);
+    }
     CHECK(!qm_is_running(m));
     CHECK(qm_exit_code(m, &code) && code == -9);
     OK(qm_wait(m, 0, c, &err)); /* not launched any more: nothing to do */

@@ -52,7 +52,7 @@ static void add_fd_at_launch(void)
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     CHECK(fd >= 0);
     OK(qm_add_fd(m, fd, 1, "at-launch", NULL, &err));
-    OK(qm_launch(m, NULL, &err));
+    OK(qm_launch(m, QM_WAIT_DEFAULT, NULL, &err));
     close(fd); /* QEMU has its own copy now */
     s = cmd_ok(m, "query-fdsets", NULL);
     CHECK_HAS(s, "\"fdset-id\":1");

@@ -20,7 +20,7 @@ static void console_banner_echo_and_poweroff(void)
     char *dir = make_temp_dir(), buf[4096], *s = NULL;
     qm_machine *m = new_guest(dir, "hello from the C test guest", QM_GUEST_ECHO, 0, NULL);
     int fd = -1, fd2 = -1, code = -1;
-    OK(qm_launch(m, NULL, &err));
+    OK(qm_launch(m, QM_WAIT_DEFAULT, NULL, &err));
     OK(qm_console_fd(m, &fd, &err));
     CHECK(fd >= 0);
     OK(qm_console_fd(m, &fd2, &err));
@@ -71,7 +71,7 @@ static void console_dup_is_owned_and_never_waits_for_a_shutdown(void)
     struct waiter w = {.m = m};
     pthread_t t;
     int fd = -1, fd2 = -1;
-    OK(qm_launch(m, NULL, &err));
+    OK(qm_launch(m, QM_WAIT_DEFAULT, NULL, &err));
     OK(qm_console_dup(m, &fd, &err));
     CHECK(fd >= 0 && (fcntl(fd, F_GETFD) & FD_CLOEXEC));
     OK(qm_console_fd(m, &fd2, &err));
@@ -110,7 +110,7 @@ static void guest_exit_status(void)
     /* Paused until QMP is up: a guest that ends at boot could otherwise end QEMU during the
      * handshake on a loaded machine. */
     OK(qm_add_args(m, paused, 1, &err));
-    OK(qm_launch(m, NULL, &err));
+    OK(qm_launch(m, QM_WAIT_DEFAULT, NULL, &err));
     qm_string_free(cmd_ok(m, "cont", NULL));
     OK(qm_console_fd(m, &fd, &err));
     /* Read the banner so the guest is never blocked on a full console. */
@@ -129,13 +129,13 @@ static void guest_that_never_stops(void)
     char *dir = make_temp_dir(), buf[256];
     qm_machine *m = new_guest(dir, "halting", QM_GUEST_HALT, 0, NULL);
     int fd = -1;
-    OK(qm_launch(m, NULL, &err));
+    OK(qm_launch(m, QM_WAIT_DEFAULT, NULL, &err));
     OK(qm_console_fd(m, &fd, &err));
     CHECK(read_until(fd, "halting\r\n", buf, sizeof buf, GUEST_TIMEOUT_MS));
     FAILS(QM_ERR_ABNORMAL_SHUTDOWN, qm_wait(m, 200, NULL, &err));
     CHECK(!qm_is_running(m));
     /* A graceful shutdown of a halted guest works (quit over QMP). */
-    OK(qm_launch(m, NULL, &err));
+    OK(qm_launch(m, QM_WAIT_DEFAULT, NULL, &err));
     OK(qm_console_fd(m, &fd, &err));
     CHECK(read_until(fd, "halting\r\n", buf, sizeof buf, GUEST_TIMEOUT_MS));
     OK(qm_shutdown(m, false, GUEST_TIMEOUT_MS, NULL, &err));
@@ -153,7 +153,7 @@ static void drained_console_and_console_log(void)
     size_t n;
     snprintf(logpath, sizeof logpath, "%s/console.log", dir);
     OK(qm_set_console_log(m, logpath, &err));
-    OK(qm_launch(m, NULL, &err));
+    OK(qm_launch(m, QM_WAIT_DEFAULT, NULL, &err));
     OK(qm_console_fd(m, &fd, &err));
     /* The drain keeps what the guest wrote for the reader. */
     CHECK(read_until(fd, "drained banner\r\n", buf, sizeof buf, GUEST_TIMEOUT_MS));
@@ -183,7 +183,7 @@ static void drain_without_a_reader(void)
     /* Paused until QMP is up: a guest that ends at boot could otherwise end QEMU during the
      * handshake on a loaded machine. */
     OK(qm_add_args(m, paused, 1, &err));
-    OK(qm_launch(m, NULL, &err));
+    OK(qm_launch(m, QM_WAIT_DEFAULT, NULL, &err));
     qm_string_free(cmd_ok(m, "cont", NULL));
     OK(qm_event_wait(m, "SHUTDOWN", NULL, GUEST_TIMEOUT_MS, NULL, &s, &err));
     qm_string_free(s);
@@ -201,7 +201,7 @@ static void console_on_a_device(void)
     char *dir = make_temp_dir(), *s = NULL, *cl = NULL;
     qm_machine *m = new_guest(dir, "on com1", QM_GUEST_HALT, 0, NULL);
     OK(qm_set_console(m, "isa-serial", 1, &err));
-    OK(qm_launch(m, NULL, &err));
+    OK(qm_launch(m, QM_WAIT_DEFAULT, NULL, &err));
     OK(qm_get_command_line(m, &cl, &err));
     CHECK_HAS(cl, "\"-serial\",\"null\"");
     CHECK_HAS(cl, "\"-device\",\"isa-serial,chardev=console\"");

@@ -313,15 +313,15 @@ static void huge_event_names_and_filters(void)
 static void check_launch_fails(qm_machine *m, qm_status cause)
 {
     qm_error *err = NULL;
-    CHECK(qm_launch(m, NULL, &err) == QM_ERR_LAUNCH);
+    CHECK(qm_launch(m, QM_WAIT_DEFAULT, NULL, &err) == QM_ERR_LAUNCH);
     CHECK(qm_error_status(err) == QM_ERR_LAUNCH);
     CHECK(qm_error_message(err) != NULL);
     /* Under valgrind a failed execve ends the child with valgrind's own exit code (101): the
      * cause is then QEMU "exiting" before QMP rather than the exec's errno. */
     if (cause != QM_OK && !under_valgrind())
-        CHECK(qm_error_launch_cause(err) == cause);
+        CHECK(qm_error_cause(err) == cause);
     else
-        CHECK(qm_error_launch_cause(err) != QM_OK);
+        CHECK(qm_error_cause(err) != QM_OK);
     qm_error_free(err);
     CHECK(!qm_is_running(m));
     CHECK(qm_pid(m) == -1);
@@ -369,7 +369,7 @@ static void huge_configuration(void)
     check_launch_fails(m, QM_ERR_INVALID);
     /* The same handle launches once the name is sane. */
     OK(qm_set_name(m, "hostile-sane", &err));
-    OK(qm_launch(m, NULL, &err));
+    OK(qm_launch(m, QM_WAIT_DEFAULT, NULL, &err));
     shutdown_free(m);
 
     /* One huge argument: execve fails with E2BIG. The error keeps it whole. */
@@ -378,8 +378,8 @@ static void huge_configuration(void)
     OK(qm_add_args(m, one, 1, &err));
     {
         qm_error *err = NULL;
-        CHECK(qm_launch(m, NULL, &err) == QM_ERR_LAUNCH);
-        CHECK(under_valgrind() || qm_error_launch_cause(err) == QM_ERR_IO);
+        CHECK(qm_launch(m, QM_WAIT_DEFAULT, NULL, &err) == QM_ERR_LAUNCH);
+        CHECK(under_valgrind() || qm_error_cause(err) == QM_ERR_IO);
         CHECK(under_valgrind() || (qm_error_os_code(err, &code) && code == E2BIG));
         CHECK(strlen(qm_error_command(err)) > n);
         qm_error_free(err);
@@ -420,7 +420,7 @@ static void huge_configuration(void)
     OK(qm_set_wrapper(m, many, many_n, &err));
     check_launch_fails(m, QM_ERR_IO);
     OK(qm_set_wrapper(m, NULL, 0, &err));
-    OK(qm_launch(m, NULL, &err));
+    OK(qm_launch(m, QM_WAIT_DEFAULT, NULL, &err));
     shutdown_free(m);
 
     /* A huge binary, machine type, console device and -add-fd opaque. */
@@ -459,7 +459,7 @@ static void huge_configuration(void)
     CHECK(strlen(s) == strlen(name));
     qm_string_free(s);
     s = NULL;
-    OK(qm_launch(m, NULL, &err)); /* a socketpair monitor needs none of those directories */
+    OK(qm_launch(m, QM_WAIT_DEFAULT, NULL, &err)); /* a socketpair monitor needs none of those directories */
     FAILS(QM_ERR_IO, qm_send_file_scm(m, name, &err));
     OK(qm_shutdown(m, false, QM_WAIT_DEFAULT, NULL, &err));
     /* Last (a launch that fails before QEMU runs after one that ran trips
@@ -661,7 +661,7 @@ static qm_cancel *fired_token;
 
 static qm_status c_launch(qm_machine *m)
 {
-    PLAIN_CALL(qm_launch(m, NULL, &err));
+    PLAIN_CALL(qm_launch(m, QM_WAIT_DEFAULT, NULL, &err));
 }
 static qm_status c_qmp(qm_machine *m)
 {
@@ -969,26 +969,26 @@ static qm_machine *machine_in(enum state st)
     case NEW:
         break;
     case RUNNING:
-        OK(qm_launch(m, NULL, &err));
+        OK(qm_launch(m, QM_WAIT_DEFAULT, NULL, &err));
         break;
     case SHUT:
-        OK(qm_launch(m, NULL, &err));
+        OK(qm_launch(m, QM_WAIT_DEFAULT, NULL, &err));
         OK(qm_shutdown(m, false, QM_WAIT_DEFAULT, NULL, &err));
         break;
     case KILLED:
-        OK(qm_launch(m, NULL, &err));
+        OK(qm_launch(m, QM_WAIT_DEFAULT, NULL, &err));
         OK(qm_kill(m, &err));
         break;
     case FAILED_SPAWN:
-        FAILS(QM_ERR_LAUNCH, qm_launch(m, NULL, &err));
+        FAILS(QM_ERR_LAUNCH, qm_launch(m, QM_WAIT_DEFAULT, NULL, &err));
         break;
     case FAILED_RAN:
         OK(qm_add_args(m, bad, 1, &err));
-        FAILS(QM_ERR_LAUNCH, qm_launch(m, NULL, &err));
+        FAILS(QM_ERR_LAUNCH, qm_launch(m, QM_WAIT_DEFAULT, NULL, &err));
         break;
     case QMP_OFF:
         OK(qm_set_qmp_monitor(m, false, &err));
-        OK(qm_launch(m, NULL, &err));
+        OK(qm_launch(m, QM_WAIT_DEFAULT, NULL, &err));
         break;
     case NSTATES:
         break;
@@ -1440,7 +1440,7 @@ static void teardown(struct hthread *t, int second)
     case V_RELAUNCH:
         graceful(t);
         usleep(20 * 1000);
-        HC("qm_launch again", qm_launch(m, NULL, &err), NULL, B(QM_OK));
+        HC("qm_launch again", qm_launch(m, QM_WAIT_DEFAULT, NULL, &err), NULL, B(QM_OK));
         usleep((useconds_t)h->delay_ms * 1000);
         HC("qm_kill", qm_kill(m, &err), NULL, B(QM_OK));
         break;
@@ -1523,7 +1523,7 @@ static void hammer_round(int round, enum variant variant, struct tally *tally, i
     CHECK(pthread_mutex_init(&h.lock, NULL) == 0);
     h.m = new_none();
     OK(qm_set_console(h.m, NULL, 0, &err));
-    OK(qm_launch(h.m, NULL, &err));
+    OK(qm_launch(h.m, QM_WAIT_DEFAULT, NULL, &err));
 
     hammer_threads = t;
     watchdog_report = hammer_report;
@@ -1726,7 +1726,7 @@ static void regression_command_after_shutdown_is_state_not_disconnected(void)
      * launch that failed before spawning QEMU gives QM_ERR_STATE, as it should.) */
     m = new_none();
     OK(qm_add_args(m, (const char *[]){"-no-such-option-for-qm"}, 1, &err));
-    FAILS(QM_ERR_LAUNCH, qm_launch(m, NULL, &err));
+    FAILS(QM_ERR_LAUNCH, qm_launch(m, QM_WAIT_DEFAULT, NULL, &err));
     wrong += over_but_not_state(m, devnull, "after a launch that failed once QEMU ran");
     close(devnull);
     CHECK(wrong == 0);
@@ -1864,11 +1864,11 @@ static void regression_failed_launch_keeps_the_previous_exit_code(void)
     CHECK(dup2(tmp, 2) == 2);
     {
         qm_error *err = NULL;
-        qm_status st = qm_launch(m, NULL, &err);
+        qm_status st = qm_launch(m, QM_WAIT_DEFAULT, NULL, &err);
         fflush(stderr);
         dup2(saved, 2);
         close(saved);
-        CHECK(st == QM_ERR_LAUNCH && qm_error_launch_cause(err) == QM_ERR_IO);
+        CHECK(st == QM_ERR_LAUNCH && qm_error_cause(err) == QM_ERR_IO);
         CHECK(!qm_error_exit_code(err, &code)); /* right: it never ran */
         qm_error_free(err);
     }
@@ -1893,7 +1893,7 @@ struct launcher {
 static void *launch_in_thread(void *arg)
 {
     struct launcher *l = arg;
-    l->status = qm_launch(l->m, NULL, NULL);
+    l->status = qm_launch(l->m, QM_WAIT_DEFAULT, NULL, NULL);
     return NULL;
 }
 

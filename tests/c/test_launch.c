@@ -22,7 +22,7 @@ static void bad_argument_reports_exit_code_and_output(void)
     OK(qm_add_args(m, args, 1, &err));
     OK(qm_set_qmp_timer(m, 60000, &err));
     t0 = now_ms();
-    CHECK(qm_launch(m, NULL, &err) == QM_ERR_LAUNCH);
+    CHECK(qm_launch(m, QM_WAIT_DEFAULT, NULL, &err) == QM_ERR_LAUNCH);
     /* QEMU exits before greeting: the launch fails at once, not after the QMP timer. */
     CHECK(now_ms() - t0 < 30000);
     CHECK(qm_error_status(err) == QM_ERR_LAUNCH);
@@ -34,7 +34,7 @@ static void bad_argument_reports_exit_code_and_output(void)
     CHECK_HAS(qm_error_message(err), "launch failed");
     CHECK_HAS(qm_error_message(err), "Exit code: 1");
     CHECK_HAS(qm_error_message(err), "invalid option");
-    CHECK(qm_error_launch_cause(err) != QM_OK && qm_error_launch_cause(err) != QM_ERR_LAUNCH);
+    CHECK(qm_error_cause(err) != QM_OK && qm_error_cause(err) != QM_ERR_LAUNCH);
     CHECK(qm_error_qmp_class(err) == NULL);
     qm_error_free(err);
 
@@ -54,8 +54,8 @@ static void missing_binary_is_an_io_cause(void)
     qm_error *err = NULL;
     int code = 0;
     OK(qm_new("/nonexistent/qemu-system-x86_64", &m, &err));
-    CHECK(qm_launch(m, NULL, &err) == QM_ERR_LAUNCH);
-    CHECK(qm_error_launch_cause(err) == QM_ERR_IO);
+    CHECK(qm_launch(m, QM_WAIT_DEFAULT, NULL, &err) == QM_ERR_LAUNCH);
+    CHECK(qm_error_cause(err) == QM_ERR_IO);
     CHECK(qm_error_os_code(err, &code) && code == ENOENT);
     CHECK(!qm_error_exit_code(err, &code)); /* it never ran */
     CHECK_HAS(qm_error_command(err), "/nonexistent/qemu-system-x86_64");
@@ -75,10 +75,10 @@ static void qemu_dying_before_qmp(void)
     qm_error *err = NULL;
     int code = 0;
     OK(qm_set_wrapper(m, wrapper, 3, &err));
-    CHECK(qm_launch(m, NULL, &err) == QM_ERR_LAUNCH);
+    CHECK(qm_launch(m, QM_WAIT_DEFAULT, NULL, &err) == QM_ERR_LAUNCH);
     CHECK(qm_error_exit_code(err, &code) && code == 7);
     CHECK_HAS(qm_error_output(err), "wrapper says no");
-    CHECK(qm_error_launch_cause(err) == QM_ERR_DISCONNECTED);
+    CHECK(qm_error_cause(err) == QM_ERR_DISCONNECTED);
     qm_error_free(err);
     qm_free(m);
 }
@@ -92,12 +92,12 @@ static void unusable_socket_path(void)
     strcpy(path, "/tmp/");
     memset(path + 5, 'x', 200);
     OK(qm_set_monitor_unix(m, path, &err));
-    CHECK(qm_launch(m, NULL, &err) == QM_ERR_LAUNCH);
-    CHECK(qm_error_launch_cause(err) == QM_ERR_INVALID);
+    CHECK(qm_launch(m, QM_WAIT_DEFAULT, NULL, &err) == QM_ERR_LAUNCH);
+    CHECK(qm_error_cause(err) == QM_ERR_INVALID);
     CHECK_HAS(qm_error_message(err), "longer than the 107 bytes");
     qm_error_free(err);
     OK(qm_set_monitor_unix(m, "/nonexistent-dir/mon.sock", &err));
-    FAILS(QM_ERR_LAUNCH, qm_launch(m, NULL, &err));
+    FAILS(QM_ERR_LAUNCH, qm_launch(m, QM_WAIT_DEFAULT, NULL, &err));
     CHECK(!qm_is_running(m));
     qm_free(m);
 }
@@ -109,19 +109,19 @@ static void relaunch_after_failure(void)
     char *s = NULL;
     OK(qm_new(qemu_binary(), &m, &err));
     OK(qm_add_args(m, bad, 2, &err));
-    FAILS(QM_ERR_LAUNCH, qm_launch(m, NULL, &err));
+    FAILS(QM_ERR_LAUNCH, qm_launch(m, QM_WAIT_DEFAULT, NULL, &err));
     qm_free(m);
 
     /* The same handle launches fine once its configuration is fixed. */
     m = NULL;
     OK(qm_new("/nonexistent/qemu", &m, &err));
-    FAILS(QM_ERR_LAUNCH, qm_launch(m, NULL, &err));
+    FAILS(QM_ERR_LAUNCH, qm_launch(m, QM_WAIT_DEFAULT, NULL, &err));
     qm_free(m);
     m = new_none();
     OK(qm_set_wrapper(m, (const char *[]){"/nonexistent/wrapper"}, 1, &err));
-    FAILS(QM_ERR_LAUNCH, qm_launch(m, NULL, &err));
+    FAILS(QM_ERR_LAUNCH, qm_launch(m, QM_WAIT_DEFAULT, NULL, &err));
     OK(qm_set_wrapper(m, NULL, 0, &err));
-    OK(qm_launch(m, NULL, &err));
+    OK(qm_launch(m, QM_WAIT_DEFAULT, NULL, &err));
     s = cmd_ok(m, "query-status", NULL);
     qm_string_free(s);
     shutdown_free(m);
@@ -137,7 +137,7 @@ static void failed_launch_leaves_no_files(void)
     OK(qm_set_base_temp_dir(m, base, &err));
     OK(qm_set_monitor_unix(m, NULL, &err));
     OK(qm_add_args(m, args, 1, &err));
-    FAILS(QM_ERR_LAUNCH, qm_launch(m, NULL, &err));
+    FAILS(QM_ERR_LAUNCH, qm_launch(m, QM_WAIT_DEFAULT, NULL, &err));
     snprintf(cmd, sizeof cmd, "find '%s' -mindepth 1 | wc -l", base);
     p = popen(cmd, "r");
     CHECK(p != NULL);
@@ -149,6 +149,24 @@ static void failed_launch_leaves_no_files(void)
     free(base);
 }
 
+/* qm_launch's timeout_ms bounds the launch like every other blocking call: a QEMU that takes
+ * longer to come up (here: a wrapper that sleeps first) fails with a timeout as the cause, and
+ * overrides the QMP timer, which would have waited for it. */
+static void launch_timeout_overrides_the_qmp_timer(void)
+{
+    qm_machine *m = new_none();
+    const char *wrapper[] = {"sh", "-c", "sleep 5; exec \"$@\"", "sh"};
+    qm_error *err = NULL;
+    OK(qm_set_wrapper(m, wrapper, 4, &err));
+    OK(qm_set_qmp_timer(m, 60000, &err));
+    INVALID(qm_launch(m, -5, NULL, &err), "timeout_ms is -5");
+    CHECK(qm_launch(m, 200, NULL, &err) == QM_ERR_LAUNCH);
+    CHECK(qm_error_cause(err) == QM_ERR_TIMEOUT);
+    qm_error_free(err);
+    CHECK(!qm_is_running(m));
+    qm_free(m);
+}
+
 int main(int argc, char **argv)
 {
     static const struct test tests[] = {
@@ -158,6 +176,7 @@ int main(int argc, char **argv)
         TEST(unusable_socket_path),
         TEST(relaunch_after_failure),
         TEST(failed_launch_leaves_no_files),
+        TEST(launch_timeout_overrides_the_qmp_timer),
     };
     return RUN_TESTS(tests);
 }

@@ -16,7 +16,7 @@ static void launch_qmp_event_shutdown(void)
     qm_machine *m = new_none();
     char *s = NULL;
     int code = -100;
-    OK(qm_launch(m, NULL, &err));
+    OK(qm_launch(m, QM_WAIT_DEFAULT, NULL, &err));
     CHECK(qm_is_running(m));
     CHECK(qm_pid(m) > 0);
     CHECK(!qm_exit_code(m, &code) && code == -100);
@@ -100,7 +100,7 @@ static void wrong_state_after_launch(void)
     qm_machine *m = launch_none();
     char *s = NULL;
     int fd = -1;
-    FAILS(QM_ERR_STATE, qm_launch(m, NULL, &err));
+    FAILS(QM_ERR_STATE, qm_launch(m, QM_WAIT_DEFAULT, NULL, &err));
     CHECK(qm_is_running(m));
     FAILS(QM_ERR_STATE, qm_console_fd(m, &fd, &err)); /* no console configured */
     CHECK(fd == -1);
@@ -118,7 +118,7 @@ static void wrong_state_after_launch(void)
     OK(qm_event_get(m, 0, NULL, &s, &err));
     CHECK(s == NULL);
     /* A machine can be launched again after a shutdown. */
-    OK(qm_launch(m, NULL, &err));
+    OK(qm_launch(m, QM_WAIT_DEFAULT, NULL, &err));
     s = cmd_ok(m, "query-status", NULL);
     qm_string_free(s);
     shutdown_free(m);
@@ -130,7 +130,7 @@ static void timeouts_and_default_timer(void)
     char *s = NULL;
     double t0;
     OK(qm_set_qmp_timer(m, 20000, &err));
-    OK(qm_launch(m, NULL, &err));
+    OK(qm_launch(m, QM_WAIT_DEFAULT, NULL, &err));
     /* Nothing emits an event here: a bounded wait times out, a zero wait just looks. */
     t0 = now_ms();
     FAILS(QM_ERR_TIMEOUT, qm_event_get(m, 100, NULL, &s, &err));
@@ -168,9 +168,9 @@ static void launch_timer_applies_to_handshake(void)
     OK(qm_set_wrapper(m, wrapper, 3, &err));
     OK(qm_set_qmp_timer(m, 300, &err));
     t0 = now_ms();
-    CHECK(qm_launch(m, NULL, &err) == QM_ERR_LAUNCH);
+    CHECK(qm_launch(m, QM_WAIT_DEFAULT, NULL, &err) == QM_ERR_LAUNCH);
     CHECK(now_ms() - t0 < 4500);
-    CHECK(qm_error_launch_cause(err) == QM_ERR_TIMEOUT);
+    CHECK(qm_error_cause(err) == QM_ERR_TIMEOUT);
     CHECK(!qm_error_exit_code(err, NULL)); /* still running at the timeout: killed */
     CHECK_HAS(qm_error_command(err), "sh -c sleep 5");
     qm_error_free(err);
@@ -189,7 +189,7 @@ static void command_line_and_log(void)
     OK(qm_add_args(m, args, 2, &err));
     OK(qm_set_wrapper(m, wrapper, 2, &err));
     OK(qm_set_log_dir(m, dir, &err));
-    OK(qm_launch(m, NULL, &err));
+    OK(qm_launch(m, QM_WAIT_DEFAULT, NULL, &err));
     OK(qm_get_command_line(m, &s, &err));
     CHECK(strncmp(s, "[\"env\",\"QM_C_TEST=1\",\"", 21) == 0);
     CHECK_HAS(s, "\"-machine\",\"none\"");
@@ -218,7 +218,7 @@ static void monitor_on_unix_socket(void)
     struct stat st;
     snprintf(path, sizeof path, "%s/mon.sock", dir);
     OK(qm_set_monitor_unix(m, path, &err));
-    OK(qm_launch(m, NULL, &err));
+    OK(qm_launch(m, QM_WAIT_DEFAULT, NULL, &err));
     CHECK(stat(path, &st) == 0 && S_ISSOCK(st.st_mode) && (st.st_mode & 0777) == 0600);
     s = cmd_ok(m, "query-status", NULL);
     qm_string_free(s);
@@ -229,7 +229,7 @@ static void monitor_on_unix_socket(void)
     OK(qm_set_sock_dir(m, dir, &err));
     OK(qm_set_name(m, "unixvm", &err));
     OK(qm_set_monitor_unix(m, NULL, &err));
-    OK(qm_launch(m, NULL, &err));
+    OK(qm_launch(m, QM_WAIT_DEFAULT, NULL, &err));
     snprintf(path, sizeof path, "%s/unixvm-monitor.sock", dir);
     CHECK(stat(path, &st) == 0);
     s = cmd_ok(m, "query-status", NULL);
@@ -244,7 +244,7 @@ static void monitor_on_tcp(void)
     qm_machine *m = new_none();
     char *s = NULL;
     OK(qm_set_monitor_tcp(m, "127.0.0.1", 0, &err));
-    OK(qm_launch(m, NULL, &err));
+    OK(qm_launch(m, QM_WAIT_DEFAULT, NULL, &err));
     OK(qm_get_command_line(m, &s, &err));
     CHECK_HAS(s, "host=127.0.0.1,port=");
     qm_string_free(s);
@@ -259,7 +259,7 @@ static void without_qmp_shutdown_uses_sigterm(void)
     char *s = NULL;
     int code = 1;
     OK(qm_set_qmp_monitor(m, false, &err));
-    OK(qm_launch(m, NULL, &err));
+    OK(qm_launch(m, QM_WAIT_DEFAULT, NULL, &err));
     CHECK(qm_is_running(m));
     FAILS(QM_ERR_STATE, qm_cmd(m, "query-status", NULL, QM_WAIT_DEFAULT, NULL, &s, &err));
     FAILS(QM_ERR_STATE, qm_event_get(m, 0, NULL, &s, &err));
@@ -278,7 +278,7 @@ static void kill_and_hard_shutdown(void)
     OK(qm_kill(m, &err));
     CHECK(!qm_is_running(m));
     CHECK(qm_exit_code(m, &code) && code == -SIGKILL);
-    OK(qm_launch(m, NULL, &err));
+    OK(qm_launch(m, QM_WAIT_DEFAULT, NULL, &err));
     OK(qm_shutdown(m, true, QM_WAIT_FOREVER, NULL, &err));
     CHECK(qm_exit_code(m, &code) && code == -SIGKILL);
     qm_free(m);
@@ -294,7 +294,7 @@ static void wait_for_qemu_to_exit_by_itself(void)
     CHECK(!qm_is_running(m));
     CHECK(qm_exit_code(m, &code) && code == -SIGKILL);
     /* A quit sent by hand: qm_wait then sees a clean exit. */
-    OK(qm_launch(m, NULL, &err));
+    OK(qm_launch(m, QM_WAIT_DEFAULT, NULL, &err));
     OK(qm_qmp(m, "quit", NULL, QM_WAIT_DEFAULT, NULL, &s, &err));
     qm_string_free(s);
     OK(qm_wait(m, QM_WAIT_DEFAULT, NULL, &err));
@@ -319,7 +319,7 @@ static void oversize_reply_is_a_protocol_error(void)
     qm_machine *m = new_none();
     char *s = NULL;
     OK(qm_set_max_message_size(m, 4096, &err));
-    OK(qm_launch(m, NULL, &err));
+    OK(qm_launch(m, QM_WAIT_DEFAULT, NULL, &err));
     /* query-qmp-schema is over 100 KiB. */
     FAILS(QM_ERR_PROTOCOL, qm_cmd(m, "query-qmp-schema", NULL, QM_WAIT_DEFAULT, NULL, &s, &err));
     CHECK(s == NULL);

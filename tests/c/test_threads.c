@@ -123,9 +123,9 @@ static void *block(void *arg)
         b->status = qm_shutdown(b->m, false, QM_WAIT_FOREVER, b->cancel, &err);
         break;
     case 4:
-        b->status = qm_launch(b->m, b->cancel, &err);
+        b->status = qm_launch(b->m, QM_WAIT_DEFAULT, b->cancel, &err);
         /* A launch interrupted by its token is a launch failure caused by the interruption. */
-        if (b->status == QM_ERR_LAUNCH && qm_error_launch_cause(err) == QM_ERR_INTERRUPTED)
+        if (b->status == QM_ERR_LAUNCH && qm_error_cause(err) == QM_ERR_INTERRUPTED)
             b->status = QM_ERR_INTERRUPTED;
         qm_error_free(err);
         err = NULL;
@@ -307,7 +307,7 @@ static void *launch(void *arg)
 {
     struct launcher *l = arg;
     qm_error *err = NULL;
-    l->status = qm_launch(l->m, NULL, &err);
+    l->status = qm_launch(l->m, QM_WAIT_DEFAULT, NULL, &err);
     qm_error_free(err);
     return NULL;
 }
@@ -344,7 +344,7 @@ static void cancel_interrupts_a_launch_waiting_for_qemu(void)
     CHECK(took < 5000);
     CHECK(!qm_is_running(m));
     /* A token that already fired launches nothing. */
-    FAILS(QM_ERR_INTERRUPTED, qm_launch(m, b.cancel, &err));
+    FAILS(QM_ERR_INTERRUPTED, qm_launch(m, QM_WAIT_DEFAULT, b.cancel, &err));
     CHECK(qm_pid(m) == -1);
     qm_cancel_free(b.cancel);
     qm_free(m);

@@ -4,7 +4,7 @@
 
 use std::os::unix::net::UnixStream;
 
-use crate::fake_qmp::{handshake, FakePeer, Step};
+use super::fake_qmp::{handshake, FakePeer, Step};
 use qm::QmpClient;
 
 /// A client on one end of a socketpair, the peer running `script` on the other.

@@ -66,7 +66,7 @@ int main(void)
         check("qm_new", qm_new("qemu-system-x86_64", &vm, &err), err) ||
         add_args_from_json(vm, json) ||
         check("qm_set_console", qm_set_console(vm, NULL, 0, &err), err) ||
-        check("qm_launch", qm_launch(vm, NULL, &err), err) ||
+        check("qm_launch", qm_launch(vm, QM_WAIT_DEFAULT, NULL, &err), err) ||
         check("qm_console_fd", qm_console_fd(vm, &fd, &err), err))
         goto out;
 

@@ -28,7 +28,7 @@ int main(void)
         die("qm_new", st, err);
     qm_set_machine(vm, "none", NULL); /* no guest: QMP only */
 
-    if ((st = qm_launch(vm, NULL, &err)) != QM_OK)
+    if ((st = qm_launch(vm, QM_WAIT_DEFAULT, NULL, &err)) != QM_OK)
         die("qm_launch", st, err); /* the error has QEMU's exit code, command line and output */
     printf("QEMU runs as pid %lld\n", (long long)qm_pid(vm));
 

@@ -31,7 +31,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Mutex, Once};
 
-use super::vfork;
+use super::spawn::{start as start_child, Prepared};
 
 /// The watchdog: on end of file on stdin, SIGKILL every group registered and not released.
 /// Lines: `+PGID` registers a group, `-PGID` releases it.
@@ -56,7 +56,7 @@ struct Watchdog {
 struct State {
     watchdog: Option<Watchdog>,
     /// Groups registered, re-sent to a new watchdog if the old one died.
-    groups: BTreeSet<libc::pid_t>,
+    groups: BTreeSet<u32>,
 }
 
 static STATE: Mutex<State> = Mutex::new(State {
@@ -68,16 +68,30 @@ fn lock() -> std::sync::MutexGuard<'static, State> {
     STATE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Sends `sig` to the process group `pgid` (ours: its leader is our unreaped child); a group
+/// that is gone (ESRCH) is not an error.
+pub(crate) fn signal_group(pgid: u32, sig: libc::c_int) -> io::Result<()> {
+    // SAFETY: kill(2) with integers; a negative pid names a group.
+    if unsafe { libc::kill(-(pgid as libc::pid_t), sig) } == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::ESRCH) => Ok(()),
+        _ => Err(err),
+    }
+}
+
 /// Registers the group `pgid` with the watchdog (starting it if needed), so that the group is
 /// killed if the host dies before [`release`]. An error means the group is not guarded.
-pub(crate) fn guard(pgid: libc::pid_t) -> io::Result<()> {
+pub(crate) fn guard(pgid: u32) -> io::Result<()> {
     let mut state = lock();
     state.groups.insert(pgid);
     send(&mut state, &format!("+{pgid}\n"))
 }
 
 /// Forgets the group `pgid` (once it is dead and its leader reaped).
-pub(crate) fn release(pgid: libc::pid_t) {
+pub(crate) fn release(pgid: u32) {
     let mut state = lock();
     if state.groups.remove(&pgid) && state.watchdog.is_some() {
         let _ = send(&mut state, &format!("-{pgid}\n"));
@@ -175,7 +189,7 @@ fn start() -> io::Result<Watchdog> {
     let argv: Vec<String> = ["/bin/sh", "-c", SCRIPT, "qm-watchdog"]
         .map(String::from)
         .into();
-    let mut prepared = vfork::Prepared::new(
+    let mut prepared = Prepared::new(
         &argv,
         [theirs.as_raw_fd(), null.as_raw_fd(), null.as_raw_fd()],
         &[],
@@ -191,7 +205,7 @@ fn start() -> io::Result<Watchdog> {
         libc::SIGTTIN,
         libc::SIGTTOU,
     ];
-    let pid = vfork::spawn(&prepared)
+    let pid = start_child(&prepared)
         .map_err(|e| io::Error::new(e.kind(), format!("starting the qm watchdog: {e}")))?;
     SOCK.store(ours.as_raw_fd(), Ordering::Relaxed);
     Ok(Watchdog { sock: ours, pid })

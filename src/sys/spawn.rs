@@ -1,4 +1,4 @@
-//! Starting a program without copying the host's address space: `clone(CLONE_VM |
+//! Starting a child process without copying the host's address space: `clone(CLONE_VM |
 //! CLONE_VFORK)`, the way `posix_spawn` does it, with the setup `posix_spawn` cannot express
 //! (a parent-death signal checked against a race, a fresh process group, every stray
 //! descriptor closed at exec while chosen ones are kept under their numbers).
@@ -28,12 +28,65 @@
 //! - Other threads of the host keep running; the child touches no memory they write.
 
 use std::ffi::{c_int, c_void, CString};
+use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
+use std::sync::mpsc;
+use std::sync::OnceLock;
 
 /// The child's stack. The child's deepest call is a libc system-call wrapper.
 const CHILD_STACK: usize = 64 * 1024;
+
+/// What to start.
+pub(crate) struct Spawn {
+    pub argv: Vec<String>,
+    /// Descriptors QEMU inherits under the same numbers; everything else is closed at exec.
+    pub keep_fds: Vec<RawFd>,
+    /// Receives QEMU's stdout and stderr.
+    pub log: File,
+}
+
+/// Starts `spawn.argv` with stdin on /dev/null and stdout+stderr on the log, in a process
+/// group of its own (its pgid is its pid) and with SIGKILL as its parent-death signal, tied to
+/// the spawner thread. Returns its pid once it has exec'd; the caller owns the child (reaps
+/// it) and its group.
+pub(crate) fn spawn(spawn: Spawn) -> io::Result<u32> {
+    let null = File::open("/dev/null")?;
+    let log = spawn.log.as_raw_fd();
+    let mut job = Prepared::new(&spawn.argv, [null.as_raw_fd(), log, log], &spawn.keep_fds)?;
+    job.death_signal = libc::SIGKILL;
+    job.own_group = true;
+    let gone = || io::Error::other("the qm spawner thread is gone");
+    let (tx, rx) = mpsc::sync_channel(1);
+    spawner().send((job, tx)).map_err(|_| gone())?;
+    let pid = rx.recv().map_err(|_| gone())??;
+    Ok(pid as u32)
+}
+
+type Job = (Prepared, mpsc::SyncSender<io::Result<libc::pid_t>>);
+
+/// Every QEMU is started from one long-lived thread. `PR_SET_PDEATHSIG` fires when the thread
+/// that started the child ends, not the process; starting it from a caller's thread would kill
+/// the VM when that thread exits (a Go goroutine's OS thread, a test thread). The spawner only
+/// clones: everything that allocates (argv, environment, the `PATH` search) is prepared by the
+/// launching thread, and the clone shares the host's memory instead of copying its page tables,
+/// so the spawner is busy for the kernel part of one `execve` per launch.
+fn spawner() -> &'static mpsc::Sender<Job> {
+    static SPAWNER: OnceLock<mpsc::Sender<Job>> = OnceLock::new();
+    SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("qm-spawner".into())
+            .spawn(move || {
+                for (job, reply) in rx {
+                    let _ = reply.send(start(&job));
+                }
+            })
+            .expect("starting the qm spawner thread");
+        tx
+    })
+}
 
 /// Everything the child needs, built by the parent (the child may not allocate).
 pub(crate) struct Prepared {
@@ -186,7 +239,7 @@ fn search_path(program: &str) -> Result<Vec<CString>, std::ffi::NulError> {
 /// `execve` is returned with the step and the child's `errno`; that child is already reaped.
 ///
 /// Call it from the thread the child's death signal should be tied to.
-pub(crate) fn spawn(p: &Prepared) -> io::Result<libc::pid_t> {
+pub(crate) fn start(p: &Prepared) -> io::Result<libc::pid_t> {
     let mut fds = [0 as RawFd; 2];
     // SAFETY: pipe2 writes two descriptors into the array; checked.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {

@@ -1,0 +1,194 @@
+//! What to run: the machine's settings, their defaults and their setters.
+
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::args::option_value;
+use super::{lock, Machine};
+use crate::error::{Error, Result};
+use crate::qmp::DEFAULT_MAX_MESSAGE;
+
+/// Where the QMP monitor lives.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum MonitorAddress {
+    /// A socketpair; QEMU gets its end as `-chardev socket,id=mon,fd=N`. No file is created.
+    #[default]
+    SocketPair,
+    /// A unix socket at this path (or, for `None`, at `<sock_dir>/<name>-monitor.sock`):
+    /// qm listens (mode 0600) and QEMU connects.
+    Unix(Option<PathBuf>),
+    /// A TCP address: qm listens and QEMU connects. Port 0 picks a free port.
+    Tcp {
+        /// Host name or address to listen on, e.g. `127.0.0.1`.
+        host: String,
+        /// Port, or 0 for any free one.
+        port: u16,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub(super) struct Config {
+    pub(super) binary: String,
+    pub(super) args: Vec<String>,
+    pub(super) wrapper: Vec<String>,
+    pub(super) name: String,
+    pub(super) base_temp_dir: PathBuf,
+    pub(super) sock_dir: Option<PathBuf>,
+    pub(super) log_dir: Option<PathBuf>,
+    pub(super) monitor: MonitorAddress,
+    pub(super) drain_console: bool,
+    pub(super) console_log: Option<PathBuf>,
+    pub(super) qmp_timer: Option<Duration>,
+    pub(super) qmp_enabled: bool,
+    pub(super) machine: Option<String>,
+    pub(super) console: Option<(Option<String>, usize)>,
+    /// Descriptors registered with `add_fd`, inherited by QEMU.
+    pub(super) pass_fds: Vec<RawFd>,
+    pub(super) max_message: usize,
+}
+
+impl Config {
+    /// The defaults: those of QEMU's `QEMUMachine`, with a socketpair monitor.
+    pub(super) fn new(binary: String, name: String) -> Config {
+        Config {
+            binary,
+            args: Vec::new(),
+            wrapper: Vec::new(),
+            name,
+            base_temp_dir: PathBuf::from("/var/tmp"),
+            sock_dir: None,
+            log_dir: None,
+            monitor: MonitorAddress::SocketPair,
+            drain_console: false,
+            console_log: None,
+            qmp_timer: Some(Duration::from_secs(30)),
+            qmp_enabled: true,
+            machine: None,
+            console: None,
+            pass_fds: Vec::new(),
+            max_message: DEFAULT_MAX_MESSAGE,
+        }
+    }
+}
+
+impl Machine {
+    /// Appends arguments for QEMU after the ones qm builds.
+    pub fn add_args<I, S>(&self, args: I)
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        lock(&self.cfg)
+            .args
+            .extend(args.into_iter().map(Into::into));
+    }
+
+    /// Sets the argv prefix QEMU runs under, e.g. `["strace", "-f"]` (never a shell).
+    pub fn set_wrapper<I, S>(&self, wrapper: I)
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        lock(&self.cfg).wrapper = wrapper.into_iter().map(Into::into).collect();
+    }
+
+    /// Names the machine: the prefix of its log and socket files. Rejects names that could
+    /// escape the log directory (`/`, `..`, NUL) or are empty.
+    pub fn set_name(&self, name: &str) -> Result<()> {
+        if name.is_empty() || name.contains('/') || name.contains('\0') || name.contains("..") {
+            return Err(Error::Invalid(format!(
+                "machine name {name:?} must be non-empty without '/', '..' or NUL"
+            )));
+        }
+        lock(&self.cfg).name = name.to_owned();
+        Ok(())
+    }
+
+    /// Where the temporary directory is created (default `/var/tmp`).
+    pub fn set_base_temp_dir(&self, dir: impl Into<PathBuf>) {
+        lock(&self.cfg).base_temp_dir = dir.into();
+    }
+
+    /// Where qm-chosen socket paths go (default: the temporary directory).
+    pub fn set_sock_dir(&self, dir: impl Into<PathBuf>) {
+        lock(&self.cfg).sock_dir = Some(dir.into());
+    }
+
+    /// Writes QEMU's stdout and stderr to `<dir>/<name>.log`, kept after shutdown. Without it
+    /// they go to an anonymous in-memory file. Either way [`get_log`](Self::get_log) returns
+    /// them after a shutdown or a failed launch.
+    pub fn set_log_dir(&self, dir: impl Into<PathBuf>) {
+        lock(&self.cfg).log_dir = Some(dir.into());
+    }
+
+    /// Where the QMP monitor lives (default: a socketpair).
+    pub fn set_monitor_address(&self, address: MonitorAddress) {
+        lock(&self.cfg).monitor = address;
+    }
+
+    /// Enables a background drain of the console, so QEMU never blocks on a console nobody
+    /// reads; bytes are kept for [`console`](Self::console) readers.
+    pub fn set_drain_console(&self, drain: bool) {
+        lock(&self.cfg).drain_console = drain;
+    }
+
+    /// Appends every console byte to this file (implies the drain).
+    pub fn set_console_log(&self, path: Option<PathBuf>) {
+        lock(&self.cfg).console_log = path;
+    }
+
+    /// Bounds the QMP handshake at launch (accept, greeting, capabilities) and is the default
+    /// timeout of [`qmp`](Self::qmp) and [`cmd`](Self::cmd). `None` waits forever. Default 30 s.
+    pub fn set_qmp_timer(&self, timer: Option<Duration>) {
+        lock(&self.cfg).qmp_timer = timer;
+    }
+
+    /// The QMP timer (see [`set_qmp_timer`](Self::set_qmp_timer)); `None` is no limit.
+    pub fn qmp_timer(&self) -> Option<Duration> {
+        lock(&self.cfg).qmp_timer
+    }
+
+    /// Turns the QMP monitor on (default) or off. Without it, shutdown uses SIGTERM.
+    pub fn set_qmp_monitor(&self, enabled: bool) {
+        lock(&self.cfg).qmp_enabled = enabled;
+    }
+
+    /// Adds `-machine TYPE`.
+    pub fn set_machine(&self, machine_type: &str) {
+        lock(&self.cfg).machine = Some(machine_type.to_owned());
+    }
+
+    /// Adds a console on a socketpair: `-serial chardev:console` or, with a device type (e.g.
+    /// `isa-serial`), `-device TYPE,chardev=console`; `index` > 0 first adds that many
+    /// `-serial null`.
+    pub fn set_console(&self, device_type: Option<&str>, index: usize) {
+        lock(&self.cfg).console = Some((device_type.map(str::to_owned), index));
+    }
+
+    /// Adds an unused `-monitor null`.
+    pub fn add_monitor_null(&self) {
+        self.add_args(["-monitor", "null"]);
+    }
+
+    /// Passes `fd` to QEMU as `-add-fd fd=FD,set=FDSET,opaque=OPAQUE[,OPTS]`. QEMU inherits it
+    /// under the same number; the caller keeps ownership and must keep it open until launch.
+    /// Commas in `opaque` are escaped; `opts` is passed as it is (more `key=value` options).
+    pub fn add_fd(&self, fd: BorrowedFd<'_>, fdset: u32, opaque: &str, opts: &str) {
+        let raw = fd.as_raw_fd();
+        let mut option = format!("fd={raw},set={fdset},opaque={}", option_value(opaque));
+        if !opts.is_empty() {
+            option.push(',');
+            option.push_str(opts);
+        }
+        let mut cfg = lock(&self.cfg);
+        cfg.pass_fds.push(raw);
+        cfg.args.extend(["-add-fd".to_owned(), option]);
+    }
+
+    /// Caps the size of one message from QEMU (default [`DEFAULT_MAX_MESSAGE`], 64 MiB): a
+    /// larger one fails the connection with [`Error::Protocol`] instead of exhausting memory.
+    pub fn set_max_message_size(&self, bytes: usize) {
+        lock(&self.cfg).max_message = bytes.max(1024);
+    }
+}

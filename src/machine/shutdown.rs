@@ -1,0 +1,187 @@
+//! How a run ends: the shutdown ladder (`quit`, then SIGTERM without QMP, then SIGKILL), the
+//! wait for QEMU to exit by itself, and the cleanup every path ends in.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::process::Process;
+use super::{lock, Life, Machine, ProcState};
+use crate::error::{Error, Result};
+use crate::log::{debug, warning};
+use crate::wait::{Deadline, Wait};
+
+/// How long [`Machine::kill`] waits for a SIGKILLed QEMU to disappear, as the seed does.
+const HARD_KILL_WAIT: Duration = Duration::from_secs(60);
+
+/// How long qm waits for a QEMU that closed its monitor to exit by itself before killing it.
+const EXIT_GRACE: Duration = Duration::from_secs(5);
+
+/// The graceful-shutdown timeout used when a running machine is dropped, as the seed's default.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Machine {
+    /// Shuts QEMU down gracefully: `quit` over QMP (SIGTERM without QMP), then waits up to the
+    /// wait's timeout for the exit. If that fails, kills QEMU and returns
+    /// [`Error::AbnormalShutdown`]. Cleanup always runs. Does nothing when not launched.
+    ///
+    /// The wait's default is [`DEFAULT_SHUTDOWN_TIMEOUT`]; a token that fired (before or during
+    /// the call) means "do not wait: kill QEMU".
+    pub fn shutdown(&self, wait: impl Into<Wait>) -> Result<()> {
+        self.shutdown_inner(false, wait.into())
+    }
+
+    /// Kills QEMU (SIGKILL), reaps it and cleans up. Does nothing when not launched.
+    pub fn kill(&self) -> Result<()> {
+        self.shutdown_inner(true, Wait::forever())
+    }
+
+    /// Waits for QEMU to exit by itself (e.g. the guest powered off), then cleans up; kills it
+    /// and returns [`Error::AbnormalShutdown`] when it does not exit in time.
+    ///
+    /// The wait's default and its token mean what they mean for [`shutdown`](Self::shutdown).
+    pub fn wait(&self, wait: impl Into<Wait>) -> Result<()> {
+        self.quit_issued.store(true, Ordering::SeqCst);
+        self.shutdown_inner(false, wait.into())
+    }
+
+    fn shutdown_inner(&self, hard: bool, wait: Wait) -> Result<()> {
+        let wait = wait.or_default(Some(DEFAULT_SHUTDOWN_TIMEOUT));
+        let mut life = lock(&self.life);
+        if !life.launched {
+            return Ok(());
+        }
+        debug!("{}: shutting down (hard: {hard})", self.name());
+        let result = if hard {
+            self.hard_shutdown()
+        } else {
+            match self.soft_shutdown(&wait) {
+                Ok(()) => Ok(()),
+                Err(cause) => {
+                    debug!(
+                        "{}: graceful shutdown failed ({cause}); killing",
+                        self.name()
+                    );
+                    self.exit_after(&cause);
+                    let _ = self.hard_shutdown();
+                    Err(Error::AbnormalShutdown(Box::new(cause)))
+                }
+            }
+        };
+        self.post_shutdown(&mut life);
+        result
+    }
+
+    /// Before waiting for QEMU: close the console so QEMU can't block writing to it.
+    fn early_cleanup(&self) {
+        if let Some(console) = lock(&self.console).as_mut() {
+            console.close_user();
+        }
+    }
+
+    fn soft_shutdown(&self, wait: &Wait) -> Result<()> {
+        self.early_cleanup();
+        let deadline = wait.start()?;
+        let process = self.process()?;
+        let client = lock(&self.qmp).clone();
+        match client {
+            Some(client) => {
+                let quit = if self.quit_issued.load(Ordering::SeqCst) {
+                    Ok(())
+                } else {
+                    self.qmp_with("quit", None, deadline.to_wait()).map(drop)
+                };
+                client.close();
+                quit?;
+            }
+            None if !self.quit_issued.load(Ordering::SeqCst) => {
+                self.send_signal(&process, libc::SIGTERM)?
+            }
+            None => {}
+        }
+        process.wait(&deadline).map(drop)
+    }
+
+    pub(super) fn hard_shutdown(&self) -> Result<()> {
+        self.early_cleanup();
+        let process = self.process()?;
+        self.send_signal(&process, libc::SIGKILL)?;
+        process.wait(&Deadline::after(HARD_KILL_WAIT)).map(drop)
+    }
+
+    /// QEMU's exit status if it has exited, or exits soon: a QEMU that hung up on its monitor
+    /// (`cause` is a disconnection) is on its way out, and is given a moment to finish so that
+    /// its exit code, its last words and a signal someone else sent are its own, not our
+    /// SIGKILL's.
+    pub(super) fn exit_after(&self, cause: &Error) -> Option<i32> {
+        let process = self.process().ok()?;
+        let grace = match cause {
+            Error::Disconnected(_) => EXIT_GRACE,
+            _ => Duration::ZERO,
+        };
+        process.wait(&Deadline::after(grace)).ok()
+    }
+
+    /// Signals QEMU unless it already exited, remembering the signal so that its death by it
+    /// is not reported as foreign.
+    fn send_signal(&self, process: &Process, sig: libc::c_int) -> Result<()> {
+        if process.try_status().is_none() {
+            self.signal_sent.store(sig, Ordering::SeqCst);
+            process.signal(sig)?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn process(&self) -> Result<Arc<Process>> {
+        match &*lock(&self.proc) {
+            ProcState::Running(p) => Ok(p.clone()),
+            _ => Err(Error::State("no QEMU process".into())),
+        }
+    }
+
+    /// After QEMU exited (or a launch failed): close everything, read the log back, remove
+    /// files, and report a death by a signal we did not send.
+    pub(super) fn post_shutdown(&self, life: &mut Life) {
+        if let Some(client) = lock(&self.qmp).as_ref() {
+            client.close();
+        }
+        let console = lock(&self.console).take();
+        if let Some(console) = console {
+            console.finish();
+        }
+        let exitcode = {
+            let mut proc = lock(&self.proc);
+            let code = match &*proc {
+                ProcState::Running(p) => p.try_status(),
+                ProcState::Exited(c) => Some(*c),
+                ProcState::None => None,
+            };
+            // Forget the process (and its pidfd) once reaped.
+            if let Some(code) = code {
+                *proc = ProcState::Exited(code);
+            }
+            code
+        };
+        if let Some(log) = life.log.take() {
+            lock(&self.output).log = Some(log.read_back());
+        }
+        *lock(&self.temp_dir) = None;
+        for path in life.remove_files.drain(..) {
+            let _ = std::fs::remove_file(path);
+        }
+        if let Some(code) = exitcode {
+            let ours = code == -self.signal_sent.load(Ordering::SeqCst);
+            if code < 0 && !ours {
+                warning!(
+                    "qemu received signal {}; command: \"{}\"",
+                    -code,
+                    lock(&self.output).full_args.join(" ")
+                );
+            }
+        }
+        self.quit_issued.store(false, Ordering::SeqCst);
+        self.signal_sent.store(0, Ordering::SeqCst);
+        life.launched = false;
+        debug!("{}: cleaned up (exit code {exitcode:?})", self.name());
+    }
+}

@@ -1,0 +1,13 @@
+//! What the integration tests share: `mod support;` in a test file brings every helper, each
+//! module naming what it needs itself (no `#[path]` includes that silently depend on the
+//! including file declaring other modules).
+//!
+//! - [`vm`]: machines on a real QEMU, scratch directories, cleanup checks.
+//! - [`fake_qmp`]: a scripted QMP peer, for faults real QEMU will not produce.
+//! - [`fake_client`]: a `QmpClient` connected to a [`fake_qmp`] peer.
+//! - [`linux_guest`]: the Linux test guest (guest/linux), built once per test process.
+
+pub mod fake_client;
+pub mod fake_qmp;
+pub mod linux_guest;
+pub mod vm;
