@@ -210,6 +210,14 @@ fn nul_terminated(strings: &[CString]) -> Vec<*const libc::c_char> {
         .collect()
 }
 
+impl Prepared {
+    /// Starts the program with an empty environment.
+    pub(crate) fn clear_env(&mut self) {
+        self._envp.clear();
+        self.envp = vec![std::ptr::null()];
+    }
+}
+
 /// The candidates `execvp` would try for `program`, in order.
 fn search_path(program: &str) -> Result<Vec<CString>, std::ffi::NulError> {
     if program.contains('/') || program.is_empty() {

@@ -34,17 +34,22 @@ use std::sync::{Mutex, Once};
 use super::spawn::{start as start_child, Prepared};
 
 /// The watchdog: on end of file on stdin, SIGKILL every group registered and not released.
-/// Lines: `+PGID` registers a group, `-PGID` releases it.
-const SCRIPT: &str = r#"g=' '
-while read -r l; do
+/// Lines: `+PGID` registers a group, `-PGID` releases it. One shell variable per group (a
+/// hash table in the shell), so each line costs the same however many groups are live: a list
+/// in one string made each release a pattern match over all of them (1.1 s of dash for 400
+/// registrations and releases, against 16 ms now). The environment is empty, so that no
+/// variable but these starts with `qm_g_`.
+const SCRIPT: &str = r#"while read -r l; do
+  p=${l#?}
+  case $p in ''|*[!0-9]*|0|1) continue ;; esac
   case $l in
-    +*) g="$g${l#+} " ;;
-    -*) p=${l#-}; case $g in *" $p "*) g="${g%% $p *} ${g#* $p }" ;; esac ;;
+    +*) eval "qm_g_$p=1" ;;
+    -*) unset "qm_g_$p" ;;
   esac
 done
-set --
-for p in $g; do case $p in *[!0-9]*|0|1) ;; *) set -- "$@" "-$p" ;; esac; done
-[ $# -eq 0 ] || kill -9 "$@" 2>/dev/null
+set | while IFS='=' read -r k v; do
+  case $k in qm_g_*) kill -9 "-${k#qm_g_}" 2>/dev/null ;; esac
+done
 "#;
 
 struct Watchdog {
@@ -194,6 +199,7 @@ fn start() -> io::Result<Watchdog> {
         [theirs.as_raw_fd(), null.as_raw_fd(), null.as_raw_fd()],
         &[],
     )?;
+    prepared.clear_env();
     // Its own group, so that a terminal's ^C or a signal to the host's group does not reach
     // it, and terminal signals ignored: it must outlive the host to do its job.
     prepared.own_group = true;
