@@ -303,3 +303,28 @@ fn host_sigkill_takes_every_wrapped_tree_with_it() {
     eprintln!("host SIGKILL: every process of 5 wrapped launches gone after {took:?}");
     assert!(left.is_empty(), "processes outlived their host: {left:?}");
 }
+
+#[test]
+fn kill_takes_the_children_qemu_itself_started() {
+    let dir = vm::scratch();
+    let mark = marker();
+    let vm = vm::vm_none(dir.path());
+    vm.launch().unwrap();
+    // An outgoing migration to `exec:` makes QEMU start a shell of its own.
+    let uri = format!("exec:QM_TREE_MARK={mark} sleep 300");
+    vm.cmd("migrate", Some(&serde_json::json!({ "uri": uri })))
+        .unwrap();
+    let (started, _) = {
+        let start = Instant::now();
+        loop {
+            let n = marked(&mark).len();
+            if n > 0 || start.elapsed() > Duration::from_secs(10) {
+                break (n, start.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    assert!(started > 0, "QEMU started no migration command");
+    vm.kill().unwrap();
+    assert_tree_gone(&mark, "kill of a QEMU with children of its own");
+}
