@@ -150,7 +150,9 @@ pub fn run(
                         failed.push(format!("{}/{subject}/{x}", curve.name));
                     }
                     Ok((raw, qm, pairs, stat)) => {
-                        let ratio = qm / raw;
+                        // As in the main table: the median of the per-pair ratios when the
+                        // subject marked pairs, else the ratio of the medians.
+                        let ratio = pairs.map_or(qm / raw, |p| p.0);
                         let spread =
                             pairs.map_or(String::new(), |(_, lo, hi)| format!("{lo:.2}-{hi:.2}"));
                         let stat_text = stat.map_or(String::new(), |(r, q)| {
@@ -175,7 +177,7 @@ pub fn run(
                                 "curve": curve.name, "subject": subject, "x": x,
                                 "x_unit": curve.x_unit, "raw": super::num(raw, 3),
                                 "qm": super::num(qm, 3), "unit": curve.unit,
-                                "ratio_of_medians": super::num(ratio, 4),
+                                "ratio_of_medians": super::num(qm / raw, 4),
                                 "pair_ratio": pairs.map_or(json!(null), |p| super::num(p.0, 4)),
                                 "stat": curve.stat.map(|(name, _)| name),
                                 "stat_raw": stat.map_or(json!(null), |s| super::num(s.0, 3)),
