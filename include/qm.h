@@ -54,6 +54,13 @@
 #include <stdint.h>
 #include <stddef.h>
 
+/* The version of this header (the library's at run time: qm_version()). */
+#define QM_VERSION_MAJOR 0
+#define QM_VERSION_MINOR 2
+#define QM_VERSION_PATCH 0
+#define QM_VERSION_STRING "0.2.0"
+
+
 /**
  * `timeout_ms` value: wait as long as it takes (a `qm_cancel` can still interrupt the call).
  */
@@ -65,6 +72,11 @@
  * 30 s. Other calls reject it with `QM_ERR_INVALID`.
  */
 #define QM_WAIT_DEFAULT -2
+
+/**
+ * `qm_set_max_queued_events` value: no cap (the default); events are never dropped.
+ */
+#define QM_EVENTS_UNLIMITED -1
 
 /**
  * The longest banner `qm_guest_write_image` accepts, in bytes.
@@ -129,6 +141,12 @@ typedef enum {
      * state may be inconsistent; please report the message.
      */
     QM_ERR_PANIC = 11,
+    /**
+     * QMP events were dropped because more than the cap set with `qm_set_max_queued_events`
+     * were queued (the oldest go first). Reported once, to the next call that reads events;
+     * `qm_dropped_events` counts them all.
+     */
+    QM_ERR_EVENTS_DROPPED = 12,
 } qm_status;
 
 /**
@@ -162,7 +180,7 @@ typedef struct qm_error qm_error;
 typedef struct qm_machine qm_machine;
 
 /**
- * How much qm writes to stderr (`qm_set_log_level`).
+ * How much qm logs (`qm_set_log_level`), to stderr or to a `qm_set_log_callback` callback.
  */
 typedef int qm_log_level;
 
@@ -172,13 +190,39 @@ typedef int qm_log_level;
 typedef int qm_guest_action;
 
 /**
+ * What a JSON Pointer designates (`qm_json_type`).
+ */
+typedef int qm_json_kind;
+
+/**
+ * A function that receives qm's log records (see `qm_set_log_callback`).
+ *
+ * - `user`: the pointer given to `qm_set_log_callback`, unchanged.
+ * - `level`: `QM_LOG_WARN` or `QM_LOG_DEBUG`.
+ * - `target`: the part of qm that logged, e.g. `"qm::qmp"`, `"qm::machine::launch"` (Rust
+ *   module paths: a Python adapter may map `::` to `.` for logger names).
+ * - `message`: one line of UTF-8 (a QMP message is included whole).
+ * - `timestamp`: when the record was made, in seconds since the Unix epoch (like Python's
+ *   `time.time()`).
+ *
+ * `target` and `message` are borrowed for the duration of the call only: copy them to keep
+ * them.
+ */
+typedef void (*qm_log_fn)(void *user,
+                          qm_log_level level,
+                          const char *target,
+                          const char *message,
+                          double timestamp);
+
+/**
  * Log nothing.
  */
 #define QM_LOG_OFF 0
 
 /**
  * Log warnings only (e.g. QEMU killed by a signal qm did not send). The default, unless the
- * environment variable `QM_LOG` (`off`, `warn`, `debug`) says otherwise.
+ * environment variable `QM_LOG` says otherwise: `off`, `warn` or `debug` in any case, or the
+ * number of a `QM_LOG_*` constant (`0`, `1`, `2`); any other value gets one warning.
  */
 #define QM_LOG_WARN 1
 
@@ -209,12 +253,47 @@ typedef int qm_guest_action;
  */
 #define QM_GUEST_HALT 3
 
+/**
+ * The pointer designates nothing (a missing member, an index past the end).
+ */
+#define QM_JSON_MISSING 0
+
+/**
+ * `null`.
+ */
+#define QM_JSON_NULL 1
+
+/**
+ * `true` or `false`.
+ */
+#define QM_JSON_BOOL 2
+
+/**
+ * A number.
+ */
+#define QM_JSON_NUMBER 3
+
+/**
+ * A string.
+ */
+#define QM_JSON_STRING 4
+
+/**
+ * An array.
+ */
+#define QM_JSON_ARRAY 5
+
+/**
+ * An object.
+ */
+#define QM_JSON_OBJECT 6
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
 
 /**
- * The version of the qm library, e.g. `"0.1.0"`: a static string, never freed. Thread-safe.
+ * The version of the qm library, e.g. `"0.2.0"`: a static string, never freed. Thread-safe.
  */
 const char *qm_version(void);
 
@@ -226,11 +305,12 @@ const char *qm_version(void);
 void qm_string_free(char *s);
 
 /**
- * Sets how much qm logs to stderr, for the whole process (it overrides `QM_LOG`).
+ * Sets how much qm logs (to stderr or the `qm_set_log_callback` callback), for the whole process (it overrides `QM_LOG`).
  * Thread-safe. `QM_ERR_INVALID` for a value that is not a `QM_LOG_*` constant (the level is
  * then unchanged).
  */
-qm_status qm_set_log_level(qm_log_level level, qm_error **err_out);
+qm_status qm_set_log_level(qm_log_level level,
+                           qm_error **err_out);
 
 /**
  * Tells whether an event matches a filter, by the rule of QEMU's `QEMUMachine.event_match`:
@@ -312,8 +392,8 @@ const char *qm_error_output(const qm_error *err);
 qm_status qm_error_cause(const qm_error *err);
 
 /**
- * The message of the cause (see `qm_error_cause`), e.g. `"timed out waiting for QEMU (pid
- * 42) to exit"`; NULL when the error has no cause and for NULL.
+ * The message of the cause (see `qm_error_cause`), e.g. `"timed out: QEMU (pid 42) did not
+ * exit within 3000 ms"`; NULL when the error has no cause and for NULL.
  *
  * The string belongs to `err` and stays valid until `qm_error_free(err)`.
  */
@@ -332,6 +412,14 @@ bool qm_error_os_code(const qm_error *err,
  * Frees an error and the strings it lent out. NULL is a no-op. Call it once per error.
  */
 void qm_error_free(qm_error *err);
+
+/**
+ * The name of a `qm_status` value, e.g. `"QM_ERR_TIMEOUT"` for `QM_ERR_TIMEOUT`, and
+ * `"QM_ERR_UNKNOWN"` for a value that is not a `qm_status` (`status` is an `int` so that any
+ * value is safe to pass). A static string: never freed, never NULL. Pure function,
+ * thread-safe. The error's own message is `qm_error_message`.
+ */
+const char *qm_status_str(int status);
 
 /**
  * A new token that has not fired; NULL only if memory runs out. Free it with `qm_cancel_free`.
@@ -392,7 +480,8 @@ qm_status qm_set_wrapper(qm_machine *m, const char *const *argv, size_t n, qm_er
 
 /**
  * Names the machine: the prefix of its log file (`<name>.log`) and socket files. Default
- * `qm-<pid>-<n>`. `QM_ERR_INVALID` for an empty name or one with `/`, `..` (or bad UTF-8).
+ * `qm-<pid>-<n>`. `QM_ERR_INVALID` only for a name that could leave the directory: empty,
+ * `.` or `..` as the whole name, with `/` (or bad UTF-8).
  */
 qm_status qm_set_name(qm_machine *m, const char *name, qm_error **err_out);
 
@@ -442,16 +531,31 @@ qm_status qm_set_monitor_tcp(qm_machine *m, const char *host, uint16_t port, qm_
 qm_status qm_set_drain_console(qm_machine *m, bool drain, qm_error **err_out);
 
 /**
- * Appends every console byte to the file at `path` (borrowed; created mode 0600 if missing),
- * which implies the drain; NULL turns the console log off.
+ * Writes every console byte to the file at `path` (borrowed; created mode 0600 if missing,
+ * truncated at each launch), which implies the drain; NULL turns the console log off.
  */
 qm_status qm_set_console_log(qm_machine *m, const char *path, qm_error **err_out);
+
+/**
+ * Writes every QMP message to and from QEMU to the file at `path` (borrowed), one JSON line
+ * each: `{"t": <seconds since the Unix epoch, a float>, "dir": "out"|"in"|"event", "msg":
+ * <the message>}` (`out`: sent by qm; `in`: the greeting and replies; `event`: QEMU's
+ * events). NULL turns it off (the default). The file is opened at each launch (created mode
+ * 0600, appended to; a launch fails with `QM_ERR_LAUNCH` if it cannot be opened).
+ */
+qm_status qm_set_qmp_transcript(qm_machine *m, const char *path, qm_error **err_out);
 
 /**
  * Sets the QMP timer, in milliseconds, or `QM_WAIT_FOREVER`: it bounds the QMP handshake at
  * launch and is what `QM_WAIT_DEFAULT` means for `qm_qmp` and `qm_cmd`. Default 30000.
  */
 qm_status qm_set_qmp_timer(qm_machine *m, int64_t timeout_ms, qm_error **err_out);
+
+/**
+ * Stores the QMP timer (`qm_set_qmp_timer`) in `*timeout_ms_out`, in milliseconds (rounded
+ * up), or `QM_WAIT_FOREVER` when it has no limit.
+ */
+qm_status qm_get_qmp_timer(const qm_machine *m, int64_t *timeout_ms_out, qm_error **err_out);
 
 /**
  * Turns the QMP monitor on (the default) or off. Without it, QMP calls fail with
@@ -512,6 +616,52 @@ qm_status qm_set_max_message_size(qm_machine *m, size_t bytes, qm_error **err_ou
 qm_status qm_launch(qm_machine *m, int64_t timeout_ms, const qm_cancel *cancel, qm_error **err_out);
 
 /**
+ * Prepares the next launch without starting QEMU: creates what `qm_launch` creates before
+ * starting it (the monitor socketpair or listener, the console socketpair, QEMU's log) and
+ * stores in `*base_args_out` (owned: free with `qm_string_free`) the arguments qm puts between
+ * the binary and the extra arguments, as a JSON array of strings, e.g.
+ * `["-display","none","-vga","none","-chardev","socket,id=mon,fd=5",
+ * "-mon","chardev=mon,mode=control"]`. The `fd=N` numbers are the descriptors QEMU will
+ * inherit, under those numbers. Never blocks on QEMU.
+ *
+ * The run uses the configuration as of this call. Calling it again while prepared returns the
+ * same array. `qm_launch_argv` or `qm_launch` start QEMU with what was prepared;
+ * `qm_launch_abort`, `qm_shutdown`, `qm_kill`, `qm_wait` and `qm_free` release it. A new
+ * prepare forgets the last run's exit code, pid, command line and log. `QM_ERR_STATE` when
+ * launched; any other failure is `QM_ERR_LAUNCH` as for `qm_launch`, with nothing left over.
+ */
+qm_status qm_launch_prepare(qm_machine *m, char **base_args_out, qm_error **err_out);
+
+/**
+ * Starts `argv` (`n` borrowed UTF-8 strings, `n` > 0; `argv[0]` looked up in `PATH`; never a
+ * shell) exactly as given instead of the command line `qm_launch` builds, then connects and
+ * negotiates QMP as `qm_launch` does: same `timeout_ms` and `cancel` (may be NULL), same
+ * errors, same cleanup on `QM_ERR_LAUNCH`. Prepares first when `qm_launch_prepare` was not
+ * called. `qm_get_command_line` then returns `argv`.
+ *
+ * QEMU inherits the prepared descriptors, those of `qm_add_fd`, and `extra_fds` (`n_fds`
+ * borrowed open descriptors, each 3 or above, kept open by the caller until the call returns;
+ * NULL when `n_fds` is 0) under their numbers; nothing else. `QM_ERR_INVALID` (a prepared
+ * launch stays prepared) for an empty or non-UTF-8 `argv`, or a bad descriptor;
+ * `QM_ERR_STATE` when launched.
+ */
+qm_status qm_launch_argv(qm_machine *m,
+                         const char *const *argv,
+                         size_t n,
+                         const int *extra_fds,
+                         size_t n_fds,
+                         int64_t timeout_ms,
+                         const qm_cancel *cancel,
+                         qm_error **err_out);
+
+/**
+ * Releases what `qm_launch_prepare` created (descriptors, socket files, the log, the temporary
+ * directory) when the caller gives up before `qm_launch_argv`. Does nothing when not
+ * prepared; `QM_ERR_STATE` when launched. Never blocks.
+ */
+qm_status qm_launch_abort(qm_machine *m, qm_error **err_out);
+
+/**
  * Runs the QMP command `cmd` (borrowed) with the arguments `args_json` (borrowed: a JSON
  * object, or NULL / `"null"` for none; sent as it is) and stores QEMU's raw response, a JSON
  * object `{"return": ...}` or `{"error": {"class": ..., "desc": ...}}`, in `*response_out`
@@ -522,7 +672,13 @@ qm_status qm_launch(qm_machine *m, int64_t timeout_ms, const qm_cancel *cancel, 
  * commands on one machine at once. Errors: `QM_ERR_STATE` (not launched, or QMP off),
  * `QM_ERR_TIMEOUT`, `QM_ERR_INTERRUPTED`, `QM_ERR_DISCONNECTED`, `QM_ERR_INVALID`,
  * `QM_ERR_PROTOCOL`. A reply that arrives after a timeout is dropped; the connection stays
- * usable.
+ * usable. `timeout_ms` 0 is `QM_ERR_INVALID` and nothing is sent: 0 means "never block", and
+ * a command always waits for its reply.
+ *
+ * Another thread's command stuck in a full socket (QEMU not reading) never delays this one:
+ * its timeout and `cancel` hold. A command that times out (or is cancelled) before any of it
+ * was sent is withdrawn and never reaches QEMU (the message says "nothing was sent"); one
+ * that was partly or wholly sent may still run, and its reply is dropped.
  */
 qm_status qm_qmp(qm_machine *m,
                  const char *cmd,
@@ -550,7 +706,9 @@ qm_status qm_cmd(qm_machine *m,
  * Sends the open descriptor `fd` (borrowed; the caller keeps it) to QEMU over the QMP socket
  * with SCM_RIGHTS, for a following `getfd` or `add-fd` command, which take the descriptor that
  * arrived last. The monitor must be a unix socket or socketpair (the default).
- * `QM_ERR_INVALID` when `fd` is not open; `QM_ERR_STATE` when not launched.
+ * `QM_ERR_INVALID` when `fd` is not open; `QM_ERR_STATE` when not launched. Sent in order
+ * with the commands of every thread, waiting at most the QMP timer for room in the socket
+ * (`QM_ERR_TIMEOUT`: it was not sent).
  *
  * Two threads that each send a descriptor and then run `getfd`/`add-fd` must not interleave:
  * serialise such pairs.
@@ -589,6 +747,26 @@ qm_status qm_events_get(qm_machine *m,
                         const qm_cancel *cancel,
                         char **events_json_array_out,
                         qm_error **err_out);
+
+/**
+ * Caps the number of queued, unread QMP events at `max_events` (>= 0), or
+ * `QM_EVENTS_UNLIMITED` (the default: events are never dropped, as in QEMU's Python
+ * `QEMUMachine`). Applies at once and to later launches; other negative values are
+ * `QM_ERR_INVALID`.
+ *
+ * When an event arrives and `max_events` are queued, the oldest is dropped to make room (a
+ * caller waiting for an event waits for one yet to come). The next call that reads events
+ * (`qm_event_get`, `qm_events_get`, `qm_event_wait`, `qm_events_wait`), or one already
+ * waiting, fails once with `QM_ERR_EVENTS_DROPPED`; the calls after it read the events that
+ * were kept. `qm_dropped_events` counts the drops.
+ */
+qm_status qm_set_max_queued_events(qm_machine *m, int64_t max_events, qm_error **err_out);
+
+/**
+ * How many QMP events the cap of `qm_set_max_queued_events` dropped since the last launch;
+ * 0 for a NULL `m`. Never blocks.
+ */
+uint64_t qm_dropped_events(const qm_machine *m);
 
 /**
  * Drops every queued event. Never blocks; does nothing before the first launch.
@@ -671,6 +849,13 @@ bool qm_is_running(const qm_machine *m);
 int64_t qm_pid(const qm_machine *m);
 
 /**
+ * The process id of the last run's QEMU, while it runs and after it exited (unlike `qm_pid`),
+ * until the next launch is prepared; -1 before any process was started, when the last launch
+ * failed before starting one, and for NULL. Never blocks.
+ */
+int64_t qm_last_pid(const qm_machine *m);
+
+/**
  * Once QEMU has exited (after a shutdown, a wait, or a failed launch where it ran): stores its
  * exit status in `*code_out` (when not NULL; negative: killed by that signal) and returns
  * true. Returns false while it runs, before a launch, and for a NULL `m`. Never blocks.
@@ -680,9 +865,17 @@ bool qm_exit_code(const qm_machine *m, int *code_out);
 /**
  * What QEMU wrote to stdout and stderr during the last run, read back after a shutdown or a
  * failed launch, in `*log_out` (owned: free with `qm_string_free`). While QEMU runs, and
- * before any run, there is no log yet: `*log_out` is set to NULL and the call succeeds.
+ * before any run, there is no log yet: `*log_out` is set to NULL and the call succeeds
+ * (`qm_get_log_so_far` reads the output while QEMU runs).
  */
 qm_status qm_get_log(const qm_machine *m, char **log_out, qm_error **err_out);
+
+/**
+ * What QEMU has written to stdout and stderr so far, in `*log_out` (owned: free with
+ * `qm_string_free`): while QEMU runs, its output up to now (read afresh on each call); after a
+ * shutdown or a failed launch, the same as `qm_get_log`; NULL before any launch.
+ */
+qm_status qm_get_log_so_far(const qm_machine *m, char **log_out, qm_error **err_out);
 
 /**
  * The machine's temporary directory (mode 0700) in `*dir_out` (owned). It is created on first
@@ -777,6 +970,130 @@ qm_status qm_guest_qemu_args(const char *image_path, char **json_array_out, qm_e
  * (`QM_GUEST_EXIT`): `((value << 1) | 1) & 0xff`. Pure function.
  */
 int qm_guest_exit_status(uint8_t value);
+
+/**
+ * Stores in `*kind_out` what the RFC 6901 JSON Pointer `pointer` designates in the JSON text
+ * `json`: a `QM_JSON_*` kind, `QM_JSON_MISSING` when nothing is there (which is not an
+ * error). A way to test for an optional member before reading it.
+ *
+ * `json` and `pointer` are borrowed UTF-8 strings; `pointer` is `""` (the whole text) or
+ * starts with `/` (`"/data/reason"`, `"/return/0/name"`; `~1` stands for `/` and `~0` for `~`
+ * in a member name). `QM_ERR_INVALID` for NULL, bad UTF-8, a text that is not JSON or a
+ * pointer that is not RFC 6901 syntax. Pure function: thread-safe, never blocks.
+ */
+qm_status qm_json_type(const char *json,
+                       const char *pointer,
+                       qm_json_kind *kind_out,
+                       qm_error **err_out);
+
+/**
+ * The value at the RFC 6901 JSON Pointer `pointer` in the JSON text `json`, as JSON text
+ * (compact) in `*json_out` (owned: free with `qm_string_free`). For example the pointer
+ * `"/data"` of an event gives its `data` object, `""` the whole text.
+ *
+ * `json` and `pointer` are as for `qm_json_type`. `QM_ERR_INVALID` for NULL, bad UTF-8, a
+ * text that is not JSON, a pointer that is not RFC 6901 syntax, or a pointer that designates
+ * nothing (the message says where the lookup stopped). Pure function: thread-safe, never
+ * blocks. The same holds for the other `qm_json_get_*` functions.
+ */
+qm_status qm_json_get(const char *json, const char *pointer, char **json_out, qm_error **err_out);
+
+/**
+ * The string at `pointer` in `json`, unescaped (`"a\"b"` gives `a"b`), as a new UTF-8 string
+ * in `*string_out` (owned: free with `qm_string_free`).
+ *
+ * `QM_ERR_INVALID` as for `qm_json_get`, and when the value is not a string or contains a NUL
+ * character (`\u0000`), which a C string cannot hold.
+ */
+qm_status qm_json_get_string(const char *json,
+                             const char *pointer,
+                             char **string_out,
+                             qm_error **err_out);
+
+/**
+ * The integer at `pointer` in `json`, in `*value_out`.
+ *
+ * `QM_ERR_INVALID` as for `qm_json_get`, and when the value is not a number, has a fraction
+ * or an exponent (`1.5`, `1e3`: read those with `qm_json_get_double`) or is outside the range
+ * of `int64_t`.
+ */
+qm_status qm_json_get_int(const char *json,
+                          const char *pointer,
+                          int64_t *value_out,
+                          qm_error **err_out);
+
+/**
+ * The number at `pointer` in `json`, as a `double` in `*value_out` (an integer beyond 2^53
+ * is rounded to the nearest `double`).
+ *
+ * `QM_ERR_INVALID` as for `qm_json_get`, and when the value is not a number.
+ */
+qm_status qm_json_get_double(const char *json,
+                             const char *pointer,
+                             double *value_out,
+                             qm_error **err_out);
+
+/**
+ * The boolean at `pointer` in `json`, in `*value_out`.
+ *
+ * `QM_ERR_INVALID` as for `qm_json_get`, and when the value is not `true` or `false`.
+ */
+qm_status qm_json_get_bool(const char *json,
+                           const char *pointer,
+                           bool *value_out,
+                           qm_error **err_out);
+
+/**
+ * The number of elements of the array at `pointer` in `json`, in `*len_out` (elements are
+ * then read with the pointers `<pointer>/0` ... `<pointer>/<len - 1>`).
+ *
+ * `QM_ERR_INVALID` as for `qm_json_get`, and when the value is not an array.
+ */
+qm_status qm_json_array_len(const char *json,
+                            const char *pointer,
+                            size_t *len_out,
+                            qm_error **err_out);
+
+/**
+ * The array of strings at `pointer` in `json` as a vector C can use directly, e.g. the
+ * result of `qm_guest_qemu_args` for `qm_add_args`: `*strings_out` receives a new array of
+ * `n` new UTF-8 strings (unescaped) followed by a NULL pointer, and `*len_out` receives `n`
+ * (`len_out` may be NULL: the array is NULL-terminated). The caller owns the array and its
+ * strings and frees both with one `qm_strings_free(*strings_out)` (never `free()` or
+ * `qm_string_free`).
+ *
+ * `QM_ERR_INVALID` as for `qm_json_get`, and when the value is not an array, an element is
+ * not a string or a string contains a NUL character (the message names the element).
+ */
+qm_status qm_json_get_strings(const char *json,
+                              const char *pointer,
+                              char ***strings_out,
+                              size_t *len_out,
+                              qm_error **err_out);
+
+/**
+ * Frees an array returned by `qm_json_get_strings`, and every string in it. NULL is a no-op.
+ * Only for such arrays, once each, unmodified (the NULL at its end tells its length).
+ */
+void qm_strings_free(char **strings);
+
+/**
+ * Sends qm's log records to `callback` instead of stderr, for the whole process; NULL
+ * restores stderr (the default). Only records that pass the level (`qm_set_log_level`,
+ * `QM_LOG`) are sent: with the default level, warnings only. Thread-safe.
+ *
+ * The callback runs on the thread that logs: any thread calling into qm, and qm's own
+ * console-drain threads. It may run on several threads at once, so it and `user` must be
+ * usable from any thread. It must return quickly and must not call back into the machine
+ * that logged (qm may hold that machine's locks while logging; such a call can deadlock); a
+ * record qm makes while the callback runs on the same thread goes to stderr instead.
+ *
+ * Returns true. When it returns, no call to the previous callback is in progress or will
+ * start: the previous `user` may then be freed (it waits for calls in progress to return).
+ * Called from inside a callback, where that wait would never end, it changes nothing and
+ * returns false.
+ */
+bool qm_set_log_callback(qm_log_fn callback, void *user);
 
 #ifdef __cplusplus
 }  // extern "C"

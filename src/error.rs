@@ -1,14 +1,18 @@
 //! The one error type of the crate.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::io;
 
 /// Everything that can go wrong when driving a machine.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug)]
 pub enum Error {
     /// The machine could not be launched. Everything the launch created has been cleaned up and
     /// no process is left behind.
-    #[error("launch failed: {cause}\n\tExit code: {}\n\tCommand: {command}\n\tOutput: {output}", DisplayExit(*.exitcode))]
+    ///
+    /// The message leads with what happened: `launch failed: QEMU exited with code 1: <the first
+    /// line QEMU printed>` when QEMU exited by itself, else `launch failed: <cause>`; then the
+    /// cause, exit code, command line and output, one per line. The cause is also
+    /// [`source`](std::error::Error::source).
     Launch {
         /// QEMU's exit status when it exited by itself (negative: killed by that signal).
         exitcode: Option<i32>,
@@ -20,44 +24,93 @@ pub enum Error {
         cause: Box<Error>,
     },
     /// QEMU answered a command with an error.
-    #[error("QMP error {class}: {desc}")]
     Qmp {
         /// The QMP error class, e.g. `GenericError` or `CommandNotFound`.
         class: String,
         /// QEMU's human-readable description.
         desc: String,
     },
-    /// A wait ran out of time.
-    #[error("timed out {0}")]
+    /// A wait ran out of time; the text names what did not happen and the limit, e.g.
+    /// `no SHUTDOWN event within 3000 ms`, `query-status: no reply within 500 ms`.
     Timeout(String),
     /// The QMP connection is gone (QEMU exited or closed it, or the machine shut down).
-    #[error("QMP disconnected: {0}")]
     Disconnected(String),
     /// The call was interrupted through its [`Cancel`](crate::Cancel) token.
-    #[error("interrupted")]
     Interrupted,
     /// A graceful shutdown (or a wait) did not end well and QEMU had to be killed; the box holds
-    /// why (a timeout, an interruption, a QMP error on `quit` ...). Cleanup has run.
-    #[error("abnormal shutdown: could not perform graceful shutdown: {0}")]
+    /// why (a timeout, an interruption, a QMP error on `quit` ...), also as
+    /// [`source`](std::error::Error::source). Cleanup has run.
     AbnormalShutdown(Box<Error>),
     /// The call does not fit the machine's state (e.g. a command before launch, launch twice).
-    #[error("wrong state: {0}")]
     State(String),
     /// An argument or setting is invalid.
-    #[error("invalid argument: {0}")]
     Invalid(String),
     /// The peer broke the QMP protocol (bad JSON, oversize message, malformed greeting …).
-    #[error("QMP protocol error: {0}")]
     Protocol(String),
+    /// Events were dropped because more than the cap set with `set_max_queued_events` were
+    /// queued (the oldest go first). Reported once, to the next call that reads events; the
+    /// events that were kept stay readable.
+    EventsDropped {
+        /// How many were dropped since the last report.
+        dropped: u64,
+        /// The cap at the time of the report.
+        max: usize,
+    },
     /// An operating-system call failed.
-    #[error("{context}: {source}")]
     Io {
         /// What was being done.
         context: String,
         /// The underlying error.
-        #[source]
         source: io::Error,
     },
+}
+
+// Written out rather than derived: a derived `source` of a `Box<Error>` is the box, which
+// `downcast_ref::<Error>()` does not see through.
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Launch {
+                exitcode,
+                command,
+                output,
+                cause,
+            } => write!(
+                f,
+                "launch failed: {}",
+                launch_message(*exitcode, command, output, cause)
+            ),
+            Error::Qmp { class, desc } => write!(f, "QMP error {class}: {desc}"),
+            Error::Timeout(what) => write!(f, "timed out: {what}"),
+            Error::Disconnected(why) => write!(f, "QMP disconnected: {why}"),
+            Error::Interrupted => f.write_str("interrupted"),
+            Error::AbnormalShutdown(cause) => write!(
+                f,
+                "abnormal shutdown: could not perform graceful shutdown: {cause}"
+            ),
+            Error::State(why) => write!(f, "wrong state: {why}"),
+            Error::Invalid(why) => write!(f, "invalid argument: {why}"),
+            Error::Protocol(why) => write!(f, "QMP protocol error: {why}"),
+            Error::EventsDropped { dropped, max } => write!(
+                f,
+                "{dropped} QMP events were dropped: more than {max} were queued unread \
+                 (see set_max_queued_events)"
+            ),
+            Error::Io { context, source } => write!(f, "{context}: {source}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    /// The cause of a launch failure or an abnormal shutdown (a `qm::Error`), the OS error of
+    /// an [`Error::Io`].
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Launch { cause, .. } | Error::AbnormalShutdown(cause) => Some(&**cause),
+            Error::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
 }
 
 /// `Result` with [`Error`].
@@ -73,13 +126,33 @@ impl Error {
     }
 }
 
-struct DisplayExit(Option<i32>);
-
-impl fmt::Display for DisplayExit {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            Some(code) => write!(f, "{code}"),
-            None => f.write_str("none"),
+/// The text of [`Error::Launch`] after `launch failed: `.
+fn launch_message(exitcode: Option<i32>, command: &str, output: &str, cause: &Error) -> String {
+    let mut text = String::new();
+    if let Some(code) = exitcode {
+        // QEMU's own words say why far better than the disconnection they caused.
+        let _ = match code {
+            c if c < 0 => write!(text, "QEMU was killed by signal {}", -c),
+            c => write!(text, "QEMU exited with code {c}"),
+        };
+        match output.lines().map(str::trim).find(|l| !l.is_empty()) {
+            Some(line) => {
+                let _ = write!(text, ": {line}\n\tCause: {cause}");
+            }
+            None => {
+                let _ = write!(text, " (no output)\n\tCause: {cause}");
+            }
         }
+    } else {
+        let _ = write!(text, "{cause}");
     }
+    let exit = match exitcode {
+        Some(code) => code.to_string(),
+        None => "none".to_owned(),
+    };
+    let _ = write!(
+        text,
+        "\n\tExit code: {exit}\n\tCommand: {command}\n\tOutput: {output}"
+    );
+    text
 }

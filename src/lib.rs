@@ -16,7 +16,8 @@
 //! # Ok::<(), qm::Error>(())
 //! ```
 //!
-//! Set `QM_LOG=debug` to see every QMP message and lifecycle step on stderr.
+//! Set `QM_LOG=debug` to see every QMP message and lifecycle step on stderr, or route the records
+//! elsewhere with [`set_log_callback`].
 
 #![warn(missing_docs)]
 
@@ -32,12 +33,19 @@ mod wait;
 
 pub use error::{Error, Result};
 pub use event::event_match;
-pub use log::{set_log_level, LogLevel};
+pub use log::{set_log_callback, set_log_level, LogCallback, LogLevel, LogRecord};
 pub use machine::{Machine, MonitorAddress, DEFAULT_SHUTDOWN_TIMEOUT};
 pub use qmp::{QmpClient, DEFAULT_MAX_MESSAGE};
+/// The JSON library of qm's API, re-exported so users need not add it (nor match its version).
+pub use serde_json;
+/// A JSON value: what QMP commands take and return.
+pub use serde_json::Value;
 pub use wait::{Cancel, Wait};
 
-use serde_json::Value;
+/// The README's Rust code blocks, compiled and run by `cargo test --doc` (they launch QEMU).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
 
 /// The seed's keyword-argument convention: `_` in top-level keys becomes `-`
 /// (`{"node_name": …}` → `{"node-name": …}`). Other values are returned unchanged.

@@ -27,6 +27,9 @@ use crate::sys::EventFd;
 pub struct Wait {
     bound: Bound,
     cancel: Option<Cancel>,
+    /// For a nested wait (what is left of an outer one): the outer limit, which its timeout
+    /// errors name (`within 3000 ms`, not `within 2987 ms`).
+    reported: Option<Duration>,
 }
 
 /// How long a [`Wait`] may last.
@@ -99,6 +102,7 @@ impl Wait {
         }
         Ok(Deadline {
             at: timeout.map(|t| Instant::now() + t),
+            limit: self.reported.or(timeout),
             cancel: self.cancel.as_ref(),
         })
     }
@@ -115,6 +119,7 @@ impl From<Option<Duration>> for Wait {
         Wait {
             bound: Bound::Limit(timeout),
             cancel: None,
+            reported: None,
         }
     }
 }
@@ -122,6 +127,8 @@ impl From<Option<Duration>> for Wait {
 /// A [`Wait`] whose clock has started.
 pub(crate) struct Deadline<'a> {
     at: Option<Instant>,
+    /// The whole bound, for error messages.
+    limit: Option<Duration>,
     pub(crate) cancel: Option<&'a Cancel>,
 }
 
@@ -131,6 +138,7 @@ impl Deadline<'static> {
     pub(crate) fn after(timeout: Duration) -> Deadline<'static> {
         Deadline {
             at: Some(Instant::now() + timeout),
+            limit: Some(timeout),
             cancel: None,
         }
     }
@@ -148,7 +156,13 @@ impl Deadline<'_> {
         Wait {
             bound: Bound::Limit(self.remaining()),
             cancel: self.cancel.cloned(),
+            reported: self.limit,
         }
+    }
+
+    /// `within N ms`: the bound, as timeout errors name it.
+    pub(crate) fn within(&self) -> String {
+        within(self.limit)
     }
 
     pub(crate) fn cancelled(&self) -> bool {
@@ -158,6 +172,14 @@ impl Deadline<'_> {
     /// The eventfd of the cancel token, to add to a poll set.
     pub(crate) fn cancel_fd(&self) -> Result<Option<RawFd>> {
         self.cancel.map(Cancel::fd).transpose()
+    }
+}
+
+/// `within N ms` for a bound (`None`: no limit, which cannot time out but is named all the same).
+pub(crate) fn within(limit: Option<Duration>) -> String {
+    match limit {
+        Some(d) => format!("within {} ms", d.as_millis()),
+        None => "with no time limit".to_owned(),
     }
 }
 

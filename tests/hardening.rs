@@ -769,14 +769,20 @@ fn names_that_could_escape_a_directory_are_rejected() {
         "a/../../b",
         "./x",
         "x/",
-        "...",
         "..\0",
+        ".",
+        "..",
     ] {
         assert!(
             matches!(m.set_name(bad), Err(Error::Invalid(_))),
             "{bad:?} accepted"
         );
         assert_ne!(m.name(), bad);
+    }
+    // Dots are fine where they cannot name a directory.
+    for good in ["...", "x..y", "..x", ".hidden", "a.b..c"] {
+        m.set_name(good).unwrap();
+        assert_eq!(m.name(), good);
     }
 }
 

@@ -9,9 +9,9 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use support::linux_guest::{agent_args, kernel_release, linux_guest, qemu_args, PROMPT, READY};
 use qm::Machine;
 use serde_json::{json, Value};
+use support::linux_guest::{agent_args, kernel_release, linux_guest, qemu_args, PROMPT, READY};
 
 /// Bound for a boot under TCG on a loaded machine (it takes ~4-8 s here): reaching it is a
 /// failure, not a timing check.

@@ -129,3 +129,106 @@ fn a_death_by_a_signal_we_did_not_send_is_warned_about() {
         "{err}"
     );
 }
+
+#[test]
+fn qm_log_takes_levels_in_any_case_and_numbers() {
+    for value in ["debug", "DEBUG", "Debug", "2"] {
+        let err = stderr_of_child(Some(value));
+        assert!(
+            err.contains(">>> {\"execute\":\"query-status\""),
+            "{value}: {err}"
+        );
+    }
+    for value in ["warn", "WARN", "1", "off", "OFF", "0"] {
+        let err = stderr_of_child(Some(value));
+        assert!(!err.contains("qm debug"), "{value}: {err}");
+        assert!(!err.contains("not a level"), "{value}: {err}");
+    }
+}
+
+#[test]
+fn an_unknown_qm_log_value_gets_exactly_one_warning() {
+    let err = stderr_of_child(Some("verbose"));
+    assert_eq!(
+        err.matches("qm warning: QM_LOG=\"verbose\" is not a level")
+            .count(),
+        1,
+        "{err}"
+    );
+    assert!(!err.contains("qm debug"), "warnings only: {err}");
+}
+
+/// Records the callback got, in the child of `log_callback_gets_records_and_none_restores_stderr`.
+type Records = std::sync::Mutex<Vec<(qm::LogLevel, String, String, std::time::SystemTime)>>;
+
+#[test]
+#[ignore = "run by log_callback_gets_records_and_none_restores_stderr in a child process"]
+fn child_log_callback() {
+    use std::sync::Arc;
+    use std::time::SystemTime;
+    qm::set_log_level(qm::LogLevel::Debug);
+    let records: Arc<Records> = Arc::default();
+    let sink = records.clone();
+    qm::set_log_callback(Some(Box::new(move |r: &qm::LogRecord<'_>| {
+        // From inside, the callback cannot be changed: that would wait for itself. (A failed
+        // assertion here loses the record, which the count below notices.)
+        assert!(matches!(
+            qm::set_log_callback(None),
+            Err(qm::Error::State(_))
+        ));
+        sink.lock()
+            .unwrap()
+            .push((r.level, r.target.to_owned(), r.message.to_owned(), r.time));
+    })))
+    .unwrap();
+    let before = SystemTime::now();
+    let dir = vm::scratch();
+    let machine = vm::vm_none(dir.path());
+    machine.launch().unwrap();
+    // From several threads at once: every record arrives, whole.
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                for _ in 0..5 {
+                    machine.cmd("query-status", None).unwrap();
+                }
+            });
+        }
+    });
+    machine.shutdown(vm::T).unwrap();
+    let after = SystemTime::now();
+    qm::set_log_callback(None).unwrap();
+    let got = std::mem::take(&mut *records.lock().unwrap());
+    let sent = got
+        .iter()
+        .filter(|(level, target, msg, _)| {
+            *level == qm::LogLevel::Debug
+                && target == "qm::qmp"
+                && msg.contains(r#">>> {"execute":"query-status","id":"#)
+        })
+        .count();
+    assert_eq!(sent, 20, "{got:#?}");
+    assert!(
+        got.iter()
+            .any(|(_, target, msg, _)| target == "qm::machine::launch"
+                && msg.contains("launch command: ")),
+        "{got:#?}"
+    );
+    assert!(got.iter().all(|(_, _, _, t)| *t >= before && *t <= after));
+    // After set_log_callback(None) the callback gets nothing more: stderr does.
+    let machine = vm::vm_none(dir.path());
+    machine.launch().unwrap();
+    machine.shutdown(vm::T).unwrap();
+    assert!(records.lock().unwrap().is_empty());
+    eprintln!("CHILD DONE");
+}
+
+#[test]
+fn log_callback_gets_records_and_none_restores_stderr() {
+    let out = support::vm::run_child_test("child_log_callback", &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{out:?}");
+    assert!(err.contains("CHILD DONE"), "{err}");
+    // Only the second machine (after the callback was removed) logged to stderr: one launch.
+    assert_eq!(err.matches("launch command: ").count(), 1, "{err}");
+}

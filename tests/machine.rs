@@ -146,7 +146,7 @@ fn wrapper_prefixes_argv_and_output_goes_to_the_log() {
 #[test]
 fn names_that_escape_the_log_dir_are_rejected() {
     let vm = Machine::new(vm::qemu());
-    for bad in ["a/b", "..", "x..y", "", "nul\0"] {
+    for bad in ["a/b", "..", ".", "", "nul\0"] {
         assert!(
             matches!(vm.set_name(bad), Err(Error::Invalid(_))),
             "{bad:?}"

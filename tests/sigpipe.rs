@@ -36,5 +36,5 @@ fn sending_a_descriptor_to_a_dead_peer_is_an_error_not_sigpipe() {
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let file = std::fs::File::open("/dev/null").unwrap();
     std::thread::sleep(Duration::from_millis(50));
-    assert!(c.send_fd(file.as_fd()).is_err());
+    assert!(c.send_fd(file.as_fd(), Duration::from_secs(5)).is_err());
 }

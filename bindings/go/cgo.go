@@ -104,7 +104,7 @@ func takeError(st C.qm_status, cerr *C.qm_error) error {
 	if cerr == nil {
 		return &Error{Status: status}
 	}
-	msg := goStr(C.qm_error_message(cerr))
+	msg := withoutCName(goStr(C.qm_error_message(cerr)))
 	var errno syscall.Errno
 	var code C.int
 	if C.qm_error_os_code(cerr, &code) {
@@ -140,7 +140,17 @@ func takeCause(cerr *C.qm_error, errno syscall.Errno) *Error {
 	if status == StatusOK {
 		return nil
 	}
-	return &Error{Status: status, Message: goStr(C.qm_error_cause_message(cerr)), Errno: errno}
+	return &Error{Status: status, Message: withoutCName(goStr(C.qm_error_cause_message(cerr))), Errno: errno}
+}
+
+// withoutCName drops the C function name the library puts before the message of an invalid
+// argument ("qm_set_log_level: invalid argument: ..."): Go callers never called it.
+func withoutCName(msg string) string {
+	name, rest, ok := strings.Cut(msg, ": ")
+	if !ok || !strings.HasPrefix(name, "qm_") || strings.Trim(name, "abcdefghijklmnopqrstuvwxyz0123456789_") != "" {
+		return msg
+	}
+	return rest
 }
 
 // millis converts a duration to the C library's milliseconds, rounding up; a negative

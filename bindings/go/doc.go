@@ -57,13 +57,23 @@
 // so it never races with a call in flight; a finalizer closes (and kills) a Machine that is
 // dropped without Close.
 //
+// # Logging and diagnostics
+//
+// The library logs warnings to stderr; SetLogLevel(LogDebug) (or QM_LOG=debug) adds every
+// lifecycle step and QMP message, and SetLogger sends the records to a *slog.Logger instead.
+// WithQMPTranscript writes every QMP message of a machine to a JSON-lines file; LogSoFar
+// reads QEMU's output while it runs. Error messages start with "qm: " and lead with what
+// happened ("qm: launch failed: QEMU exited with code 1: ...", "qm: timed out: no SHUTDOWN
+// event within 3000 ms").
+//
 // # Linking
 //
-// By default the package links the static library of the qm checkout it lives in
-// (target/release/libqm.a, built by "cargo build --release --lib"), so binaries need no
-// LD_LIBRARY_PATH. Build with -tags qm_pkgconfig to link an installed qm ("make install
-// PREFIX=..." installs qm.pc) through pkg-config instead; that is what a module outside the
-// qm repository uses.
+// The package finds qm through pkg-config ("#cgo pkg-config: qm"), with no build tag: install
+// the C library with "make install PREFIX=<prefix>" and set PKG_CONFIG_PATH to
+// <prefix>/lib/pkgconfig (see link.go for the run-time library path). Inside the qm
+// repository, "make" writes an in-tree qm.pc (target/pkgconfig) that links the checkout's
+// static libqm.a; "make test-go" uses it. The module path is not fetchable: a module outside
+// the repository requires it through a replace directive (or go work) pointing at a checkout.
 //
 // # Test guest
 //

@@ -29,7 +29,8 @@ const (
 	StatusProtocol         Status = C.QM_ERR_PROTOCOL          // QEMU broke the QMP protocol
 	StatusIO               Status = C.QM_ERR_IO                // an operating-system call failed
 	StatusPanic            Status = C.QM_ERR_PANIC             // a bug in qm (please report it)
-	statusCount                   = StatusPanic + 1
+	StatusEventsDropped    Status = C.QM_ERR_EVENTS_DROPPED    // the event queue's cap dropped events
+	statusCount                   = StatusEventsDropped + 1
 )
 
 // String names the status, e.g. "timeout".
@@ -69,6 +70,9 @@ var (
 	ErrIO = errors.New("qm: I/O error")
 	// ErrPanic means a bug inside qm was caught at the C boundary; please report the message.
 	ErrPanic = errors.New("qm: internal error")
+	// ErrEventsDropped means the cap set with WithMaxQueuedEvents dropped events (the oldest
+	// first); reported once, to the next call that reads events (see DroppedEvents).
+	ErrEventsDropped = errors.New("qm: events dropped")
 	// ErrClosed means the machine was closed (Close) before or during the call. Such errors
 	// also match ErrState (a call after Close) or ErrInterrupted (a call Close interrupted).
 	ErrClosed = errors.New("qm: machine closed")
@@ -91,6 +95,7 @@ var statuses = [statusCount]struct {
 	StatusProtocol:         {"protocol error", ErrProtocol},
 	StatusIO:               {"I/O error", ErrIO},
 	StatusPanic:            {"internal error (panic)", ErrPanic},
+	StatusEventsDropped:    {"events dropped", ErrEventsDropped},
 }
 
 func sentinel(s Status) error {
@@ -119,7 +124,7 @@ func (e *Error) Error() string {
 	if msg == "" {
 		msg = e.Status.String()
 	}
-	if !strings.HasPrefix(msg, "qm") {
+	if !strings.HasPrefix(msg, "qm: ") {
 		msg = "qm: " + msg
 	}
 	for _, c := range e.cause {
@@ -180,7 +185,7 @@ type LaunchError struct {
 // Error returns the library's message.
 func (e *LaunchError) Error() string {
 	msg := e.Message
-	if !strings.HasPrefix(msg, "qm") {
+	if !strings.HasPrefix(msg, "qm: ") {
 		msg = "qm: " + msg
 	}
 	return msg

@@ -138,6 +138,25 @@ func (m *Machine) ClearEvents() error {
 	})
 }
 
+// SetMaxQueuedEvents sets the cap of WithMaxQueuedEvents (-1: none) at once, for this run and
+// later launches.
+func (m *Machine) SetMaxQueuedEvents(n int64) error {
+	return m.set(func(h *C.qm_machine, cerr **C.qm_error) C.qm_status {
+		return C.qm_set_max_queued_events(h, C.int64_t(n), cerr)
+	})
+}
+
+// DroppedEvents returns how many events the cap of WithMaxQueuedEvents dropped since the last
+// launch.
+func (m *Machine) DroppedEvents() uint64 {
+	var n uint64
+	m.use(func(h *C.qm_machine) error {
+		n = uint64(C.qm_dropped_events(h))
+		return nil
+	})
+	return n
+}
+
 // EventWait waits for the first event that matches any of the filters (at least one), takes
 // it out of the queue and returns it. Queued events are searched first; events that do not
 // match stay queued, in order. It waits until ctx ends (ctx without deadline: as long as it

@@ -204,3 +204,29 @@ func TestBlockedAcrossShutdown(t *testing.T) {
 		t.Fatal("EventWait still blocked after the shutdown")
 	}
 }
+
+// With a cap the oldest events go; the next reader is told once, then reads the newest.
+func TestMaxQueuedEvents(t *testing.T) {
+	ctx := ctxT(t)
+	m := launched(t, qm.WithMaxQueuedEvents(3))
+	if err := m.SetMaxQueuedEvents(-2); !errors.Is(err, qm.ErrInvalid) {
+		t.Fatalf("SetMaxQueuedEvents(-2) = %v", err)
+	}
+	for i := 0; i < 4; i++ {
+		for _, c := range []string{"stop", "cont"} {
+			if _, err := m.Cmd(ctx, c, nil); err != nil {
+				t.Fatalf("%s: %v", c, err)
+			}
+		}
+	}
+	if n := m.DroppedEvents(); n != 5 {
+		t.Fatalf("DroppedEvents = %d, want 5", n)
+	}
+	_, err := m.PendingEvents()
+	mustErr(t, "PendingEvents after drops", err, qm.ErrEventsDropped)
+	evs, err := m.PendingEvents()
+	if err != nil || len(evs) != 3 || evs[0].Name != "RESUME" || evs[1].Name != "STOP" ||
+		evs[2].Name != "RESUME" {
+		t.Fatalf("PendingEvents = %+v, %v", evs, err)
+	}
+}

@@ -9,7 +9,7 @@ import (
 	"unsafe"
 )
 
-// Version returns the version of the qm library, e.g. "0.1.0".
+// Version returns the version of the qm library, e.g. "0.2.0".
 func Version() string {
 	return C.GoString(C.qm_version())
 }

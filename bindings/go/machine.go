@@ -13,6 +13,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 	"unsafe"
 )
 
@@ -124,6 +125,102 @@ func (m *Machine) set(f func(h *C.qm_machine, cerr **C.qm_error) C.qm_status) er
 func (m *Machine) Launch(ctx context.Context) error {
 	return m.call(ctx, C.QM_WAIT_DEFAULT, false, func(h *C.qm_machine, w *waiter, cerr **C.qm_error) C.qm_status {
 		return C.qm_launch(h, w.timeout, w.tok, cerr)
+	})
+}
+
+// PrepareLaunch prepares the next launch without starting QEMU: it creates the monitor
+// socketpair or listener, the console socketpair and QEMU's log, and returns the arguments qm
+// puts between the binary and the extra arguments ("-display", "none", ..., "-chardev",
+// "socket,id=mon,fd=N", ...). The fd=N numbers are the descriptors QEMU will inherit under
+// those numbers. It never waits for QEMU.
+//
+// The run uses the configuration as of this call; calling it again while prepared returns the
+// same arguments. LaunchArgv or Launch start QEMU with what was prepared; AbortLaunch,
+// Shutdown, Kill, Wait and Close release it. A new prepare forgets the last run's exit code,
+// PID, command line and log. It fails with ErrState when launched; any other failure is a
+// *LaunchError, as for Launch.
+func (m *Machine) PrepareLaunch() ([]string, error) {
+	s, _, err := m.getString(func(h *C.qm_machine, out **C.char, cerr **C.qm_error) C.qm_status {
+		return C.qm_launch_prepare(h, out, cerr)
+	})
+	if err != nil {
+		return nil, err
+	}
+	var base []string
+	if err := json.Unmarshal([]byte(s), &base); err != nil {
+		return nil, &Error{Status: StatusProtocol, Message: "qm: qm_launch_prepare returned " + s}
+	}
+	return base, nil
+}
+
+// LaunchArgv starts exactly argv (argv[0] looked up in PATH; never a shell) instead of the
+// command line Launch builds, typically the binary, PrepareLaunch's arguments edited, and more;
+// then it connects and negotiates QMP as Launch does: same blocking, context handling and
+// errors, same cleanup on a *LaunchError. It prepares first when PrepareLaunch was not called.
+// CommandLine then returns argv.
+//
+// QEMU inherits the prepared descriptors, those of WithFD, and the descriptors of extraFiles
+// (an *os.File, *net.UnixConn ...; the caller keeps them) under their numbers; nothing else.
+// Name them in argv by their numbers. It fails with ErrInvalid for an empty argv, a NUL
+// byte in an argument, or a descriptor below 3, leaving a prepared launch as it was; with
+// ErrState when launched.
+func (m *Machine) LaunchArgv(ctx context.Context, argv []string, extraFiles ...syscall.Conn) error {
+	if len(argv) == 0 {
+		return invalid("LaunchArgv: argv is empty")
+	}
+	cargv, free, err := cstrings("argv", argv)
+	if err != nil {
+		return err
+	}
+	defer free()
+	return withRawFDs(extraFiles, nil, func(fds []C.int) error {
+		var pfds *C.int
+		if len(fds) > 0 {
+			// C memory: the library reads the array during the call only.
+			p := C.malloc(C.size_t(len(fds)) * C.size_t(unsafe.Sizeof(C.int(0))))
+			if p == nil {
+				return errNoMemory("malloc")
+			}
+			defer C.free(p)
+			copy(unsafe.Slice((*C.int)(p), len(fds)), fds)
+			pfds = (*C.int)(p)
+		}
+		return m.call(ctx, C.QM_WAIT_DEFAULT, false, func(h *C.qm_machine, w *waiter, cerr **C.qm_error) C.qm_status {
+			return C.qm_launch_argv(h, cargv, C.size_t(len(argv)), pfds, C.size_t(len(fds)), w.timeout, w.tok, cerr)
+		})
+	})
+}
+
+// withRawFDs runs f with the descriptor numbers of conns, each held valid (by its Control)
+// for the whole of f.
+func withRawFDs(conns []syscall.Conn, fds []C.int, f func([]C.int) error) error {
+	if len(conns) == 0 {
+		return f(fds)
+	}
+	rc, err := conns[0].SyscallConn()
+	if err != nil {
+		return invalid("extra file %d: %v", len(fds), err)
+	}
+	var ferr error
+	cerr := rc.Control(func(fd uintptr) {
+		if fd > 1<<31-1 {
+			ferr = invalid("extra file %d: fd %d is out of range", len(fds), fd)
+			return
+		}
+		ferr = withRawFDs(conns[1:], append(fds, C.int(fd)), f)
+	})
+	if cerr != nil {
+		return invalid("extra file %d: %v", len(fds), cerr)
+	}
+	return ferr
+}
+
+// AbortLaunch releases what PrepareLaunch created (descriptors, socket files, the log, the
+// temporary directory) when the caller gives up before LaunchArgv. It does nothing when not
+// prepared, fails with ErrState when launched, and never blocks.
+func (m *Machine) AbortLaunch() error {
+	return m.set(func(h *C.qm_machine, cerr **C.qm_error) C.qm_status {
+		return C.qm_launch_abort(h, cerr)
 	})
 }
 
@@ -377,6 +474,36 @@ func (m *Machine) PID() int {
 	return int(pid)
 }
 
+// LastPID returns the process id of the last run's QEMU, while it runs and after it exited
+// (unlike PID), until the next launch is prepared; 0 before any process was started, when the
+// last launch failed before starting one, and after Close.
+func (m *Machine) LastPID() int {
+	pid := int64(-1)
+	m.use(func(h *C.qm_machine) error {
+		pid = int64(C.qm_last_pid(h))
+		return nil
+	})
+	if pid < 0 {
+		return 0
+	}
+	return int(pid)
+}
+
+// QMPTimer returns the QMP timer (WithQMPTimer), or a negative duration when it has no limit.
+func (m *Machine) QMPTimer() (time.Duration, error) {
+	var ms C.int64_t
+	err := m.set(func(h *C.qm_machine, cerr **C.qm_error) C.qm_status {
+		return C.qm_get_qmp_timer(h, &ms, cerr)
+	})
+	if err != nil {
+		return 0, err
+	}
+	if ms == C.QM_WAIT_FOREVER {
+		return -1, nil
+	}
+	return time.Duration(ms) * time.Millisecond, nil
+}
+
 // ExitCode returns QEMU's exit status once it has exited (after a shutdown, a wait, or a
 // failed launch where it ran; negative: killed by that signal), and ok false while it runs or
 // before a launch.
@@ -416,10 +543,20 @@ func (m *Machine) getStrings(f func(h *C.qm_machine, out **C.char, cerr **C.qm_e
 }
 
 // Log returns what QEMU wrote to stdout and stderr during the last run, read back after a
-// shutdown or a failed launch; ok is false while QEMU runs and before any run.
+// shutdown or a failed launch; ok is false while QEMU runs (see LogSoFar) and before any run.
 func (m *Machine) Log() (log string, ok bool) {
 	s, null, err := m.getString(func(h *C.qm_machine, out **C.char, cerr **C.qm_error) C.qm_status {
 		return C.qm_get_log(h, out, cerr)
+	})
+	return s, err == nil && !null
+}
+
+// LogSoFar returns what QEMU has written to stdout and stderr so far: while it runs, its
+// output up to now (read afresh on each call); after a shutdown or a failed launch, the same
+// as Log. ok is false before any launch.
+func (m *Machine) LogSoFar() (log string, ok bool) {
+	s, null, err := m.getString(func(h *C.qm_machine, out **C.char, cerr **C.qm_error) C.qm_status {
+		return C.qm_get_log_so_far(h, out, cerr)
 	})
 	return s, err == nil && !null
 }

@@ -64,7 +64,8 @@ func WithWrapper(argv ...string) Option {
 }
 
 // WithName names the machine: the prefix of its log file (<name>.log) and socket files
-// (default "qm-<pid>-<n>"). An empty name or one with "/" or ".." is ErrInvalid.
+// (default "qm-<pid>-<n>"). Only a name that could leave the directory is ErrInvalid: empty,
+// "." or ".." as the whole name, or one with "/".
 func WithName(name string) Option {
 	return withString("name", name, false, func(h *C.qm_machine, s *C.char, cerr **C.qm_error) C.qm_status {
 		return C.qm_set_name(h, s, cerr)
@@ -92,6 +93,17 @@ func WithSockDir(dir string) Option {
 func WithLogDir(dir string) Option {
 	return withString("dir", dir, false, func(h *C.qm_machine, s *C.char, cerr **C.qm_error) C.qm_status {
 		return C.qm_set_log_dir(h, s, cerr)
+	})
+}
+
+// WithQMPTranscript writes every QMP message to and from QEMU to the file at path ("": no
+// transcript, the default), one JSON line each: {"t": <seconds since the Unix epoch>, "dir":
+// "out" | "in" | "event", "msg": <the message>} ("out": sent by the library; "in": the
+// greeting and replies; "event": QEMU's events). The file is opened at each launch (created
+// with mode 0600, appended to); Launch fails if it cannot be.
+func WithQMPTranscript(path string) Option {
+	return withString("path", path, true, func(h *C.qm_machine, s *C.char, cerr **C.qm_error) C.qm_status {
+		return C.qm_set_qmp_transcript(h, s, cerr)
 	})
 }
 
@@ -129,8 +141,8 @@ func WithDrainConsole(drain bool) Option {
 	})
 }
 
-// WithConsoleLog appends every console byte to the file at path (created mode 0600 if
-// missing), which implies the drain; "" turns the console log off.
+// WithConsoleLog writes every console byte to the file at path (created mode 0600 if
+// missing, truncated at each launch), which implies the drain; "" turns the console log off.
 func WithConsoleLog(path string) Option {
 	return withString("path", path, true, func(h *C.qm_machine, s *C.char, cerr **C.qm_error) C.qm_status {
 		return C.qm_set_console_log(h, s, cerr)
@@ -220,4 +232,12 @@ func WithMaxMessageSize(bytes int) Option {
 			return C.qm_set_max_message_size(h, C.size_t(bytes), cerr)
 		})
 	}
+}
+
+// WithMaxQueuedEvents caps the number of queued, unread QMP events at n (n >= 0); n = -1 means
+// no cap, the default (events are never dropped). When an event arrives and n are queued, the
+// oldest is dropped; the next call that reads events fails once with ErrEventsDropped, and
+// DroppedEvents counts the drops. See also SetMaxQueuedEvents, for a running machine.
+func WithMaxQueuedEvents(n int64) Option {
+	return func(m *Machine) error { return m.SetMaxQueuedEvents(n) }
 }

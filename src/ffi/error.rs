@@ -69,6 +69,10 @@ pub enum qm_status {
     /// A bug in qm: a Rust panic was caught at the C boundary. The handle stays usable but its
     /// state may be inconsistent; please report the message.
     QM_ERR_PANIC = 11,
+    /// QMP events were dropped because more than the cap set with `qm_set_max_queued_events`
+    /// were queued (the oldest go first). Reported once, to the next call that reads events;
+    /// `qm_dropped_events` counts them all.
+    QM_ERR_EVENTS_DROPPED = 12,
 }
 
 impl qm_status {
@@ -83,6 +87,7 @@ impl qm_status {
             Error::State(_) => qm_status::QM_ERR_STATE,
             Error::Invalid(_) => qm_status::QM_ERR_INVALID,
             Error::Protocol(_) => qm_status::QM_ERR_PROTOCOL,
+            Error::EventsDropped { .. } => qm_status::QM_ERR_EVENTS_DROPPED,
             Error::Io { .. } => qm_status::QM_ERR_IO,
         }
     }
@@ -313,8 +318,8 @@ pub unsafe extern "C" fn qm_error_cause(err: *const qm_error) -> qm_status {
     })
 }
 
-/// The message of the cause (see `qm_error_cause`), e.g. `"timed out waiting for QEMU (pid
-/// 42) to exit"`; NULL when the error has no cause and for NULL.
+/// The message of the cause (see `qm_error_cause`), e.g. `"timed out: QEMU (pid 42) did not
+/// exit within 3000 ms"`; NULL when the error has no cause and for NULL.
 ///
 /// The string belongs to `err` and stays valid until `qm_error_free(err)`.
 #[no_mangle]
@@ -425,13 +430,16 @@ mod tests {
 
     #[test]
     fn abnormal_shutdown_carries_its_cause() {
-        let err = Error::AbnormalShutdown(Box::new(Error::Timeout("waiting for QEMU".into())));
+        let err = Error::AbnormalShutdown(Box::new(Error::Timeout(
+            "QEMU (pid 42) did not exit within 3000 ms".into(),
+        )));
         let e = qm_error::from_core("qm_shutdown", &err);
         assert_eq!(e.status, qm_status::QM_ERR_ABNORMAL_SHUTDOWN);
         let (status, message) = e.cause.as_ref().unwrap();
         assert_eq!(*status, qm_status::QM_ERR_TIMEOUT);
-        assert_eq!(message.to_str().unwrap(), "timed out waiting for QEMU");
-        assert!(e.message().contains("timed out waiting for QEMU"));
+        let text = "timed out: QEMU (pid 42) did not exit within 3000 ms";
+        assert_eq!(message.to_str().unwrap(), text);
+        assert!(e.message().contains(text));
         assert!(qm_error::from_core("qm_x", &Error::Interrupted)
             .cause
             .is_none());

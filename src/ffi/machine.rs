@@ -134,7 +134,8 @@ pub unsafe extern "C" fn qm_set_wrapper(
 }
 
 /// Names the machine: the prefix of its log file (`<name>.log`) and socket files. Default
-/// `qm-<pid>-<n>`. `QM_ERR_INVALID` for an empty name or one with `/`, `..` (or bad UTF-8).
+/// `qm-<pid>-<n>`. `QM_ERR_INVALID` only for a name that could leave the directory: empty,
+/// `.` or `..` as the whole name, with `/` (or bad UTF-8).
 #[no_mangle]
 pub unsafe extern "C" fn qm_set_name(
     m: *mut qm_machine,
@@ -264,8 +265,8 @@ pub unsafe extern "C" fn qm_set_drain_console(
     })
 }
 
-/// Appends every console byte to the file at `path` (borrowed; created mode 0600 if missing),
-/// which implies the drain; NULL turns the console log off.
+/// Writes every console byte to the file at `path` (borrowed; created mode 0600 if missing,
+/// truncated at each launch), which implies the drain; NULL turns the console log off.
 #[no_mangle]
 pub unsafe extern "C" fn qm_set_console_log(
     m: *mut qm_machine,
@@ -276,6 +277,25 @@ pub unsafe extern "C" fn qm_set_console_log(
         // SAFETY: the handle and string contracts.
         let (m, path) = unsafe { (machine(m)?, opt_string(path, "path")?) };
         m.vm.set_console_log(path.map(PathBuf::from));
+        Ok(())
+    })
+}
+
+/// Writes every QMP message to and from QEMU to the file at `path` (borrowed), one JSON line
+/// each: `{"t": <seconds since the Unix epoch, a float>, "dir": "out"|"in"|"event", "msg":
+/// <the message>}` (`out`: sent by qm; `in`: the greeting and replies; `event`: QEMU's
+/// events). NULL turns it off (the default). The file is opened at each launch (created mode
+/// 0600, appended to; a launch fails with `QM_ERR_LAUNCH` if it cannot be opened).
+#[no_mangle]
+pub unsafe extern "C" fn qm_set_qmp_transcript(
+    m: *mut qm_machine,
+    path: *const c_char,
+    err_out: *mut *mut qm_error,
+) -> qm_status {
+    call("qm_set_qmp_transcript", err_out, || {
+        // SAFETY: the handle and string contracts.
+        let (m, path) = unsafe { (machine(m)?, opt_string(path, "path")?) };
+        m.vm.set_qmp_transcript(path.map(PathBuf::from));
         Ok(())
     })
 }
@@ -293,6 +313,26 @@ pub unsafe extern "C" fn qm_set_qmp_timer(
         let m = unsafe { machine(m) }?;
         let timer = millis(timeout_ms, "timeout_ms")?;
         m.vm.set_qmp_timer(timer);
+        Ok(())
+    })
+}
+
+/// Stores the QMP timer (`qm_set_qmp_timer`) in `*timeout_ms_out`, in milliseconds (rounded
+/// up), or `QM_WAIT_FOREVER` when it has no limit.
+#[no_mangle]
+pub unsafe extern "C" fn qm_get_qmp_timer(
+    m: *const qm_machine,
+    timeout_ms_out: *mut i64,
+    err_out: *mut *mut qm_error,
+) -> qm_status {
+    call("qm_get_qmp_timer", err_out, || {
+        let out = out(timeout_ms_out, "timeout_ms_out")?;
+        // SAFETY: the handle contract.
+        let m = unsafe { machine(m) }?;
+        out.write(match m.vm.qmp_timer() {
+            None => boundary::FOREVER,
+            Some(t) => i64::try_from(t.as_nanos().div_ceil(1_000_000)).unwrap_or(i64::MAX),
+        });
         Ok(())
     })
 }
@@ -426,6 +466,99 @@ pub unsafe extern "C" fn qm_launch(
     })
 }
 
+/// Prepares the next launch without starting QEMU: creates what `qm_launch` creates before
+/// starting it (the monitor socketpair or listener, the console socketpair, QEMU's log) and
+/// stores in `*base_args_out` (owned: free with `qm_string_free`) the arguments qm puts between
+/// the binary and the extra arguments, as a JSON array of strings, e.g.
+/// `["-display","none","-vga","none","-chardev","socket,id=mon,fd=5",
+/// "-mon","chardev=mon,mode=control"]`. The `fd=N` numbers are the descriptors QEMU will
+/// inherit, under those numbers. Never blocks on QEMU.
+///
+/// The run uses the configuration as of this call. Calling it again while prepared returns the
+/// same array. `qm_launch_argv` or `qm_launch` start QEMU with what was prepared;
+/// `qm_launch_abort`, `qm_shutdown`, `qm_kill`, `qm_wait` and `qm_free` release it. A new
+/// prepare forgets the last run's exit code, pid, command line and log. `QM_ERR_STATE` when
+/// launched; any other failure is `QM_ERR_LAUNCH` as for `qm_launch`, with nothing left over.
+#[no_mangle]
+pub unsafe extern "C" fn qm_launch_prepare(
+    m: *mut qm_machine,
+    base_args_out: *mut *mut c_char,
+    err_out: *mut *mut qm_error,
+) -> qm_status {
+    call("qm_launch_prepare", err_out, || {
+        let out = out(base_args_out, "base_args_out")?;
+        // SAFETY: the handle contract.
+        let m = unsafe { machine(m) }?;
+        let base = m.vm.prepare_launch()?;
+        out.write_string(Value::from(base).to_string());
+        Ok(())
+    })
+}
+
+/// Starts `argv` (`n` borrowed UTF-8 strings, `n` > 0; `argv[0]` looked up in `PATH`; never a
+/// shell) exactly as given instead of the command line `qm_launch` builds, then connects and
+/// negotiates QMP as `qm_launch` does: same `timeout_ms` and `cancel` (may be NULL), same
+/// errors, same cleanup on `QM_ERR_LAUNCH`. Prepares first when `qm_launch_prepare` was not
+/// called. `qm_get_command_line` then returns `argv`.
+///
+/// QEMU inherits the prepared descriptors, those of `qm_add_fd`, and `extra_fds` (`n_fds`
+/// borrowed open descriptors, each 3 or above, kept open by the caller until the call returns;
+/// NULL when `n_fds` is 0) under their numbers; nothing else. `QM_ERR_INVALID` (a prepared
+/// launch stays prepared) for an empty or non-UTF-8 `argv`, or a bad descriptor;
+/// `QM_ERR_STATE` when launched.
+#[no_mangle]
+pub unsafe extern "C" fn qm_launch_argv(
+    m: *mut qm_machine,
+    argv: *const *const c_char,
+    n: usize,
+    extra_fds: *const c_int,
+    n_fds: usize,
+    timeout_ms: i64,
+    cancel: *const qm_cancel,
+    err_out: *mut *mut qm_error,
+) -> qm_status {
+    call("qm_launch_argv", err_out, || {
+        // SAFETY: the handle, array and token contracts.
+        let (m, argv, wait) = unsafe {
+            (
+                machine(m)?,
+                strings(argv, n, "argv")?,
+                cancel::wait(timeout_ms, cancel)?,
+            )
+        };
+        let raw: &[c_int] = if n_fds == 0 {
+            &[]
+        } else if extra_fds.is_null() {
+            return Err(Error::Invalid(format!(
+                "extra_fds is NULL but its length is {n_fds}"
+            )));
+        } else {
+            // SAFETY: not NULL; the caller promises `n_fds` readable ints.
+            unsafe { std::slice::from_raw_parts(extra_fds, n_fds) }
+        };
+        let fds = raw
+            .iter()
+            .enumerate()
+            .map(|(i, &fd)| open_fd(fd, &format!("extra_fds[{i}]")))
+            .collect::<Result<Vec<_>>>()?;
+        m.vm.launch_argv(argv, &fds, wait)
+    })
+}
+
+/// Releases what `qm_launch_prepare` created (descriptors, socket files, the log, the temporary
+/// directory) when the caller gives up before `qm_launch_argv`. Does nothing when not
+/// prepared; `QM_ERR_STATE` when launched. Never blocks.
+#[no_mangle]
+pub unsafe extern "C" fn qm_launch_abort(
+    m: *mut qm_machine,
+    err_out: *mut *mut qm_error,
+) -> qm_status {
+    call("qm_launch_abort", err_out, || {
+        // SAFETY: the handle contract.
+        unsafe { machine(m) }?.vm.abort_launch()
+    })
+}
+
 // ---- QMP --------------------------------------------------------------------------------------
 
 /// Sends a QMP command and returns its response.
@@ -462,7 +595,13 @@ unsafe fn execute(
 /// commands on one machine at once. Errors: `QM_ERR_STATE` (not launched, or QMP off),
 /// `QM_ERR_TIMEOUT`, `QM_ERR_INTERRUPTED`, `QM_ERR_DISCONNECTED`, `QM_ERR_INVALID`,
 /// `QM_ERR_PROTOCOL`. A reply that arrives after a timeout is dropped; the connection stays
-/// usable.
+/// usable. `timeout_ms` 0 is `QM_ERR_INVALID` and nothing is sent: 0 means "never block", and
+/// a command always waits for its reply.
+///
+/// Another thread's command stuck in a full socket (QEMU not reading) never delays this one:
+/// its timeout and `cancel` hold. A command that times out (or is cancelled) before any of it
+/// was sent is withdrawn and never reaches QEMU (the message says "nothing was sent"); one
+/// that was partly or wholly sent may still run, and its reply is dropped.
 #[no_mangle]
 pub unsafe extern "C" fn qm_qmp(
     m: *mut qm_machine,
@@ -509,7 +648,9 @@ pub unsafe extern "C" fn qm_cmd(
 /// Sends the open descriptor `fd` (borrowed; the caller keeps it) to QEMU over the QMP socket
 /// with SCM_RIGHTS, for a following `getfd` or `add-fd` command, which take the descriptor that
 /// arrived last. The monitor must be a unix socket or socketpair (the default).
-/// `QM_ERR_INVALID` when `fd` is not open; `QM_ERR_STATE` when not launched.
+/// `QM_ERR_INVALID` when `fd` is not open; `QM_ERR_STATE` when not launched. Sent in order
+/// with the commands of every thread, waiting at most the QMP timer for room in the socket
+/// (`QM_ERR_TIMEOUT`: it was not sent).
 ///
 /// Two threads that each send a descriptor and then run `getfd`/`add-fd` must not interleave:
 /// serialise such pairs.
@@ -588,6 +729,52 @@ pub unsafe extern "C" fn qm_events_get(
         let events = m.vm.get_qmp_events(wait)?;
         out.write_json(Some(&Value::Array(events)));
         Ok(())
+    })
+}
+
+/// `qm_set_max_queued_events` value: no cap (the default); events are never dropped.
+pub const QM_EVENTS_UNLIMITED: i64 = -1;
+
+/// Caps the number of queued, unread QMP events at `max_events` (>= 0), or
+/// `QM_EVENTS_UNLIMITED` (the default: events are never dropped, as in QEMU's Python
+/// `QEMUMachine`). Applies at once and to later launches; other negative values are
+/// `QM_ERR_INVALID`.
+///
+/// When an event arrives and `max_events` are queued, the oldest is dropped to make room (a
+/// caller waiting for an event waits for one yet to come). The next call that reads events
+/// (`qm_event_get`, `qm_events_get`, `qm_event_wait`, `qm_events_wait`), or one already
+/// waiting, fails once with `QM_ERR_EVENTS_DROPPED`; the calls after it read the events that
+/// were kept. `qm_dropped_events` counts the drops.
+#[no_mangle]
+pub unsafe extern "C" fn qm_set_max_queued_events(
+    m: *mut qm_machine,
+    max_events: i64,
+    err_out: *mut *mut qm_error,
+) -> qm_status {
+    call("qm_set_max_queued_events", err_out, || {
+        // SAFETY: the handle contract.
+        let m = unsafe { machine(m) }?;
+        let max = match max_events {
+            QM_EVENTS_UNLIMITED => None,
+            n if n >= 0 => Some(usize::try_from(n).unwrap_or(usize::MAX - 1)),
+            n => {
+                return Err(Error::Invalid(format!(
+                    "max_events is {n}: use a count >= 0 or QM_EVENTS_UNLIMITED (-1)"
+                )))
+            }
+        };
+        m.vm.set_max_queued_events(max);
+        Ok(())
+    })
+}
+
+/// How many QMP events the cap of `qm_set_max_queued_events` dropped since the last launch;
+/// 0 for a NULL `m`. Never blocks.
+#[no_mangle]
+pub unsafe extern "C" fn qm_dropped_events(m: *const qm_machine) -> u64 {
+    guard(0, || {
+        // SAFETY: NULL or a live handle.
+        unsafe { m.as_ref() }.map_or(0, |m| m.vm.dropped_events())
     })
 }
 
@@ -798,6 +985,19 @@ pub unsafe extern "C" fn qm_pid(m: *const qm_machine) -> i64 {
     })
 }
 
+/// The process id of the last run's QEMU, while it runs and after it exited (unlike `qm_pid`),
+/// until the next launch is prepared; -1 before any process was started, when the last launch
+/// failed before starting one, and for NULL. Never blocks.
+#[no_mangle]
+pub unsafe extern "C" fn qm_last_pid(m: *const qm_machine) -> i64 {
+    guard(-1, || {
+        // SAFETY: NULL or a live handle.
+        unsafe { m.as_ref() }
+            .and_then(|m| m.vm.last_pid())
+            .map_or(-1, i64::from)
+    })
+}
+
 /// Once QEMU has exited (after a shutdown, a wait, or a failed launch where it ran): stores its
 /// exit status in `*code_out` (when not NULL; negative: killed by that signal) and returns
 /// true. Returns false while it runs, before a launch, and for a NULL `m`. Never blocks.
@@ -841,7 +1041,8 @@ unsafe fn get_string(
 
 /// What QEMU wrote to stdout and stderr during the last run, read back after a shutdown or a
 /// failed launch, in `*log_out` (owned: free with `qm_string_free`). While QEMU runs, and
-/// before any run, there is no log yet: `*log_out` is set to NULL and the call succeeds.
+/// before any run, there is no log yet: `*log_out` is set to NULL and the call succeeds
+/// (`qm_get_log_so_far` reads the output while QEMU runs).
 #[no_mangle]
 pub unsafe extern "C" fn qm_get_log(
     m: *const qm_machine,
@@ -855,6 +1056,27 @@ pub unsafe extern "C" fn qm_get_log(
             m,
             log_out,
             |vm| Ok(vm.get_log()),
+            err_out,
+        )
+    }
+}
+
+/// What QEMU has written to stdout and stderr so far, in `*log_out` (owned: free with
+/// `qm_string_free`): while QEMU runs, its output up to now (read afresh on each call); after a
+/// shutdown or a failed launch, the same as `qm_get_log`; NULL before any launch.
+#[no_mangle]
+pub unsafe extern "C" fn qm_get_log_so_far(
+    m: *const qm_machine,
+    log_out: *mut *mut c_char,
+    err_out: *mut *mut qm_error,
+) -> qm_status {
+    // SAFETY: forwarded contract.
+    unsafe {
+        get_string(
+            ("qm_get_log_so_far", "log_out"),
+            m,
+            log_out,
+            |vm| Ok(vm.log_so_far()),
             err_out,
         )
     }

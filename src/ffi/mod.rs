@@ -17,11 +17,17 @@
 // The order of these declarations is the order of the header's sections.
 pub mod error;
 
+pub mod status;
+
 pub mod cancel;
 
 pub mod machine;
 
 pub mod guest;
+
+pub mod json;
+
+pub mod log;
 
 mod boundary;
 
@@ -38,18 +44,19 @@ pub const QM_WAIT_FOREVER: i64 = -1;
 /// 30 s. Other calls reject it with `QM_ERR_INVALID`.
 pub const QM_WAIT_DEFAULT: i64 = -2;
 
-/// How much qm writes to stderr (`qm_set_log_level`).
+/// How much qm logs (`qm_set_log_level`), to stderr or to a `qm_set_log_callback` callback.
 pub type qm_log_level = c_int;
 
 /// Log nothing.
 pub const QM_LOG_OFF: qm_log_level = 0;
 /// Log warnings only (e.g. QEMU killed by a signal qm did not send). The default, unless the
-/// environment variable `QM_LOG` (`off`, `warn`, `debug`) says otherwise.
+/// environment variable `QM_LOG` says otherwise: `off`, `warn` or `debug` in any case, or the
+/// number of a `QM_LOG_*` constant (`0`, `1`, `2`); any other value gets one warning.
 pub const QM_LOG_WARN: qm_log_level = 1;
 /// Log every lifecycle step and every QMP message.
 pub const QM_LOG_DEBUG: qm_log_level = 2;
 
-/// The version of the qm library, e.g. `"0.1.0"`: a static string, never freed. Thread-safe.
+/// The version of the qm library, e.g. `"0.2.0"`: a static string, never freed. Thread-safe.
 #[no_mangle]
 pub extern "C" fn qm_version() -> *const c_char {
     concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
@@ -68,7 +75,7 @@ pub unsafe extern "C" fn qm_string_free(s: *mut c_char) {
     })
 }
 
-/// Sets how much qm logs to stderr, for the whole process (it overrides `QM_LOG`).
+/// Sets how much qm logs (to stderr or the `qm_set_log_callback` callback), for the whole process (it overrides `QM_LOG`).
 /// Thread-safe. `QM_ERR_INVALID` for a value that is not a `QM_LOG_*` constant (the level is
 /// then unchanged).
 #[no_mangle]
@@ -83,7 +90,7 @@ pub unsafe extern "C" fn qm_set_log_level(
             QM_LOG_DEBUG => crate::LogLevel::Debug,
             other => {
                 return Err(crate::Error::Invalid(format!(
-                    "level {other} is not QM_LOG_OFF, QM_LOG_WARN or QM_LOG_DEBUG"
+                    "log level {other} is not one of 0 (off), 1 (warn), 2 (debug)"
                 )))
             }
         };
@@ -134,6 +141,14 @@ mod tests {
         // SAFETY: qm_version returns a static NUL-terminated string.
         let v = unsafe { std::ffi::CStr::from_ptr(qm_version()) };
         assert_eq!(v.to_str().unwrap(), env!("CARGO_PKG_VERSION"));
+    }
+
+    #[test]
+    fn log_levels_are_the_core_levels() {
+        // The log callback passes the core level as it is.
+        assert_eq!(crate::LogLevel::Off as qm_log_level, QM_LOG_OFF);
+        assert_eq!(crate::LogLevel::Warn as qm_log_level, QM_LOG_WARN);
+        assert_eq!(crate::LogLevel::Debug as qm_log_level, QM_LOG_DEBUG);
     }
 
     #[test]

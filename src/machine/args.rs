@@ -22,10 +22,30 @@ pub(crate) fn option_value(value: &str) -> String {
     value.replace(',', ",,")
 }
 
-/// The whole command line: wrapper, binary, qm's arguments, then the user's. `monitor` is set
-/// when QMP is on; `console_fd` is QEMU's end of the console socketpair when a console is
-/// configured.
+/// The whole command line: wrapper, binary, qm's arguments ([`base_args`]), then the user's.
+#[cfg(test)]
 pub(super) fn command_line(
+    cfg: &Config,
+    monitor: Option<MonitorChardev<'_>>,
+    console_fd: Option<RawFd>,
+) -> Vec<String> {
+    around(cfg, &base_args(cfg, monitor, console_fd))
+}
+
+/// `base` between the wrapper and binary and the user's arguments.
+pub(super) fn around(cfg: &Config, base: &[String]) -> Vec<String> {
+    cfg.wrapper
+        .iter()
+        .chain([&cfg.binary])
+        .chain(base)
+        .chain(&cfg.args)
+        .cloned()
+        .collect()
+}
+
+/// The arguments qm puts between the binary and the user's. `monitor` is set when QMP is on;
+/// `console_fd` is QEMU's end of the console socketpair when a console is configured.
+pub(super) fn base_args(
     cfg: &Config,
     monitor: Option<MonitorChardev<'_>>,
     console_fd: Option<RawFd>,
@@ -61,13 +81,7 @@ pub(super) fn command_line(
             Some(dev) => base.extend(["-device".into(), format!("{dev},chardev=console")]),
         }
     }
-    cfg.wrapper
-        .iter()
-        .chain([&cfg.binary])
-        .chain(&base)
-        .chain(&cfg.args)
-        .cloned()
-        .collect()
+    base
 }
 
 #[cfg(test)]

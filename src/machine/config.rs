@@ -46,6 +46,7 @@ pub(super) struct Config {
     /// Descriptors registered with `add_fd`, inherited by QEMU.
     pub(super) pass_fds: Vec<RawFd>,
     pub(super) max_message: usize,
+    pub(super) qmp_transcript: Option<PathBuf>,
 }
 
 impl Config {
@@ -68,6 +69,7 @@ impl Config {
             console: None,
             pass_fds: Vec::new(),
             max_message: DEFAULT_MAX_MESSAGE,
+            qmp_transcript: None,
         }
     }
 }
@@ -93,12 +95,13 @@ impl Machine {
         lock(&self.cfg).wrapper = wrapper.into_iter().map(Into::into).collect();
     }
 
-    /// Names the machine: the prefix of its log and socket files. Rejects names that could
-    /// escape the log directory (`/`, `..`, NUL) or are empty.
+    /// Names the machine: the prefix of its log and socket files. Rejects only names that could
+    /// leave the directory: empty, `.` or `..` as the whole name, or with `/` or NUL.
     pub fn set_name(&self, name: &str) -> Result<()> {
-        if name.is_empty() || name.contains('/') || name.contains('\0') || name.contains("..") {
+        // The name becomes a file name prefix: reject only what could leave the directory.
+        if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0']) {
             return Err(Error::Invalid(format!(
-                "machine name {name:?} must be non-empty without '/', '..' or NUL"
+                "machine name {name:?} must be non-empty, not \".\" or \"..\", without '/' or NUL"
             )));
         }
         lock(&self.cfg).name = name.to_owned();
@@ -133,7 +136,8 @@ impl Machine {
         lock(&self.cfg).drain_console = drain;
     }
 
-    /// Appends every console byte to this file (implies the drain).
+    /// Writes every console byte to this file (implies the drain). The file is truncated at each
+    /// launch, as QEMU's Python `ConsoleSocket` does (and as QEMU's own log is).
     pub fn set_console_log(&self, path: Option<PathBuf>) {
         lock(&self.cfg).console_log = path;
     }
@@ -184,6 +188,15 @@ impl Machine {
         let mut cfg = lock(&self.cfg);
         cfg.pass_fds.push(raw);
         cfg.args.extend(["-add-fd".to_owned(), option]);
+    }
+
+    /// Writes every QMP message to and from QEMU to `path` (`None`: no transcript, the default),
+    /// one JSON line each: `{"t": <seconds since the Unix epoch>, "dir": "out"|"in"|"event",
+    /// "msg": <the message>}`. The file is opened (created with mode 0600, appended to) at each
+    /// launch, which fails if it cannot be; a later write error is warned about and ends the
+    /// transcript, not the run.
+    pub fn set_qmp_transcript(&self, path: Option<PathBuf>) {
+        lock(&self.cfg).qmp_transcript = path;
     }
 
     /// Caps the size of one message from QEMU (default [`DEFAULT_MAX_MESSAGE`], 64 MiB): a

@@ -1,9 +1,11 @@
-//! How a run starts: the monitor and console sockets, QEMU's log, the process, and the QMP
-//! handshake, all bounded by one deadline; a failed launch undoes all of it.
+//! How a run starts, in two phases: prepare (the monitor and console sockets, QEMU's log, and
+//! the base arguments naming them) and start (the process from an argv, qm's own or a
+//! caller's, and the QMP handshake, bounded by one deadline). `launch` is both; a failed
+//! launch undoes all of it.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
@@ -34,7 +36,7 @@ impl QemuLog {
         match log_dir {
             Some(dir) => {
                 let path = dir.join(format!("{name}.log"));
-                let file = create_private(&path, true)?;
+                let file = create_private(&path)?;
                 Ok((QemuLog::File(path), file))
             }
             None => {
@@ -51,6 +53,18 @@ impl QemuLog {
         }
     }
 
+    /// A descriptor to read the output while QEMU writes it (with positioned reads only).
+    pub(super) fn reader(&self) -> Result<File> {
+        match self {
+            QemuLog::File(path) => {
+                File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))
+            }
+            QemuLog::Memory(f) => f
+                .try_clone()
+                .map_err(|e| Error::io("duplicating the in-memory log", e)),
+        }
+    }
+
     /// Everything QEMU wrote (call once QEMU is gone).
     pub(super) fn read_back(self) -> String {
         let mut text = Vec::new();
@@ -63,6 +77,25 @@ impl QemuLog {
         };
         String::from_utf8_lossy(&text).into_owned()
     }
+}
+
+/// What [`Machine::prepare_launch`] created for the next run, kept in `Life` until QEMU is
+/// started with it (or the launch is abandoned): dropping it closes every descriptor.
+pub(super) struct Prepared {
+    /// The configuration as of the prepare: the run uses it, not later changes.
+    cfg: Config,
+    /// The monitor: our end (or listener), and QEMU's end for a socketpair.
+    monitor: Option<Listen>,
+    /// The console socketpair: our end, QEMU's end.
+    console: Option<(OwnedFd, OwnedFd)>,
+    /// Where QEMU's stdout and stderr go.
+    log: File,
+    /// What QEMU inherits: the descriptors named in `base_args`, and those of `add_fd`.
+    keep_fds: Vec<RawFd>,
+    /// The arguments qm puts between the binary and the user's.
+    base_args: Vec<String>,
+    /// The QMP transcript file, when asked for.
+    transcript: Option<File>,
 }
 
 impl Machine {
@@ -86,40 +119,150 @@ impl Machine {
     /// wait's token fires, the launch fails with [`Error::Launch`] whose cause is
     /// [`Error::Interrupted`], and cleans up as usual; a token that already fired fails at once
     /// with [`Error::Interrupted`], launching nothing.
+    ///
+    /// This is [`prepare_launch`](Self::prepare_launch) (or what an earlier call prepared)
+    /// then [`launch_argv`](Self::launch_argv) with qm's own command line: wrapper, binary,
+    /// the base arguments, the extra ones.
     pub fn launch_with(&self, wait: impl Into<Wait>) -> Result<()> {
-        let wait = wait.into().or_default(self.qmp_timer());
-        let deadline = wait.start()?;
+        self.launch_inner(None, &[], wait.into())
+    }
+
+    /// Prepares the next launch without starting QEMU: creates the monitor socketpair or
+    /// listener, the console socketpair and QEMU's log, and returns the arguments qm puts
+    /// between the binary and the extra arguments (`-display none … -chardev
+    /// socket,id=mon,fd=N …`). The `fd=N` numbers are the descriptors QEMU will inherit under
+    /// those numbers. Never blocks on QEMU.
+    ///
+    /// The run uses the configuration as of this call. Calling it again while prepared returns
+    /// the same arguments. [`launch_argv`](Self::launch_argv) or [`launch`](Self::launch)
+    /// start QEMU with what was prepared; [`abort_launch`](Self::abort_launch),
+    /// [`shutdown`](Self::shutdown), [`kill`](Self::kill) and dropping the machine release it.
+    /// A new prepare forgets the last run's exit code, pid, command line and log.
+    ///
+    /// Fails with [`Error::State`] when launched; any other failure is an [`Error::Launch`],
+    /// with everything created so far removed, as for [`launch`](Self::launch).
+    pub fn prepare_launch(&self) -> Result<Vec<String>> {
         let mut life = lock(&self.life);
         if life.launched {
-            return Err(Error::State("the machine is already launched".into()));
+            return Err(already_launched());
         }
-        let cfg = lock(&self.cfg).clone();
-        self.quit_issued.store(false, Ordering::SeqCst);
-        self.signal_sent.store(0, Ordering::SeqCst);
-        *lock(&self.output) = RunOutput::default();
-        // The last run's exit code must not pass for this run's.
-        *lock(&self.proc) = ProcState::None;
-        match self.launch_locked(&mut life, &cfg, &deadline) {
-            Ok(()) => Ok(()),
-            Err(cause) => {
-                // A QEMU still running here never became usable: kill it, its code is ours.
-                let exited_by_itself = self.exit_after(&cause);
-                if exited_by_itself.is_none() {
-                    let _ = self.hard_shutdown();
-                }
-                self.post_shutdown(&mut life);
-                let output = lock(&self.output);
-                Err(Error::Launch {
-                    exitcode: exited_by_itself,
-                    command: output.full_args.join(" "),
-                    output: output.log.clone().unwrap_or_default(),
-                    cause: Box::new(cause),
-                })
-            }
+        match self.prepare_locked(&mut life) {
+            Ok(prepared) => Ok(prepared.base_args.clone()),
+            Err(cause) => Err(self.launch_failed(&mut life, cause)),
         }
     }
 
-    fn launch_locked(&self, life: &mut Life, cfg: &Config, deadline: &Deadline<'_>) -> Result<()> {
+    /// Starts exactly `argv` (`argv[0]` looked up in `PATH`; never a shell) instead of the
+    /// command line qm builds, then connects and negotiates QMP as
+    /// [`launch_with`](Self::launch_with) does: same wait, errors and cleanup. Prepares first
+    /// when [`prepare_launch`](Self::prepare_launch) was not called.
+    ///
+    /// QEMU inherits the prepared descriptors, those of [`add_fd`](Self::add_fd), and
+    /// `extra_fds` under their numbers (the caller keeps them open until this returns);
+    /// nothing else. [`full_args`](Self::full_args) then returns `argv`.
+    ///
+    /// Fails with [`Error::Invalid`] for an empty `argv`, an argument holding NUL or an extra
+    /// descriptor below 3 (stdin, stdout and stderr are qm's), leaving a prepared launch as it
+    /// was; with [`Error::State`] when launched.
+    pub fn launch_argv<I, S>(
+        &self,
+        argv: I,
+        extra_fds: &[BorrowedFd<'_>],
+        wait: impl Into<Wait>,
+    ) -> Result<()>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let argv: Vec<String> = argv.into_iter().map(Into::into).collect();
+        if argv.is_empty() {
+            return Err(Error::Invalid("argv is empty".into()));
+        }
+        if let Some(arg) = argv.iter().find(|a| a.contains('\0')) {
+            return Err(Error::Invalid(format!("argument {arg:?} contains NUL")));
+        }
+        let extra: Vec<RawFd> = extra_fds.iter().map(AsRawFd::as_raw_fd).collect();
+        if let Some(fd) = extra.iter().find(|&&fd| fd < 3) {
+            return Err(Error::Invalid(format!(
+                "extra descriptor {fd} is stdin, stdout or stderr, which QEMU gets from qm"
+            )));
+        }
+        self.launch_inner(Some(argv), &extra, wait.into())
+    }
+
+    /// Releases what [`prepare_launch`](Self::prepare_launch) created, when the caller gives up
+    /// before starting QEMU. Does nothing when not prepared; [`Error::State`] when launched.
+    /// Never blocks on QEMU.
+    pub fn abort_launch(&self) -> Result<()> {
+        let mut life = lock(&self.life);
+        if life.launched {
+            return Err(Error::State(
+                "the machine is launched: shut it down instead".into(),
+            ));
+        }
+        self.release_prepared(&mut life);
+        Ok(())
+    }
+
+    /// Drops a prepared launch and everything it created (sockets, socket files, the log, the
+    /// temp dir); nothing when not prepared. Called with `life` locked and not launched.
+    pub(super) fn release_prepared(&self, life: &mut Life) {
+        if life.prepared.take().is_some() {
+            self.post_shutdown(life);
+        }
+    }
+
+    /// Prepare (unless prepared) and start, with `argv` or qm's own command line.
+    fn launch_inner(&self, argv: Option<Vec<String>>, extra: &[RawFd], wait: Wait) -> Result<()> {
+        let wait = wait.or_default(self.qmp_timer());
+        let deadline = wait.start()?;
+        let mut life = lock(&self.life);
+        if life.launched {
+            return Err(already_launched());
+        }
+        let started = self.prepare_locked(&mut life).map(drop).and_then(|()| {
+            let prepared = life.prepared.take().expect("prepared above");
+            let argv = argv.unwrap_or_else(|| args::around(&prepared.cfg, &prepared.base_args));
+            self.start_locked(&mut life, prepared, argv, extra, &deadline)
+        });
+        started.map_err(|cause| self.launch_failed(&mut life, cause))
+    }
+
+    /// The [`Error::Launch`] for `cause`, once a QEMU still running is killed (it never became
+    /// usable: its exit code is ours) and everything the launch created is removed.
+    fn launch_failed(&self, life: &mut Life, cause: Error) -> Error {
+        let exited_by_itself = self.exit_after(&cause);
+        if exited_by_itself.is_none() {
+            let _ = self.hard_shutdown();
+        }
+        life.prepared = None;
+        self.post_shutdown(life);
+        let output = lock(&self.output);
+        Error::Launch {
+            exitcode: exited_by_itself,
+            command: output.full_args.join(" "),
+            output: output.log.clone().unwrap_or_default(),
+            cause: Box::new(cause),
+        }
+    }
+
+    /// Creates what a run needs before QEMU starts, unless already prepared.
+    fn prepare_locked<'l>(&self, life: &'l mut Life) -> Result<&'l Prepared> {
+        if life.prepared.is_none() {
+            self.quit_issued.store(false, Ordering::SeqCst);
+            self.signal_sent.store(0, Ordering::SeqCst);
+            *lock(&self.output) = RunOutput::default();
+            // The last run's exit code and pid must not pass for this run's.
+            *lock(&self.proc) = ProcState::None;
+            self.last_pid.store(0, Ordering::SeqCst);
+            let cfg = lock(&self.cfg).clone();
+            let prepared = self.prepare_run(life, cfg)?;
+            life.prepared = Some(prepared);
+        }
+        Ok(life.prepared.as_ref().expect("prepared above"))
+    }
+
+    fn prepare_run(&self, life: &mut Life, cfg: Config) -> Result<Prepared> {
         let mut keep_fds = cfg.pass_fds.clone();
 
         // The monitor: our end (or listener), and where QEMU finds it.
@@ -161,37 +304,76 @@ impl Machine {
             }
             _ => None,
         };
-        let mut console_host = None;
-        let mut console_qemu = None;
+        let mut console = None;
         if cfg.console.is_some() {
             let (host, qemu) = console::socketpair("console")?;
             keep_fds.push(qemu.as_raw_fd());
-            console_host = Some(host);
-            console_qemu = Some(qemu);
+            console = Some((host, qemu));
         }
 
         let (qemu_log, log) = QemuLog::create(cfg.log_dir.as_deref(), &cfg.name)?;
+        lock(&self.output).live_log = Some(qemu_log.reader()?);
         life.log = Some(qemu_log);
+        // Opened before QEMU starts: a bad path fails the launch before there is a QEMU to kill.
+        let transcript = match &cfg.qmp_transcript {
+            Some(path) if cfg.qmp_enabled => Some(crate::qmp::Transcript::open(path)?),
+            _ => None,
+        };
 
-        let full_args =
-            args::command_line(cfg, chardev, console_qemu.as_ref().map(|fd| fd.as_raw_fd()));
-        lock(&self.output).full_args = full_args.clone();
-        debug!("{}: launch command: {}", cfg.name, full_args.join(" "));
+        let base_args = args::base_args(
+            &cfg,
+            chardev,
+            console.as_ref().map(|(_, qemu)| qemu.as_raw_fd()),
+        );
+        Ok(Prepared {
+            cfg,
+            monitor,
+            console,
+            log,
+            keep_fds,
+            base_args,
+            transcript,
+        })
+    }
+
+    /// Starts `argv` with what was prepared, then the console and the QMP handshake.
+    fn start_locked(
+        &self,
+        life: &mut Life,
+        prepared: Prepared,
+        argv: Vec<String>,
+        extra_fds: &[RawFd],
+        deadline: &Deadline<'_>,
+    ) -> Result<()> {
+        let Prepared {
+            cfg,
+            monitor,
+            console,
+            log,
+            mut keep_fds,
+            base_args: _,
+            transcript,
+        } = prepared;
+        keep_fds.extend_from_slice(extra_fds);
+        lock(&self.output).full_args = argv.clone();
+        debug!("{}: launch command: {}", cfg.name, argv.join(" "));
 
         let process = Arc::new(Process::spawn(Spawn {
-            argv: full_args,
+            argv,
             keep_fds,
             log,
         })?);
+        self.last_pid
+            .store(process.reported_pid(), Ordering::SeqCst);
         *lock(&self.proc) = ProcState::Running(process.clone());
         life.launched = true;
         // QEMU holds its ends now; ours must go so its exit reads as EOF.
-        drop(console_qemu);
+        let console_host = console.map(|(host, _qemu)| host);
 
         if let Some(console) = console_host {
             *lock(&self.console) = Some(if cfg.drain_console || cfg.console_log.is_some() {
                 let log = match &cfg.console_log {
-                    Some(path) => Some(create_private(path, false)?),
+                    Some(path) => Some(create_private(path)?),
                     None => None,
                 };
                 Console::drained(console, log, &cfg.name)?
@@ -203,6 +385,10 @@ impl Machine {
         if let Some(listen) = monitor {
             let sock = listen.connect(&process, deadline)?;
             let client = Arc::new(QmpClient::new(sock, &cfg.name, cfg.max_message)?);
+            client.set_max_queued_events(self.max_queued_events());
+            if let Some(file) = transcript {
+                client.set_transcript(file);
+            }
             // Published only once the handshake is over (a command from another thread must
             // not overtake qmp_capabilities), and also when it failed: events QEMU sent before
             // stay readable.
@@ -213,10 +399,16 @@ impl Machine {
         }
         if !cfg.wrapper.is_empty() {
             process.identify(&cfg.binary);
+            self.last_pid
+                .store(process.reported_pid(), Ordering::SeqCst);
         }
         debug!("{}: launched, pid {}", cfg.name, process.reported_pid());
         Ok(())
     }
+}
+
+fn already_launched() -> Error {
+    Error::State("the machine is already launched".into())
 }
 
 enum Listen {
@@ -249,9 +441,10 @@ impl Listen {
             let ready = poll(&mut fds, deadline.remaining())
                 .map_err(|e| Error::io("waiting for QEMU to connect to the monitor", e))?;
             if ready == 0 {
-                return Err(Error::Timeout(
-                    "waiting for QEMU to connect to the monitor".into(),
-                ));
+                return Err(Error::Timeout(format!(
+                    "QEMU did not connect to the monitor {}",
+                    deadline.within()
+                )));
             }
             if fds[0].revents != 0 {
                 return socket::accept(listener.as_fd())
@@ -287,13 +480,12 @@ fn listen_unix(path: &Path) -> Result<UnixListener> {
     Ok(listener)
 }
 
-/// Creates (or truncates / appends to) a file only its owner can read.
-fn create_private(path: &Path, truncate: bool) -> Result<File> {
+/// Creates (or truncates) a file only its owner can read.
+fn create_private(path: &Path) -> Result<File> {
     OpenOptions::new()
         .create(true)
         .write(true)
-        .truncate(truncate)
-        .append(!truncate)
+        .truncate(true)
         .mode(0o600)
         .custom_flags(libc::O_CLOEXEC)
         .open(path)

@@ -20,19 +20,18 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::event::event_match;
 use crate::qmp::QmpClient;
 use crate::wait::Wait;
 use config::Config;
 pub use config::MonitorAddress;
 use console::Console;
-use launch::QemuLog;
+use launch::{Prepared, QemuLog};
 use process::Process;
 pub use shutdown::DEFAULT_SHUTDOWN_TIMEOUT;
 
@@ -57,6 +56,10 @@ pub struct Machine {
     /// The signal a shutdown sent, if any: an exit by it is ours, not worth a warning.
     signal_sent: AtomicI32,
     output: Mutex<RunOutput>,
+    /// The cap on queued QMP events (`usize::MAX`: none); see `set_max_queued_events`.
+    max_events: AtomicUsize,
+    /// The pid of the last run's QEMU (0: none), kept after it exits.
+    last_pid: AtomicU32,
 }
 
 #[derive(Default)]
@@ -66,6 +69,8 @@ struct Life {
     remove_files: Vec<PathBuf>,
     /// Where QEMU's stdout and stderr go, read back at cleanup.
     log: Option<QemuLog>,
+    /// What `prepare_launch` created for a run not started yet.
+    prepared: Option<Prepared>,
 }
 
 #[derive(Default)]
@@ -80,6 +85,9 @@ enum ProcState {
 struct RunOutput {
     full_args: Vec<String>,
     log: Option<String>,
+    /// QEMU's output while it runs, read with positioned reads (QEMU shares the in-memory
+    /// file's offset: it must never move).
+    live_log: Option<File>,
 }
 
 static NEXT_NAME: AtomicU64 = AtomicU64::new(0);
@@ -107,6 +115,8 @@ impl Machine {
             quit_issued: AtomicBool::new(false),
             signal_sent: AtomicI32::new(0),
             output: Mutex::new(RunOutput::default()),
+            max_events: AtomicUsize::new(usize::MAX),
+            last_pid: AtomicU32::new(0),
         }
     }
     // ---- state -----------------------------------------------------------------------------
@@ -159,9 +169,49 @@ impl Machine {
         }
     }
 
+    /// The pid of the last run's QEMU, while it runs and after it exited (as the seed's
+    /// `_popen.pid`), until the next launch is prepared; `None` before any process was
+    /// started (or when the launch failed before starting it). Under a wrapper, what
+    /// [`pid`](Self::pid) reported: QEMU's own once identified, else the wrapper's.
+    pub fn last_pid(&self) -> Option<u32> {
+        match self.last_pid.load(Ordering::SeqCst) {
+            0 => None,
+            pid => Some(pid),
+        }
+    }
+
     /// What QEMU wrote to stdout and stderr, available after a shutdown or a failed launch.
     pub fn get_log(&self) -> Option<String> {
         lock(&self.output).log.clone()
+    }
+
+    /// What QEMU has written to stdout and stderr so far: while it runs, everything up to now
+    /// (read afresh on each call, so it costs the size of the output); after a shutdown or a
+    /// failed launch, the same as [`get_log`](Self::get_log); `None` before any launch. A
+    /// character QEMU is in the middle of writing is left for the next call.
+    pub fn log_so_far(&self) -> Option<String> {
+        let output = lock(&self.output);
+        if let Some(log) = &output.log {
+            return Some(log.clone());
+        }
+        let file = output.live_log.as_ref()?;
+        let mut text = Vec::new();
+        let mut chunk = vec![0u8; 64 << 10];
+        loop {
+            match std::os::unix::fs::FileExt::read_at(file, &mut chunk, text.len() as u64) {
+                Ok(0) => break,
+                Ok(n) => text.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                // What was read is still worth having.
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = std::str::from_utf8(&text) {
+            if e.error_len().is_none() {
+                text.truncate(e.valid_up_to());
+            }
+        }
+        Some(String::from_utf8_lossy(&text).into_owned())
     }
 
     /// The machine's temporary directory (mode 0700), created on first use under the base
@@ -257,7 +307,7 @@ impl Machine {
 
     /// Sends a descriptor to QEMU with SCM_RIGHTS, for a following `getfd` or `add-fd`.
     pub fn send_fd_scm(&self, fd: BorrowedFd<'_>) -> Result<()> {
-        self.live_client()?.send_fd(fd)
+        self.live_client()?.send_fd(fd, self.qmp_timer())
     }
 
     /// Opens `path` read-only and sends it with [`send_fd_scm`](Self::send_fd_scm).
@@ -282,6 +332,34 @@ impl Machine {
         self.client()?.get_events(wait)
     }
 
+    /// Caps the number of queued, unread QMP events (`None`, the default: no cap, events are
+    /// never dropped, as in QEMU's Python `QEMUMachine`). Applies at once and to later launches.
+    ///
+    /// When an event arrives and `max` are queued, the oldest is dropped to make room (a
+    /// caller waiting for an event waits for one yet to come). The next call that reads events
+    /// — or one already waiting — fails once with [`Error::EventsDropped`]; the calls after it
+    /// read the events that were kept. [`dropped_events`](Self::dropped_events) counts them.
+    pub fn set_max_queued_events(&self, max: Option<usize>) {
+        self.max_events
+            .store(max.unwrap_or(usize::MAX), Ordering::SeqCst);
+        if let Some(client) = lock(&self.qmp).as_ref() {
+            client.set_max_queued_events(max);
+        }
+    }
+
+    /// The cap set by [`set_max_queued_events`](Self::set_max_queued_events).
+    pub fn max_queued_events(&self) -> Option<usize> {
+        let max = self.max_events.load(Ordering::SeqCst);
+        (max != usize::MAX).then_some(max)
+    }
+
+    /// How many QMP events the cap dropped since the last launch.
+    pub fn dropped_events(&self) -> u64 {
+        lock(&self.qmp)
+            .as_ref()
+            .map_or(0, |client| client.dropped_events())
+    }
+
     /// Drops every queued event.
     pub fn clear_events(&self) {
         if let Some(client) = lock(&self.qmp).as_ref() {
@@ -289,7 +367,8 @@ impl Machine {
         }
     }
 
-    /// Waits for an event called `name` that matches `filter` (see [`event_match`]).
+    /// Waits for an event called `name` that matches `filter` (see
+    /// [`event_match`](crate::event_match)).
     pub fn event_wait(
         &self,
         name: &str,
@@ -308,14 +387,26 @@ impl Machine {
         wait: impl Into<Wait>,
     ) -> Result<Option<Value>> {
         let wait = wait.into().checked()?;
-        self.client()?.take_event(
-            |ev| {
-                events.iter().any(|(name, filter)| {
-                    ev["event"].as_str() == Some(name) && event_match(ev, *filter)
-                })
-            },
-            wait,
-        )
+        let within = wait.start()?.within();
+        self.client()?
+            .events_wait(events, wait)
+            .map_err(|e| match e {
+                // Name the events waited for: `no SHUTDOWN event within 3000 ms`.
+                Error::Timeout(_) => {
+                    let names: Vec<&str> = events.iter().map(|(name, _)| *name).collect();
+                    let filtered = events.iter().any(|(_, f)| f.is_some());
+                    Error::Timeout(format!(
+                        "no {} event{} {within}",
+                        names.join(" or "),
+                        if filtered {
+                            " (matching the filter)"
+                        } else {
+                            ""
+                        }
+                    ))
+                }
+                other => other,
+            })
     }
 
     // ---- console ---------------------------------------------------------------------------

@@ -99,8 +99,9 @@ impl Process {
                 .map_err(|e| Error::io("waiting for QEMU to exit", e))?;
             if ready == 0 {
                 return Err(Error::Timeout(format!(
-                    "waiting for QEMU (pid {}) to exit",
-                    self.pid
+                    "QEMU (pid {}) did not exit {}",
+                    self.pid,
+                    deadline.within()
                 )));
             }
         }

@@ -23,7 +23,8 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 impl Machine {
     /// Shuts QEMU down gracefully: `quit` over QMP (SIGTERM without QMP), then waits up to the
     /// wait's timeout for the exit. If that fails, kills QEMU and returns
-    /// [`Error::AbnormalShutdown`]. Cleanup always runs. Does nothing when not launched.
+    /// [`Error::AbnormalShutdown`]. Cleanup always runs. When not launched, only releases a
+    /// prepared launch (see [`prepare_launch`](Self::prepare_launch)).
     ///
     /// The wait's default is [`DEFAULT_SHUTDOWN_TIMEOUT`]; a token that fired (before or during
     /// the call) means "do not wait: kill QEMU".
@@ -31,7 +32,8 @@ impl Machine {
         self.shutdown_inner(false, wait.into())
     }
 
-    /// Kills QEMU (SIGKILL), reaps it and cleans up. Does nothing when not launched.
+    /// Kills QEMU (SIGKILL), reaps it and cleans up. When not launched, only releases a
+    /// prepared launch.
     pub fn kill(&self) -> Result<()> {
         self.shutdown_inner(true, Wait::forever())
     }
@@ -49,6 +51,7 @@ impl Machine {
         let wait = wait.or_default(Some(DEFAULT_SHUTDOWN_TIMEOUT));
         let mut life = lock(&self.life);
         if !life.launched {
+            self.release_prepared(&mut life);
             return Ok(());
         }
         debug!("{}: shutting down (hard: {hard})", self.name());
@@ -89,7 +92,13 @@ impl Machine {
                 let quit = if self.quit_issued.load(Ordering::SeqCst) {
                     Ok(())
                 } else {
-                    self.qmp_with("quit", None, deadline.to_wait()).map(drop)
+                    // Within what is left of the deadline, even nothing: then `quit` goes
+                    // out only if the socket takes it at once (a zero wait is no command's).
+                    client.execute_within("quit", None, &deadline).map(|reply| {
+                        if reply.get("return").is_some() {
+                            self.quit_issued.store(true, Ordering::SeqCst);
+                        }
+                    })
                 };
                 client.close();
                 quit?;
@@ -163,7 +172,9 @@ impl Machine {
             code
         };
         if let Some(log) = life.log.take() {
-            lock(&self.output).log = Some(log.read_back());
+            let mut output = lock(&self.output);
+            output.log = Some(log.read_back());
+            output.live_log = None;
         }
         *lock(&self.temp_dir) = None;
         for path in life.remove_files.drain(..) {

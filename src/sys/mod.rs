@@ -103,6 +103,12 @@ impl EventFd {
         let _ = nix::unistd::write(&self.0, &1u64.to_ne_bytes());
     }
 
+    /// Resets the counter (no longer readable until signalled again). Never blocks.
+    pub(crate) fn drain(&self) {
+        let mut count = [0u8; 8];
+        let _ = nix::unistd::read(&self.0, &mut count);
+    }
+
     /// A second descriptor on the same counter (for a thread that signals it).
     pub(crate) fn try_clone(&self) -> std::io::Result<EventFd> {
         self.0.try_clone().map(EventFd)

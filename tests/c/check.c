@@ -40,6 +40,7 @@ const char *status_name(qm_status s)
     case QM_ERR_PROTOCOL: return "QM_ERR_PROTOCOL";
     case QM_ERR_IO: return "QM_ERR_IO";
     case QM_ERR_PANIC: return "QM_ERR_PANIC";
+    case QM_ERR_EVENTS_DROPPED: return "QM_ERR_EVENTS_DROPPED";
     }
     return "(unknown status)";
 }

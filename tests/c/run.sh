@@ -11,8 +11,9 @@
 #             ThreadSanitizer, statically linked with libqm.a, which is not instrumented: reports
 #             that involve Rust code are suppressed (tests/c/tsan.supp says why), and
 #             tests/c/tsan_canary.c checks that a race in C is still reported
-#   install   `make install` into a temporary prefix, then bindings/c/examples/*.c built with
-#             pkg-config (shared, and --static against a prefix that has only libqm.a) and run
+#   install   `make install` into a temporary prefix (stripped libraries, versioned soname),
+#             then bindings/c/examples/*.c built with pkg-config, shared and --static (which
+#             must take libqm.a although libqm.so is beside it), and run; `make uninstall`
 #
 # Every test binary ends with `<file>: N passed, M failed`; this script adds them up and ends
 # with `c-tests: N passed, M failed`. Environment: CC, CXX, CARGO, MAKE, QM_QEMU (the QEMU
@@ -25,8 +26,9 @@ CXX=${CXX:-c++}
 CARGO=${CARGO:-cargo}
 MAKE=${MAKE:-make}
 B=$ROOT/tests/c/build
-# What rustc links a static Rust library with (`--print native-static-libs`).
-NATIVE_LIBS=${NATIVE_LIBS:--lgcc_s -lutil -lrt -lpthread -lm -ldl -lc}
+# What rustc links a static Rust library with: the one list (make check-native-libs checks it).
+NATIVE_LIBS=$(grep -v '^#' bindings/c/native-static-libs)
+VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 CFLAGS_COMMON=(-std=c11 -D_GNU_SOURCE -g -O1 -Wall -Wextra -Werror -I"$ROOT/include" -I"$ROOT/tests/c")
 
 steps=("$@")
@@ -147,7 +149,7 @@ step_valgrind() {
 }
 
 # The threaded tests, and the tests of theirs that run threads ("" for all of a file's tests).
-TSAN_TESTS=("test_threads:" "test_hostile:hammer_one_handle")
+TSAN_TESTS=("test_threads:" "test_hostile:hammer_one_handle" "test_log:callback_gets_records_from_every_thread")
 
 step_tsan() {
     note "threaded C tests under ThreadSanitizer (static libqm.a; Rust frames suppressed)"
@@ -197,28 +199,32 @@ step_tsan() {
 }
 
 step_install() {
-    note "make install into a temporary prefix; examples built with pkg-config"
-    local prefix=$B/prefix static=$B/prefix-static
-    rm -rf "$prefix" "$static" "$B"/readme-*
+    note "make install into a temporary prefix; examples built with pkg-config (shared, --static)"
+    local prefix=$B/prefix
+    rm -rf "$prefix" "$B"/readme-*
     $MAKE --no-print-directory install PREFIX="$prefix" >/dev/null
     ls -l "$prefix/lib" "$prefix/include" "$prefix/lib/pkgconfig"
     [ "$(readlink "$prefix/lib/libqm.so")" = libqm.so.0 ]
-    [ "$(readlink "$prefix/lib/libqm.so.0")" = "libqm.so.0.1.0" ]
-    readelf -d "$prefix/lib/libqm.so.0.1.0" | grep -q 'SONAME.*\[libqm\.so\.0\]'
-    # The same prefix without the shared library: pkg-config --static must be enough.
-    cp -a "$prefix" "$static"
-    rm -f "$static"/lib/libqm.so*
-    sed -i "s|^prefix=.*|prefix=$static|" "$static/lib/pkgconfig/qm.pc"
-    local ok=0 bad=0 ex name
+    [ "$(readlink "$prefix/lib/libqm.so.0")" = "libqm.so.$VERSION" ]
+    readelf -d "$prefix/lib/libqm.so.$VERSION" | grep -q 'SONAME.*\[libqm\.so\.0\]'
+    local ok=0 bad=0 ex name lib
+    # Installed libraries are stripped: no debug sections (the build's have them).
+    for lib in "$prefix/lib/libqm.so.$VERSION" "$prefix/lib/libqm.a"; do
+        if readelf -S -W "$lib" | grep -q '\.debug_info'; then
+            echo "!!! $lib was installed with debug information"
+            bad=$((bad + 1))
+        fi
+    done
     for ex in bindings/c/examples/*.c; do
         name=$(basename "$ex" .c)
         # shellcheck disable=SC2046
         $CC -std=c99 -Wall -Wextra -Werror -pedantic "$ex" -o "$B/$name" \
             $(PKG_CONFIG_PATH="$prefix/lib/pkgconfig" pkg-config --cflags --libs qm)
         readelf -d "$B/$name" | grep -q 'NEEDED.*\[libqm\.so\.0\]'
+        # --static against the same prefix, libqm.so beside libqm.a: libqm.a must be linked.
         # shellcheck disable=SC2046
         $CC -std=c99 -Wall -Wextra -Werror -pedantic "$ex" -o "$B/$name-static" \
-            $(PKG_CONFIG_PATH="$static/lib/pkgconfig" pkg-config --static --cflags --libs qm)
+            $(PKG_CONFIG_PATH="$prefix/lib/pkgconfig" pkg-config --static --cflags --libs qm)
         if readelf -d "$B/$name-static" | grep -q 'libqm'; then
             echo "!!! $name-static links libqm dynamically"
             bad=$((bad + 1))
@@ -251,6 +257,16 @@ step_install() {
             bad=$((bad + 1))
         fi
     done
+    # make uninstall removes every file make install wrote.
+    $MAKE --no-print-directory uninstall PREFIX="$prefix" >/dev/null
+    if [ -n "$(find "$prefix" -type f -o -type l)" ]; then
+        echo "!!! make uninstall left files behind:"
+        find "$prefix" -type f -o -type l
+        bad=$((bad + 1))
+    else
+        echo "--- make uninstall: no file left"
+        ok=$((ok + 1))
+    fi
     echo "install: $ok passed, $bad failed"
     passed=$((passed + ok))
     failed=$((failed + bad))

@@ -17,10 +17,21 @@ static const char BAD_UTF8[] = {'a', (char)0xff, 'b', '\0'};
 
 static void version_and_constants(void)
 {
-    CHECK_STR(qm_version(), "0.1.0");
+    char text[32];
+    int s;
+    /* The header's version macros are the library's version. */
+    CHECK_STR(qm_version(), QM_VERSION_STRING);
+    snprintf(text, sizeof text, "%d.%d.%d", QM_VERSION_MAJOR, QM_VERSION_MINOR, QM_VERSION_PATCH);
+    CHECK_STR(qm_version(), text);
+    CHECK_STR(qm_version(), "0.2.0");
     CHECK(qm_version() == qm_version()); /* static */
+    /* qm_status_str names every status as check.c's own table does; anything else is unknown. */
+    for (s = QM_OK; s <= QM_ERR_EVENTS_DROPPED; s++)
+        CHECK_STR(qm_status_str(s), status_name((qm_status)s));
+    CHECK_STR(qm_status_str(-1), "QM_ERR_UNKNOWN");
+    CHECK_STR(qm_status_str(QM_ERR_EVENTS_DROPPED + 1), "QM_ERR_UNKNOWN");
     CHECK(QM_OK == 0);
-    CHECK(QM_ERR_LAUNCH == 1 && QM_ERR_PANIC == 11);
+    CHECK(QM_ERR_LAUNCH == 1 && QM_ERR_PANIC == 11 && QM_ERR_EVENTS_DROPPED == 12);
     CHECK(QM_WAIT_FOREVER == -1 && QM_WAIT_DEFAULT == -2);
     CHECK(QM_GUEST_MAX_BANNER == 380);
     CHECK(qm_guest_exit_status(0) == 1 && qm_guest_exit_status(1) == 3);

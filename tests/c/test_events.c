@@ -132,6 +132,36 @@ static void wait_blocks_until_the_event_arrives(void)
     qm_free(m);
 }
 
+/* With a cap, the oldest events go; the next reader is told once, then reads the newest. */
+static void a_capped_queue_drops_the_oldest_and_says_so_once(void)
+{
+    qm_machine *m = new_none();
+    char *s = NULL;
+    int i;
+    INVALID(qm_set_max_queued_events(m, -2, &err), "max_events is -2");
+    OK(qm_set_max_queued_events(m, 3, &err));
+    OK(qm_launch(m, QM_WAIT_DEFAULT, NULL, &err));
+    for (i = 0; i < 4; i++) {
+        run(m, "stop");
+        run(m, "cont");
+    }
+    /* STOP RESUME x 4 (the replies came after their events): the first 5 were dropped. */
+    CHECK(qm_dropped_events(m) == 5);
+    FAILS(QM_ERR_EVENTS_DROPPED, qm_events_get(m, 0, NULL, &s, &err));
+    OK(qm_events_get(m, 0, NULL, &s, &err));
+    CHECK_HAS(s, "[{");
+    CHECK(strstr(s, "RESUME") != NULL && strstr(s, "STOP") != NULL);
+    CHECK(strstr(strstr(strstr(s, "RESUME") + 1, "STOP") + 1, "RESUME") != NULL);
+    qm_string_free(s);
+    /* Back to no cap: nothing more is dropped. */
+    OK(qm_set_max_queued_events(m, QM_EVENTS_UNLIMITED, &err));
+    for (i = 0; i < 4; i++)
+        run(m, "stop");
+    CHECK(qm_dropped_events(m) == 5);
+    CHECK(qm_dropped_events(NULL) == 0);
+    shutdown_free(m);
+}
+
 int main(int argc, char **argv)
 {
     static const struct test tests[] = {
@@ -140,6 +170,7 @@ int main(int argc, char **argv)
         TEST(wait_leaves_other_events_queued_in_order),
         TEST(wait_for_any_of_several),
         TEST(wait_blocks_until_the_event_arrives),
+        TEST(a_capped_queue_drops_the_oldest_and_says_so_once),
     };
     return RUN_TESTS(tests);
 }

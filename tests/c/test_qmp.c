@@ -145,6 +145,13 @@ static void timeouts_and_default_timer(void)
     OK(qm_events_get(m, 0, NULL, &s, &err));
     CHECK_STR(s, "[]");
     qm_string_free(s);
+    /* A command cannot "just look": zero is refused and nothing is sent (no STOP, still
+     * running). */
+    INVALID(qm_cmd(m, "stop", NULL, 0, NULL, &s, &err), "nothing was sent");
+    INVALID(qm_qmp(m, "stop", NULL, 0, NULL, &s, &err), "nothing was sent");
+    s = cmd_ok(m, "query-status", NULL);
+    CHECK_HAS(s, "\"running\"");
+    qm_string_free(s);
     /* QM_WAIT_DEFAULT with a cancel token uses the QMP timer too. */
     {
         qm_cancel *c = qm_cancel_new();

@@ -24,27 +24,16 @@ static int check(const char *what, qm_status status, qm_error *err)
     return 1;
 }
 
-/* Adds the strings of a JSON array of plain strings (as qm_guest_qemu_args returns) to vm. */
+/* Adds the strings of a JSON array (as qm_guest_qemu_args returns) to vm, as a vector. */
 static int add_args_from_json(qm_machine *vm, const char *json)
 {
-    const char *args[32];
-    char *copy = malloc(strlen(json) + 1), *p;
+    char **args = NULL;
     size_t n = 0;
     qm_error *err = NULL;
-    int rc;
-    if (copy == NULL)
-        return 1;
-    strcpy(copy, json);
-    for (p = copy; (p = strchr(p, '"')) != NULL && n < 32; p++) {
-        char *end = strchr(p + 1, '"');
-        if (end == NULL)
-            break;
-        *end = '\0';
-        args[n++] = p + 1;
-        p = end;
-    }
-    rc = check("qm_add_args", qm_add_args(vm, args, n, &err), err);
-    free(copy);
+    int rc = check("qm_json_get_strings", qm_json_get_strings(json, "", &args, &n, &err), err);
+    if (rc == 0)
+        rc = check("qm_add_args", qm_add_args(vm, (const char *const *)args, n, &err), err);
+    qm_strings_free(args);
     return rc;
 }
 
@@ -90,7 +79,13 @@ int main(void)
               qm_event_wait(vm, "SHUTDOWN", "{\"data\": {\"guest\": true}}", 30000, cancel, &json, &err),
               err))
         goto out;
-    printf("event: %s\n", json);
+    {
+        /* The event's data, by JSON Pointer: the guest powered off by itself. */
+        bool guest = false;
+        if (check("qm_json_get_bool", qm_json_get_bool(json, "/data/guest", &guest, &err), err))
+            goto out;
+        printf("event: %s (guest-initiated: %s)\n", json, guest ? "yes" : "no");
+    }
     if (check("qm_wait", qm_wait(vm, 30000, cancel, &err), err))
         goto out;
     if (qm_exit_code(vm, &code))

@@ -1,5 +1,6 @@
 /*
- * quickstart.c: launch QEMU, run QMP commands, wait for an event, shut down.
+ * quickstart.c: launch QEMU, run QMP commands, wait for an event, shut down. Results are JSON
+ * texts; the qm_json_* accessors read values out of them (RFC 6901 JSON Pointers).
  *
  *   cc -std=c99 quickstart.c $(pkg-config --cflags --libs qm) -o quickstart && ./quickstart
  */
@@ -32,7 +33,19 @@ int main(void)
         die("qm_launch", st, err); /* the error has QEMU's exit code, command line and output */
     printf("QEMU runs as pid %lld\n", (long long)qm_pid(vm));
 
-    /* A command's `return` value, as JSON. */
+    /* A command's `return` value, as JSON; values read out of it by JSON Pointer. */
+    if ((st = qm_cmd(vm, "query-version", NULL, QM_WAIT_DEFAULT, NULL, &json, &err)) != QM_OK)
+        die("query-version", st, err);
+    {
+        int64_t major = 0, minor = 0, micro = 0;
+        if ((st = qm_json_get_int(json, "/qemu/major", &major, &err)) != QM_OK ||
+            (st = qm_json_get_int(json, "/qemu/minor", &minor, &err)) != QM_OK ||
+            (st = qm_json_get_int(json, "/qemu/micro", &micro, &err)) != QM_OK)
+            die("qm_json_get_int", st, err);
+        printf("QEMU version %lld.%lld.%lld\n", (long long)major, (long long)minor,
+               (long long)micro);
+    }
+    qm_string_free(json);
     if ((st = qm_cmd(vm, "query-status", NULL, QM_WAIT_DEFAULT, NULL, &json, &err)) != QM_OK)
         die("query-status", st, err);
     printf("query-status: %s\n", json);
@@ -58,6 +71,21 @@ int main(void)
     /* `quit`, then wait up to 30 s for QEMU to exit (killed if it does not). */
     if ((st = qm_shutdown(vm, false, QM_WAIT_DEFAULT, NULL, &err)) != QM_OK)
         die("qm_shutdown", st, err);
+    /* The SHUTDOWN event that `quit` caused: its name and its data, read by JSON Pointer. */
+    if ((st = qm_event_wait(vm, "SHUTDOWN", NULL, 0, NULL, &json, &err)) != QM_OK)
+        die("qm_event_wait", st, err);
+    {
+        char *name = NULL, *data = NULL, *reason = NULL;
+        if ((st = qm_json_get_string(json, "/event", &name, &err)) != QM_OK ||
+            (st = qm_json_get(json, "/data", &data, &err)) != QM_OK ||
+            (st = qm_json_get_string(data, "/reason", &reason, &err)) != QM_OK)
+            die("reading the SHUTDOWN event", st, err);
+        printf("%s, data %s (reason: %s)\n", name, data, reason);
+        qm_string_free(reason);
+        qm_string_free(data);
+        qm_string_free(name);
+    }
+    qm_string_free(json);
     {
         int code = 0;
         if (qm_exit_code(vm, &code))
