@@ -127,7 +127,7 @@ const METRICS: &[Metric] = &[
         name: "scale",
         unit: "ms",
         params: &[("machines", 200, 50), ("rounds", 4, 1)],
-        target: Target::RatioAtMost(1.10),
+        target: Target::RatioAtMost(1.05),
         go_target: None,
         stats: &[
             Stat {
