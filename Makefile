@@ -18,7 +18,7 @@ build: target/pkgconfig/qm.pc ## cargo build --release (libqm.a, libqm.so) + the
 demo: deps ## boot the 512-byte test guest and drive it (examples/demo.rs)
 	$(CARGO) run --release --example demo
 
-test: deps linux-guest lint test-linux-guest test-rust test-c check-header check-native-libs test-go test-fuzz test-outside ## every test
+test: deps linux-guest lint test-linux-guest test-rust test-c check-header check-native-libs test-go test-python test-fuzz test-outside ## every test
 
 test-rust: ## cargo test (unit, integration, doc)
 	$(CARGO) test --all-targets
@@ -119,6 +119,14 @@ GO ?=
 # GOGC=1 GODEBUG=cgocheck=1, -race.
 test-go: deps target/pkgconfig/qm.pc ## Go tests: vet, go test, GOGC=1 + cgocheck, -race
 	CARGO="$(CARGO)" MAKE="$(MAKE)" GO="$(GO)" bindings/go/run-tests.sh
+
+# ---- the Python binding ------------------------------------------------------------------------
+.PHONY: test-python
+
+# Its own venv (target/python-venv), `pip install ./bindings/python`, ruff + mypy, pytest against
+# a real QEMU, and the wheel installed and run outside the repository (bindings/python/README.md).
+test-python: deps ## Python: own venv, pip install ./bindings/python, ruff, mypy, pytest, the wheel
+	CARGO="$(CARGO)" bindings/python/run-tests.sh
 
 # ---- users outside the repository: every install flow of the README, from an empty directory --
 .PHONY: test-outside

@@ -30,8 +30,8 @@
  *   documented. Any other negative value is QM_ERR_INVALID.
  *
  * Blocking. Only the calls that take a timeout (qm_qmp, qm_cmd, the event calls, qm_shutdown,
- *   qm_wait) and qm_launch, qm_kill and qm_free wait for QEMU; each says how long. Every other
- *   call returns at once.
+ *   qm_wait, the qm_agent_* calls) and qm_launch, qm_kill and qm_free wait for QEMU or its
+ *   guest; each says how long. Every other call returns at once.
  *
  * Cancellation. Every call that takes a timeout also takes a `qm_cancel *cancel` (may be NULL):
  *   qm_cancel_fire from another thread makes it return QM_ERR_INTERRUPTED at once.
@@ -166,6 +166,12 @@ typedef struct qm_cancel qm_cancel;
  * once; it is tied to no thread and no handle (it outlives the machine that produced it).
  */
 typedef struct qm_error qm_error;
+
+/**
+ * The result of `qm_agent_exec`: how the guest program ended and what it wrote. Owned by the
+ * caller, freed with `qm_exec_result_free`; immutable, readable from any thread.
+ */
+typedef struct qm_exec_result qm_exec_result;
 
 /**
  * A QEMU virtual machine: its configuration, and while launched the QEMU process, its QMP
@@ -970,6 +976,205 @@ qm_status qm_guest_qemu_args(const char *image_path, char **json_array_out, qm_e
  * (`QM_GUEST_EXIT`): `((value << 1) | 1) & 0xff`. Pure function.
  */
 int qm_guest_exit_status(uint8_t value);
+
+/**
+ * Gives the guest a channel to its agent, or removes it (`enabled` false; the default is
+ * none): a `virtserialport` named `org.qemu.guest_agent.0` on a socketpair qm owns, plus a
+ * `virtio-serial` controller unless the machine's arguments (`qm_add_args`) already have a
+ * `-device virtio-serial...` (the port then goes on the first virtio-serial bus). qm adds these
+ * arguments after the user's. Applies to the next launch.
+ */
+qm_status qm_set_guest_agent(qm_machine *m, bool enabled, qm_error **err_out);
+
+/**
+ * Like `qm_set_guest_agent(m, true)`, but the channel is a unix socket at `path` (borrowed;
+ * NULL: `<sock dir>/<name>-qga.sock`): qm listens on it (mode 0600), QEMU connects at startup,
+ * qm accepts during `qm_launch` and removes the file at cleanup.
+ */
+qm_status qm_set_guest_agent_unix(qm_machine *m, const char *path, qm_error **err_out);
+
+/**
+ * Waits until the guest agent answers `guest-sync-delimited` (sent again every 500 ms while
+ * it is silent; stale data in the channel is dropped). Use it right after `qm_launch` to wait
+ * for the guest to boot and start `qemu-ga`; other agent calls sync by themselves when needed.
+ * `QM_ERR_TIMEOUT` says whether the agent answered at all.
+ */
+qm_status qm_agent_sync(qm_machine *m,
+                        int64_t timeout_ms,
+                        const qm_cancel *cancel,
+                        qm_error **err_out);
+
+/**
+ * Runs the agent command `cmd` (borrowed) with `args_json` (borrowed JSON object, or NULL /
+ * `"null"` for none) and stores the agent's raw reply, `{"return": ...}` or
+ * `{"error": {"class": ..., "desc": ...}}`, in `*response_out` (owned: `qm_string_free`). An
+ * agent error is a success here. A reply that comes after a timeout is dropped, never taken
+ * for a later command's.
+ */
+qm_status qm_agent_execute(qm_machine *m,
+                           const char *cmd,
+                           const char *args_json,
+                           int64_t timeout_ms,
+                           const qm_cancel *cancel,
+                           char **response_out,
+                           qm_error **err_out);
+
+/**
+ * Like `qm_agent_execute`, but stores only the `return` value (JSON, owned) in `*return_out`;
+ * an agent error is `QM_ERR_QMP`, with the agent's class and description in
+ * `qm_error_qmp_class` / `qm_error_qmp_desc`.
+ */
+qm_status qm_agent_cmd(qm_machine *m,
+                       const char *cmd,
+                       const char *args_json,
+                       int64_t timeout_ms,
+                       const qm_cancel *cancel,
+                       char **return_out,
+                       qm_error **err_out);
+
+/**
+ * `guest-ping`: `QM_OK` when the agent answers.
+ */
+qm_status qm_agent_ping(qm_machine *m,
+                        int64_t timeout_ms,
+                        const qm_cancel *cancel,
+                        qm_error **err_out);
+
+/**
+ * Runs `path` (borrowed; absolute, or looked up in the agent's `PATH`) in the guest with the
+ * `argc` arguments `argv` (borrowed; `argv[0]` is the first argument, not the program; NULL
+ * when `argc` is 0), the `envc` `NAME=VALUE` entries `env` (NULL when 0), and `input_len`
+ * bytes of `input` on its stdin (NULL when 0). Polls `guest-exec-status` every
+ * `interval_ms` (`QM_WAIT_DEFAULT`: 10 ms) until the program ends, all within `timeout_ms`.
+ *
+ * With `capture`, stdout and stderr are kept, at most `max_output` bytes each (0: 16 MiB, the
+ * agent's own cap; more is dropped and reported by `qm_exec_result_*_truncated`). On success `*result_out` receives
+ * a result the caller frees with `qm_exec_result_free`. When the wait ends first
+ * (`QM_ERR_TIMEOUT`, `QM_ERR_INTERRUPTED`), the program keeps running in the guest: the
+ * agent cannot kill it; the error message names its pid.
+ */
+qm_status qm_agent_exec(qm_machine *m,
+                        const char *path,
+                        const char *const *argv,
+                        size_t argc,
+                        const char *const *env,
+                        size_t envc,
+                        const uint8_t *input,
+                        size_t input_len,
+                        bool capture,
+                        size_t max_output,
+                        int64_t interval_ms,
+                        int64_t timeout_ms,
+                        const qm_cancel *cancel,
+                        qm_exec_result **result_out,
+                        qm_error **err_out);
+
+/**
+ * The program's exit status in `*code_out`: true when it exited (false when a signal killed
+ * it, or for NULL).
+ */
+bool qm_exec_result_exit_code(const qm_exec_result *r, int *code_out);
+
+/**
+ * The signal that killed the program in `*signal_out`: true when one did (false otherwise,
+ * or for NULL).
+ */
+bool qm_exec_result_signal(const qm_exec_result *r, int *signal_out);
+
+/**
+ * The program's pid in the guest; -1 for NULL.
+ */
+int64_t qm_exec_result_pid(const qm_exec_result *r);
+
+/**
+ * The captured stdout: `*len_out` (may be NULL) receives its length; the bytes (not
+ * NUL-terminated; NULL when empty) belong to `r` and stay valid until `qm_exec_result_free`.
+ */
+const uint8_t *qm_exec_result_stdout(const qm_exec_result *r, size_t *len_out);
+
+/**
+ * The captured stderr, as `qm_exec_result_stdout`.
+ */
+const uint8_t *qm_exec_result_stderr(const qm_exec_result *r, size_t *len_out);
+
+/**
+ * True when stdout was longer than the cap (qm's `max_output`, or the agent's own 16 MiB).
+ */
+bool qm_exec_result_stdout_truncated(const qm_exec_result *r);
+
+/**
+ * True when stderr was longer than the cap.
+ */
+bool qm_exec_result_stderr_truncated(const qm_exec_result *r);
+
+/**
+ * Frees a result of `qm_agent_exec`; NULL is a no-op. Its stdout/stderr pointers are invalid
+ * afterwards.
+ */
+void qm_exec_result_free(qm_exec_result *r);
+
+/**
+ * Reads the whole guest file `path` (borrowed) in 1 MiB round trips. On success `*data_out`
+ * receives the bytes (owned: free with `qm_bytes_free(data, len)`; NULL for an empty file)
+ * and `*len_out` their number. `QM_ERR_INVALID` when the file holds more than `max_bytes`;
+ * `QM_ERR_QMP` for the agent's errors (no such file ...).
+ */
+qm_status qm_agent_file_read(qm_machine *m,
+                             const char *path,
+                             size_t max_bytes,
+                             int64_t timeout_ms,
+                             const qm_cancel *cancel,
+                             uint8_t **data_out,
+                             size_t *len_out,
+                             qm_error **err_out);
+
+/**
+ * Frees bytes returned by `qm_agent_file_read`, given their length. NULL is a no-op.
+ */
+void qm_bytes_free(uint8_t *data, size_t len);
+
+/**
+ * Writes `len` bytes of `data` (borrowed; NULL when `len` is 0) to the guest file `path`
+ * (borrowed), creating or truncating it, in 1 MiB round trips.
+ */
+qm_status qm_agent_file_write(qm_machine *m,
+                              const char *path,
+                              const uint8_t *data,
+                              size_t len,
+                              int64_t timeout_ms,
+                              const qm_cancel *cancel,
+                              qm_error **err_out);
+
+/**
+ * `guest-shutdown` with `mode` (borrowed: `"powerdown"`, `"halt"`, `"reboot"`; NULL:
+ * `"powerdown"`). The agent does not answer a shutdown that works: `QM_OK` means it took the
+ * command (it answered the sync qm sends after it) or the channel closed (QEMU exited with the
+ * guest). `QM_ERR_QMP` when the agent reports a failure. Wait for QEMU's `SHUTDOWN` event or
+ * its exit separately.
+ */
+qm_status qm_agent_shutdown(qm_machine *m,
+                            const char *mode,
+                            int64_t timeout_ms,
+                            const qm_cancel *cancel,
+                            qm_error **err_out);
+
+/**
+ * `guest-get-osinfo`: a JSON object (owned: `qm_string_free`) in `*json_out`.
+ */
+qm_status qm_agent_get_osinfo(qm_machine *m,
+                              int64_t timeout_ms,
+                              const qm_cancel *cancel,
+                              char **json_out,
+                              qm_error **err_out);
+
+/**
+ * `guest-get-time`: the guest's clock in nanoseconds since the Unix epoch, in `*ns_out`.
+ */
+qm_status qm_agent_get_time(qm_machine *m,
+                            int64_t timeout_ms,
+                            const qm_cancel *cancel,
+                            int64_t *ns_out,
+                            qm_error **err_out);
 
 /**
  * Stores in `*kind_out` what the RFC 6901 JSON Pointer `pointer` designates in the JSON text

@@ -27,6 +27,7 @@ pub mod ffi;
 pub mod guest;
 mod log;
 mod machine;
+pub mod qga;
 pub mod qmp;
 mod sys;
 mod wait;
@@ -35,6 +36,7 @@ pub use error::{Error, Result};
 pub use event::event_match;
 pub use log::{set_log_callback, set_log_level, LogCallback, LogLevel, LogRecord};
 pub use machine::{Machine, MonitorAddress, DEFAULT_SHUTDOWN_TIMEOUT};
+pub use qga::{AgentChannel, Exec, ExecOutput, GuestAgent, ShutdownMode};
 pub use qmp::{QmpClient, DEFAULT_MAX_MESSAGE};
 /// The JSON library of qm's API, re-exported so users need not add it (nor match its version).
 pub use serde_json;

@@ -43,7 +43,10 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+        LIVE.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
         // SAFETY: the caller's contract, passed on.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -107,7 +110,8 @@ fn run(n: usize) -> Figures {
     let peer_thread = thread::spawn(move || {
         let greeting = json!({"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7},
             "package": ""}, "capabilities": []}});
-        peer.write_all(format!("{greeting}\r\n").as_bytes()).unwrap();
+        peer.write_all(format!("{greeting}\r\n").as_bytes())
+            .unwrap();
         let id = read_command(&mut peer);
         peer.write_all(format!("{{\"return\": {{}}, \"id\": {id}}}\r\n").as_bytes())
             .unwrap();
@@ -115,7 +119,8 @@ fn run(n: usize) -> Figures {
         for i in 0..n {
             out.write_all(event_line(i).as_bytes()).unwrap();
         }
-        out.write_all(b"{\"event\": \"LAST\", \"data\": {}}\r\n").unwrap();
+        out.write_all(b"{\"event\": \"LAST\", \"data\": {}}\r\n")
+            .unwrap();
         out.flush().unwrap();
         drop(out);
         go_rx.recv().unwrap();
@@ -177,7 +182,9 @@ fn main() {
             }
         }
     }
-    println!("\nevent queue growth (rust, scripted peer): N non-matching events, then one that matches");
+    println!(
+        "\nevent queue growth (rust, scripted peer): N non-matching events, then one that matches"
+    );
     println!(
         "{:>8} {:>13} {:>11} {:>12} {:>10} {:>10} {:>10}",
         "N", "arriving_ms", "queued_ms", "us/event", "wire_B", "heap_B", "rss_B"

@@ -22,14 +22,14 @@ use crate::{Error, Machine, MonitorAddress};
 /// fails the others with `QM_ERR_DISCONNECTED` (or `QM_ERR_STATE` once it is over).
 /// Configuration calls apply to the next launch.
 pub struct qm_machine {
-    vm: Machine,
+    pub(crate) vm: Machine,
 }
 
 /// Borrows the machine behind a handle.
 ///
 /// # Safety
 /// A non-NULL `m` must be a live handle from `qm_new`.
-unsafe fn machine<'a>(m: *const qm_machine) -> Result<&'a qm_machine> {
+pub(crate) unsafe fn machine<'a>(m: *const qm_machine) -> Result<&'a qm_machine> {
     // SAFETY: the caller's contract.
     unsafe { reference(m, "m") }
 }

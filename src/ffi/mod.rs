@@ -25,6 +25,8 @@ pub mod machine;
 
 pub mod guest;
 
+pub mod qga;
+
 pub mod json;
 
 pub mod log;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::args::option_value;
 use super::{lock, Machine};
 use crate::error::{Error, Result};
+use crate::qga::AgentChannel;
 use crate::qmp::DEFAULT_MAX_MESSAGE;
 
 /// Where the QMP monitor lives.
@@ -46,6 +47,8 @@ pub(super) struct Config {
     /// Descriptors registered with `add_fd`, inherited by QEMU.
     pub(super) pass_fds: Vec<RawFd>,
     pub(super) max_message: usize,
+    /// The guest agent's channel (`set_guest_agent`).
+    pub(super) guest_agent: Option<AgentChannel>,
     pub(super) qmp_transcript: Option<PathBuf>,
 }
 
@@ -69,6 +72,7 @@ impl Config {
             console: None,
             pass_fds: Vec::new(),
             max_message: DEFAULT_MAX_MESSAGE,
+            guest_agent: None,
             qmp_transcript: None,
         }
     }
@@ -203,5 +207,14 @@ impl Machine {
     /// larger one fails the connection with [`Error::Protocol`] instead of exhausting memory.
     pub fn set_max_message_size(&self, bytes: usize) {
         lock(&self.cfg).max_message = bytes.max(1024);
+    }
+
+    /// Gives the guest a channel to `qemu-ga` (or `None`: no channel, the default): a
+    /// `virtserialport` named `org.qemu.guest_agent.0` on a chardev qm owns, plus a
+    /// `virtio-serial` controller unless the arguments ([`add_args`](Self::add_args)) already
+    /// have a `-device virtio-serial…` (then the port goes on the first virtio-serial bus).
+    /// These arguments come after the user's. Use it through [`agent`](Self::agent).
+    pub fn set_guest_agent(&self, channel: Option<AgentChannel>) {
+        lock(&self.cfg).guest_agent = channel;
     }
 }

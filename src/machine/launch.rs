@@ -94,6 +94,9 @@ pub(super) struct Prepared {
     keep_fds: Vec<RawFd>,
     /// The arguments qm puts between the binary and the user's.
     base_args: Vec<String>,
+    /// The guest agent's channel (`set_guest_agent`): its arguments go after the user's in
+    /// qm's own command line (so that a virtio-serial controller of theirs exists first).
+    agent: Option<crate::qga::launch::Planned>,
     /// The QMP transcript file, when asked for.
     transcript: Option<File>,
 }
@@ -131,7 +134,9 @@ impl Machine {
     /// listener, the console socketpair and QEMU's log, and returns the arguments qm puts
     /// between the binary and the extra arguments (`-display none … -chardev
     /// socket,id=mon,fd=N …`). The `fd=N` numbers are the descriptors QEMU will inherit under
-    /// those numbers. Never blocks on QEMU.
+    /// those numbers. Never blocks on QEMU. With a guest agent channel
+    /// ([`set_guest_agent`](Self::set_guest_agent)) its arguments end the list; a
+    /// virtio-serial controller of the caller's must then come before them in the argv.
     ///
     /// The run uses the configuration as of this call. Calling it again while prepared returns
     /// the same arguments. [`launch_argv`](Self::launch_argv) or [`launch`](Self::launch)
@@ -147,7 +152,13 @@ impl Machine {
             return Err(already_launched());
         }
         match self.prepare_locked(&mut life) {
-            Ok(prepared) => Ok(prepared.base_args.clone()),
+            Ok(prepared) => {
+                let mut base = prepared.base_args.clone();
+                if let Some(agent) = &prepared.agent {
+                    base.extend(agent.args.iter().cloned());
+                }
+                Ok(base)
+            }
             Err(cause) => Err(self.launch_failed(&mut life, cause)),
         }
     }
@@ -222,7 +233,13 @@ impl Machine {
         }
         let started = self.prepare_locked(&mut life).map(drop).and_then(|()| {
             let prepared = life.prepared.take().expect("prepared above");
-            let argv = argv.unwrap_or_else(|| args::around(&prepared.cfg, &prepared.base_args));
+            let argv = argv.unwrap_or_else(|| {
+                let mut own = args::around(&prepared.cfg, &prepared.base_args);
+                if let Some(agent) = &prepared.agent {
+                    own.extend(agent.args.iter().cloned());
+                }
+                own
+            });
             self.start_locked(&mut life, prepared, argv, extra, &deadline)
         });
         started.map_err(|cause| self.launch_failed(&mut life, cause))
@@ -311,6 +328,23 @@ impl Machine {
             console = Some((host, qemu));
         }
 
+        let agent = match &cfg.guest_agent {
+            Some(channel) => {
+                let planned = crate::qga::launch::plan(channel, &cfg.args, |path| {
+                    let path = match path {
+                        Some(p) => p.clone(),
+                        None => self.sock_dir()?.join(format!("{}-qga.sock", cfg.name)),
+                    };
+                    let listener = listen_unix(&path)?;
+                    life.remove_files.push(path.clone());
+                    Ok((listener, path))
+                })?;
+                keep_fds.extend(planned.keep_fd);
+                Some(planned)
+            }
+            None => None,
+        };
+
         let (qemu_log, log) = QemuLog::create(cfg.log_dir.as_deref(), &cfg.name)?;
         lock(&self.output).live_log = Some(qemu_log.reader()?);
         life.log = Some(qemu_log);
@@ -332,6 +366,7 @@ impl Machine {
             log,
             keep_fds,
             base_args,
+            agent,
             transcript,
         })
     }
@@ -352,6 +387,7 @@ impl Machine {
             log,
             mut keep_fds,
             base_args: _,
+            agent,
             transcript,
         } = prepared;
         keep_fds.extend_from_slice(extra_fds);
@@ -401,6 +437,17 @@ impl Machine {
             process.identify(&cfg.binary);
             self.last_pid
                 .store(process.reported_pid(), Ordering::SeqCst);
+        }
+        if let Some(planned) = agent {
+            let qmp = lock(&self.qmp).clone();
+            let agent = planned.connect(
+                process.exit_fd(),
+                deadline,
+                &cfg.name,
+                crate::qga::DEFAULT_MAX_REPLY,
+                qmp.as_ref(),
+            )?;
+            *lock(&self.agent) = Some(Arc::new(agent));
         }
         debug!("{}: launched, pid {}", cfg.name, process.reported_pid());
         Ok(())

@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
+use crate::qga::GuestAgent;
 use crate::qmp::QmpClient;
 use crate::wait::Wait;
 use config::Config;
@@ -56,6 +57,8 @@ pub struct Machine {
     /// The signal a shutdown sent, if any: an exit by it is ours, not worth a warning.
     signal_sent: AtomicI32,
     output: Mutex<RunOutput>,
+    /// The guest agent's channel while launched (`set_guest_agent`).
+    agent: Mutex<Option<Arc<GuestAgent>>>,
     /// The cap on queued QMP events (`usize::MAX`: none); see `set_max_queued_events`.
     max_events: AtomicUsize,
     /// The pid of the last run's QEMU (0: none), kept after it exits.
@@ -115,6 +118,7 @@ impl Machine {
             quit_issued: AtomicBool::new(false),
             signal_sent: AtomicI32::new(0),
             output: Mutex::new(RunOutput::default()),
+            agent: Mutex::new(None),
             max_events: AtomicUsize::new(usize::MAX),
             last_pid: AtomicU32::new(0),
         }
@@ -315,6 +319,20 @@ impl Machine {
         let file =
             File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
         self.send_fd_scm(file.as_fd())
+    }
+
+    // ---- guest agent -----------------------------------------------------------------------
+
+    /// The guest agent of the running machine (see [`set_guest_agent`](Self::set_guest_agent)):
+    /// call [`GuestAgent::sync`] to wait for `qemu-ga` to come up, then its commands. Fails with
+    /// [`Error::State`] when the machine has no agent channel or is not launched. Calls in
+    /// progress when the machine shuts down fail with [`Error::Disconnected`].
+    pub fn agent(&self) -> Result<Arc<GuestAgent>> {
+        lock(&self.agent).clone().ok_or_else(|| {
+            Error::State(
+                "no guest agent channel (set_guest_agent before launch, and launch)".into(),
+            )
+        })
     }
 
     // ---- events ----------------------------------------------------------------------------

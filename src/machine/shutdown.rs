@@ -154,6 +154,9 @@ impl Machine {
         if let Some(client) = lock(&self.qmp).as_ref() {
             client.close();
         }
+        if let Some(agent) = lock(&self.agent).take() {
+            agent.close();
+        }
         let console = lock(&self.console).take();
         if let Some(console) = console {
             console.finish();

@@ -182,6 +182,23 @@ impl EventQueue {
         all.into_iter().map(|q| q.event).collect()
     }
 
+    /// True when some queued event is one `want` accepts; nothing is removed, and events with
+    /// other names are not parsed.
+    pub(crate) fn any(&self, want: &mut Want<'_>) -> bool {
+        self.items.iter().any(|q| {
+            let value = match (want.names, q.event.quick_name()) {
+                (Some(names), Some(name)) if !names(name) => return false,
+                _ => q.event.value(),
+            };
+            if let Some(names) = want.names {
+                if !value["event"].as_str().is_some_and(names) {
+                    return false;
+                }
+            }
+            (want.test)(&value)
+        })
+    }
+
     /// Removes and returns the oldest event after `cursor` that `want` accepts, moving the
     /// cursor past every event examined. Events already examined through this cursor are not
     /// looked at again; events that do not match stay queued, in order.

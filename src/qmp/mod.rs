@@ -571,6 +571,27 @@ impl QmpClient {
         self.none_if_no_wait(found, &wait)
     }
 
+    /// True when a queued event whose name `names` accepts satisfies `pred`, after reading
+    /// what is already readable; nothing is removed from the queue and nothing blocks.
+    pub(crate) fn has_event(
+        &self,
+        names: &dyn Fn(&str) -> bool,
+        mut pred: impl FnMut(&Value) -> bool,
+    ) -> bool {
+        let wait = Wait::no_wait();
+        let Ok(deadline) = wait.start() else {
+            return false;
+        };
+        self.wait_until(Interest::Events, &deadline, false, |st| {
+            let mut want = Want {
+                names: Some(names),
+                test: &mut pred,
+            };
+            st.events.any(&mut want).then_some(Ok(()))
+        })
+        .is_ok()
+    }
+
     /// All queued events. With a non-zero wait, waits until there is at least one.
     pub fn get_events(&self, wait: impl Into<Wait>) -> Result<Vec<Value>> {
         let wait = wait.into();

@@ -149,7 +149,7 @@ step_valgrind() {
 }
 
 # The threaded tests, and the tests of theirs that run threads ("" for all of a file's tests).
-TSAN_TESTS=("test_threads:" "test_hostile:hammer_one_handle" "test_log:callback_gets_records_from_every_thread")
+TSAN_TESTS=("test_threads:" "test_hostile:hammer_one_handle" "test_log:callback_gets_records_from_every_thread" "test_qga:")
 
 step_tsan() {
     note "threaded C tests under ThreadSanitizer (static libqm.a; Rust frames suppressed)"

@@ -6,8 +6,10 @@
 //! - [`fake_qmp`]: a scripted QMP peer, for faults real QEMU will not produce.
 //! - [`fake_client`]: a `QmpClient` connected to a [`fake_qmp`] peer.
 //! - [`linux_guest`]: the Linux test guest (guest/linux), built once per test process.
+//! - [`fake_qga`]: a fake guest agent peer, for faults a real `qemu-ga` will not produce.
 
 pub mod fake_client;
+pub mod fake_qga;
 pub mod fake_qmp;
 pub mod linux_guest;
 pub mod vm;

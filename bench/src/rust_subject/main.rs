@@ -10,6 +10,7 @@
 //!
 //! A failure (a wrong reply, an error from QEMU or qm) goes to stderr and exits non-zero.
 
+mod qga;
 mod raw;
 
 use std::collections::HashMap;
@@ -515,6 +516,8 @@ fn main() {
         "shutdown" => shutdown(&params, &mut out),
         "event_latency" => event_latency(&params, &mut out),
         "scale" => scale(&params, &mut out),
+        "qga_rtt" => qga::qga_rtt(&params, &mut out),
+        "qga_exec" => qga::qga_exec(&params, &mut out),
         other => Err(format!("unknown metric {other}")),
     };
     out.print();

@@ -1,0 +1,64 @@
+"""qm: launch and drive QEMU virtual machines (Python binding of libqm's C API).
+
+    import qm
+    with qm.Machine("qemu-system-x86_64", machine="none") as vm:
+        vm.launch()
+        print(vm.cmd("query-status"))
+
+`qemu.machine` (installed alongside) is a drop-in for QEMU's own `QEMUMachine`.
+"""
+
+from . import _log, guest
+from ._ffi import library_path
+from ._machine import (
+    DEFAULT,
+    Cancel,
+    Machine,
+    event_match,
+    has_caller_argv,
+    set_log_level,
+    version,
+)
+from .errors import (
+    AbnormalShutdownError,
+    DisconnectedError,
+    InternalError,
+    Interrupted,
+    InvalidArgumentError,
+    LaunchError,
+    ProtocolError,
+    QMError,
+    QMOSError,
+    QMPError,
+    StateError,
+    TimeoutError,
+)
+
+__version__ = "0.2.0"
+
+#: Whether qm's own log records go to Python's logging (loggers `qm.*`) instead of stderr.
+CORE_LOGS_TO_LOGGING = _log.install()
+
+__all__ = [
+    "DEFAULT",
+    "AbnormalShutdownError",
+    "Cancel",
+    "DisconnectedError",
+    "InternalError",
+    "Interrupted",
+    "InvalidArgumentError",
+    "LaunchError",
+    "Machine",
+    "ProtocolError",
+    "QMError",
+    "QMOSError",
+    "QMPError",
+    "StateError",
+    "TimeoutError",
+    "event_match",
+    "guest",
+    "has_caller_argv",
+    "library_path",
+    "set_log_level",
+    "version",
+]

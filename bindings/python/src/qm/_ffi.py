@@ -1,0 +1,229 @@
+"""The ctypes declarations of libqm's C API (`include/qm.h`), and nothing else.
+
+ctypes releases the GIL for the duration of every call, so a call blocked in QEMU never
+stops other Python threads (one of which may fire a `Cancel`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from ctypes import (
+    POINTER,
+    c_bool,
+    c_char_p,
+    c_int,
+    c_int64,
+    c_size_t,
+    c_uint8,
+    c_uint16,
+    c_uint32,
+    c_void_p,
+)
+from pathlib import Path
+from typing import Any, Optional
+
+QM_OK = 0
+QM_ERR_LAUNCH = 1
+QM_ERR_QMP = 2
+QM_ERR_TIMEOUT = 3
+QM_ERR_DISCONNECTED = 4
+QM_ERR_INTERRUPTED = 5
+QM_ERR_ABNORMAL_SHUTDOWN = 6
+QM_ERR_STATE = 7
+QM_ERR_INVALID = 8
+QM_ERR_PROTOCOL = 9
+QM_ERR_IO = 10
+QM_ERR_PANIC = 11
+
+QM_WAIT_FOREVER = -1
+QM_WAIT_DEFAULT = -2
+
+QM_LOG_OFF = 0
+QM_LOG_WARN = 1
+QM_LOG_DEBUG = 2
+
+QM_GUEST_POWEROFF = 0
+QM_GUEST_ECHO = 1
+QM_GUEST_EXIT = 2
+QM_GUEST_HALT = 3
+
+LIBRARY_ENV = "QM_LIBRARY"
+
+
+class Machine(ctypes.Structure):
+    """Opaque `qm_machine`."""
+
+
+class Error(ctypes.Structure):
+    """Opaque `qm_error`."""
+
+
+class Cancel(ctypes.Structure):
+    """Opaque `qm_cancel`."""
+
+
+MachineP = POINTER(Machine)
+ErrorP = POINTER(Error)
+CancelP = POINTER(Cancel)
+ErrOut = POINTER(ErrorP)
+StrOut = POINTER(c_void_p)  # char ** out: kept as a raw pointer so qm_string_free gets it back
+StrArray = POINTER(c_char_p)
+
+_status = c_int
+
+#: `qm_log_fn`: void (*)(void *user, qm_log_level, const char *target, const char *message,
+#: double timestamp).
+LogFn = ctypes.CFUNCTYPE(None, c_void_p, c_int, c_char_p, c_char_p, ctypes.c_double)
+
+# name: (restype, argtypes). Every `char *` a call returns is declared c_void_p, so that the
+# binding can copy it and hand the very pointer back to qm_string_free.
+_PROTOTYPES: dict[str, tuple[Any, list[Any]]] = {
+    "qm_version": (c_char_p, []),
+    "qm_string_free": (None, [c_void_p]),
+    "qm_set_log_level": (_status, [c_int, ErrOut]),
+    "qm_event_match": (_status, [c_char_p, c_char_p, POINTER(c_bool), ErrOut]),
+    "qm_error_status": (_status, [ErrorP]),
+    "qm_error_message": (c_char_p, [ErrorP]),
+    "qm_error_qmp_class": (c_char_p, [ErrorP]),
+    "qm_error_qmp_desc": (c_char_p, [ErrorP]),
+    "qm_error_exit_code": (c_bool, [ErrorP, POINTER(c_int)]),
+    "qm_error_command": (c_char_p, [ErrorP]),
+    "qm_error_output": (c_char_p, [ErrorP]),
+    "qm_error_cause": (_status, [ErrorP]),
+    "qm_error_cause_message": (c_char_p, [ErrorP]),
+    "qm_error_os_code": (c_bool, [ErrorP, POINTER(c_int)]),
+    "qm_error_free": (None, [ErrorP]),
+    "qm_cancel_new": (CancelP, []),
+    "qm_cancel_fire": (None, [CancelP]),
+    "qm_cancel_is_fired": (c_bool, [CancelP]),
+    "qm_cancel_free": (None, [CancelP]),
+    "qm_new": (_status, [c_char_p, POINTER(MachineP), ErrOut]),
+    "qm_free": (None, [MachineP]),
+    "qm_add_args": (_status, [MachineP, StrArray, c_size_t, ErrOut]),
+    "qm_set_wrapper": (_status, [MachineP, StrArray, c_size_t, ErrOut]),
+    "qm_set_name": (_status, [MachineP, c_char_p, ErrOut]),
+    "qm_set_base_temp_dir": (_status, [MachineP, c_char_p, ErrOut]),
+    "qm_set_sock_dir": (_status, [MachineP, c_char_p, ErrOut]),
+    "qm_set_log_dir": (_status, [MachineP, c_char_p, ErrOut]),
+    "qm_set_monitor_socketpair": (_status, [MachineP, ErrOut]),
+    "qm_set_monitor_unix": (_status, [MachineP, c_char_p, ErrOut]),
+    "qm_set_monitor_tcp": (_status, [MachineP, c_char_p, c_uint16, ErrOut]),
+    "qm_set_drain_console": (_status, [MachineP, c_bool, ErrOut]),
+    "qm_set_console_log": (_status, [MachineP, c_char_p, ErrOut]),
+    "qm_set_qmp_timer": (_status, [MachineP, c_int64, ErrOut]),
+    "qm_set_qmp_monitor": (_status, [MachineP, c_bool, ErrOut]),
+    "qm_set_machine": (_status, [MachineP, c_char_p, ErrOut]),
+    "qm_set_console": (_status, [MachineP, c_char_p, c_uint32, ErrOut]),
+    "qm_add_monitor_null": (_status, [MachineP, ErrOut]),
+    "qm_add_fd": (_status, [MachineP, c_int, c_uint32, c_char_p, c_char_p, ErrOut]),
+    "qm_set_max_message_size": (_status, [MachineP, c_size_t, ErrOut]),
+    "qm_launch": (_status, [MachineP, c_int64, CancelP, ErrOut]),
+    "qm_qmp": (_status, [MachineP, c_char_p, c_char_p, c_int64, CancelP, StrOut, ErrOut]),
+    "qm_cmd": (_status, [MachineP, c_char_p, c_char_p, c_int64, CancelP, StrOut, ErrOut]),
+    "qm_send_fd_scm": (_status, [MachineP, c_int, ErrOut]),
+    "qm_send_file_scm": (_status, [MachineP, c_char_p, ErrOut]),
+    "qm_event_get": (_status, [MachineP, c_int64, CancelP, StrOut, ErrOut]),
+    "qm_events_get": (_status, [MachineP, c_int64, CancelP, StrOut, ErrOut]),
+    "qm_events_clear": (_status, [MachineP, ErrOut]),
+    "qm_event_wait": (
+        _status,
+        [MachineP, c_char_p, c_char_p, c_int64, CancelP, StrOut, ErrOut],
+    ),
+    "qm_events_wait": (_status, [MachineP, c_char_p, c_int64, CancelP, StrOut, ErrOut]),
+    "qm_shutdown": (_status, [MachineP, c_bool, c_int64, CancelP, ErrOut]),
+    "qm_kill": (_status, [MachineP, ErrOut]),
+    "qm_wait": (_status, [MachineP, c_int64, CancelP, ErrOut]),
+    "qm_is_running": (c_bool, [MachineP]),
+    "qm_pid": (c_int64, [MachineP]),
+    "qm_exit_code": (c_bool, [MachineP, POINTER(c_int)]),
+    "qm_get_log": (_status, [MachineP, StrOut, ErrOut]),
+    "qm_get_temp_dir": (_status, [MachineP, StrOut, ErrOut]),
+    "qm_get_log_dir": (_status, [MachineP, StrOut, ErrOut]),
+    "qm_get_sock_dir": (_status, [MachineP, StrOut, ErrOut]),
+    "qm_get_name": (_status, [MachineP, StrOut, ErrOut]),
+    "qm_get_binary": (_status, [MachineP, StrOut, ErrOut]),
+    "qm_get_args": (_status, [MachineP, StrOut, ErrOut]),
+    "qm_get_command_line": (_status, [MachineP, StrOut, ErrOut]),
+    "qm_console_fd": (_status, [MachineP, POINTER(c_int), ErrOut]),
+    "qm_console_dup": (_status, [MachineP, POINTER(c_int), ErrOut]),
+    "qm_guest_write_image": (_status, [c_char_p, c_char_p, c_int, c_uint8, ErrOut]),
+    "qm_guest_qemu_args": (_status, [c_char_p, StrOut, ErrOut]),
+    "qm_guest_exit_status": (c_int, [c_uint8]),
+}
+
+# Calls a newer libqm has (bindings/python/CORE-API-NEEDED.md); used when present.
+_OPTIONAL: dict[str, tuple[Any, list[Any]]] = {
+    "qm_launch_prepare": (_status, [MachineP, StrOut, ErrOut]),
+    "qm_launch_argv": (
+        _status,
+        [MachineP, StrArray, c_size_t, POINTER(c_int), c_size_t, c_int64, CancelP, ErrOut],
+    ),
+    "qm_launch_abort": (_status, [MachineP, ErrOut]),
+    "qm_last_pid": (c_int64, [MachineP]),
+    "qm_get_qmp_timer": (_status, [MachineP, POINTER(c_int64), ErrOut]),
+    "qm_set_log_callback": (c_bool, [LogFn, c_void_p]),
+    "qm_set_qmp_transcript": (_status, [MachineP, c_char_p, ErrOut]),
+    "qm_get_log_so_far": (_status, [MachineP, StrOut, ErrOut]),
+}
+
+
+def library_path() -> Path:
+    """Where libqm is loaded from: `$QM_LIBRARY` if set, else the copy inside this package."""
+    given = os.environ.get(LIBRARY_ENV)
+    if given:
+        return Path(given)
+    return Path(__file__).resolve().parent / "_lib" / "libqm.so"
+
+
+def _load() -> ctypes.CDLL:
+    path = library_path()
+    if not path.exists():
+        raise ImportError(
+            f"qm: libqm not found at {path}: the package was installed without its library "
+            f"(reinstall with `pip install` from the repository, or set {LIBRARY_ENV}=/path/to/"
+            "libqm.so)"
+        )
+    try:
+        lib = ctypes.CDLL(str(path))
+    except OSError as exc:
+        raise ImportError(f"qm: cannot load libqm from {path}: {exc}") from exc
+    missing = [name for name in _PROTOTYPES if not hasattr(lib, name)]
+    if missing:
+        raise ImportError(
+            f"qm: {path} is not a compatible libqm (missing {', '.join(missing[:5])})"
+        )
+    for table in (_PROTOTYPES, _OPTIONAL):
+        for name, (restype, argtypes) in table.items():
+            if not hasattr(lib, name):
+                continue
+            fn = getattr(lib, name)
+            fn.restype = restype
+            fn.argtypes = argtypes
+    return lib
+
+
+lib = _load()
+
+
+def has(name: str) -> bool:
+    """True when the loaded libqm exports `name` (for calls only newer versions have)."""
+    return hasattr(lib, name)
+
+
+def take_string(ptr: Optional[int]) -> Optional[str]:
+    """Copies a `char *` qm returned into a Python str and frees it with qm_string_free."""
+    if not ptr:
+        return None
+    try:
+        return ctypes.string_at(ptr).decode("utf-8")
+    finally:
+        lib.qm_string_free(ptr)
+
+
+def str_array(items: list[bytes]) -> Any:
+    """A `const char *const *` of `items` (which the caller keeps alive for the call)."""
+    arr = (c_char_p * max(len(items), 1))()
+    for i, item in enumerate(items):
+        arr[i] = item
+    return arr

@@ -1,0 +1,274 @@
+"""Exceptions: one class per `qm_status`, carrying what the C error object carries.
+
+When `qemu.qmp` (PyPI) is installed, the QMP-level exceptions also derive from its types, so
+harness code that catches `qemu.qmp.ExecuteError`, `ExecInterruptedError` or `ProtocolError`
+keeps working unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import ctypes
+from typing import Any, Dict, Optional, Tuple, Type
+
+from . import _ffi
+
+try:  # optional: the types harnesses catch
+    from qemu.qmp import ExecInterruptedError as _QmpExecInterrupted
+    from qemu.qmp import ExecuteError as _QmpExecuteError
+    from qemu.qmp.error import ProtocolError as _QmpProtocolError
+    from qemu.qmp.message import Message as _QmpMessage
+    from qemu.qmp.models import ErrorResponse as _QmpErrorResponse
+
+    HAVE_QEMU_QMP = True
+except ImportError:  # pragma: no cover - exercised by the test run without qemu.qmp
+    HAVE_QEMU_QMP = False
+
+
+def _bases(*candidates: Any) -> Tuple[type, ...]:
+    """The distinct classes among `candidates` (asyncio.TimeoutError is TimeoutError on 3.11)."""
+    out: list[type] = []
+    for cls in candidates:
+        if isinstance(cls, type) and not any(issubclass(b, cls) for b in out):
+            out.append(cls)
+    return tuple(out)
+
+
+class QMError(Exception):
+    """Base of every qm error. `status` is the C `qm_status`; `message` qm's explanation."""
+
+    status: int = -1
+
+    def __init__(self, message: str, *, errno: Optional[int] = None) -> None:
+        # Not super(): the qemu.qmp bases mixed in below have constructors of their own.
+        Exception.__init__(self, message)
+        self.message = message
+        #: The OS error number, for an error caused by a failed system call (else None).
+        self.os_errno = errno
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class LaunchError(QMError):
+    """QEMU could not be launched. Nothing is left running; the machine can launch again."""
+
+    status = _ffi.QM_ERR_LAUNCH
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        exitcode: Optional[int],
+        command: str,
+        output: str,
+        cause: Optional[QMError],
+        errno: Optional[int] = None,
+    ) -> None:
+        super().__init__(message, errno=errno)
+        #: QEMU's exit status if it exited by itself (negative: killed by that signal).
+        self.exitcode = exitcode
+        #: The command line, joined by spaces (for humans; never run by a shell).
+        self.command = command
+        #: What QEMU wrote to stdout and stderr.
+        self.output = output
+        #: What made the launch fail (a missing binary, QEMU exiting, the QMP timer ...).
+        self.cause = cause
+
+
+class _QMPErrorBase(QMError):
+    status = _ffi.QM_ERR_QMP
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        error_class: str,
+        desc: str,
+        command: str = "",
+        arguments: Optional[Dict[str, Any]] = None,
+    ) -> None:
+        QMError.__init__(self, message)
+        #: QEMU's error class, e.g. "GenericError", "CommandNotFound".
+        self.error_class_name = error_class
+        #: QEMU's description of the error.
+        self.desc = desc
+        reply = {"error": {"class": error_class, "desc": desc}}
+        sent: Dict[str, Any] = {"execute": command}
+        if arguments:
+            sent["arguments"] = arguments
+        if HAVE_QEMU_QMP:
+            # The attributes qemu.qmp's ExecuteError has.
+            self.sent = _QmpMessage(sent)
+            self.received = _QmpMessage(reply)
+            self.error = _QmpErrorResponse(reply)
+        else:
+            self.sent = sent  # type: ignore[assignment]
+            self.received = reply  # type: ignore[assignment]
+
+    def __str__(self) -> str:
+        # As qemu.qmp's ExecuteError: the description alone.
+        return self.desc
+
+
+if HAVE_QEMU_QMP:
+
+    class QMPError(_QMPErrorBase, _QmpExecuteError):  # type: ignore[misc,unused-ignore]
+        """QEMU answered a command with an error (also a `qemu.qmp.ExecuteError`)."""
+
+    class DisconnectedError(QMError, ConnectionError, _QmpExecInterrupted):  # type: ignore[misc,unused-ignore]
+        """The QMP connection is gone (QEMU exited or closed it, or the machine shut down)."""
+
+        status = _ffi.QM_ERR_DISCONNECTED
+
+    class ProtocolError(QMError, _QmpProtocolError):  # type: ignore[misc,unused-ignore]
+        """QEMU broke the QMP protocol (bad JSON, an oversized message, a bad greeting)."""
+
+        status = _ffi.QM_ERR_PROTOCOL
+
+        def __init__(self, message: str, *, errno: Optional[int] = None) -> None:
+            QMError.__init__(self, message, errno=errno)
+            self.error_message = message
+
+else:
+
+    class QMPError(_QMPErrorBase):  # type: ignore[no-redef]
+        """QEMU answered a command with an error."""
+
+        @property
+        def error_class(self) -> str:
+            """QEMU's error class (as `qemu.qmp.ExecuteError.error_class`)."""
+            return self.error_class_name
+
+    class DisconnectedError(QMError, ConnectionError):  # type: ignore[no-redef]
+        """The QMP connection is gone (QEMU exited or closed it, or the machine shut down)."""
+
+        status = _ffi.QM_ERR_DISCONNECTED
+
+    class ProtocolError(QMError):  # type: ignore[no-redef]
+        """QEMU broke the QMP protocol (bad JSON, an oversized message, a bad greeting)."""
+
+        status = _ffi.QM_ERR_PROTOCOL
+
+
+class TimeoutError(QMError, *_bases(builtins.TimeoutError, asyncio.TimeoutError)):  # type: ignore[misc]
+    """A wait ran out of time (also a builtin `TimeoutError` and an `asyncio.TimeoutError`)."""
+
+    status = _ffi.QM_ERR_TIMEOUT
+
+
+class Interrupted(QMError):
+    """The call was interrupted by its `Cancel` token."""
+
+    status = _ffi.QM_ERR_INTERRUPTED
+
+
+class AbnormalShutdownError(QMError):
+    """A graceful shutdown or wait did not end in time (or was cancelled): QEMU was killed.
+    `cause` says why (a `TimeoutError`, `Interrupted`, `DisconnectedError` ...)."""
+
+    status = _ffi.QM_ERR_ABNORMAL_SHUTDOWN
+
+    def __init__(
+        self, message: str, *, errno: Optional[int] = None, cause: Optional[QMError] = None
+    ) -> None:
+        super().__init__(message, errno=errno)
+        #: Why the graceful path failed.
+        self.cause = cause
+
+
+class StateError(QMError, RuntimeError):
+    """The call does not fit the machine's state (a command before launch, launch twice ...)."""
+
+    status = _ffi.QM_ERR_STATE
+
+
+class InvalidArgumentError(QMError, ValueError):
+    """An invalid argument (a bad value, JSON of the wrong shape, an invalid setting)."""
+
+    status = _ffi.QM_ERR_INVALID
+
+
+class QMOSError(QMError, OSError):
+    """An operating-system call failed; `errno` is its error number."""
+
+    status = _ffi.QM_ERR_IO
+
+    def __init__(self, message: str, *, errno: Optional[int] = None) -> None:
+        QMError.__init__(self, message, errno=errno)
+        if errno is not None:
+            self.errno = errno
+            self.strerror = message
+
+
+class InternalError(QMError):
+    """A bug inside qm (a Rust panic caught at the C boundary); please report it."""
+
+    status = _ffi.QM_ERR_PANIC
+
+
+_BY_STATUS: Dict[int, Type[QMError]] = {
+    _ffi.QM_ERR_TIMEOUT: TimeoutError,
+    _ffi.QM_ERR_DISCONNECTED: DisconnectedError,
+    _ffi.QM_ERR_INTERRUPTED: Interrupted,
+    _ffi.QM_ERR_ABNORMAL_SHUTDOWN: AbnormalShutdownError,
+    _ffi.QM_ERR_STATE: StateError,
+    _ffi.QM_ERR_INVALID: InvalidArgumentError,
+    _ffi.QM_ERR_PROTOCOL: ProtocolError,
+    _ffi.QM_ERR_IO: QMOSError,
+    _ffi.QM_ERR_PANIC: InternalError,
+}
+
+
+def _text(raw: Optional[bytes]) -> Optional[str]:
+    return None if raw is None else raw.decode("utf-8", "replace")
+
+
+def simple(status: int, message: str, errno: Optional[int] = None) -> QMError:
+    """The exception for `status` (not LAUNCH or QMP, which carry more)."""
+    cls = _BY_STATUS.get(status, QMError)
+    return cls(message, errno=errno)
+
+
+def from_c(
+    status: int, err: Any, command: str = "", arguments: Optional[Dict[str, Any]] = None
+) -> QMError:
+    """Builds the exception for a failed call from its `qm_error *` (and frees it)."""
+    lib = _ffi.lib
+    try:
+        if not err:
+            return simple(status, f"qm call failed with status {status} (no error object)")
+        message = _text(lib.qm_error_message(err)) or f"status {status}"
+        code = ctypes.c_int(0)
+        errno = code.value if lib.qm_error_os_code(err, ctypes.byref(code)) else None
+        if status == _ffi.QM_ERR_QMP:
+            return QMPError(
+                message,
+                error_class=_text(lib.qm_error_qmp_class(err)) or "",
+                desc=_text(lib.qm_error_qmp_desc(err)) or "",
+                command=command,
+                arguments=arguments,
+            )
+        cause_status = lib.qm_error_cause(err)
+        cause_message = _text(lib.qm_error_cause_message(err)) or message.split("\n", 1)[0]
+        cause = simple(cause_status, cause_message, errno) if cause_status else None
+        if status == _ffi.QM_ERR_ABNORMAL_SHUTDOWN:
+            return AbnormalShutdownError(message, errno=errno, cause=cause)
+        if status == _ffi.QM_ERR_LAUNCH:
+            exit_code = ctypes.c_int(0)
+            exitcode = (
+                exit_code.value if lib.qm_error_exit_code(err, ctypes.byref(exit_code)) else None
+            )
+            return LaunchError(
+                message,
+                exitcode=exitcode,
+                command=_text(lib.qm_error_command(err)) or "",
+                output=_text(lib.qm_error_output(err)) or "",
+                cause=cause,
+                errno=errno,
+            )
+        return simple(status, message, errno)
+    finally:
+        if err:
+            lib.qm_error_free(err)

@@ -1,0 +1,101 @@
+"""Shared fixtures: the QEMU binary, the 512-byte test guest, and a check that no test leaves
+a QEMU (or any child process) behind."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Iterator, List
+
+import pytest
+
+if os.environ.get("QM_TEST_WITHOUT_QEMU_QMP"):
+    # The whole suite as on a machine without qemu.qmp (run-tests.sh runs it both ways).
+    import sys
+
+    sys.modules["qemu.qmp"] = None  # type: ignore[assignment]
+
+import qm  # noqa: E402
+
+QEMU = os.environ.get("QM_QEMU", "qemu-system-x86_64")
+
+#: For tests of what needs the two-step launch (subclass hooks that change the command line).
+needs_caller_argv = pytest.mark.skipif(
+    not qm.has_caller_argv(),
+    reason="the loaded libqm has no qm_launch_prepare/qm_launch_argv (CORE-API-NEEDED.md #1)",
+)
+
+
+def children() -> List[int]:
+    """Pids of this process's live (non-zombie) children."""
+    me = os.getpid()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="utf-8") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == me and fields[0] != "Z":
+            found.append(int(entry))
+    return found
+
+
+def pid_alive(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def qemu() -> str:
+    """The QEMU binary (QM_QEMU, default qemu-system-x86_64)."""
+    path = shutil.which(QEMU)
+    if path is None:
+        pytest.skip(f"{QEMU} is not installed (set QM_QEMU)")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_processes() -> Iterator[None]:
+    """Fails a test that leaves a child process (a QEMU) running."""
+    yield
+    deadline = time.monotonic() + 5
+    while children() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = children()
+    assert not left, f"child processes left behind: {left}"
+
+
+@pytest.fixture
+def guest_image(tmp_path: Path) -> Iterator[Path]:
+    """An echo guest: prints its banner, then echoes; 'p' powers off, 'x' exits with 3."""
+    path = tmp_path / "guest.img"
+    qm.guest.write_image(str(path), "hello from a 512-byte guest", qm.guest.ECHO)
+    yield path
+
+
+def read_until(sock: object, needle: bytes, timeout: float = 20.0) -> bytes:
+    """Reads a socket until `needle` appears (or fails after `timeout` seconds)."""
+    import socket as _socket
+
+    assert isinstance(sock, _socket.socket)
+    sock.settimeout(timeout)
+    data = b""
+    deadline = time.monotonic() + timeout
+    while needle not in data:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{needle!r} not seen; got {data!r}")
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise AssertionError(f"end of file before {needle!r}; got {data!r}")
+        data += chunk
+    return data
