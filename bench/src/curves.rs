@@ -141,6 +141,14 @@ pub fn run(
                     continue;
                 }
                 match point(curve, program, x, quick, qemu, samples_dir, subject) {
+                    Ok(Err(why)) => {
+                        // The subject has no meaningful run of this metric (it said so).
+                        println!("{subject:<8} {x:>8}  SKIPPED: {why}");
+                        line(
+                            jsonl,
+                            json!({"curve": curve.name, "subject": subject, "x": x, "skipped": why}),
+                        );
+                    }
                     Err(why) => {
                         println!("{subject:<8} {x:>8}  FAILED: {why}");
                         line(
@@ -149,7 +157,7 @@ pub fn run(
                         );
                         failed.push(format!("{}/{subject}/{x}", curve.name));
                     }
-                    Ok((raw, qm, pairs, stat)) => {
+                    Ok(Ok((raw, qm, pairs, stat))) => {
                         // As in the main table: the median of the per-pair ratios when the
                         // subject marked pairs, else the ratio of the medians.
                         let ratio = pairs.map_or(qm / raw, |p| p.0);
@@ -200,7 +208,8 @@ fn line(jsonl: &mut std::fs::File, value: serde_json::Value) {
 /// Medians of raw and qm, the paired ratio (median, p25, p75), the side measurement's medians.
 type Point = (f64, f64, Option<(f64, f64, f64)>, Option<(f64, f64)>);
 
-/// One subject run at size `x`: the medians of raw and qm (per unit if the curve says so).
+/// One subject run at size `x`: the medians of raw and qm (per unit if the curve says so), or
+/// `Ok(Err(why))` when the subject skips the metric.
 fn point(
     curve: &Curve,
     program: &str,
@@ -209,7 +218,7 @@ fn point(
     qemu: &str,
     samples_dir: &Path,
     subject: &str,
-) -> Result<Point, String> {
+) -> Result<Result<Point, String>, String> {
     let mut cmd = Command::new(program);
     cmd.arg(curve.metric)
         .arg(format!("qemu={qemu}"))
@@ -234,6 +243,9 @@ fn point(
         ));
     }
     let s = super::parse(&text)?;
+    if let Some(why) = s.skip {
+        return Ok(Err(why));
+    }
     if s.raw.is_empty() || s.subject.is_empty() {
         return Err("no samples".into());
     }
@@ -245,10 +257,10 @@ fn point(
             Some((super::median(raw), super::median(qm)))
         }
     };
-    Ok((
+    Ok(Ok((
         super::median(&s.raw) / per,
         super::median(&s.subject) / per,
         super::pair_ratios(&s.pairs),
         stat,
-    ))
+    )))
 }
