@@ -940,7 +940,9 @@ qm_status qm_wait(qm_machine *m, int64_t timeout_ms, const qm_cancel *cancel, qm
 bool qm_is_running(const qm_machine *m);
 
 /**
- * QEMU's process id while it runs; -1 when it does not (or for NULL). Never blocks.
+ * QEMU's process id while it runs; -1 when it does not (or for NULL). Never blocks. Under a
+ * wrapper: QEMU's own pid when qm found exactly one process of the launch's process group
+ * running the QEMU binary once QMP was up; otherwise the wrapper's.
  */
 int64_t qm_pid(const qm_machine *m);
 

@@ -20,12 +20,18 @@ fn threads() -> usize {
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
+/// Our child processes but qm's one watchdog (started by the first launch, like the spawner
+/// thread, and alive as long as the host).
 fn children() -> Vec<String> {
     let mut kids = Vec::new();
     for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
         let text = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
         kids.extend(text.split_whitespace().map(str::to_owned));
     }
+    kids.retain(|pid| {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        !cmdline.ends_with(b"\0qm-watchdog\0")
+    });
     kids
 }
 

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <dirent.h>
@@ -598,6 +599,14 @@ static struct round scale_qm(size_t n) {
     return r;
 }
 
+/* CPU time (user + system) this process has used so far, ms. */
+static double cpu_ms(void) {
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0) die("getrusage");
+    return (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e3 +
+           (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e3;
+}
+
 static void scale(size_t n, size_t rounds) {
     raw_shutdown(raw_launch());
     qm_down(qm_up());
@@ -605,8 +614,11 @@ static void scale(size_t n, size_t rounds) {
         pair_mark();
         for (int k = 0; k < 2; k++) {
             enum side side = order(i, k);
+            double cpu0 = cpu_ms();
             struct round r = side == RAW ? scale_raw(n) : scale_qm(n);
+            double cpu = cpu_ms() - cpu0;
             emit_round(&r, side, n);
+            push_stat("cpu_ms_per_machine", side, cpu / (double)n);
         }
     }
 }

@@ -11,8 +11,18 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
+
+// cpuMs is the CPU time (user + system) this process has used so far, in ms.
+func cpuMs() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		panic(err)
+	}
+	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e6
+}
 
 // selfStatus returns Threads and VmRSS (KiB) from /proc/self/status.
 func selfStatus() (threads, rssKiB float64, err error) {
@@ -226,6 +236,7 @@ func scale(p *params, out *output) error {
 			s := order(i, k)
 			var r round
 			var err error
+			cpu0 := cpuMs()
 			if s == raw {
 				r, err = scaleRaw(p.qemu, n)
 			} else {
@@ -234,7 +245,9 @@ func scale(p *params, out *output) error {
 			if err != nil {
 				return fmt.Errorf("scale (%s): %w", s, err)
 			}
+			cpu := cpuMs() - cpu0
 			r.emit(s, n, out)
+			out.stat("cpu_ms_per_machine", s, cpu/float64(n))
 		}
 	}
 	return nil

@@ -336,6 +336,7 @@ def scale(qemu: str, dut: Side, p: Dict[str, int]) -> None:
         for name in ("raw", "subject") if r % 2 == 0 else ("subject", "raw"):
             gc.collect()
             fds0 = _fds()
+            cpu0 = time.process_time()  # user + system CPU of this process
             if name == "raw":
                 threads0, rss0 = _threads(), _rss_kib()
                 t = time.perf_counter()
@@ -416,6 +417,8 @@ def scale(qemu: str, dut: Side, p: Dict[str, int]) -> None:
             emit(f"stat threads_per_machine {name} {(threads1 - threads0) / n:.3f}")
             emit(f"stat rss_kib_per_machine {name} {(rss1 - rss0) / n:.2f}")
             emit(f"stat fd_delta {name} {_fds() - fds0}")
+            cpu_ms = (time.process_time() - cpu0) * 1000
+            emit(f"stat cpu_ms_per_machine {name} {cpu_ms / n:.3f}")
 
 
 def main() -> None:

@@ -15,6 +15,8 @@ use std::time::Instant;
 
 use serde_json::json;
 
+mod curves;
+
 /// What a row must satisfy.
 #[derive(Clone, Copy)]
 enum Target {
@@ -137,7 +139,7 @@ const METRICS: &[Metric] = &[
         name: "scale",
         unit: "ms",
         params: &[("machines", 200, 50), ("rounds", 4, 1)],
-        target: Target::RatioAtMost(1.10),
+        target: Target::RatioAtMost(1.05),
         go_target: None,
         stats: &[
             Stat {
@@ -151,6 +153,13 @@ const METRICS: &[Metric] = &[
                 name: "down_ms",
                 row: "scale_down",
                 unit: "ms",
+                target: Target::None,
+                worst: false,
+            },
+            Stat {
+                name: "cpu_ms_per_machine",
+                row: "scale_cpu",
+                unit: "ms/machine",
                 target: Target::None,
                 worst: false,
             },
@@ -521,7 +530,7 @@ fn main() {
     }
     if let Some(only) = &only {
         for name in only {
-            if !METRICS.iter().any(|m| m.name == name) {
+            if !METRICS.iter().any(|m| m.name == name) && !curves::known(name) {
                 eprintln!("unknown metric {name}");
                 usage();
             }
@@ -606,6 +615,15 @@ fn main() {
             }
         }
     }
+    let failed_curves = curves::run(
+        only.as_deref(),
+        &subjects,
+        quick,
+        &qemu,
+        &samples_dir,
+        &mut report.jsonl,
+    );
+    report.failed.extend(failed_curves);
     for (name, why) in &skipped {
         report.line(&[("subject", json!(name)), ("skipped", json!(why))]);
     }

@@ -460,7 +460,8 @@ func (m *Machine) Running() bool {
 	return r
 }
 
-// PID returns QEMU's process id while it runs, and 0 when it does not.
+// PID returns QEMU's process id while it runs, and 0 when it does not. Under a wrapper it is
+// QEMU's own pid when qm could identify it (see qm_pid), else the wrapper's.
 func (m *Machine) PID() int {
 	pid := int64(-1)
 	m.use(func(h *C.qm_machine) error {

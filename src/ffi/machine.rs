@@ -972,7 +972,9 @@ pub unsafe extern "C" fn qm_is_running(m: *const qm_machine) -> bool {
     })
 }
 
-/// QEMU's process id while it runs; -1 when it does not (or for NULL). Never blocks.
+/// QEMU's process id while it runs; -1 when it does not (or for NULL). Never blocks. Under a
+/// wrapper: QEMU's own pid when qm found exactly one process of the launch's process group
+/// running the QEMU binary once QMP was up; otherwise the wrapper's.
 #[no_mangle]
 pub unsafe extern "C" fn qm_pid(m: *const qm_machine) -> i64 {
     guard(-1, || {

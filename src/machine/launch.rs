@@ -400,7 +400,8 @@ impl Machine {
             keep_fds,
             log,
         })?);
-        self.last_pid.store(process.pid(), Ordering::SeqCst);
+        self.last_pid
+            .store(process.reported_pid(), Ordering::SeqCst);
         *lock(&self.proc) = ProcState::Running(process.clone());
         life.launched = true;
         // QEMU holds its ends now; ours must go so its exit reads as EOF.
@@ -434,6 +435,11 @@ impl Machine {
             *lock(&self.qmp) = Some(client);
             negotiated?;
         }
+        if !cfg.wrapper.is_empty() {
+            process.identify(&cfg.binary);
+            self.last_pid
+                .store(process.reported_pid(), Ordering::SeqCst);
+        }
         if let Some(planned) = agent {
             let qmp = lock(&self.qmp).clone();
             let agent = planned.connect(
@@ -445,7 +451,7 @@ impl Machine {
             )?;
             *lock(&self.agent) = Some(Arc::new(agent));
         }
-        debug!("{}: launched, pid {}", cfg.name, process.pid());
+        debug!("{}: launched, pid {}", cfg.name, process.reported_pid());
         Ok(())
     }
 }

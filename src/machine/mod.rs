@@ -165,17 +165,20 @@ impl Machine {
         }
     }
 
-    /// QEMU's pid while it runs.
+    /// QEMU's pid while it runs. Under a [wrapper](Self::set_wrapper): QEMU's own pid if, once
+    /// QMP is up, exactly one process of the launch's process group runs the QEMU binary;
+    /// otherwise (QMP off, QEMU not found or not alone) the wrapper's pid.
     pub fn pid(&self) -> Option<u32> {
         match &*lock(&self.proc) {
-            ProcState::Running(p) if p.try_status().is_none() => Some(p.pid()),
+            ProcState::Running(p) if p.try_status().is_none() => Some(p.reported_pid()),
             _ => None,
         }
     }
 
     /// The pid of the last run's QEMU, while it runs and after it exited (as the seed's
     /// `_popen.pid`), until the next launch is prepared; `None` before any process was
-    /// started (or when the launch failed before starting it).
+    /// started (or when the launch failed before starting it). Under a wrapper, what
+    /// [`pid`](Self::pid) reported: QEMU's own once identified, else the wrapper's.
     pub fn last_pid(&self) -> Option<u32> {
         match self.last_pid.load(Ordering::SeqCst) {
             0 => None,

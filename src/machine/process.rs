@@ -3,19 +3,25 @@
 //! recycled pid (`sys::exit`).
 
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 
 use crate::error::{Error, Result};
+use crate::log::warning;
 use crate::sys::exit::{self, ExitWatch};
-use crate::sys::spawn;
 use crate::sys::{poll, pollfd, POLLIN};
+use crate::sys::{spawn, tree};
 use crate::wait::Deadline;
 
 pub(crate) use crate::sys::spawn::Spawn;
 
-/// A running (or exited, not yet forgotten) QEMU.
+/// A running (or exited, not yet forgotten) QEMU, or the wrapper that runs it: the leader of a
+/// process group that holds everything the launch started (see `sys::tree`).
 pub(crate) struct Process {
+    /// The spawned process: the group's leader, its pgid.
     pid: u32,
+    /// What [`Machine::pid`](super::Machine::pid) reports: QEMU's own pid when it is known.
+    reported: AtomicU32,
     /// Readable once the child has exited.
     exit: ExitWatch,
     /// The exit status once reaped; its lock also keeps the pid from being reaped (and so
@@ -28,6 +34,10 @@ impl Process {
     pub(crate) fn spawn(spawn: Spawn) -> Result<Process> {
         let program = spawn.argv[0].clone();
         let pid = spawn::spawn(spawn).map_err(|e| Error::io(format!("starting {program:?}"), e))?;
+        // The group is killed if the host dies from here on; `exit::try_reap` releases it.
+        if let Err(err) = tree::guard(pid) {
+            warning!("{program}: the process tree is not guarded against the host's death: {err}");
+        }
         let exit = match ExitWatch::new(pid) {
             Ok(exit) => exit,
             Err(err) => {
@@ -37,13 +47,24 @@ impl Process {
         };
         Ok(Process {
             pid,
+            reported: AtomicU32::new(pid),
             exit,
             status: Mutex::new(None),
         })
     }
 
-    pub(crate) fn pid(&self) -> u32 {
-        self.pid
+    /// The pid to report: QEMU's own once [`identify`](Self::identify) found it under a
+    /// wrapper, else the spawned process's.
+    pub(crate) fn reported_pid(&self) -> u32 {
+        self.reported.load(Ordering::Relaxed)
+    }
+
+    /// Under a wrapper: looks for `program` among the processes of the launch's group and
+    /// reports its pid from now on, if exactly one is found.
+    pub(crate) fn identify(&self, program: &str) {
+        if let Some(pid) = tree::find_in_group(self.pid, program) {
+            self.reported.store(pid, Ordering::Relaxed);
+        }
     }
 
     /// Readable once the process has exited.
@@ -52,6 +73,7 @@ impl Process {
     }
 
     /// The exit status if the process has exited (reaping it), `-N` for death by signal N.
+    /// What is left of its group is killed first (`exit::try_reap`).
     pub(crate) fn try_status(&self) -> Option<i32> {
         let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
         if status.is_none() {
@@ -85,9 +107,9 @@ impl Process {
         }
     }
 
-    /// Sends `sig` unless the process is already gone. Never hits a recycled pid: the pidfd
-    /// names this process only, and without one the status lock keeps the child unreaped (so
-    /// its pid ours) while the signal goes out.
+    /// Sends `sig` to the launch's whole process group unless its leader is already reaped.
+    /// Never hits a recycled id: the status lock keeps the leader unreaped while the signal
+    /// goes out, and an unreaped leader keeps its pid (the group's id) from being reused.
     pub(crate) fn signal(&self, sig: libc::c_int) -> Result<()> {
         let status = self.status.lock().unwrap_or_else(|e| e.into_inner());
         if status.is_some() {
@@ -96,5 +118,19 @@ impl Process {
         let sent = self.exit.signal(sig);
         drop(status);
         sent.map_err(|e| Error::io(format!("signalling QEMU (pid {})", self.pid), e))
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        // Never leave a group behind: a Process is normally reaped before it is dropped, but a
+        // launch that failed half-way may drop it running.
+        if self.try_status().is_none() {
+            let _ = self.signal(libc::SIGKILL);
+            let wait = crate::wait::Wait::timeout(std::time::Duration::from_secs(5));
+            if let Ok(deadline) = wait.start() {
+                let _ = self.wait(&deadline);
+            }
+        }
     }
 }

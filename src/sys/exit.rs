@@ -1,15 +1,19 @@
 //! A child's exit as a readable descriptor, signals that cannot hit a recycled pid, reaping.
 //!
+//! Every child qm spawns leads a process group of its own (see [`spawn`](super::spawn)), and
+//! the group is what qm owns: signals go to the group, and when the leader has exited, what
+//! is left of its group is killed before the leader is reaped. The unreaped leader pins the
+//! group's id (a pid is not reused while a zombie holds it), so neither can hit a stranger.
+//!
 //! With pidfds (Linux 5.3+) the descriptor is the pidfd. Without (older kernels, or valgrind,
 //! which does not know the syscall) a small thread blocks in `waitid(WNOWAIT)` and signals an
 //! eventfd when the child exits: the same exact wake-up, at the cost of one thread per child.
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::thread::JoinHandle;
 
 use nix::errno::Errno;
-use nix::sys::signal::{kill, Signal};
-use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag};
+use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use super::EventFd;
@@ -73,35 +77,11 @@ impl ExitWatch {
         }
     }
 
-    /// Sends `sig` to the child; one that is already gone (ESRCH) is not an error. The caller
-    /// must not reap the child meanwhile (without a pidfd, only the unreaped pid is ours).
+    /// Sends `sig` to the child's whole process group; a group that is already gone (ESRCH)
+    /// is not an error. The caller must not reap the child meanwhile (the unreaped leader is
+    /// what keeps the group's id ours).
     pub(crate) fn signal(&self, sig: libc::c_int) -> std::io::Result<()> {
-        let rc = match &self.kind {
-            // SAFETY: pidfd_send_signal with a live pidfd, a signal number and no siginfo (a
-            // NULL pointer is allowed); touches no memory. nix has no wrapper for it.
-            Kind::Pidfd(fd) => unsafe {
-                libc::syscall(
-                    libc::SYS_pidfd_send_signal,
-                    fd.as_raw_fd(),
-                    sig,
-                    std::ptr::null::<libc::siginfo_t>(),
-                    0,
-                )
-            },
-            Kind::Watched { .. } => {
-                let sig = Signal::try_from(sig)?;
-                return match kill(Pid::from_raw(self.pid as i32), sig) {
-                    Ok(()) | Err(Errno::ESRCH) => Ok(()),
-                    Err(e) => Err(e.into()),
-                };
-            }
-        };
-        let err = std::io::Error::last_os_error();
-        if rc == 0 || err.raw_os_error() == Some(libc::ESRCH) {
-            Ok(())
-        } else {
-            Err(err)
-        }
+        super::tree::signal_group(self.pid, sig)
     }
 }
 
@@ -117,14 +97,25 @@ impl Drop for ExitWatch {
 }
 
 /// Reaps our child `pid` if it has exited, without blocking: its exit code, or `-N` for a
-/// death by signal N.
+/// death by signal N. Before reaping, SIGKILLs whatever is left of its process group and
+/// releases the group from the watchdog: nothing a launch started outlives its leader.
 pub(crate) fn try_reap(pid: u32) -> Option<i32> {
+    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+    // Look without reaping: the zombie keeps the group's id ours while the rest is killed.
+    match waitid(Id::Pid(Pid::from_raw(pid as i32)), flags) {
+        Ok(WaitStatus::StillAlive) => return None,
+        Ok(_) => {}
+        // Not ours to wait for (already reaped): nothing to do.
+        Err(_) => return None,
+    }
+    let _ = super::tree::signal_group(pid, libc::SIGKILL);
     let mut wstatus = 0;
     // SAFETY: waitpid writes the status into a live c_int and touches nothing else. Not nix's
     // waitpid: it fails on a signal its `Signal` does not know (real-time signals), after the
     // child was reaped, which would lose the exit and leave the pid to be recycled.
     let rc = unsafe { libc::waitpid(pid as libc::pid_t, &mut wstatus, libc::WNOHANG) };
     (rc > 0).then(|| {
+        super::tree::release(pid);
         if libc::WIFSIGNALED(wstatus) {
             -libc::WTERMSIG(wstatus)
         } else {
@@ -133,9 +124,9 @@ pub(crate) fn try_reap(pid: u32) -> Option<i32> {
     })
 }
 
-/// Kills our child `pid` and reaps it (blocking until it is gone).
+/// Kills our child `pid` and its group, and reaps it (blocking until it is gone).
 pub(crate) fn kill_and_reap(pid: u32) {
-    let pid = Pid::from_raw(pid as i32);
-    let _ = kill(pid, Signal::SIGKILL);
-    while waitpid(pid, None) == Err(Errno::EINTR) {}
+    let _ = super::tree::signal_group(pid, libc::SIGKILL);
+    while waitpid(Pid::from_raw(pid as i32), None) == Err(Errno::EINTR) {}
+    super::tree::release(pid);
 }

@@ -12,12 +12,16 @@
 //! - [`socket`]: socket pairs, a unix listener, `send`/`recv` without SIGPIPE, SCM_RIGHTS.
 //! - [`exit`]: a child's exit as a readable descriptor (a pidfd, or a `waitid` thread),
 //!   signals that cannot hit a recycled pid, reaping.
-//! - [`spawn`]: fork and exec with exactly the intended descriptors.
+//! - [`spawn`]: a vfork-style clone and exec with exactly the intended descriptors, in a
+//!   process group of its own.
+//! - [`tree`]: the launch's process group as the unit qm owns: group signals, the watchdog
+//!   that kills the groups when the host dies, finding QEMU in a wrapper's group.
 //! - [`memfd`]: an anonymous in-memory file.
 
 pub(crate) mod exit;
 pub(crate) mod socket;
 pub(crate) mod spawn;
+pub(crate) mod tree;
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};

@@ -127,6 +127,24 @@ static int count_fds(void)
 }
 
 /* Processes whose parent is this process (QEMUs left behind). */
+/* Whether process `pid` is qm's watchdog (one per host process, started by the first launch
+ * and alive as long as the host, like the spawner thread): its command line ends in
+ * "qm-watchdog". */
+static int is_qm_watchdog(const char *pid)
+{
+    char path[300], buf[4096];
+    size_t len;
+    FILE *f;
+    snprintf(path, sizeof path, "/proc/%s/cmdline", pid);
+    f = fopen(path, "r");
+    if (f == NULL)
+        return 0;
+    len = fread(buf, 1, sizeof buf, f);
+    fclose(f);
+    return len >= 13 && memcmp(buf + len - 13, "\0qm-watchdog\0", 13) == 0;
+}
+
+/* Our child processes, but qm's watchdog. */
 static int count_children(void)
 {
     DIR *d = opendir("/proc");
@@ -146,7 +164,7 @@ static int count_children(void)
         p = fgets(buf, sizeof buf, f) ? strrchr(buf, ')') : NULL;
         fclose(f);
         /* "pid (comm) state ppid ...": comm may hold spaces and parentheses. */
-        if (p != NULL && atoi(p + 4) == self)
+        if (p != NULL && atoi(p + 4) == self && !is_qm_watchdog(e->d_name))
             n++;
     }
     closedir(d);

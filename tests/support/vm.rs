@@ -151,13 +151,18 @@ pub fn thread_count() -> usize {
     self_status("Threads") as usize
 }
 
-/// Child processes of this process (any thread's), zombies included.
+/// Child processes of this process (any thread's), zombies included, but qm's watchdog.
 pub fn child_pids() -> Vec<String> {
     let mut kids = Vec::new();
     for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
         let text = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
         kids.extend(text.split_whitespace().map(str::to_owned));
     }
+    // qm's watchdog lives as long as this process (like qm's spawner thread).
+    kids.retain(|pid| {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        !cmdline.ends_with(b"\0qm-watchdog\0")
+    });
     kids
 }
 

@@ -469,6 +469,16 @@ fn scale_qm(q: &str, n: usize) -> Res<Round> {
     })
 }
 
+/// CPU time (user + system) this process has used so far, ms.
+fn cpu_ms() -> f64 {
+    // SAFETY: rusage is plain data that getrusage fills.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) }, 0);
+    let t = |tv: libc::timeval| tv.tv_sec as f64 * 1e3 + tv.tv_usec as f64 / 1e3;
+    t(ru.ru_utime) + t(ru.ru_stime)
+}
+
 fn scale(p: &Params, out: &mut Out) -> Res<()> {
     let (q, n, rounds) = (p.qemu(), p.get("machines", 200), p.get("rounds", 3));
     RawVm::launch(&q)?.shutdown()?;
@@ -476,11 +486,14 @@ fn scale(p: &Params, out: &mut Out) -> Res<()> {
     for round in 0..rounds {
         out.pair();
         for side in order(round) {
+            let cpu0 = cpu_ms();
             let r = match side {
                 Side::Raw => scale_raw(&q, n)?,
                 Side::Qm => scale_qm(&q, n)?,
             };
+            let cpu = cpu_ms() - cpu0;
             r.emit(side, n, out);
+            out.stat("cpu_ms_per_machine", side, cpu / n as f64);
         }
     }
     Ok(())

@@ -7,7 +7,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Iterator, List
+from typing import Iterator, List, Set
 
 import pytest
 
@@ -28,8 +28,17 @@ needs_caller_argv = pytest.mark.skipif(
 )
 
 
+def _is_qm_watchdog(pid: str) -> bool:
+    """Whether `pid` is qm's watchdog (one per process, alive as long as it is)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().endswith(b"\0qm-watchdog\0")
+    except OSError:
+        return False
+
+
 def children() -> List[int]:
-    """Pids of this process's live (non-zombie) children."""
+    """Pids of this process's live (non-zombie) children, but qm's watchdog."""
     me = os.getpid()
     found = []
     for entry in os.listdir("/proc"):
@@ -41,7 +50,7 @@ def children() -> List[int]:
         except OSError:
             continue
         fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[1]) == me and fields[0] != "Z":
+        if int(fields[1]) == me and fields[0] != "Z" and not _is_qm_watchdog(entry):
             found.append(int(entry))
     return found
 
@@ -64,15 +73,58 @@ def qemu() -> str:
     return path
 
 
+#: Pids of QEMUs that module-scoped fixtures keep running across their tests (one Linux boot
+#: per module); the fixture itself checks at teardown that its QEMU is gone.
+SHARED: Set[int] = set()
+
+
 @pytest.fixture(autouse=True)
 def no_leftover_processes() -> Iterator[None]:
     """Fails a test that leaves a child process (a QEMU) running."""
     yield
+
+    def left() -> List[int]:
+        return [pid for pid in children() if pid not in SHARED]
+
     deadline = time.monotonic() + 5
-    while children() and time.monotonic() < deadline:
+    while left() and time.monotonic() < deadline:
         time.sleep(0.05)
-    left = children()
-    assert not left, f"child processes left behind: {left}"
+    assert not left(), f"child processes left behind: {left()}"
+
+
+def linux_guest_args() -> List[str]:
+    """QEMU's arguments for the Linux test guest (guest/linux): from QM_LINUX_KERNEL and
+    QM_LINUX_INITRD, else the repository's `guest/linux/build --qemu-args` (which builds it
+    from Debian packages once, then answers from its cache); skips when there is neither."""
+    import subprocess
+
+    kernel, initrd = os.environ.get("QM_LINUX_KERNEL"), os.environ.get("QM_LINUX_INITRD")
+    if kernel and initrd:
+        return [
+            "-nodefaults", "-machine", "q35", "-accel", "tcg", "-m", "256",
+            "-kernel", kernel, "-initrd", initrd,
+            "-append", "console=ttyS0 quiet loglevel=1 panic=-1", "-no-reboot",
+        ]  # fmt: skip
+    build = Path(__file__).resolve().parents[3] / "guest" / "linux" / "build"
+    if not build.exists():
+        pytest.skip(f"no Linux guest: set QM_LINUX_KERNEL and QM_LINUX_INITRD, or provide {build}")
+    done = subprocess.run(
+        [str(build), "--qemu-args"], capture_output=True, text=True, timeout=600, check=False
+    )
+    if done.returncode != 0:
+        pytest.fail(f"{build} --qemu-args failed ({done.returncode}): {done.stderr[-2000:]}")
+    return done.stdout.strip().split("\n")
+
+
+def retire_shared(vm: qm.Machine) -> None:
+    """Ends a module fixture's QEMU: kills it if a test left it running, and checks it is
+    gone (the per-test check skips it while the module runs)."""
+    pid = vm.last_pid
+    vm.kill()
+    vm.close()
+    if pid is not None:
+        SHARED.discard(pid)
+        assert not pid_alive(pid), f"the shared QEMU {pid} outlived its module"
 
 
 @pytest.fixture

@@ -374,3 +374,24 @@ def test_qmp_transcript_and_log_so_far(qemu: str, tmp_path: Path) -> None:
     assert any(d == "out" and "stop" in m for d, m in dirs)
     assert any(rec["dir"] == "event" and rec["msg"]["event"] == "STOP" for rec in lines)
     assert any(rec["dir"] == "in" and "QMP" in rec["msg"] for rec in lines)  # the greeting
+
+
+def test_event_cap_drops_the_oldest_and_says_so_once(qemu: str) -> None:
+    with qm.Machine(qemu, machine="none", max_queued_events=1) as vm:
+        vm.launch()
+        vm.cmd("stop")
+        vm.cmd("cont")
+        vm.cmd("stop")
+        deadline = time.monotonic() + 30
+        while vm.dropped_events < 2:  # the events arrive after the replies
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        with pytest.raises(qm.EventsDropped) as info:
+            vm.get_event()
+        assert info.value.status == 12
+        ev = vm.get_event()  # the newest, kept
+        assert ev is not None and ev["event"] == "STOP"
+        assert vm.get_event() is None
+        vm.set_max_queued_events(None)
+    with pytest.raises(ValueError):
+        qm.Machine(qemu, max_queued_events=-1)

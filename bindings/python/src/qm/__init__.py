@@ -9,6 +9,8 @@
 """
 
 from . import _log, guest
+from ._agent import Agent, ExecResult
+from ._console import ConsoleMatch, ConsoleStats, Regex
 from ._ffi import library_path
 from ._machine import (
     DEFAULT,
@@ -21,7 +23,10 @@ from ._machine import (
 )
 from .errors import (
     AbnormalShutdownError,
+    ConsoleClosed,
+    ConsoleFailure,
     DisconnectedError,
+    EventsDropped,
     InternalError,
     Interrupted,
     InvalidArgumentError,
@@ -42,8 +47,15 @@ CORE_LOGS_TO_LOGGING = _log.install()
 __all__ = [
     "DEFAULT",
     "AbnormalShutdownError",
+    "Agent",
     "Cancel",
+    "ConsoleClosed",
+    "ConsoleFailure",
+    "ConsoleMatch",
+    "ConsoleStats",
     "DisconnectedError",
+    "EventsDropped",
+    "ExecResult",
     "InternalError",
     "Interrupted",
     "InvalidArgumentError",
@@ -53,6 +65,7 @@ __all__ = [
     "QMError",
     "QMOSError",
     "QMPError",
+    "Regex",
     "StateError",
     "TimeoutError",
     "event_match",

@@ -35,9 +35,13 @@ QM_ERR_INVALID = 8
 QM_ERR_PROTOCOL = 9
 QM_ERR_IO = 10
 QM_ERR_PANIC = 11
+QM_ERR_EVENTS_DROPPED = 12
+QM_ERR_CONSOLE_CLOSED = 13
+QM_ERR_CONSOLE_FAILURE = 14
 
 QM_WAIT_FOREVER = -1
 QM_WAIT_DEFAULT = -2
+QM_EVENTS_UNLIMITED = -1
 
 QM_LOG_OFF = 0
 QM_LOG_WARN = 1
@@ -47,6 +51,9 @@ QM_GUEST_POWEROFF = 0
 QM_GUEST_ECHO = 1
 QM_GUEST_EXIT = 2
 QM_GUEST_HALT = 3
+
+QM_PATTERN_LITERAL = 0
+QM_PATTERN_REGEX = 1
 
 LIBRARY_ENV = "QM_LIBRARY"
 
@@ -63,9 +70,38 @@ class Cancel(ctypes.Structure):
     """Opaque `qm_cancel`."""
 
 
+class Patterns(ctypes.Structure):
+    """Opaque `qm_patterns`."""
+
+
+class ConsoleMatch(ctypes.Structure):
+    """Opaque `qm_console_match`."""
+
+
+class ExecResult(ctypes.Structure):
+    """Opaque `qm_exec_result`."""
+
+
+class ConsoleCounters(ctypes.Structure):
+    """`qm_console_counters` (by value)."""
+
+    _fields_ = [
+        ("received", ctypes.c_uint64),
+        ("kept", ctypes.c_uint64),
+        ("unread", ctypes.c_uint64),
+        ("dropped", ctypes.c_uint64),
+        ("raw_dropped", ctypes.c_uint64),
+        ("cap", ctypes.c_uint64),
+        ("closed", c_bool),
+    ]
+
+
 MachineP = POINTER(Machine)
 ErrorP = POINTER(Error)
 CancelP = POINTER(Cancel)
+PatternsP = POINTER(Patterns)
+ConsoleMatchP = POINTER(ConsoleMatch)
+ExecResultP = POINTER(ExecResult)
 ErrOut = POINTER(ErrorP)
 StrOut = POINTER(c_void_p)  # char ** out: kept as a raw pointer so qm_string_free gets it back
 StrArray = POINTER(c_char_p)
@@ -165,6 +201,120 @@ _OPTIONAL: dict[str, tuple[Any, list[Any]]] = {
     "qm_set_log_callback": (c_bool, [LogFn, c_void_p]),
     "qm_set_qmp_transcript": (_status, [MachineP, c_char_p, ErrOut]),
     "qm_get_log_so_far": (_status, [MachineP, StrOut, ErrOut]),
+    # Console interaction. Byte buffers go in as c_char_p (ctypes passes the bytes object's
+    # buffer, NULs included; the length is explicit) and come out as c_void_p (copied with
+    # ctypes.string_at before the owner is freed).
+    "qm_error_console_text": (c_char_p, [ErrorP]),
+    "qm_error_console_pattern": (c_bool, [ErrorP, POINTER(c_size_t)]),
+    "qm_patterns_new": (PatternsP, []),
+    "qm_patterns_add": (_status, [PatternsP, c_char_p, c_uint32, c_bool, ErrOut]),
+    "qm_patterns_free": (None, [PatternsP]),
+    "qm_console_match_index": (c_size_t, [ConsoleMatchP]),
+    "qm_console_match_text": (c_void_p, [ConsoleMatchP, POINTER(c_size_t)]),
+    "qm_console_match_start": (c_size_t, [ConsoleMatchP]),
+    "qm_console_match_dropped": (ctypes.c_uint64, [ConsoleMatchP]),
+    "qm_console_match_free": (None, [ConsoleMatchP]),
+    "qm_console_wait": (
+        _status,
+        [MachineP, PatternsP, c_int64, CancelP, POINTER(ConsoleMatchP), ErrOut],
+    ),
+    "qm_console_send": (_status, [MachineP, c_char_p, c_size_t, c_int64, CancelP, ErrOut]),
+    "qm_console_send_line": (
+        _status,
+        [MachineP, c_char_p, c_char_p, c_int64, CancelP, ErrOut],
+    ),
+    "qm_console_exec": (
+        _status,
+        [
+            MachineP,
+            c_char_p,
+            c_char_p,
+            PatternsP,
+            c_int64,
+            CancelP,
+            POINTER(ConsoleMatchP),
+            ErrOut,
+        ],
+    ),
+    "qm_console_interrupt_until": (
+        _status,
+        [
+            MachineP,
+            c_char_p,
+            c_size_t,
+            c_uint32,
+            PatternsP,
+            c_int64,
+            CancelP,
+            POINTER(ConsoleMatchP),
+            ErrOut,
+        ],
+    ),
+    "qm_console_transcript": (_status, [MachineP, c_size_t, StrOut, POINTER(c_size_t), ErrOut]),
+    "qm_console_stats": (_status, [MachineP, POINTER(ConsoleCounters), ErrOut]),
+    "qm_console_skip_unread": (_status, [MachineP, POINTER(c_size_t), ErrOut]),
+    "qm_set_console_buffer": (_status, [MachineP, c_size_t, ErrOut]),
+    "qm_set_max_queued_events": (_status, [MachineP, c_int64, ErrOut]),
+    "qm_dropped_events": (ctypes.c_uint64, [MachineP]),
+    # The guest agent.
+    "qm_set_guest_agent": (_status, [MachineP, c_bool, ErrOut]),
+    "qm_set_guest_agent_unix": (_status, [MachineP, c_char_p, ErrOut]),
+    "qm_agent_sync": (_status, [MachineP, c_int64, CancelP, ErrOut]),
+    "qm_agent_execute": (
+        _status,
+        [MachineP, c_char_p, c_char_p, c_int64, CancelP, StrOut, ErrOut],
+    ),
+    "qm_agent_cmd": (_status, [MachineP, c_char_p, c_char_p, c_int64, CancelP, StrOut, ErrOut]),
+    "qm_agent_ping": (_status, [MachineP, c_int64, CancelP, ErrOut]),
+    "qm_agent_exec": (
+        _status,
+        [
+            MachineP,
+            c_char_p,
+            StrArray,
+            c_size_t,
+            StrArray,
+            c_size_t,
+            c_char_p,
+            c_size_t,
+            c_bool,
+            c_size_t,
+            c_int64,
+            c_int64,
+            CancelP,
+            POINTER(ExecResultP),
+            ErrOut,
+        ],
+    ),
+    "qm_exec_result_exit_code": (c_bool, [ExecResultP, POINTER(c_int)]),
+    "qm_exec_result_signal": (c_bool, [ExecResultP, POINTER(c_int)]),
+    "qm_exec_result_pid": (c_int64, [ExecResultP]),
+    "qm_exec_result_stdout": (c_void_p, [ExecResultP, POINTER(c_size_t)]),
+    "qm_exec_result_stderr": (c_void_p, [ExecResultP, POINTER(c_size_t)]),
+    "qm_exec_result_stdout_truncated": (c_bool, [ExecResultP]),
+    "qm_exec_result_stderr_truncated": (c_bool, [ExecResultP]),
+    "qm_exec_result_free": (None, [ExecResultP]),
+    "qm_agent_file_read": (
+        _status,
+        [
+            MachineP,
+            c_char_p,
+            c_size_t,
+            c_int64,
+            CancelP,
+            POINTER(c_void_p),
+            POINTER(c_size_t),
+            ErrOut,
+        ],
+    ),
+    "qm_bytes_free": (None, [c_void_p, c_size_t]),
+    "qm_agent_file_write": (
+        _status,
+        [MachineP, c_char_p, c_char_p, c_size_t, c_int64, CancelP, ErrOut],
+    ),
+    "qm_agent_shutdown": (_status, [MachineP, c_char_p, c_int64, CancelP, ErrOut]),
+    "qm_agent_get_osinfo": (_status, [MachineP, c_int64, CancelP, StrOut, ErrOut]),
+    "qm_agent_get_time": (_status, [MachineP, c_int64, CancelP, POINTER(c_int64), ErrOut]),
 }
 
 

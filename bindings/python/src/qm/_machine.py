@@ -9,14 +9,29 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import socket
 import threading
-from ctypes import byref, c_bool, c_int, c_int64, c_void_p
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from ctypes import byref, c_bool, c_int, c_int64, c_size_t, c_void_p
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Dict,
+    Iterable,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
 
-from . import _ffi
+from . import _console, _ffi
 from . import errors as _errors
+
+if TYPE_CHECKING:
+    from ._agent import Agent
 
 _lib = _ffi.lib
 
@@ -167,11 +182,15 @@ class Machine:
         qmp: bool = True,
         qmp_timer: Timeout = DEFAULT,
         max_message_size: Optional[int] = None,
+        max_queued_events: Optional[int] = None,
         qmp_transcript: Optional[str] = None,
+        console_buffer: Optional[int] = None,
+        guest_agent: Union[bool, str] = False,
         logger: Optional[logging.Logger] = None,
         qmp_logger: Optional[logging.Logger] = None,
     ) -> None:
         self._h: Any = None
+        self._agent: Optional[Agent] = None
         self._calls = 0
         self._calls_cv = threading.Condition()
         self._log = logger or LOG
@@ -209,8 +228,14 @@ class Machine:
             self.set_qmp_timer(qmp_timer)
         if max_message_size is not None:
             self.set_max_message_size(max_message_size)
+        if max_queued_events is not None:
+            self.set_max_queued_events(max_queued_events)
         if qmp_transcript is not None:
             self.set_qmp_transcript(qmp_transcript)
+        if console_buffer is not None:
+            self.set_console_buffer(console_buffer)
+        if guest_agent is not False:
+            self.set_guest_agent(guest_agent)
 
     # ---- plumbing -------------------------------------------------------------------------
 
@@ -349,6 +374,56 @@ class Machine:
             _bytes(opaque, "opaque"),
             _bytes(opts, "opts") if opts else None,
         )
+
+    def set_console_buffer(self, size: int) -> None:
+        """Caps the console's memory in bytes: the transcript and the output no wait consumed
+        yet (0: the core's default, 1 MiB; the core raises small values to its minimum).
+        Output over the cap that no wait consumed is dropped and reported
+        (`ConsoleMatch.dropped`, `console_stats()`); the console log file keeps everything.
+        Applies to the running console at once and to later launches."""
+        _require("qm_set_console_buffer")
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise ValueError(f"console_buffer must be a non-negative int, not {size!r}")
+        self._call(_lib.qm_set_console_buffer, size)
+
+    def set_guest_agent(self, channel: Union[bool, str] = True) -> None:
+        """Gives the guest a channel to its agent (`qemu-ga`) for `agent`: True (a socketpair
+        qm owns), a unix socket path qm listens on ("" for one qm names in the sock dir), or
+        False (none, the default). Applies to the next launch."""
+        if isinstance(channel, bool):
+            _require("qm_set_guest_agent")
+            self._call(_lib.qm_set_guest_agent, channel)
+        elif isinstance(channel, (str, os.PathLike)):
+            _require("qm_set_guest_agent_unix")
+            path = os.fspath(channel)
+            self._call(
+                _lib.qm_set_guest_agent_unix, _bytes(path, "guest agent path") if path else None
+            )
+        else:
+            raise TypeError(
+                f"guest_agent must be a bool or a socket path, not {type(channel).__name__}"
+            )
+
+    def set_max_queued_events(self, count: Optional[int]) -> None:
+        """Caps the queued, unread QMP events (None: no cap, the default). Over the cap the
+        oldest is dropped, and the next call that reads events raises `EventsDropped` once
+        (`dropped_events` counts them). Applies at once and to later launches."""
+        _require("qm_set_max_queued_events")
+        if count is None:
+            value = _ffi.QM_EVENTS_UNLIMITED
+        elif isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ValueError(
+                f"max_queued_events must be a non-negative int or None, not {count!r}"
+            )
+        else:
+            value = count
+        self._call(_lib.qm_set_max_queued_events, value)
+
+    @property
+    def dropped_events(self) -> int:
+        """How many QMP events the `max_queued_events` cap dropped since the last launch."""
+        _require("qm_dropped_events")
+        return int(self._peek(_lib.qm_dropped_events) or 0)
 
     def set_max_message_size(self, size: int) -> None:
         """Caps one message from QEMU, in bytes (default 64 MiB)."""
@@ -577,6 +652,183 @@ class Machine:
         self._call(_lib.qm_console_dup, byref(fd))
         return fd.value
 
+    # ---- console interaction (matching and buffering are the core's) ----------------------
+
+    def _console_match(
+        self, fn: Any, *args: Any, success: Any, failure: Any, timeout: Timeout, cancel: Any
+    ) -> _console.ConsoleMatch:
+        """Runs a console call that yields a `qm_console_match`: `fn(h, *args, patterns,
+        timeout_ms, cancel, &match, &err)`."""
+        _require("qm_console_wait")
+        ms = _ms(timeout, allow_default=False)
+        tok = _cancel_ptr(cancel)
+        with _console.PatternSet(success, failure) as patterns:
+            out = _ffi.ConsoleMatchP()
+            try:
+                self._call(fn, *args, patterns.ptr, ms, tok, byref(out))
+            except _errors.QMError as exc:
+                raise patterns.annotate(exc) from None
+            return _console.take_match(out, patterns)
+
+    def console_wait(
+        self,
+        success: _console.Patterns,
+        failure: _console.Patterns = (),
+        *,
+        timeout: Optional[float],
+        cancel: Optional[Cancel] = None,
+    ) -> _console.ConsoleMatch:
+        """Waits until one of the `success` patterns shows on the console and returns what it
+        found; the output up to and including the match is consumed, what follows stays for
+        the next wait. A pattern is a `str`/`bytes` literal, a `qm.Regex` or a compiled
+        `re.Pattern` (Rust regex syntax); `success` and `failure` take one or a sequence.
+
+        `timeout` (seconds, or None: until the pattern, the end of the console or `cancel`)
+        has no default. Raises `ConsoleFailure` when a failure pattern matches first,
+        `ConsoleClosed` at once when the console reaches end of file, `qm.TimeoutError` (with
+        the unread tail in `.text`, left unread), `Interrupted`, and `StateError` while
+        another wait runs on the console (one at a time) or without a console."""
+        return self._console_match(
+            _lib.qm_console_wait, success=success, failure=failure, timeout=timeout, cancel=cancel
+        )
+
+    def console_exec(
+        self,
+        line: str,
+        success: _console.Patterns,
+        failure: _console.Patterns = (),
+        *,
+        eol: str = "\n",
+        timeout: Optional[float],
+        cancel: Optional[Cancel] = None,
+    ) -> _console.ConsoleMatch:
+        """Sends `line` + `eol`, then waits for the patterns as `console_wait` does, all within
+        `timeout`. Output left unread before is searched too (`console_skip_unread` first
+        ignores it); the text includes the guest's echo of the command."""
+        _require("qm_console_exec")
+        return self._console_match(
+            _lib.qm_console_exec,
+            _bytes(line, "line"),
+            _bytes(eol, "eol"),
+            success=success,
+            failure=failure,
+            timeout=timeout,
+            cancel=cancel,
+        )
+
+    def console_interrupt_until(
+        self,
+        key: Union[str, bytes],
+        success: _console.Patterns,
+        failure: _console.Patterns = (),
+        *,
+        interval: float,
+        timeout: Optional[float],
+        cancel: Optional[Cancel] = None,
+    ) -> _console.ConsoleMatch:
+        """Sends `key` every `interval` seconds (first at once) until one of the patterns shows
+        (boot menus, "press any key"), then returns as `console_wait` does."""
+        _require("qm_console_interrupt_until")
+        raw = _send_bytes(key, "key")
+        if isinstance(interval, bool) or not isinstance(interval, (int, float)):
+            raise TypeError(f"interval must be seconds (a number), not {type(interval).__name__}")
+        ms = int(interval * 1000.0) if math.isfinite(interval) else -1
+        if not 0 <= ms < 2**32:
+            raise ValueError(f"interval {interval!r} s does not fit the core's milliseconds")
+        return self._console_match(
+            _lib.qm_console_interrupt_until,
+            raw,
+            len(raw),
+            ms,
+            success=success,
+            failure=failure,
+            timeout=timeout,
+            cancel=cancel,
+        )
+
+    def console_send(
+        self,
+        data: Union[str, bytes],
+        *,
+        timeout: Optional[float],
+        cancel: Optional[Cancel] = None,
+    ) -> None:
+        """Sends `data` (bytes, or a str as UTF-8) to the guest's console, waiting up to
+        `timeout` while the console is full. Concurrent sends never interleave within one
+        call's bytes. `ConsoleClosed` when the console is gone."""
+        _require("qm_console_send")
+        raw = _send_bytes(data, "data")
+        self._call(
+            _lib.qm_console_send,
+            raw,
+            len(raw),
+            _ms(timeout, allow_default=False),
+            _cancel_ptr(cancel),
+        )
+
+    def console_send_line(
+        self,
+        line: str,
+        eol: str = "\n",
+        *,
+        timeout: Optional[float],
+        cancel: Optional[Cancel] = None,
+    ) -> None:
+        """Sends `line` then `eol` (the line ending the guest wants) as `console_send` does."""
+        _require("qm_console_send_line")
+        self._call(
+            _lib.qm_console_send_line,
+            _bytes(line, "line"),
+            _bytes(eol, "eol"),
+            _ms(timeout, allow_default=False),
+            _cancel_ptr(cancel),
+        )
+
+    def console_transcript(self, last: Optional[int] = None) -> str:
+        """The console output kept in memory (up to the cap), or its last `last` bytes, as
+        text: invalid UTF-8 and NUL bytes become U+FFFD (the console log file has the exact
+        bytes). Readable while QEMU runs and after its shutdown, until the next launch."""
+        _require("qm_console_transcript")
+        if last is not None and (isinstance(last, bool) or not isinstance(last, int) or last < 1):
+            raise ValueError(f"last must be a positive int or None, not {last!r}")
+        out = c_void_p()
+        self._call(_lib.qm_console_transcript, last or 0, byref(out), None)
+        return _ffi.take_string(out.value) or ""
+
+    def console_stats(self) -> _console.ConsoleStats:
+        """The console's counters."""
+        _require("qm_console_stats")
+        c = _ffi.ConsoleCounters()
+        self._call(_lib.qm_console_stats, byref(c))
+        return _console.ConsoleStats(
+            received=c.received,
+            kept=c.kept,
+            unread=c.unread,
+            dropped=c.dropped,
+            raw_dropped=c.raw_dropped,
+            cap=c.cap,
+            closed=bool(c.closed),
+        )
+
+    def console_skip_unread(self) -> int:
+        """Marks the output received so far as read (the next wait sees only newer output);
+        returns how many bytes that skipped. The transcript keeps them."""
+        _require("qm_console_skip_unread")
+        n = c_size_t(0)
+        self._call(_lib.qm_console_skip_unread, byref(n))
+        return int(n.value)
+
+    # ---- guest agent ---------------------------------------------------------------------
+
+    @property
+    def agent(self) -> Agent:
+        """The guest agent (`qemu-ga`) of this machine (configure `guest_agent=` first)."""
+        if self._agent is None:
+            from ._agent import Agent
+
+            self._agent = Agent(self)
+        return self._agent
+
     # ---- shutdown ------------------------------------------------------------------------
 
     def shutdown(
@@ -761,6 +1013,15 @@ def _require(name: str) -> None:
             f"the loaded libqm ({_ffi.library_path()}) has no {name}: rebuild libqm from a "
             "qm version that has it"
         )
+
+
+def _send_bytes(data: Any, what: str) -> bytes:
+    """Bytes to send: bytes-like as is, a str as UTF-8."""
+    if isinstance(data, str):
+        return data.encode("utf-8")
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return bytes(data)
+    raise TypeError(f"{what} must be bytes or a str, not {type(data).__name__}")
 
 
 def _fd(fd: Any) -> int:

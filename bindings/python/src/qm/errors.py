@@ -157,6 +157,14 @@ class TimeoutError(QMError, *_bases(builtins.TimeoutError, asyncio.TimeoutError)
 
     status = _ffi.QM_ERR_TIMEOUT
 
+    def __init__(
+        self, message: str, *, errno: Optional[int] = None, text: Optional[str] = None
+    ) -> None:
+        super().__init__(message, errno=errno)
+        #: For a console wait: the last (up to 2 KiB) unread console output, still unread
+        #: (invalid UTF-8 replaced by U+FFFD). None for other timeouts.
+        self.text = text
+
 
 class Interrupted(QMError):
     """The call was interrupted by its `Cancel` token."""
@@ -208,7 +216,52 @@ class InternalError(QMError):
     status = _ffi.QM_ERR_PANIC
 
 
+class EventsDropped(QMError):
+    """QMP events were dropped over the queue's cap (reported once, to the next event read)."""
+
+    status = _ffi.QM_ERR_EVENTS_DROPPED
+
+
+class ConsoleClosed(QMError, EOFError):
+    """The console reached end of file (QEMU exited or closed it) before a wait found its
+    pattern, or a send could not be delivered. `text` is the output nobody consumed."""
+
+    status = _ffi.QM_ERR_CONSOLE_CLOSED
+
+    def __init__(self, message: str, *, errno: Optional[int] = None, text: str = "") -> None:
+        super().__init__(message, errno=errno)
+        #: The console output no wait consumed (invalid UTF-8 replaced by U+FFFD).
+        self.text = text
+
+
+class ConsoleFailure(QMError):
+    """A console wait found one of its failure patterns. `text` is the output consumed up to
+    and including its match; `pattern` the failure pattern as given, `pattern_index` its
+    position among the failure patterns."""
+
+    status = _ffi.QM_ERR_CONSOLE_FAILURE
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        errno: Optional[int] = None,
+        text: str = "",
+        pattern_index: Optional[int] = None,
+    ) -> None:
+        super().__init__(message, errno=errno)
+        #: The console output consumed, ending with the failure pattern's match.
+        self.text = text
+        #: Which failure pattern matched (its index among the failure patterns).
+        self.pattern_index = pattern_index
+        #: That pattern as the caller gave it (set by the console call).
+        self.pattern: Any = None
+
+
 _BY_STATUS: Dict[int, Type[QMError]] = {
+    _ffi.QM_ERR_EVENTS_DROPPED: EventsDropped,
+    _ffi.QM_ERR_CONSOLE_CLOSED: ConsoleClosed,
+    _ffi.QM_ERR_CONSOLE_FAILURE: ConsoleFailure,
     _ffi.QM_ERR_TIMEOUT: TimeoutError,
     _ffi.QM_ERR_DISCONNECTED: DisconnectedError,
     _ffi.QM_ERR_INTERRUPTED: Interrupted,
@@ -253,6 +306,24 @@ def from_c(
         cause_status = lib.qm_error_cause(err)
         cause_message = _text(lib.qm_error_cause_message(err)) or message.split("\n", 1)[0]
         cause = simple(cause_status, cause_message, errno) if cause_status else None
+        console = (_ffi.QM_ERR_TIMEOUT, _ffi.QM_ERR_CONSOLE_CLOSED, _ffi.QM_ERR_CONSOLE_FAILURE)
+        if status in console:
+            has_text = _ffi.has("qm_error_console_text")
+            text = _text(lib.qm_error_console_text(err)) if has_text else None
+            if status == _ffi.QM_ERR_TIMEOUT:
+                return TimeoutError(message, errno=errno, text=text)
+            if status == _ffi.QM_ERR_CONSOLE_CLOSED:
+                return ConsoleClosed(message, errno=errno, text=text or "")
+            index = ctypes.c_size_t(0)
+            found = _ffi.has("qm_error_console_pattern") and lib.qm_error_console_pattern(
+                err, ctypes.byref(index)
+            )
+            return ConsoleFailure(
+                message,
+                errno=errno,
+                text=text or "",
+                pattern_index=index.value if found else None,
+            )
         if status == _ffi.QM_ERR_ABNORMAL_SHUTDOWN:
             return AbnormalShutdownError(message, errno=errno, cause=cause)
         if status == _ffi.QM_ERR_LAUNCH:
