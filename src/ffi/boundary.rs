@@ -147,6 +147,23 @@ pub(crate) unsafe fn strings(
         .collect()
 }
 
+/// Borrows `len` bytes at `ptr` (NULL only when `len` is 0) as the parameter `name`.
+///
+/// # Safety
+/// A non-NULL `ptr` must point to `len` readable bytes that stay valid for `'a`.
+pub(crate) unsafe fn byte_slice<'a>(ptr: *const u8, len: usize, name: &str) -> Result<&'a [u8]> {
+    if len == 0 {
+        return Ok(&[]);
+    }
+    if ptr.is_null() {
+        return Err(Error::Invalid(format!(
+            "{name} is NULL but its length is {len}"
+        )));
+    }
+    // SAFETY: not NULL; the caller promises `len` readable bytes.
+    Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
+}
+
 /// Parses a JSON text.
 pub(crate) fn json(text: &str, name: &str) -> Result<Value> {
     serde_json::from_str(text).map_err(|e| Error::Invalid(format!("{name} is not valid JSON: {e}")))

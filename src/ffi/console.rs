@@ -6,7 +6,7 @@
 use std::ffi::{c_char, CString};
 use std::time::Duration;
 
-use super::boundary::{self, guard, out, string, Result};
+use super::boundary::{self, byte_slice, guard, out, string, Result};
 use super::cancel::{self, qm_cancel};
 use super::error::{call, qm_error, qm_status};
 use super::machine::{machine, qm_machine};
@@ -444,21 +444,4 @@ pub unsafe extern "C" fn qm_set_console_buffer(
         unsafe { machine(m) }?.vm.set_console_buffer(bytes);
         Ok(())
     })
-}
-
-/// Borrows `len` bytes at `ptr`; NULL only when `len` is 0.
-///
-/// # Safety
-/// A non-NULL `ptr` must point to `len` readable bytes that stay valid for `'a`.
-unsafe fn byte_slice<'a>(ptr: *const u8, len: usize, name: &str) -> Result<&'a [u8]> {
-    if len == 0 {
-        return Ok(&[]);
-    }
-    if ptr.is_null() {
-        return Err(Error::Invalid(format!(
-            "{name} is NULL but its length is {len}"
-        )));
-    }
-    // SAFETY: not NULL; the caller promises `len` readable bytes.
-    Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
 }

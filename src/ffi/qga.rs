@@ -10,7 +10,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::boundary::{self, guard, opt_json_object, opt_string, out, string, strings, Result};
+use super::boundary::{
+    self, byte_slice, guard, opt_json_object, opt_string, out, string, strings, Result,
+};
 use super::cancel::qm_cancel;
 use super::error::{call, qm_error, qm_status};
 use super::machine::{machine, qm_machine};
@@ -205,7 +207,7 @@ pub unsafe extern "C" fn qm_agent_exec(
             )
         };
         // SAFETY: `input` points to `input_len` readable bytes (checked for NULL).
-        let input = unsafe { bytes(input, input_len, "input") }?;
+        let input = unsafe { byte_slice(input, input_len, "input") }?;
         let mut req = Exec::new(path).args(args).env(env).capture(capture);
         if max_output > 0 {
             req = req.max_output(max_output);
@@ -229,23 +231,6 @@ pub unsafe extern "C" fn qm_agent_exec(
         out.write(Box::into_raw(Box::new(qm_exec_result { out: result })));
         Ok(())
     })
-}
-
-/// Borrows `len` bytes at `ptr` (NULL only when `len` is 0).
-///
-/// # Safety
-/// A non-NULL `ptr` must point to `len` readable bytes.
-unsafe fn bytes<'a>(ptr: *const u8, len: usize, name: &str) -> Result<&'a [u8]> {
-    if len == 0 {
-        return Ok(&[]);
-    }
-    if ptr.is_null() {
-        return Err(Error::Invalid(format!(
-            "{name} is NULL but its length is {len}"
-        )));
-    }
-    // SAFETY: the caller's contract.
-    Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
 }
 
 /// Borrows a result, or `None` for NULL.
@@ -438,7 +423,7 @@ pub unsafe extern "C" fn qm_agent_file_write(
 ) -> qm_status {
     call("qm_agent_file_write", err_out, || {
         // SAFETY: forwarded contracts.
-        let (path, data) = unsafe { (string(path, "path")?, bytes(data, len, "data")?) };
+        let (path, data) = unsafe { (string(path, "path")?, byte_slice(data, len, "data")?) };
         // SAFETY: forwarded contracts.
         let (ga, wait) = unsafe { agent(m, timeout_ms, cancel) }?;
         ga.file_write(path, data, wait)
