@@ -273,11 +273,12 @@ pub(crate) fn start(p: &Prepared) -> io::Result<libc::pid_t> {
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
         old
     };
+    let clone = libc_clone();
     // SAFETY: see the module's invariants. `child_main` runs on `stack` (unused by anyone
     // else) and reads `ctx`, which outlives the call: CLONE_VFORK suspends this thread until
     // the child exec'd or exited.
     let pid = unsafe {
-        libc::clone(
+        clone(
             child_main,
             stack.top(),
             libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
@@ -550,4 +551,39 @@ fn close_on_exec_from(first: u32) {
             libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
         }
     }
+}
+
+/// The signature of libc's `clone(3)` wrapper.
+type CloneFn = unsafe extern "C" fn(
+    extern "C" fn(*mut c_void) -> c_int,
+    *mut c_void,
+    c_int,
+    *mut c_void,
+    ...
+) -> c_int;
+
+/// libc's own `clone`, looked up in libc itself rather than by symbol: a sanitizer runtime
+/// (ThreadSanitizer) interposes `clone`, takes a `CLONE_VM | CLONE_VFORK` child for a fork of
+/// the whole process, and rewrites its own state in the memory the child shares with us, after
+/// which it refuses every new thread of the host. Falls back to the symbol when libc cannot be
+/// found by that name.
+fn libc_clone() -> CloneFn {
+    static CLONE: OnceLock<CloneFn> = OnceLock::new();
+    *CLONE.get_or_init(|| {
+        // SAFETY: dlopen with RTLD_NOLOAD only returns a handle to an already loaded object;
+        // dlsym on it returns libc's `clone`, whose type is CloneFn.
+        unsafe {
+            let handle = libc::dlopen(c"libc.so.6".as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD);
+            let sym = if handle.is_null() {
+                std::ptr::null_mut()
+            } else {
+                libc::dlsym(handle, c"clone".as_ptr())
+            };
+            if sym.is_null() {
+                libc::clone as CloneFn
+            } else {
+                std::mem::transmute::<*mut c_void, CloneFn>(sym)
+            }
+        }
+    })
 }
