@@ -130,7 +130,7 @@ test-python: deps ## Python: own venv, pip install ./bindings/python, ruff, mypy
 
 # ---- users outside the repository: every install flow of the README, from an empty directory --
 .PHONY: test-outside
-test-outside: deps ## the README's install flows (C, Go, Rust) from an empty directory
+test-outside: deps ## the README's install flows (C, Go, Rust, Python) from an empty directory
 	CARGO="$(CARGO)" MAKE="$(MAKE)" GO="$(GO)" tests/outside/run
 
 # ---- fuzzing: a short pass in `make test` (fuzz/README.md; fuzz/run for long runs) ---------------

@@ -52,7 +52,7 @@ fn launch_query_shutdown_and_clean_up() {
 }
 
 #[test]
-fn base_args_are_built_as_the_seed_builds_them() {
+fn base_args_are_built_as_qemu_machine_builds_them() {
     let dir = scratch();
     let vm = vm_none(dir.path());
     vm.set_console(Some("isa-serial"), 2);
