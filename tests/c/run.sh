@@ -206,11 +206,11 @@ step_install() {
     ls -l "$prefix/lib" "$prefix/include" "$prefix/lib/pkgconfig"
     [ "$(readlink "$prefix/lib/libqm.so")" = libqm.so.0 ]
     [ "$(readlink "$prefix/lib/libqm.so.0")" = "libqm.so.$VERSION" ]
-    readelf -d "$prefix/lib/libqm.so.$VERSION" | grep -q 'SONAME.*\[libqm\.so\.0\]'
+    grep -q <<<"$(readelf -d "$prefix/lib/libqm.so.$VERSION")" 'SONAME.*\[libqm\.so\.0\]'
     local ok=0 bad=0 ex name lib
     # Installed libraries are stripped: no debug sections (the build's have them).
     for lib in "$prefix/lib/libqm.so.$VERSION" "$prefix/lib/libqm.a"; do
-        if readelf -S -W "$lib" | grep -q '\.debug_info'; then
+        if grep -q <<<"$(readelf -S -W "$lib")" '\.debug_info'; then
             echo "!!! $lib was installed with debug information"
             bad=$((bad + 1))
         fi
@@ -220,12 +220,12 @@ step_install() {
         # shellcheck disable=SC2046
         $CC -std=c99 -Wall -Wextra -Werror -pedantic "$ex" -o "$B/$name" \
             $(PKG_CONFIG_PATH="$prefix/lib/pkgconfig" pkg-config --cflags --libs qm)
-        readelf -d "$B/$name" | grep -q 'NEEDED.*\[libqm\.so\.0\]'
+        grep -q <<<"$(readelf -d "$B/$name")" 'NEEDED.*\[libqm\.so\.0\]'
         # --static against the same prefix, libqm.so beside libqm.a: libqm.a must be linked.
         # shellcheck disable=SC2046
         $CC -std=c99 -Wall -Wextra -Werror -pedantic "$ex" -o "$B/$name-static" \
             $(PKG_CONFIG_PATH="$prefix/lib/pkgconfig" pkg-config --static --cflags --libs qm)
-        if readelf -d "$B/$name-static" | grep -q 'libqm'; then
+        if grep -q <<<"$(readelf -d "$B/$name-static")" 'libqm'; then
             echo "!!! $name-static links libqm dynamically"
             bad=$((bad + 1))
             continue
