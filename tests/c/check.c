@@ -1,6 +1,7 @@
 /* check.c: the shared test harness and helpers (see check.h). */
 #include "check.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <poll.h>
 #include <setjmp.h>
@@ -261,4 +262,17 @@ int run_tests_(const char *file, const struct test *tests, size_t n, int argc, c
     }
     printf("%s: %d passed, %d failed\n", slash ? slash + 1 : file, passed, failed);
     return failed == 0 ? 0 : 1;
+}
+
+int count_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *e;
+    int n = 0;
+    CHECK(d != NULL);
+    while ((e = readdir(d)) != NULL)
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n - 1; /* the directory's own descriptor */
 }

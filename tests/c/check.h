@@ -117,6 +117,9 @@ qm_machine *new_guest(const char *dir, const char *banner, qm_guest_action actio
 /* Waits up to timeout_ms for fd to be readable; returns 1 when it is. */
 int readable(int fd, int timeout_ms);
 
+/* Open descriptors of this process. */
+int count_fds(void);
+
 /* ---- the runner ------------------------------------------------------------------------------ */
 
 struct test {

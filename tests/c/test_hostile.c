@@ -112,20 +112,6 @@ static size_t peak_rss(void)
     return (size_t)u.ru_maxrss * 1024;
 }
 
-/* Open descriptors of this process. */
-static int count_fds(void)
-{
-    DIR *d = opendir("/proc/self/fd");
-    struct dirent *e;
-    int n = 0;
-    CHECK(d != NULL);
-    while ((e = readdir(d)) != NULL)
-        if (e->d_name[0] != '.')
-            n++;
-    closedir(d);
-    return n - 1; /* the directory's own descriptor */
-}
-
 /* Processes whose parent is this process (QEMUs left behind). */
 /* Whether process `pid` is qm's watchdog (one per host process, started by the first launch
  * and alive as long as the host, like the spawner thread): its command line ends in

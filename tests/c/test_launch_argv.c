@@ -5,7 +5,6 @@
  * QEMUQtestMachine adds); qm_launch_abort releases a prepared run. Also qm_last_pid and
  * qm_get_qmp_timer.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,20 +14,6 @@
 #include "check.h"
 
 #define MAX_ARGS 64
-
-/* Open descriptors of this process. */
-static int count_fds(void)
-{
-    DIR *d = opendir("/proc/self/fd");
-    struct dirent *e;
-    int n = 0;
-    CHECK(d != NULL);
-    while ((e = readdir(d)) != NULL)
-        if (e->d_name[0] != '.')
-            n++;
-    closedir(d);
-    return n - 1; /* the directory's own descriptor */
-}
 
 /*
  * Splits a JSON array of strings (as qm_launch_prepare returns it) into `out`, copies the
