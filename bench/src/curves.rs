@@ -6,7 +6,6 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use serde_json::json;
 
@@ -219,30 +218,10 @@ fn point(
     samples_dir: &Path,
     subject: &str,
 ) -> Result<Result<Point, String>, String> {
-    let mut cmd = Command::new(program);
-    cmd.arg(curve.metric)
-        .arg(format!("qemu={qemu}"))
-        .arg(format!("{}={x}", curve.param));
-    for (key, full, short) in curve.fixed {
-        cmd.arg(format!("{key}={}", if quick { short } else { full }));
-    }
-    let output = cmd
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .output()
-        .map_err(|e| format!("running {program}: {e}"))?;
-    let text = String::from_utf8_lossy(&output.stdout);
-    let _ = std::fs::write(
-        samples_dir.join(format!("{}.{x}.{subject}.txt", curve.name)),
-        &*text,
-    );
-    if !output.status.success() {
-        return Err(format!(
-            "{program} {} {}={x} exited with {}",
-            curve.metric, curve.param, output.status
-        ));
-    }
-    let s = super::parse(&text)?;
+    let mut args = vec![format!("{}={x}", curve.param)];
+    args.extend(super::params(curve.fixed, quick));
+    let keep = samples_dir.join(format!("{}.{x}.{subject}.txt", curve.name));
+    let s = super::run_program(program, curve.metric, qemu, &args, &keep)?;
     if let Some(why) = s.skip {
         return Ok(Err(why));
     }

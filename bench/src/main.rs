@@ -464,32 +464,49 @@ fn run_subject(
     samples_dir: &Path,
     subject: &str,
 ) -> Result<Samples, String> {
-    let mut cmd = Command::new(program);
-    cmd.arg(metric.name).arg(format!("qemu={qemu}"));
-    for (key, full, short) in metric.params {
-        cmd.arg(format!("{key}={}", if quick { short } else { full }));
+    let args = params(metric.params, quick);
+    let keep = samples_dir.join(format!("{}.{subject}.txt", metric.name));
+    let samples = run_program(program, metric.name, qemu, &args, &keep)?;
+    if samples.skip.is_none() && (samples.raw.is_empty() || samples.subject.is_empty()) {
+        return Err("no samples".into());
     }
-    let output = cmd
+    Ok(samples)
+}
+
+/// `key=value` arguments, with the short value under `--quick`.
+fn params(params: &[(&str, usize, usize)], quick: bool) -> Vec<String> {
+    params
+        .iter()
+        .map(|(key, full, short)| format!("{key}={}", if quick { short } else { full }))
+        .collect()
+}
+
+/// Runs `program METRIC qemu=… ARGS…`, keeps its stdout in `keep` and parses it.
+fn run_program(
+    program: &str,
+    metric: &str,
+    qemu: &str,
+    args: &[String],
+    keep: &Path,
+) -> Result<Samples, String> {
+    let output = Command::new(program)
+        .arg(metric)
+        .arg(format!("qemu={qemu}"))
+        .args(args)
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())
         .output()
         .map_err(|e| format!("running {program}: {e}"))?;
     let text = String::from_utf8_lossy(&output.stdout);
-    let _ = std::fs::write(
-        samples_dir.join(format!("{}.{subject}.txt", metric.name)),
-        &*text,
-    );
+    let _ = std::fs::write(keep, &*text);
     if !output.status.success() {
         return Err(format!(
-            "{program} {} exited with {}",
-            metric.name, output.status
+            "{program} {metric} {} exited with {}",
+            args.join(" "),
+            output.status
         ));
     }
-    let samples = parse(&text)?;
-    if samples.skip.is_none() && (samples.raw.is_empty() || samples.subject.is_empty()) {
-        return Err("no samples".into());
-    }
-    Ok(samples)
+    parse(&text)
 }
 
 fn usage() -> ! {
