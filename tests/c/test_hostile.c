@@ -1519,8 +1519,12 @@ static void hammer_round(int round, enum variant variant, struct tally *tally, i
     int64_t pid;
 
     /* The first launch of a process starts qm's watchdog, whose socket lives as long as the
-     * process: start it before counting, so a round run alone counts only its own fds. */
-    shutdown_free(launch_none());
+     * process: start it (once) before counting, so a round run alone counts only its own fds. */
+    static bool watchdog_started;
+    if (!watchdog_started) {
+        shutdown_free(launch_none());
+        watchdog_started = true;
+    }
     fds = count_fds();
 
     memset(&h, 0, sizeof h);
