@@ -19,8 +19,7 @@ use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Map, Number, Value};
 
-mod common;
-use common::allowed;
+use qm_fuzz::allowed;
 
 const KEYS: &[&str] = &["a", "b", "c", "event", "data", "id", ""];
 

@@ -13,23 +13,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use qm::qga::{split_frames, SplitFrame};
-
-/// Pseudo-random read sizes from `seed` (xorshift), 0 to 2*avg bytes.
-fn random_chunks(stream: &[u8], seed: u8) -> Vec<&[u8]> {
-    let mut x = u32::from(seed).wrapping_mul(2_654_435_761) | 1;
-    let avg = 1 + usize::from(seed % 16);
-    let mut chunks = Vec::new();
-    let mut rest = stream;
-    while !rest.is_empty() {
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        let n = (x as usize % (2 * avg + 1)).min(rest.len());
-        chunks.push(&rest[..n]);
-        rest = &rest[n..];
-    }
-    chunks
-}
+use qm_fuzz::random_chunks;
 
 fn check(data: &[u8]) {
     let [max, seed, stream @ ..] = data else {
@@ -39,7 +23,10 @@ fn check(data: &[u8]) {
     let whole = split_frames(&[stream], max, resync);
     for frame in &whole {
         if let SplitFrame::Line { line, .. } = frame {
-            assert!(!line.contains(&b'\n') && !line.contains(&0xFF), "[bytes] {line:?}");
+            assert!(
+                !line.contains(&b'\n') && !line.contains(&0xFF),
+                "[bytes] {line:?}"
+            );
             assert!(!line.trim_ascii().is_empty(), "[blank] {line:?}");
             assert!(line.len() <= max, "[cap] {} > {max}", line.len());
         }
@@ -49,7 +36,10 @@ fn check(data: &[u8]) {
     let bytes: Vec<&[u8]> = stream.chunks(1).collect();
     assert_eq!(split_frames(&bytes, max, resync), whole, "[split] bytewise");
     if resync && !stream.contains(&0xFF) {
-        assert!(whole.is_empty(), "[resync] output before any sentinel: {whole:?}");
+        assert!(
+            whole.is_empty(),
+            "[resync] output before any sentinel: {whole:?}"
+        );
     }
 }
 

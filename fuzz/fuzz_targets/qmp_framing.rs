@@ -19,10 +19,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use qm_fuzz::{allowed, random_chunks};
 use serde_json::Value;
-
-mod common;
-use common::allowed;
 
 #[derive(Debug, PartialEq, Clone, Copy)]
 enum Kind {
@@ -89,23 +87,6 @@ fn whitespace_straddles_cap(stream: &[u8], max: usize) -> bool {
     stream
         .split(|&b| b == b'\n')
         .any(|line| line.len() > max && line.trim_ascii().len() <= max)
-}
-
-/// Pseudo-random read sizes from `seed` (xorshift), 0 to 2*avg bytes, avg from the seed too.
-fn random_chunks(stream: &[u8], seed: u8) -> Vec<&[u8]> {
-    let mut x = u32::from(seed).wrapping_mul(2_654_435_761) | 1;
-    let avg = 1 + usize::from(seed % 16);
-    let mut chunks = Vec::new();
-    let mut rest = stream;
-    while !rest.is_empty() {
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        let n = (x as usize % (2 * avg + 1)).min(rest.len());
-        chunks.push(&rest[..n]);
-        rest = &rest[n..];
-    }
-    chunks
 }
 
 fn check(data: &[u8]) {
