@@ -2,7 +2,7 @@
 //! Only this module knows about C; the core never depends on it.
 //!
 //! One file per C type: [`machine`] (`qm_machine`), [`error`] (`qm_status`, `qm_error`),
-//! [`cancel`] (`qm_cancel`), [`guest`] (the test guest); `boundary` holds the shared plumbing
+//! [`cancel`] (`qm_cancel`), [`attach`] (`qm_attach`), [`guest`] (the test guest); `boundary` holds the shared plumbing
 //! (panic boundary, NULL/UTF-8/JSON checks, timeouts, `*_out` writes).
 //!
 //! Every export is `#[no_mangle] pub unsafe extern "C"` (or safe when it takes no pointer). The
@@ -22,6 +22,8 @@ pub mod status;
 pub mod cancel;
 
 pub mod machine;
+
+pub mod attach;
 
 pub mod guest;
 
