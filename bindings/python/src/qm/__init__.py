@@ -10,6 +10,7 @@
 
 from . import _log, guest
 from ._agent import Agent, ExecResult
+from ._attach import AttachedMachine, attach
 from ._console import ConsoleMatch, ConsoleStats, Regex
 from ._ffi import library_path
 from ._machine import (
@@ -48,6 +49,7 @@ __all__ = [
     "DEFAULT",
     "AbnormalShutdownError",
     "Agent",
+    "AttachedMachine",
     "Cancel",
     "ConsoleClosed",
     "ConsoleFailure",
@@ -68,6 +70,7 @@ __all__ = [
     "Regex",
     "StateError",
     "TimeoutError",
+    "attach",
     "event_match",
     "guest",
     "has_caller_argv",
