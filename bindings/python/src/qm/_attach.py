@@ -10,10 +10,12 @@ from __future__ import annotations
 import os
 from typing import Any, Optional, Union
 
-from . import _ffi, _machine
-from ._machine import DEFAULT, Cancel, Machine, Timeout
+from . import _ffi
+from ._cancel import Cancel, _cancel_ptr
+from ._convert import DEFAULT, Timeout, _bytes, _ms, _opt_bytes
+from ._machine import Machine
 
-_lib = _machine._lib
+_lib = _ffi.lib
 
 Address = Union[str, "os.PathLike[str]"]
 
@@ -41,13 +43,12 @@ class AttachedMachine(Machine):
         running; to stop it, ``cmd("quit")`` first (`shutdown()` then waits for QEMU to close
         the monitor). QEMU serves one monitor client at a time: while another is connected
         this raises `qm.TimeoutError`. `StateError` when launched or attached already."""
-        _machine._require("qm_attach")
         self._call(
             _lib.qm_attach,
-            _machine._bytes(address, "address"),
-            _machine._opt_bytes(agent, "agent"),
-            _machine._ms(timeout),
-            _machine._cancel_ptr(cancel),
+            _bytes(address, "address"),
+            _opt_bytes(agent, "agent"),
+            _ms(timeout),
+            _cancel_ptr(cancel),
         )
 
     def __enter__(self) -> AttachedMachine:
@@ -56,8 +57,6 @@ class AttachedMachine(Machine):
     @property
     def is_attached(self) -> bool:
         """True while attached (see `attach`), until detached."""
-        if not _ffi.has("qm_is_attached"):
-            return False
         return bool(self._peek(_lib.qm_is_attached))
 
 
