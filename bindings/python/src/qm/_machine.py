@@ -896,6 +896,8 @@ class Machine:
     @property
     def exitcode(self) -> Optional[int]:
         """QEMU's exit status once it exited (negative: killed by that signal), else None."""
+        if not self._h:
+            return getattr(self, "_closed_exitcode", None)
         code = c_int(0)
         return code.value if self._peek(_lib.qm_exit_code, byref(code)) else None
 
@@ -964,6 +966,7 @@ class Machine:
             self.shutdown()
         except _errors.QMError as exc:
             self._log.warning("shutdown while closing the machine failed: %s", exc)
+        self._closed_exitcode = self.exitcode  # readable after close (and a `with` block)
         self._free(kill=True)
 
     def _free(self, kill: bool) -> None:
