@@ -54,11 +54,20 @@ impl Drop for HandStarted {
     }
 }
 
-/// Waits until QEMU created its socket (it listens once the file exists).
+/// Waits until QEMU listens at `path`: the file exists (QEMU binds it), and a connection is
+/// not refused (QEMU calls listen a moment after bind). The probe connection is closed at
+/// once; QEMU takes that as a client that left.
 fn wait_for_path(path: &Path) {
     let start = Instant::now();
-    while !path.exists() {
-        assert!(start.elapsed() < T, "QEMU never created {}", path.display());
+    loop {
+        match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => return,
+            Err(e) => assert!(
+                start.elapsed() < T,
+                "QEMU never listened at {}: {e}",
+                path.display()
+            ),
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
+	"net"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -34,7 +34,10 @@ func startQEMUByHand(t *testing.T) (string, *exec.Cmd) {
 	})
 	deadline := time.Now().Add(guestTimeout)
 	for {
-		if _, err := os.Stat(sock); err == nil {
+		// Listening, not only bound: QEMU binds the file a moment before it listens. The
+		// probe is closed at once; QEMU takes it as a client that left.
+		if c, err := net.Dial("unix", sock); err == nil {
+			c.Close()
 			break
 		}
 		if time.Now().After(deadline) {

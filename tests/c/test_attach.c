@@ -6,20 +6,34 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/stat.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "check.h"
 
-/* Starts `qemu -machine none` with its monitor listening at sock; returns its pid once the
- * socket exists. */
+/* True once something listens at path: a connection is not refused (QEMU binds the file a
+ * moment before it listens). The probe is closed at once; QEMU takes it as a client that left. */
+static int listening(const char *path)
+{
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0), ok;
+    CHECK(fd >= 0);
+    CHECK(strlen(path) < sizeof addr.sun_path);
+    memcpy(addr.sun_path, path, strlen(path) + 1);
+    ok = connect(fd, (struct sockaddr *)&addr, sizeof addr) == 0;
+    close(fd);
+    return ok;
+}
+
+/* Starts `qemu -machine none` with its monitor listening at sock; returns its pid once it
+ * listens. */
 static pid_t start_qemu(const char *sock)
 {
     char qmp[1024];
     pid_t pid;
     double t0 = now_ms();
-    struct stat st;
     snprintf(qmp, sizeof qmp, "unix:%s,server=on,wait=off", sock);
     pid = fork();
     CHECK(pid >= 0);
@@ -28,7 +42,7 @@ static pid_t start_qemu(const char *sock)
                "-nodefaults", "-qmp", qmp, (char *)NULL);
         _exit(127);
     }
-    while (stat(sock, &st) != 0) {
+    while (!listening(sock)) {
         CHECK(now_ms() - t0 < 60000);
         usleep(20000);
     }

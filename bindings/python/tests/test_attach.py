@@ -3,6 +3,7 @@ events work, and leaving the machine detaches with QEMU still running."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -11,6 +12,15 @@ from typing import Iterator, Tuple
 import pytest
 
 import qm
+
+
+def _listening(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True
 
 
 @pytest.fixture
@@ -24,9 +34,11 @@ def by_hand(qemu: str, tmp_path: Path) -> Iterator[Tuple[subprocess.Popen[bytes]
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 60
-        while not sock.exists():
+        # Listening, not only bound (QEMU binds the file a moment before it listens); the
+        # probe is closed at once, and QEMU takes it as a client that left.
+        while not _listening(sock):
             assert proc.poll() is None, f"QEMU exited with {proc.returncode}"
-            assert time.monotonic() < deadline, "QEMU never created its socket"
+            assert time.monotonic() < deadline, "QEMU never listened at its socket"
             time.sleep(0.02)
         yield proc, sock
     finally:
