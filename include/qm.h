@@ -111,7 +111,8 @@ typedef enum {
      */
     QM_ERR_TIMEOUT = 3,
     /**
-     * The QMP connection is gone (QEMU exited or closed it, or the machine shut down).
+     * The QMP connection, or for a `qm_agent_*` call the guest agent's channel, is gone
+     * (QEMU exited or closed it, or the machine shut down); the message names which.
      */
     QM_ERR_DISCONNECTED = 4,
     /**

@@ -50,7 +50,8 @@ pub enum qm_status {
     QM_ERR_QMP = 2,
     /// A wait ran out of time.
     QM_ERR_TIMEOUT = 3,
-    /// The QMP connection is gone (QEMU exited or closed it, or the machine shut down).
+    /// The QMP connection, or for a `qm_agent_*` call the guest agent's channel, is gone
+    /// (QEMU exited or closed it, or the machine shut down); the message names which.
     QM_ERR_DISCONNECTED = 4,
     /// The call was interrupted through its `qm_cancel` token.
     QM_ERR_INTERRUPTED = 5,
@@ -89,7 +90,7 @@ impl qm_status {
             Error::Timeout(_) | Error::ConsoleTimeout { .. } => qm_status::QM_ERR_TIMEOUT,
             Error::ConsoleClosed { .. } => qm_status::QM_ERR_CONSOLE_CLOSED,
             Error::ConsoleFailure { .. } => qm_status::QM_ERR_CONSOLE_FAILURE,
-            Error::Disconnected(_) => qm_status::QM_ERR_DISCONNECTED,
+            Error::Disconnected(_) | Error::AgentDisconnected(_) => qm_status::QM_ERR_DISCONNECTED,
             Error::Interrupted => qm_status::QM_ERR_INTERRUPTED,
             Error::AbnormalShutdown(_) => qm_status::QM_ERR_ABNORMAL_SHUTDOWN,
             Error::State(_) => qm_status::QM_ERR_STATE,

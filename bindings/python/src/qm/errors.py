@@ -118,7 +118,8 @@ if HAVE_QEMU_QMP:
         """QEMU answered a command with an error (also a `qemu.qmp.ExecuteError`)."""
 
     class DisconnectedError(QMError, ConnectionError, _QmpExecInterrupted):  # type: ignore[misc,unused-ignore]
-        """The QMP connection is gone (QEMU exited or closed it, or the machine shut down)."""
+        """The QMP connection (or, for an agent call, the guest agent's channel) is gone (QEMU
+        exited or closed it, or the machine shut down); the message names which."""
 
         status = _ffi.QM_ERR_DISCONNECTED
 
@@ -142,7 +143,8 @@ else:
             return self.error_class_name
 
     class DisconnectedError(QMError, ConnectionError):  # type: ignore[no-redef]
-        """The QMP connection is gone (QEMU exited or closed it, or the machine shut down)."""
+        """The QMP connection (or, for an agent call, the guest agent's channel) is gone (QEMU
+        exited or closed it, or the machine shut down); the message names which."""
 
         status = _ffi.QM_ERR_DISCONNECTED
 
