@@ -50,8 +50,8 @@
 #define QM_H
 
 /*
- * Generated from src/ffi by build.rs (cbindgen 0.29.0). Do not edit: change the Rust doc
- * comments and rebuild. CI fails when a build changes this file.
+ * Generated from src/ffi by tools/header (cbindgen 0.29.0). Do not edit: change the Rust
+ * doc comments and run `make header`. CI (`make check-header`) fails when it is out of date.
  */
 
 #include <stdbool.h>
