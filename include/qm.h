@@ -1025,6 +1025,43 @@ qm_status qm_get_args(const qm_machine *m, char **json_array_out, qm_error **err
 qm_status qm_get_command_line(const qm_machine *m, char **json_array_out, qm_error **err_out);
 
 /**
+ * Attaches the machine to a QEMU someone else started, instead of launching one: connects to
+ * its QMP monitor at `qmp_address` (borrowed UTF-8: `"unix:PATH"`, `"tcp:HOST:PORT"` or a bare
+ * path; QEMU listening with e.g. `-qmp unix:PATH,server=on,wait=off`) and negotiates QMP,
+ * and, when `agent_path` (borrowed; may be NULL) is given, connects to its guest agent's
+ * chardev, a unix socket (`-chardev socket,path=PATH,server=on,wait=off` behind a
+ * `virtserialport` named `org.qemu.guest_agent.0`).
+ *
+ * Blocks at most `timeout_ms` (`QM_WAIT_DEFAULT`: the QMP timer; `QM_WAIT_FOREVER`) or until
+ * `cancel` (may be NULL) fires. Then every QMP, event and `qm_agent_*` call works as on a
+ * launched machine; there is no pid, exit code, console or QEMU log, and the QMP transcript
+ * (`qm_set_qmp_transcript`) and event cap apply.
+ *
+ * qm never kills or reaps a QEMU it did not start: `qm_shutdown` (hard or not), `qm_kill`,
+ * `qm_wait` and `qm_free` *detach*, closing qm's connections and leaving QEMU running. To stop
+ * it, send `quit` yourself; a `qm_shutdown` or `qm_wait` after it waits (bounded by its
+ * timeout) for QEMU to close the monitor, and fails with `QM_ERR_TIMEOUT` if it does not
+ * (detached all the same). `qm_is_running` is true while the QMP connection is up.
+ *
+ * QEMU serves one monitor client at a time: while another is connected no greeting comes and
+ * the call fails with `QM_ERR_TIMEOUT`. `QM_ERR_STATE` when launched, attached or prepared;
+ * `QM_ERR_IO` when nothing listens; `QM_ERR_INVALID` for a malformed address. On failure
+ * nothing stays connected.
+ */
+qm_status qm_attach(qm_machine *m,
+                    const char *qmp_address,
+                    const char *agent_path,
+                    int64_t timeout_ms,
+                    const qm_cancel *cancel,
+                    qm_error **err_out);
+
+/**
+ * True while the machine is attached by `qm_attach` (false for NULL), until it detaches.
+ * Never blocks.
+ */
+bool qm_is_attached(const qm_machine *m);
+
+/**
  * Writes the test guest's boot image (512 bytes, raw) to `path`, replacing any file there.
  * The guest prints `banner` and `"\r\n"` on its first serial port, then does `action`
  * (`exit_value` is used only by `QM_GUEST_EXIT`). Boot it with the arguments of

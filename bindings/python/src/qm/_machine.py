@@ -143,6 +143,7 @@ class Machine(_Config, _Run, _QMP, _ConsoleCalls, _State):
             self.shutdown()
         except _errors.QMError as exc:
             self._log.warning("shutdown while closing the machine failed: %s", exc)
+        self._closed_exitcode = self.exitcode  # readable after close (and a `with` block)
         self._free(kill=True)
 
     def _free(self, kill: bool) -> None:

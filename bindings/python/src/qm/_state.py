@@ -14,6 +14,9 @@ _lib = _ffi.lib
 class _State(MachineHandle):
     """State queries."""
 
+    # QEMU's exit status, kept by `close()` so that it stays readable after a `with` block.
+    _closed_exitcode: Optional[int] = None
+
     @property
     def is_running(self) -> bool:
         """True while QEMU runs."""
@@ -41,6 +44,8 @@ class _State(MachineHandle):
     @property
     def exitcode(self) -> Optional[int]:
         """QEMU's exit status once it exited (negative: killed by that signal), else None."""
+        if not self._h:
+            return self._closed_exitcode
         code = c_int(0)
         return code.value if self._peek(_lib.qm_exit_code, byref(code)) else None
 

@@ -646,6 +646,13 @@ class QEMUMachine:
             self._vm.wait(timeout)
         else:
             LOG.debug("Politely asking QEMU to terminate")
+            if self._qmp_connection is not None and not self._vm.is_running:
+                # QEMU already exited by itself: the original's `quit` fails on the closed
+                # connection, so its shutdown is abnormal (qm's own API calls a status 0 clean).
+                self._vm.wait(timeout)
+                raise AbnormalShutdown("Could not perform graceful shutdown") from (
+                    ConnectionResetError("QEMU exited before 'quit'")
+                )
             self._vm.shutdown(timeout)
 
     def _do_shutdown(self, timeout: Any) -> None:
