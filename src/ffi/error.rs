@@ -242,8 +242,8 @@ fn borrowed(s: Option<&CString>) -> *const c_char {
 /// `err` is borrowed.
 #[no_mangle]
 pub unsafe extern "C" fn qm_error_status(err: *const qm_error) -> qm_status {
-    // SAFETY: NULL or a live error (the caller's contract).
     guard(qm_status::QM_ERR_PANIC, || {
+        // SAFETY: NULL, a live error, or one refused (with a warning) before any read.
         match unsafe { error(err, "qm_error_status") } {
             Some(e) => e.status,
             None => qm_status::QM_OK,

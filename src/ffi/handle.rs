@@ -183,9 +183,9 @@ mod tests {
         unsafe { free(p, &PATTERNS, "test") };
         // SAFETY: as above.
         assert!(unsafe { get(p, &PATTERNS, "test") }.is_none());
-        let mut local = 0u32;
+        let local = 0u32;
         // SAFETY: a pointer qm never made is refused before any read.
-        assert!(unsafe { borrow(&mut local, &PATTERNS, "p") }.is_err());
+        assert!(unsafe { borrow(&local, &PATTERNS, "p") }.is_err());
         // SAFETY: NULL.
         let e = unsafe { borrow(std::ptr::null::<u32>(), &PATTERNS, "p") }.unwrap_err();
         assert!(e.to_string().contains("p is NULL"));
