@@ -20,13 +20,13 @@ demo: deps ## boot the Linux test guest, drive its console and QMP (examples/dem
 
 test: deps linux-guest lint test-linux-guest test-rust test-c check-header check-native-libs test-go test-python test-fuzz test-outside ## every test
 
-test-rust: ## cargo test (unit, integration, doc)
-	$(CARGO) test --all-targets
+test-rust: ## cargo test (unit, integration, doc; with the `qm` command line)
+	$(CARGO) test --all-targets --features cli
 	$(CARGO) test --doc
 
 lint: ## rustfmt --check and clippy -D warnings
 	$(CARGO) fmt --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --all-targets --features cli -- -D warnings
 
 clean: ## cargo clean
 	$(CARGO) clean

@@ -1,0 +1,487 @@
+//! `qm`: run QEMU and talk QMP from a terminal or a script.
+//!
+//! Built with the `cli` feature (`cargo build --features cli --bin qm`). Arguments are parsed by
+//! hand: four subcommand forms do not earn an argument-parsing dependency.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use qm::{AttachAddress, Cancel, Error, Machine, Value, Wait};
+
+const USAGE: &str = "\
+usage: qm [--json] run [--linux-guest] [--binary QEMU] [-- QEMU-ARGS...]
+       qm [--json] shell [--attach ADDRESS | [--linux-guest] [--binary QEMU] [-- QEMU-ARGS...]]
+       qm --help | --version
+
+  run     launch QEMU with a QMP monitor and print its events as they come, until QEMU exits
+          or Ctrl-C (SIGINT, SIGTERM), which shuts it down
+  shell   an interactive QMP shell on a QEMU qm launches, or with --attach on the QMP socket of a
+          running one (unix:PATH, tcp:HOST:PORT or a path; qm detaches at the end and leaves it
+          running). A line is a command and its arguments, as key=value words (a value that
+          parses as JSON is JSON, else a string) or as one JSON object:
+              query-status
+              device_del id=net0
+              blockdev-add {\"driver\": \"null-co\", \"node-name\": \"n0\"}
+          Tab completes command names (from query-commands); up/down walk the history; events
+          are shown between commands; Ctrl-D ends. Without a terminal, lines come from stdin.
+
+options:
+  --json          one JSON object per line on stdout: events as QEMU sent them, and in the
+                  shell each command's raw response ({\"return\": ...} or {\"error\": ...})
+  --binary QEMU   the QEMU binary (default: $QM_QEMU, else qemu-system-x86_64)
+  --linux-guest   boot qm's Linux test guest (guest/linux/build --qemu-args, found above the
+                  working directory or at $QM_LINUX_GUEST_BUILD), with a console
+  --attach ADDR   (shell) attach to a running QEMU instead of launching one
+
+exit status: 0 success (run: QEMU exited with 0, or was shut down on Ctrl-C); 1 an error (run:
+QEMU exited otherwise; shell without a terminal: a command failed); 2 bad usage.
+";
+
+/// What the command line asked for.
+#[derive(Default)]
+struct Args {
+    json: bool,
+    command: String,
+    linux_guest: bool,
+    binary: Option<String>,
+    attach: Option<String>,
+    qemu_args: Vec<String>,
+}
+
+fn parse(argv: &[String]) -> Result<Args, String> {
+    let mut args = Args::default();
+    let mut it = argv.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--json" => args.json = true,
+            "--linux-guest" => args.linux_guest = true,
+            "--binary" => args.binary = Some(it.next().ok_or("--binary needs a value")?.clone()),
+            "--attach" => args.attach = Some(it.next().ok_or("--attach needs a value")?.clone()),
+            "--" => {
+                args.qemu_args = it.by_ref().cloned().collect();
+            }
+            "run" | "shell" if args.command.is_empty() => args.command = arg.clone(),
+            other => return Err(format!("unexpected argument {other:?}")),
+        }
+    }
+    match args.command.as_str() {
+        "" => Err("no command (run or shell)".into()),
+        "run" if args.attach.is_some() => Err("--attach is for shell".into()),
+        _ if args.attach.is_some() && (args.linux_guest || !args.qemu_args.is_empty()) => {
+            Err("--attach takes no QEMU arguments and no --linux-guest".into())
+        }
+        _ => Ok(args),
+    }
+}
+
+fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if argv.iter().any(|a| a == "--help" || a == "-h") && !argv.iter().any(|a| a == "--") {
+        print!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
+    if argv.iter().any(|a| a == "--version") {
+        println!("qm {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
+    let args = match parse(&argv) {
+        Ok(args) => args,
+        Err(why) => {
+            eprintln!("qm: {why}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match args.command.as_str() {
+        "run" => run(&args),
+        _ => shell(&args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("qm: {err}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+// ---- launching -----------------------------------------------------------------------------
+
+fn binary(args: &Args) -> String {
+    args.binary
+        .clone()
+        .or_else(|| std::env::var("QM_QEMU").ok())
+        .unwrap_or_else(|| "qemu-system-x86_64".into())
+}
+
+/// `guest/linux/build --qemu-args`, found at $QM_LINUX_GUEST_BUILD or above the working dir.
+fn linux_guest_args() -> Result<Vec<String>, String> {
+    let build = match std::env::var("QM_LINUX_GUEST_BUILD") {
+        Ok(path) => path.into(),
+        Err(_) => {
+            let cwd = std::env::current_dir().map_err(|e| e.to_string())?;
+            cwd.ancestors()
+                .map(|d| d.join("guest/linux/build"))
+                .find(|p| p.is_file())
+                .ok_or("no Linux test guest: set QM_LINUX_GUEST_BUILD to qm's guest/linux/build")?
+        }
+    };
+    let out = std::process::Command::new(&build)
+        .arg("--qemu-args")
+        .output()
+        .map_err(|e| format!("{}: {e}", build.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{} --qemu-args failed: {}",
+            build.display(),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect())
+}
+
+fn launch(args: &Args) -> Result<Machine, Box<dyn std::error::Error>> {
+    let vm = Machine::new(binary(args));
+    if args.linux_guest {
+        vm.add_args(linux_guest_args()?);
+        vm.set_console(None, 0);
+        vm.set_drain_console(true);
+    }
+    vm.add_args(args.qemu_args.clone());
+    vm.launch_with(Wait::timeout(Duration::from_secs(300)))?;
+    Ok(vm)
+}
+
+/// A token fired by SIGINT or SIGTERM: both are blocked in every thread and taken by one
+/// thread with `sigwait` (nothing runs in a signal handler). QEMU starts with its own mask.
+fn cancel_on_signals() -> Cancel {
+    let cancel = Cancel::new();
+    // SAFETY: plain calls on a local, initialised sigset; pthread_sigmask changes this
+    // thread's mask, inherited by the threads started after it (qm's too).
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        let fired = cancel.clone();
+        std::thread::spawn(move || loop {
+            let mut sig = 0;
+            if libc::sigwait(&set, &mut sig) == 0 {
+                fired.cancel();
+            }
+        });
+    }
+    cancel
+}
+
+// ---- run -----------------------------------------------------------------------------------
+
+fn print_event(ev: &Value, json: bool) {
+    let mut out = std::io::stdout().lock();
+    if json {
+        let _ = writeln!(out, "{ev}");
+    } else {
+        let name = ev["event"].as_str().unwrap_or("?");
+        let t = &ev["timestamp"];
+        let when = format!(
+            "{}.{:06}",
+            t["seconds"].as_u64().unwrap_or(0),
+            t["microseconds"].as_u64().unwrap_or(0)
+        );
+        match ev.get("data") {
+            Some(data) => {
+                let _ = writeln!(out, "{when} {name} {data}");
+            }
+            None => {
+                let _ = writeln!(out, "{when} {name}");
+            }
+        }
+    }
+    let _ = out.flush();
+}
+
+fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let cancel = cancel_on_signals();
+    let vm = launch(args)?;
+    if !args.json {
+        eprintln!(
+            "qm: QEMU running (pid {}); Ctrl-C shuts it down",
+            vm.pid().unwrap_or(0)
+        );
+    }
+    loop {
+        match vm.get_qmp_event(Wait::forever().cancel(&cancel)) {
+            Ok(Some(ev)) => print_event(&ev, args.json),
+            Ok(None) => {}
+            Err(Error::Interrupted) => {
+                vm.shutdown(Duration::from_secs(30))?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            Err(Error::Disconnected(_)) => {
+                // QEMU exited: its last events were read; wait for it and report its status.
+                let _ = vm.wait(Duration::from_secs(30));
+                return Ok(match vm.exitcode() {
+                    Some(0) => ExitCode::SUCCESS,
+                    code => {
+                        eprintln!("qm: QEMU exited with status {code:?}");
+                        ExitCode::from(1)
+                    }
+                });
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
+}
+
+// ---- shell ---------------------------------------------------------------------------------
+
+/// A shell line as a command and its arguments: `cmd k=v ...` or `cmd {json}`.
+fn parse_line(line: &str) -> Result<(String, Option<Value>), String> {
+    let line = line.trim();
+    let (cmd, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+    let rest = rest.trim();
+    if rest.is_empty() {
+        return Ok((cmd.to_owned(), None));
+    }
+    if rest.starts_with('{') {
+        let args: Value = serde_json::from_str(rest).map_err(|e| format!("bad JSON: {e}"))?;
+        return Ok((cmd.to_owned(), Some(args)));
+    }
+    let mut map = serde_json::Map::new();
+    for word in rest.split_whitespace() {
+        let (k, v) = word
+            .split_once('=')
+            .ok_or_else(|| format!("{word:?} is not key=value"))?;
+        let value = serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_owned()));
+        map.insert(k.to_owned(), value);
+    }
+    Ok((cmd.to_owned(), Some(Value::Object(map))))
+}
+
+/// Runs one line; prints the response; false when the command failed.
+fn execute(vm: &Machine, line: &str, json: bool) -> bool {
+    let (cmd, args) = match parse_line(line) {
+        Ok(parsed) => parsed,
+        Err(why) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"error": {"class": "qm", "desc": why}})
+                );
+            } else {
+                eprintln!("qm: {why}");
+            }
+            return false;
+        }
+    };
+    match vm.qmp(&cmd, args.as_ref()) {
+        Ok(response) => {
+            let ok = response.get("return").is_some();
+            if json {
+                println!("{response}");
+            } else if let Some(ret) = response.get("return") {
+                match ret {
+                    Value::Object(m) if m.is_empty() => {}
+                    _ => println!("{}", serde_json::to_string_pretty(ret).unwrap_or_default()),
+                }
+            } else {
+                let err = &response["error"];
+                println!(
+                    "error: {}: {}",
+                    err["class"].as_str().unwrap_or("?"),
+                    err["desc"].as_str().unwrap_or("?")
+                );
+            }
+            ok
+        }
+        Err(err) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"error": {"class": "qm", "desc": err.to_string()}})
+                );
+            } else {
+                eprintln!("qm: {err}");
+            }
+            false
+        }
+    }
+}
+
+fn show_events(vm: &Machine, json: bool) {
+    if let Ok(events) = vm.get_qmp_events(Wait::no_wait()) {
+        for ev in &events {
+            print_event(ev, json);
+        }
+    }
+}
+
+fn shell(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let vm = match &args.attach {
+        Some(addr) => {
+            let vm = Machine::new(binary(args));
+            vm.attach(
+                &addr.parse::<AttachAddress>()?,
+                None,
+                Duration::from_secs(30),
+            )?;
+            vm
+        }
+        None => launch(args)?,
+    };
+    let vm = Arc::new(vm);
+    let interactive = std::io::stdin().is_terminal() && !args.json;
+    let result = if interactive {
+        interactive_shell(&vm)
+    } else {
+        let mut all_ok = true;
+        for line in std::io::stdin().lock().lines() {
+            let line = line?;
+            if line.trim().is_empty() || line.trim_start().starts_with('#') {
+                continue;
+            }
+            all_ok &= execute(&vm, &line, args.json);
+            show_events(&vm, args.json);
+            if !vm.is_running() {
+                break;
+            }
+        }
+        Ok(if all_ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        })
+    };
+    // A launched QEMU is shut down; an attached one is left running (detach).
+    vm.shutdown(Duration::from_secs(30))?;
+    result
+}
+
+/// Completes the first word of a line with QMP command names.
+struct Completion {
+    commands: Vec<String>,
+}
+
+impl rustyline::completion::Completer for Completion {
+    type Candidate = String;
+
+    fn complete(
+        &self,
+        line: &str,
+        pos: usize,
+        _ctx: &rustyline::Context<'_>,
+    ) -> rustyline::Result<(usize, Vec<String>)> {
+        let word = &line[..pos];
+        if word.contains(char::is_whitespace) {
+            return Ok((pos, Vec::new()));
+        }
+        let found = self
+            .commands
+            .iter()
+            .filter(|c| c.starts_with(word))
+            .cloned()
+            .collect();
+        Ok((0, found))
+    }
+}
+
+impl rustyline::hint::Hinter for Completion {
+    type Hint = String;
+}
+impl rustyline::highlight::Highlighter for Completion {}
+impl rustyline::validate::Validator for Completion {}
+impl rustyline::Helper for Completion {}
+
+fn interactive_shell(vm: &Machine) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let mut commands: Vec<String> = vm
+        .cmd("query-commands", None)?
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .filter_map(|c| c["name"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    commands.sort();
+    let config = rustyline::Config::builder()
+        .completion_type(rustyline::CompletionType::List)
+        .auto_add_history(true)
+        .build();
+    let mut editor: rustyline::Editor<Completion, rustyline::history::DefaultHistory> =
+        rustyline::Editor::with_config(config)?;
+    editor.set_helper(Some(Completion { commands }));
+    println!(
+        "qm shell on {} (Tab completes, Ctrl-D ends)",
+        if vm.is_attached() {
+            "an attached QEMU"
+        } else {
+            "a QEMU qm launched"
+        }
+    );
+    loop {
+        show_events(vm, false);
+        if !vm.is_running() {
+            println!("QEMU is gone");
+            return Ok(ExitCode::SUCCESS);
+        }
+        match editor.readline("(QEMU) ") {
+            Ok(line) if line.trim().is_empty() => {}
+            Ok(line) => {
+                execute(vm, &line, false);
+            }
+            Err(rustyline::error::ReadlineError::Interrupted) => {}
+            Err(rustyline::error::ReadlineError::Eof) => return Ok(ExitCode::SUCCESS),
+            Err(err) => return Err(err.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn command_lines_parse() {
+        let a = parse(&argv("--json run --linux-guest -- -m 64 -smp 2")).unwrap();
+        assert!(a.json && a.linux_guest && a.command == "run");
+        assert_eq!(a.qemu_args, argv("-m 64 -smp 2"));
+        let a = parse(&argv("shell --attach unix:/tmp/q.sock")).unwrap();
+        assert_eq!(a.attach.as_deref(), Some("unix:/tmp/q.sock"));
+        for bad in [
+            "",
+            "frobnicate",
+            "run --attach x",
+            "shell --attach x -- -m 64",
+            "run --binary",
+        ] {
+            assert!(parse(&argv(bad)).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn shell_lines_parse() {
+        assert_eq!(
+            parse_line("query-status").unwrap(),
+            ("query-status".into(), None)
+        );
+        let (cmd, args) = parse_line("device_del id=net0 force=true n=3").unwrap();
+        assert_eq!(cmd, "device_del");
+        assert_eq!(
+            args.unwrap(),
+            serde_json::json!({"id": "net0", "force": true, "n": 3})
+        );
+        let (_, args) = parse_line(r#"blockdev-add {"driver": "null-co"}"#).unwrap();
+        assert_eq!(args.unwrap(), serde_json::json!({"driver": "null-co"}));
+        assert!(parse_line("x notkv").is_err());
+        assert!(parse_line("x {bad").is_err());
+    }
+}

@@ -1,0 +1,263 @@
+//! The `qm` command line (`--features cli`): `--json` through pipes, the interactive shell's
+//! completion and history through a pseudo-terminal, `run` until the guest powers off or
+//! SIGINT, attach, exit codes and `--help`.
+
+mod support;
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use qm::guest::{qemu_args, write_image, GuestAction};
+use serde_json::Value;
+use support::vm::{qemu, scratch, T};
+
+fn qm_bin() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_qm"));
+    cmd.env("QM_QEMU", qemu());
+    cmd
+}
+
+/// Runs `qm ARGS` with `input` on stdin; its exit code, stdout and stderr.
+fn run_piped(args: &[&str], input: &str) -> (i32, String, String) {
+    let mut child = qm_bin()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn json_lines(out: &str) -> Vec<Value> {
+    out.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
+        .collect()
+}
+
+#[test]
+fn help_and_usage_errors() {
+    let out = qm_bin().arg("--help").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("usage: qm [--json] run"));
+    let out = qm_bin().arg("frobnicate").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unexpected argument"));
+    let out = qm_bin().output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn json_shell_through_pipes() {
+    let (code, out, err) = run_piped(
+        &["--json", "shell", "--", "-machine", "none"],
+        "query-status\nstop\nquery-status\nqom-list path=/machine\n",
+    );
+    assert_eq!(code, 0, "stderr: {err}");
+    let lines = json_lines(&out);
+    let returns: Vec<&Value> = lines.iter().filter_map(|l| l.get("return")).collect();
+    assert_eq!(returns.len(), 4, "{out}");
+    assert_eq!(returns[0]["status"], "running");
+    assert_eq!(returns[2]["status"], "paused");
+    assert!(returns[3].is_array());
+    assert!(
+        lines.iter().any(|l| l["event"] == "STOP"),
+        "the STOP event is printed: {out}"
+    );
+
+    // A failing command: its error on stdout, exit status 1, and the next lines still run.
+    let (code, out, _) = run_piped(
+        &["--json", "shell", "--", "-machine", "none"],
+        "no-such-command\nquery-name\nstop bad-word\n",
+    );
+    assert_eq!(code, 1);
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 3, "{out}");
+    assert_eq!(lines[0]["error"]["class"], "CommandNotFound");
+    assert!(lines[1].get("return").is_some());
+    assert!(lines[2]["error"]["desc"]
+        .as_str()
+        .unwrap()
+        .contains("not key=value"));
+}
+
+#[test]
+fn run_prints_events_until_the_guest_powers_off() {
+    let dir = scratch();
+    let image = dir.path().join("guest.img");
+    write_image(&image, "bye", GuestAction::Poweroff).unwrap();
+    let mut args = vec!["--json".to_string(), "run".into(), "--".into()];
+    args.extend(qemu_args(&image));
+    let out = qm_bin().args(&args).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let lines = json_lines(&String::from_utf8_lossy(&out.stdout));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["event"] == "SHUTDOWN" && l["data"]["guest"] == true),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn run_ends_cleanly_on_sigint() {
+    let mut child = qm_bin()
+        .args(["--json", "run", "--", "-machine", "none"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for QEMU (a child of qm) to be up, then interrupt qm.
+    let start = Instant::now();
+    let qemu_pid = loop {
+        if let Some(pid) = support::vm::processes_with("-machine")
+            .into_iter()
+            .find(|&p| parent_of(p) == Some(child.id()))
+        {
+            break pid;
+        }
+        assert!(start.elapsed() < T, "qm never started QEMU");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // SAFETY: signalling our own child, which has not been reaped.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(!support::vm::pid_exists(qemu_pid), "QEMU outlived qm run");
+}
+
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+#[test]
+fn shell_attaches_and_leaves_qemu_running() {
+    let dir = scratch();
+    let sock = dir.path().join("qmp.sock");
+    let mut qemu_child = Command::new(qemu())
+        .args([
+            "-machine",
+            "none",
+            "-display",
+            "none",
+            "-nodefaults",
+            "-qmp",
+        ])
+        .arg(format!("unix:{},server=on,wait=off", sock.display()))
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+        assert!(start.elapsed() < T);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let addr = format!("unix:{}", sock.display());
+    let (code, out, err) = run_piped(&["--json", "shell", "--attach", &addr], "query-status\n");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json_lines(&out)[0]["return"]["status"], "running");
+    assert!(qemu_child.try_wait().unwrap().is_none(), "qm must detach");
+    qemu_child.kill().unwrap();
+    qemu_child.wait().unwrap();
+}
+
+/// A pseudo-terminal: the controller end, and the terminal end for the child's stdio.
+fn openpty() -> (File, OwnedFd) {
+    let (mut controller, mut terminal) = (0, 0);
+    // SAFETY: openpty writes two descriptors into the locals; the other arguments may be NULL.
+    let rc = unsafe {
+        libc::openpty(
+            &mut controller,
+            &mut terminal,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors are new and owned here.
+    unsafe {
+        (
+            File::from_raw_fd(controller),
+            OwnedFd::from_raw_fd(terminal),
+        )
+    }
+}
+
+/// Reads the terminal until `want` shows up in what was read since `from`; returns all read.
+fn read_until(pty: &mut File, seen: &mut String, want: &str) {
+    let start = Instant::now();
+    let mut buf = [0u8; 4096];
+    while !seen.contains(want) {
+        assert!(
+            start.elapsed() < T,
+            "{want:?} never showed on the terminal; got {seen:?}"
+        );
+        let mut fds = [libc::pollfd {
+            fd: pty.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        // SAFETY: one valid pollfd.
+        if unsafe { libc::poll(fds.as_mut_ptr(), 1, 200) } <= 0 {
+            continue;
+        }
+        match pty.read(&mut buf) {
+            Ok(0) | Err(_) => panic!("the terminal closed before {want:?}; got {seen:?}"),
+            Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+        }
+    }
+}
+
+#[test]
+fn interactive_shell_completes_and_remembers() {
+    let (mut pty, terminal) = openpty();
+    let mut child = qm_bin()
+        .args(["shell", "--", "-machine", "none"])
+        .env("TERM", "xterm")
+        .stdin(Stdio::from(terminal.try_clone().unwrap()))
+        .stdout(Stdio::from(terminal.try_clone().unwrap()))
+        .stderr(Stdio::from(terminal))
+        .spawn()
+        .unwrap();
+    let mut seen = String::new();
+    read_until(&mut pty, &mut seen, "(QEMU) ");
+    // Tab completes the only command starting so.
+    pty.write_all(b"query-statu\t").unwrap();
+    read_until(&mut pty, &mut seen, "query-status");
+    pty.write_all(b"\r").unwrap();
+    read_until(&mut pty, &mut seen, "\"running\"");
+    let first = seen.matches("\"running\"").count();
+    // Up arrow brings the command back from the history.
+    seen.clear();
+    pty.write_all(b"stop\r").unwrap();
+    read_until(&mut pty, &mut seen, "(QEMU) ");
+    pty.write_all(b"\x1b[A\x1b[A\r").unwrap();
+    read_until(&mut pty, &mut seen, "\"paused\"");
+    assert!(first >= 1);
+    // The STOP event shows between commands.
+    assert!(seen.contains("STOP"), "{seen:?}");
+    // Ctrl-D ends the shell; QEMU is shut down.
+    pty.write_all(b"\x04").unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+}
