@@ -407,7 +407,9 @@ impl Machine {
         wait: impl Into<Wait>,
     ) -> Result<Option<Value>> {
         let wait = wait.into().checked()?;
-        let within = wait.start()?.within();
+        // The bound, for the message of a timeout (formatted only then: this is the hot path
+        // of every event wait).
+        let limit = wait.start()?.limit();
         self.client()?
             .events_wait(events, wait)
             .map_err(|e| match e {
@@ -416,13 +418,14 @@ impl Machine {
                     let names: Vec<&str> = events.iter().map(|(name, _)| *name).collect();
                     let filtered = events.iter().any(|(_, f)| f.is_some());
                     Error::Timeout(format!(
-                        "no {} event{} {within}",
+                        "no {} event{} {}",
                         names.join(" or "),
                         if filtered {
                             " (matching the filter)"
                         } else {
                             ""
-                        }
+                        },
+                        crate::wait::within(limit)
                     ))
                 }
                 other => other,

@@ -23,7 +23,7 @@ mod events;
 mod framing;
 mod transcript;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -62,10 +62,11 @@ struct Shared {
 }
 
 struct State {
-    /// Commands in flight.
-    replies: HashMap<u64, Slot>,
+    /// Commands in flight. A B-tree, not a hash map: a handful of small keys, looked up a few
+    /// times per command, cost less to compare than to hash (SipHash).
+    replies: BTreeMap<u64, Slot>,
     /// Descriptor sends in flight.
-    fd_sends: HashMap<u64, Slot>,
+    fd_sends: BTreeMap<u64, Slot>,
     /// What waits to be sent, in order; the front may be partly sent.
     outgoing: VecDeque<Outgoing>,
     /// A caller is sending (without blocking) from the front of `outgoing`.
@@ -235,8 +236,8 @@ impl QmpClient {
                 raw: socket.as_raw_fd(),
                 sock: Mutex::new(Some(socket)),
                 state: Mutex::new(State {
-                    replies: HashMap::new(),
-                    fd_sends: HashMap::new(),
+                    replies: BTreeMap::new(),
+                    fd_sends: BTreeMap::new(),
                     outgoing: VecDeque::new(),
                     writing: false,
                     out_blocked: false,
@@ -507,10 +508,10 @@ impl QmpClient {
         let deadline = wait.start()?;
         let found = self
             .wait_until(Interest::Events, &deadline, false, |st| {
-                dropped_error(st).or_else(|| st.events.pop_front().map(Ok))
+                dropped_error(st).or_else(|| st.events.pop_front_value().map(Ok))
             })
             .map_err(|e| in_context(e, "no QMP event", &deadline));
-        Ok(self.none_if_no_wait(found, &wait)?.map(|ev| ev.value()))
+        self.none_if_no_wait(found, &wait)
     }
 
     /// Removes and returns the oldest queued event for which `pred` holds, reading more as
@@ -891,17 +892,15 @@ impl QmpClient {
         let raw = self.shared.raw;
         let events = POLLIN | if want_out { POLLOUT } else { 0 };
         // A kick descriptor that is gone (the connection ended) is polled as -1: ignored.
-        let mut fds = vec![
+        // A descriptor of -1 is ignored by poll: the set needs no allocation.
+        let io = |e: Error| Broken::Io(e.to_string());
+        let cancel = deadline.cancel_fd().map_err(io)?;
+        let mut fds = [
             pollfd(raw, events),
             pollfd(kick.map_or(-1, EventFd::raw), POLLIN),
+            pollfd(cancel.unwrap_or(-1), POLLIN),
+            pollfd(watch.map_or(-1, |fd| fd.as_raw_fd()), POLLIN),
         ];
-        let io = |e: Error| Broken::Io(e.to_string());
-        if let Some(fd) = deadline.cancel_fd().map_err(io)? {
-            fds.push(pollfd(fd, POLLIN));
-        }
-        if let Some(fd) = watch {
-            fds.push(pollfd(fd.as_raw_fd(), POLLIN));
-        }
         let mut polled = Polled::default();
         let ready = poll(&mut fds, deadline.remaining())
             .map_err(|e| Broken::Io(format!("waiting for the monitor: {e}")))?;
@@ -916,7 +915,7 @@ impl QmpClient {
         if sock & !POLLOUT == 0 {
             // Not readable. QEMU's exit counts only once the socket has nothing left.
             return match watch {
-                Some(_) if fds.last().is_some_and(|f| f.revents != 0) => Err(Broken::Exited),
+                Some(_) if fds[3].revents != 0 => Err(Broken::Exited),
                 _ => Ok(polled),
             };
         }

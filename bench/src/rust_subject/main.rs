@@ -126,6 +126,13 @@ impl Side {
             Side::Qm => "subject",
         }
     }
+    /// The name a `side=` parameter gives it.
+    fn short(self) -> &'static str {
+        match self {
+            Side::Raw => "raw",
+            Side::Qm => "qm",
+        }
+    }
 }
 
 /// The order of the two sides in round `round`: raw first on even rounds, qm first on odd
@@ -307,6 +314,8 @@ fn shutdown(p: &Params, out: &mut Out) -> Res<()> {
 
 fn event_latency(p: &Params, out: &mut Out) -> Res<()> {
     let (blocks, reps) = (p.get("blocks", 2), p.get("reps", 50));
+    // `side=raw` or `side=qm`: that side only, for a profiler (`perf stat`, `perf record`).
+    let only = p.0.get("side").map(String::as_str);
     segments(p, out, |raw, vm, out| {
         for _ in 0..10 {
             raw.command_and_event("stop", "STOP")?;
@@ -316,6 +325,9 @@ fn event_latency(p: &Params, out: &mut Out) -> Res<()> {
         }
         for block in 0..blocks {
             for side in order(block) {
+                if only.is_some_and(|o| o != side.short()) {
+                    continue;
+                }
                 for _ in 0..reps {
                     let t = Instant::now();
                     match side {
