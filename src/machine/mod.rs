@@ -352,6 +352,15 @@ impl Machine {
         self.client()?.get_events(wait)
     }
 
+    /// Every queued event, oldest first, as the text of one JSON array (`[]` when none, with
+    /// a zero wait); with a non-zero wait, waits for at least one. No event is parsed: for a
+    /// long queue this costs far less memory than [`get_qmp_events`](Self::get_qmp_events)
+    /// (see [`QmpClient::get_events_json`]).
+    pub fn get_qmp_events_json(&self, wait: impl Into<Wait>) -> Result<String> {
+        let wait = wait.into().checked()?;
+        self.client()?.get_events_json(wait)
+    }
+
     /// Caps the number of queued, unread QMP events (`None`, the default: no cap, events are
     /// never dropped, as in QEMU's Python `QEMUMachine`). Applies at once and to later launches.
     ///

@@ -224,6 +224,12 @@ impl EventQueue {
         Some(self.take_value(q.seq, &q.event))
     }
 
+    /// Takes every queued event out at once (their texts move; nothing is copied or parsed).
+    pub(crate) fn take_all(&mut self) -> Taken {
+        self.parsed.clear();
+        Taken(std::mem::take(&mut self.items))
+    }
+
     /// Removes every queued event, oldest first.
     pub(crate) fn drain(&mut self) -> Vec<RawEvent> {
         self.parsed.clear();
@@ -278,6 +284,53 @@ impl EventQueue {
             Some(value) => value,
             None => self.take_value(q.seq, &q.event),
         })
+    }
+}
+
+/// Events taken out of the queue by [`EventQueue::take_all`], oldest first.
+pub(crate) struct Taken(VecDeque<Queued>);
+
+impl Taken {
+    /// The events as one JSON array, built from their texts without parsing any: each event's
+    /// text is copied in without the white space between its tokens (the form a parsed value
+    /// prints; keys stay in QEMU's order), and freed as soon as it is copied. The result is
+    /// sized once, with room for one more byte (a C string's NUL), so reading N queued events
+    /// costs at most what they hold plus the array's text, never a tree per event.
+    pub(crate) fn into_json_array(mut self) -> String {
+        let room = 2 + self.0.iter().map(|q| q.event.text.len() + 1).sum::<usize>();
+        let mut out = Vec::with_capacity(room + 1);
+        out.push(b'[');
+        while let Some(q) = self.0.pop_front() {
+            if out.len() > 1 {
+                out.push(b',');
+            }
+            push_compact(&mut out, q.event.text.as_bytes());
+        }
+        out.push(b']');
+        // Only ASCII white space between tokens was left out: still UTF-8.
+        String::from_utf8(out).expect("UTF-8 text minus ASCII white space is UTF-8")
+    }
+}
+
+/// Appends the JSON text `text` to `out` without the white space between its tokens (white
+/// space inside strings is kept).
+fn push_compact(out: &mut Vec<u8>, text: &[u8]) {
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in text {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+        } else if b == b'"' {
+            in_string = true;
+        } else if matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
+            continue;
+        }
+        out.push(b);
     }
 }
 
@@ -372,6 +425,49 @@ mod tests {
         q.push(event("A", 9));
         assert!(q.is_empty());
         assert_eq!(q.dropped(), 5);
+    }
+
+    #[test]
+    fn the_json_array_is_the_events_compacted_in_order() {
+        let mut q = EventQueue::new();
+        q.push(RawEvent::new(
+            "{\"event\": \"A\", \"data\": {\"s\": \"a b\\\" c\", \"n\": [1, 2]}}",
+            None,
+        ));
+        for i in 0..20 {
+            q.push(event("B", i));
+        }
+        let text = q.take_all().into_json_array();
+        assert!(q.is_empty());
+        assert!(text.starts_with(r#"[{"event":"A","data":{"s":"a b\" c","n":[1,2]}},{"timestamp""#));
+        let all: Vec<Value> = serde_json::from_str(&text).unwrap();
+        assert_eq!(all.len(), 21);
+        assert_eq!(all[0]["data"]["s"], "a b\" c");
+        assert_eq!(all[20]["data"]["n"], 19);
+        assert!(!text.contains(' ') || text.contains("a b"));
+        assert_eq!(EventQueue::new().take_all().into_json_array(), "[]");
+    }
+
+    #[test]
+    fn parsed_trees_stay_few_and_follow_their_events() {
+        let mut q = EventQueue::new();
+        for i in 0..100 {
+            q.push(event(if i % 2 == 0 { "A" } else { "B" }, i));
+        }
+        assert_eq!(q.parsed.len(), PARSED_MAX);
+        // Taking events, held parsed or not, gives the right ones and drops their trees.
+        let mut c = Cursor::default();
+        assert_eq!(take(&mut q, &mut c, "B").unwrap()["data"]["n"], json!(1));
+        assert_eq!(q.parsed.len(), PARSED_MAX - 1);
+        assert_eq!(q.pop_front_value().unwrap()["data"]["n"], json!(0));
+        assert_eq!(q.parsed.len(), PARSED_MAX - 2);
+        q.set_max(Some(10));
+        assert!(q.parsed.is_empty());
+        assert_eq!(q.pop_front_value().unwrap()["data"]["n"], json!(90));
+        q.clear();
+        q.push(event("A", 7));
+        assert_eq!(q.parsed.len(), 1);
+        assert_eq!(q.pop_front_value().unwrap()["data"]["n"], json!(7));
     }
 
     /// The queue's own share of an event: the text, the slot and the allocator's rounding.
