@@ -51,8 +51,8 @@ pub unsafe extern "C" fn qm_events_get(
         let out = out(events_json_array_out, "events_json_array_out")?;
         // SAFETY: the handle and token contracts.
         let (m, wait) = unsafe { (machine(m)?, cancel::wait(timeout_ms, cancel)?) };
-        let events = m.vm.get_qmp_events(wait)?;
-        out.write_json(Some(&Value::Array(events)));
+        // Built from the queued texts, never a parsed tree per event (issue #19).
+        out.write_string(m.vm.get_qmp_events_json(wait)?);
         Ok(())
     })
 }
