@@ -225,6 +225,7 @@ fn qmp_threads(p: &Params, out: &mut Out) -> Res<()> {
         }
         qm_threads_block(vm, threads, 100 / threads)?;
         for block in 0..blocks {
+            let mut qm_rate = 0.0;
             for side in order(block) {
                 let t = Instant::now();
                 let done = match side {
@@ -240,8 +241,25 @@ fn qmp_threads(p: &Params, out: &mut Out) -> Res<()> {
                 if done != total {
                     return Err(format!("{done} of {total} commands answered"));
                 }
-                out.push(side, done as f64 / t.elapsed().as_secs_f64());
+                let rate = done as f64 / t.elapsed().as_secs_f64();
+                out.push(side, rate);
+                if side == Side::Qm {
+                    qm_rate = rate;
+                }
             }
+            // The raw client pipelining as many commands as qm has threads: what QEMU itself
+            // can do with that many in flight (`stat pipelined`: raw pipelined, and qm's rate
+            // of the same block, for their ratio).
+            let t = Instant::now();
+            for _ in 0..per_thread {
+                raw.query_status_pipelined(threads)?;
+            }
+            out.stat(
+                "pipelined",
+                Side::Raw,
+                total as f64 / t.elapsed().as_secs_f64(),
+            );
+            out.stat("pipelined", Side::Qm, qm_rate);
         }
         Ok(())
     })
