@@ -43,6 +43,8 @@ pub mod log;
 
 mod boundary;
 
+mod handle;
+
 use std::ffi::{c_char, c_int, CString};
 
 use boundary::guard;

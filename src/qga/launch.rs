@@ -222,7 +222,7 @@ fn accept(
             continue;
         }
         if fds[1].revents != 0 {
-            return Err(Error::Disconnected(
+            return Err(Error::AgentDisconnected(
                 "QEMU exited before connecting to the guest agent socket".into(),
             ));
         }
