@@ -30,6 +30,7 @@ mod log;
 mod machine;
 pub mod qga;
 pub mod qmp;
+pub mod snapshot;
 mod sys;
 mod wait;
 
@@ -41,6 +42,7 @@ pub use qga::{AgentChannel, Exec, ExecOutput, GuestAgent, ShutdownMode};
 pub use qmp::{QmpClient, DEFAULT_MAX_MESSAGE};
 /// The JSON library of qm's API, re-exported so users need not add it (nor match its version).
 pub use serde_json;
+pub use snapshot::{Ready, StateInfo};
 /// A JSON value: what QMP commands take and return.
 pub use serde_json::Value;
 pub use wait::{Cancel, Wait};

@@ -10,11 +10,13 @@ mod args;
 mod config;
 mod console;
 mod expect;
+mod incoming;
 mod launch;
 mod process;
 mod shutdown;
 
 pub(crate) use args::option_value;
+pub(crate) use incoming::StateArgs;
 
 use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd, RawFd};
