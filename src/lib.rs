@@ -32,6 +32,7 @@ pub mod qga;
 pub mod qmp;
 pub mod snapshot;
 mod sys;
+pub mod template;
 mod wait;
 
 pub use error::{Error, Result};
@@ -42,9 +43,10 @@ pub use qga::{AgentChannel, Exec, ExecOutput, GuestAgent, ShutdownMode};
 pub use qmp::{QmpClient, DEFAULT_MAX_MESSAGE};
 /// The JSON library of qm's API, re-exported so users need not add it (nor match its version).
 pub use serde_json;
-pub use snapshot::{Ready, StateInfo};
 /// A JSON value: what QMP commands take and return.
 pub use serde_json::Value;
+pub use snapshot::{Ready, StateInfo};
+pub use template::{Instance, Template};
 pub use wait::{Cancel, Wait};
 
 /// The README's Rust code blocks, compiled and run by `cargo test --doc` (they launch QEMU).

@@ -85,7 +85,10 @@ impl StateInfo {
 }
 
 fn not_state(path: &Path, why: impl std::fmt::Display) -> Error {
-    Error::Invalid(format!("{} is not a complete qm state file: {why}", path.display()))
+    Error::Invalid(format!(
+        "{} is not a complete qm state file: {why}",
+        path.display()
+    ))
 }
 
 fn read_header(file: &File, path: &Path) -> Result<StateInfo> {
@@ -263,30 +266,7 @@ impl Machine {
         let deadline = wait.start()?;
         let settings = self.state_args();
         let binary = binary_identity(&self.binary())?;
-        let qemu_version = self.cmd_with("query-version", None, deadline.to_wait())?;
-        let status = self.cmd_with("query-status", None, deadline.to_wait())?;
-        if status["running"].as_bool() == Some(true) {
-            self.cmd_with("stop", None, deadline.to_wait())?;
-        }
-        self.cmd_with(
-            "migrate-set-capabilities",
-            Some(&json!({"capabilities": [{"capability": "events", "state": true}]})),
-            deadline.to_wait(),
-        )?;
-        self.cmd_with(
-            "migrate-set-parameters",
-            Some(&json!({"max-bandwidth": i64::MAX / 2})),
-            deadline.to_wait(),
-        )?;
-
-        let mut meta = json!({
-            "stream_bytes": u64::MAX,
-            "qemu_version": qemu_version,
-            "binary": binary,
-            "settings": settings.to_json(),
-        });
-        // Room for the header with the longest stream length; rounded to a page.
-        let header_len = (format!("{MAGIC}{}\n{meta}\n", u64::MAX).len() as u64).div_ceil(4096) * 4096;
+        // Created first: a path that cannot be written fails before the guest is paused.
         let partial = partial_path(path);
         let file = OpenOptions::new()
             .write(true)
@@ -297,6 +277,30 @@ impl Machine {
             .open(&partial)
             .map_err(|e| Error::io(format!("creating {}", partial.display()), e))?;
         let saved = (|| {
+            let qemu_version = self.cmd_with("query-version", None, deadline.to_wait())?;
+            let status = self.cmd_with("query-status", None, deadline.to_wait())?;
+            if status["running"].as_bool() == Some(true) {
+                self.cmd_with("stop", None, deadline.to_wait())?;
+            }
+            self.cmd_with(
+                "migrate-set-capabilities",
+                Some(&json!({"capabilities": [{"capability": "events", "state": true}]})),
+                deadline.to_wait(),
+            )?;
+            self.cmd_with(
+                "migrate-set-parameters",
+                Some(&json!({"max-bandwidth": i64::MAX / 2})),
+                deadline.to_wait(),
+            )?;
+            let mut meta = json!({
+                "stream_bytes": u64::MAX,
+                "qemu_version": qemu_version,
+                "binary": binary,
+                "settings": settings.to_json(),
+            });
+            // Room for the header with the longest stream length, rounded to a page.
+            let header_len =
+                (format!("{MAGIC}{}\n{meta}\n", u64::MAX).len() as u64).div_ceil(4096) * 4096;
             // QEMU writes from the descriptor's offset, which it shares with ours: after the
             // room for the header.
             (&file)
@@ -317,6 +321,21 @@ impl Machine {
                 let _ = self.qmp("migrate_cancel", None);
                 return Err(e);
             }
+            // QEMU reports the migration completed a moment before it leaves `finish-migrate`
+            // for `postmigrate`, where `cont` is accepted: wait for that too.
+            loop {
+                let status = self.cmd_with("query-status", None, deadline.to_wait())?;
+                if status["status"] != "finish-migrate" {
+                    break;
+                }
+                if deadline.remaining().is_some_and(|left| left.is_zero()) {
+                    return Err(Error::Timeout(format!(
+                        "QEMU stayed in finish-migrate {}",
+                        deadline.within()
+                    )));
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
             let len = file
                 .metadata()
                 .map_err(|e| Error::io(format!("reading {}", partial.display()), e))?
@@ -334,10 +353,10 @@ impl Machine {
                     e,
                 )
             })?;
-            Ok(stream_bytes)
+            Ok((stream_bytes, meta, header_len))
         })();
         match saved {
-            Ok(stream_bytes) => Ok(StateInfo {
+            Ok((stream_bytes, meta, header_len)) => Ok(StateInfo {
                 path: path.to_owned(),
                 stream_bytes,
                 qemu_version: meta["qemu_version"].clone(),
@@ -475,7 +494,9 @@ impl Machine {
                         class: "GenericError".into(),
                         desc: format!(
                             "migration {status}: {}",
-                            info["error-desc"].as_str().unwrap_or("(QEMU gave no reason)")
+                            info["error-desc"]
+                                .as_str()
+                                .unwrap_or("(QEMU gave no reason)")
                         ),
                     })
                 }
