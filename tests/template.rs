@@ -168,8 +168,7 @@ fn clones_write_their_own_overlays_never_the_template_disk() {
             .iter()
             .find(|n| {
                 n["drv"] == json!("qcow2")
-                    && Path::new(n["backing_file"].as_str().unwrap_or_default())
-                        == template_disk
+                    && Path::new(n["backing_file"].as_str().unwrap_or_default()) == template_disk
             })
             .unwrap_or_else(|| panic!("{nodes:?}"));
         let file = PathBuf::from(top["file"].as_str().unwrap());
