@@ -26,6 +26,7 @@ mod error;
 mod event;
 pub mod ffi;
 pub mod guest;
+mod jobs;
 mod log;
 mod machine;
 pub mod qga;
@@ -37,6 +38,7 @@ mod wait;
 
 pub use error::{Error, Result};
 pub use event::event_match;
+pub use jobs::DEFAULT_JOB_TIMEOUT;
 pub use log::{set_log_callback, set_log_level, LogCallback, LogLevel, LogRecord};
 pub use machine::{Machine, MonitorAddress, DEFAULT_SHUTDOWN_TIMEOUT};
 pub use qga::{AgentChannel, Exec, ExecOutput, GuestAgent, ShutdownMode};

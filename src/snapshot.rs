@@ -485,7 +485,14 @@ impl Machine {
     pub fn wait_migration(&self, wait: impl Into<Wait>) -> Result<Value> {
         let wait = wait.into().checked()?;
         let deadline = wait.start()?;
+        let mut last = String::from("not queried");
         loop {
+            if deadline.remaining().is_some_and(|left| left.is_zero()) {
+                return Err(Error::Timeout(format!(
+                    "migration did not complete {} (status {last})",
+                    deadline.within()
+                )));
+            }
             let info = self.cmd_with("query-migrate", None, deadline.to_wait())?;
             match info["status"].as_str().unwrap_or("none") {
                 "completed" => return Ok(info),
@@ -501,15 +508,10 @@ impl Machine {
                     })
                 }
                 status => {
+                    last = status.to_owned();
                     let slice = deadline
                         .remaining()
                         .map_or(MIGRATION_POLL, |left| left.min(MIGRATION_POLL));
-                    if slice.is_zero() {
-                        return Err(Error::Timeout(format!(
-                            "migration did not complete {} (status {status})",
-                            deadline.within()
-                        )));
-                    }
                     let mut step = Wait::timeout(slice);
                     if let Some(cancel) = deadline.cancel {
                         step = step.cancel(cancel);
