@@ -171,6 +171,13 @@ impl Machine {
                     self.cmd_with("job-finalize", Some(&json!({"id": id})), deadline.to_wait())?;
                 }
                 "concluded" => {
+                    // Its BLOCK_JOB_COMPLETED came before this reply: consumed with the job, so
+                    // a later run_job of the same id does not take it for a new job's end.
+                    let _ = self.event_wait(
+                        "BLOCK_JOB_COMPLETED",
+                        Some(&completed_filter),
+                        Duration::ZERO,
+                    );
                     let _ =
                         self.qmp_with("job-dismiss", Some(&json!({"id": id})), deadline.to_wait())?;
                     return match job["error"].as_str() {

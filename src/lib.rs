@@ -48,7 +48,7 @@ pub use serde_json;
 /// A JSON value: what QMP commands take and return.
 pub use serde_json::Value;
 pub use snapshot::{Ready, StateInfo};
-pub use template::{Instance, Template};
+pub use template::Template;
 pub use wait::{Cancel, Wait};
 
 /// The README's Rust code blocks, compiled and run by `cargo test --doc` (they launch QEMU).

@@ -13,8 +13,9 @@
 //! [`Template::clone_machine`] starts a new machine from the state; [`Template::clones`] starts
 //! many at once. Each clone has its own QEMU, monitor, console and guest agent channel, and for
 //! each template disk its own qcow2 overlay (`qemu-img create -f qcow2 -b TEMPLATE -F qcow2`),
-//! created in a temporary directory removed when the clone is dropped: clones never write the
-//! template's image (QEMU opens a backing file read-only), and never see each other's writes.
+//! created in the clone's temporary directory ([`Machine::temp_dir`]), removed when it shuts
+//! down: clones never write the template's image (QEMU opens a backing file read-only), and
+//! never see each other's writes. A clone is for one run: relaunching it finds no overlays.
 //!
 //! What the guest sees after a restore:
 //! - Its memory, devices and CPU state as they were at the save, as if no time had passed in
@@ -71,27 +72,6 @@ pub struct Template {
     args: Vec<String>,
     disks: Vec<Disk>,
     ready: Option<Ready>,
-}
-
-/// A running machine cloned from a [`Template`]: the [`Machine`] (through `Deref`) and the
-/// clone's disk overlays, removed when it is dropped (after the machine is shut down).
-pub struct Instance {
-    vm: Machine,
-    _overlays: Option<tempfile::TempDir>,
-}
-
-impl std::ops::Deref for Instance {
-    type Target = Machine;
-    fn deref(&self) -> &Machine {
-        &self.vm
-    }
-}
-
-impl Instance {
-    /// The machine.
-    pub fn machine(&self) -> &Machine {
-        &self.vm
-    }
 }
 
 impl Template {
@@ -231,7 +211,7 @@ impl Template {
 
     /// A machine configured as this template's (not launched), its disks on the overlays in
     /// `overlay_dir`.
-    fn machine(&self, overlay_dir: Option<&Path>) -> Machine {
+    fn machine(&self) -> Machine {
         let vm = Machine::new(self.binary.clone());
         if let Some(m) = &self.machine {
             vm.set_machine(m);
@@ -243,8 +223,14 @@ impl Template {
             vm.set_guest_agent(Some(AgentChannel::SocketPair));
         }
         vm.add_args(self.args.iter().cloned());
+        vm
+    }
+
+    /// The `-drive` arguments of the disks, on the overlays in `overlay_dir`.
+    fn drive_args(&self, overlay_dir: &Path) -> Vec<String> {
+        let mut args = Vec::new();
         for (i, disk) in self.disks.iter().enumerate() {
-            let overlay = overlay_dir.map(|d| overlay_path(d, i)).unwrap_or_default();
+            let overlay = overlay_path(overlay_dir, i);
             let mut drive = format!(
                 "file={},format=qcow2",
                 crate::machine::option_value(&overlay.to_string_lossy())
@@ -253,9 +239,9 @@ impl Template {
                 drive.push(',');
                 drive.push_str(&disk.opts);
             }
-            vm.add_args(["-drive".to_owned(), drive]);
+            args.extend(["-drive".to_owned(), drive]);
         }
-        vm
+        args
     }
 
     /// Makes sure the state is saved: when it is not, boots the guest, waits until `ready`, and
@@ -294,7 +280,8 @@ impl Template {
         for (i, disk) in self.disks.iter().enumerate() {
             self.create_overlay(&overlay_path(building.path(), i), &disk.base, &disk.format)?;
         }
-        let vm = self.machine(Some(building.path()));
+        let vm = self.machine();
+        vm.add_args(self.drive_args(building.path()));
         vm.launch_with(deadline.to_wait())?;
         boot(&vm, deadline.to_wait())?;
         vm.save_state(&building.path().join(STATE), deadline.to_wait())?;
@@ -331,7 +318,7 @@ impl Template {
     /// [`DEFAULT_STATE_TIMEOUT`](crate::snapshot::DEFAULT_STATE_TIMEOUT). Fails with
     /// [`Error::State`] when the template was not prepared; on any failure nothing is left
     /// running and the overlays are removed.
-    pub fn clone_machine(&self, wait: impl Into<Wait>) -> Result<Instance> {
+    pub fn clone_machine(&self, wait: impl Into<Wait>) -> Result<Machine> {
         let wait = wait.into();
         let dir = self.state_dir()?;
         if !self.is_saved()? {
@@ -340,25 +327,19 @@ impl Template {
                 dir.display()
             )));
         }
-        let overlays = if self.disks.is_empty() {
-            None
-        } else {
-            Some(
-                tempfile::Builder::new()
-                    .prefix("qm-clone-")
-                    .tempdir()
-                    .map_err(|e| Error::io("creating a directory for the clone's overlays", e))?,
-            )
-        };
+        let vm = self.machine();
         let mut renames = Vec::new();
-        if let Some(overlays) = &overlays {
+        if !self.disks.is_empty() {
+            // The overlays live in the machine's temporary directory: removed at its shutdown.
+            let overlays = vm.temp_dir()?;
             let recorded: Value = serde_json::from_slice(
                 &fs::read(dir.join("disks.json"))
                     .map_err(|e| Error::io(format!("reading {}", dir.display()), e))?,
             )
             .map_err(|e| Error::Invalid(format!("{}: disks.json: {e}", dir.display())))?;
             for i in 0..self.disks.len() {
-                let clone_overlay = overlay_path(overlays.path(), i);
+                let clone_overlay = overlay_path(&overlays, i);
+                // On failure, dropping the machine removes its temporary directory.
                 self.create_overlay(&clone_overlay, &overlay_path(&dir, i), "qcow2")?;
                 let saved = recorded["disks"][i].as_str().unwrap_or_default();
                 renames.push((
@@ -366,25 +347,22 @@ impl Template {
                     crate::machine::option_value(&clone_overlay.to_string_lossy()),
                 ));
             }
+            vm.add_args(self.drive_args(&overlays));
         }
-        let vm = self.machine(overlays.as_ref().map(|d| d.path()));
         vm.restore_renamed(&dir.join(STATE), &renames, &self.clone_ready(), wait)?;
-        Ok(Instance {
-            vm,
-            _overlays: overlays,
-        })
+        Ok(vm)
     }
 
     /// Starts `n` clones at once (one thread each), as [`clone_machine`](Self::clone_machine),
     /// all within one wait. If any fails, the others are shut down and the first error is
     /// returned.
-    pub fn clones(&self, n: usize, wait: impl Into<Wait>) -> Result<Vec<Instance>> {
+    pub fn clones(&self, n: usize, wait: impl Into<Wait>) -> Result<Vec<Machine>> {
         let wait = wait
             .into()
             .or_default(Some(crate::snapshot::DEFAULT_STATE_TIMEOUT))
             .checked()?;
         let deadline = wait.start()?;
-        let results: Vec<Result<Instance>> = std::thread::scope(|s| {
+        let results: Vec<Result<Machine>> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..n)
                 .map(|_| {
                     let wait = deadline.to_wait();

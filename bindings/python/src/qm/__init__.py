@@ -12,6 +12,16 @@ from . import _log, guest
 from ._agent import Agent, ExecResult
 from ._console import ConsoleMatch, ConsoleStats, Regex
 from ._ffi import library_path
+from ._template import (
+    ConsoleReady,
+    Template,
+    launch_incoming,
+    migrate,
+    restore_state,
+    run_job,
+    save_state,
+    wait_migration,
+)
 from ._machine import (
     DEFAULT,
     Cancel,
@@ -45,6 +55,14 @@ __version__ = "0.2.0"
 CORE_LOGS_TO_LOGGING = _log.install()
 
 __all__ = [
+    "ConsoleReady",
+    "Template",
+    "launch_incoming",
+    "migrate",
+    "restore_state",
+    "run_job",
+    "save_state",
+    "wait_migration",
     "DEFAULT",
     "AbnormalShutdownError",
     "Agent",
