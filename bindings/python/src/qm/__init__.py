@@ -10,8 +10,14 @@
 
 from . import _log, guest
 from ._agent import Agent, ExecResult
+from ._attach import AttachedMachine, attach
+from ._cancel import Cancel
 from ._console import ConsoleMatch, ConsoleStats, Regex
+from ._convert import DEFAULT
 from ._ffi import library_path
+from ._library import has_caller_argv, set_log_level, version
+from ._machine import Machine
+from ._qmp import event_match
 from ._template import (
     ConsoleReady,
     Template,
@@ -21,15 +27,6 @@ from ._template import (
     run_job,
     save_state,
     wait_migration,
-)
-from ._machine import (
-    DEFAULT,
-    Cancel,
-    Machine,
-    event_match,
-    has_caller_argv,
-    set_log_level,
-    version,
 )
 from .errors import (
     AbnormalShutdownError,
@@ -66,6 +63,7 @@ __all__ = [
     "DEFAULT",
     "AbnormalShutdownError",
     "Agent",
+    "AttachedMachine",
     "Cancel",
     "ConsoleClosed",
     "ConsoleFailure",
@@ -86,6 +84,7 @@ __all__ = [
     "Regex",
     "StateError",
     "TimeoutError",
+    "attach",
     "event_match",
     "guest",
     "has_caller_argv",

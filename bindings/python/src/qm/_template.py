@@ -14,18 +14,9 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Optional, Union
 
 from . import _ffi
-from ._machine import (
-    DEFAULT,
-    Cancel,
-    Machine,
-    Timeout,
-    _bytes,
-    _cancel_ptr,
-    _check,
-    _ms,
-    _opt_bytes,
-    _require,
-)
+from ._cancel import Cancel, _cancel_ptr
+from ._convert import DEFAULT, Timeout, _bytes, _check, _ms, _opt_bytes
+from ._machine import Machine
 
 _lib = _ffi.lib
 
@@ -72,6 +63,14 @@ for _name, (_restype, _argtypes) in _PROTOTYPES.items():
         _fn.argtypes = _argtypes
 
 _QM_READY_RUNNING, _QM_READY_AGENT, _QM_READY_CONSOLE = 0, 1, 2
+
+
+def _require(name: str) -> None:
+    if not _ffi.has(name):
+        raise NotImplementedError(
+            f"the loaded libqm ({_ffi.library_path()}) has no {name}: rebuild libqm from a "
+            "qm version that has it"
+        )
 
 
 @dataclass(frozen=True)
