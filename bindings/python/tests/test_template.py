@@ -58,7 +58,11 @@ def test_run_job_mirrors_a_qcow2_image(qemu: str, tmp_path: Path) -> None:
         for node, image in (("s", src), ("d", dst)):
             vm.cmd(
                 "blockdev-add",
-                {"driver": "qcow2", "node-name": node, "file": {"driver": "file", "filename": str(image)}},
+                {
+                    "driver": "qcow2",
+                    "node-name": node,
+                    "file": {"driver": "file", "filename": str(image)},
+                },
             )
         vm.cmd(
             "blockdev-mirror",

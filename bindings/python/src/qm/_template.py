@@ -57,7 +57,7 @@ _PROTOTYPES: dict[str, tuple[Any, list[Any]]] = {
 }
 
 for _name, (_restype, _argtypes) in _PROTOTYPES.items():
-    if _ffi.has(_name):
+    if hasattr(_lib, _name):
         _fn = getattr(_lib, _name)
         _fn.restype = _restype
         _fn.argtypes = _argtypes
@@ -66,7 +66,7 @@ _QM_READY_RUNNING, _QM_READY_AGENT, _QM_READY_CONSOLE = 0, 1, 2
 
 
 def _require(name: str) -> None:
-    if not _ffi.has(name):
+    if not hasattr(_lib, name):
         raise NotImplementedError(
             f"the loaded libqm ({_ffi.library_path()}) has no {name}: rebuild libqm from a "
             "qm version that has it"
@@ -199,7 +199,9 @@ class Template:
         """A launched machine started from the saved state, with its own sockets, console,
         agent channel and disk overlays (removed at its shutdown: a clone is for one run)."""
         handle = _ffi.MachineP()
-        _call("qm_template_clone", self._handle(), _ms(timeout), _cancel_ptr(cancel), byref(handle))
+        _call(
+            "qm_template_clone", self._handle(), _ms(timeout), _cancel_ptr(cancel), byref(handle)
+        )
         return _adopt(handle, self._binary)
 
     def close(self) -> None:
@@ -284,7 +286,9 @@ def wait_migration(
     """Waits until `vm`'s migration ends; returns the last `query-migrate` reply. A failed
     migration raises `QMPError` with QEMU's reason. No default: seconds, or None (forever)."""
     _require("qm_wait_migration")
-    text = vm._string(_lib.qm_wait_migration, _ms(timeout, allow_default=False), _cancel_ptr(cancel))
+    text = vm._string(
+        _lib.qm_wait_migration, _ms(timeout, allow_default=False), _cancel_ptr(cancel)
+    )
     return json.loads(text or "{}")  # type: ignore[no-any-return]
 
 
