@@ -99,8 +99,18 @@ fn main() {
             vm.set_guest_agent(Some(AgentChannel::SocketPair));
             let t = Instant::now();
             vm.launch().unwrap();
-            vm.agent().unwrap().sync(T).unwrap();
-            cold.push(ms(t.elapsed()));
+            match vm.agent().unwrap().sync(T) {
+                Ok(()) => cold.push(ms(t.elapsed())),
+                // Counted out, and said why: a boot that failed is no sample.
+                Err(e) => {
+                    let _ = vm.kill();
+                    eprintln!(
+                        "fast_start: a cold boot failed ({e}); QEMU's output: {}",
+                        vm.get_log().unwrap_or_default()
+                    );
+                    continue;
+                }
+            }
             vm.kill().unwrap();
         } else {
             let mut t1 = template.clone();
