@@ -31,9 +31,9 @@ def test_template_clones_save_and_restore(qemu: str, tmp_path: Path) -> None:
         try:
             assert len({vm.pid for vm in clones}) == 3
             clones[0].agent.write_file("/tmp/mine", b"zero")
-            assert clones[0].agent.read_file("/tmp/mine") == b"zero"
+            assert clones[0].agent.read_file("/tmp/mine", 100) == b"zero"
             with pytest.raises(qm.QMPError):
-                clones[1].agent.read_file("/tmp/mine")
+                clones[1].agent.read_file("/tmp/mine", 100)
             info = qm.save_state(clones[0], str(tmp_path / "vm.state"), timeout=T)
             assert info["stream_bytes"] > 0
         finally:
@@ -42,7 +42,7 @@ def test_template_clones_save_and_restore(qemu: str, tmp_path: Path) -> None:
 
     with qm.Machine(qemu, args=args, console=True, guest_agent=True) as vm:
         qm.restore_state(vm, str(tmp_path / "vm.state"), "agent", timeout=T)
-        assert vm.agent.read_file("/tmp/mine") == b"zero"
+        assert vm.agent.read_file("/tmp/mine", 100) == b"zero"
     with qm.Machine(qemu, args=args, console=True) as other:
         with pytest.raises(qm.InvalidArgumentError, match="guest agent channel"):
             qm.restore_state(other, str(tmp_path / "vm.state"))
