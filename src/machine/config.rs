@@ -69,7 +69,7 @@ impl Config {
             drain_console: false,
             console_log: None,
             console_buffer: 0,
-            qmp_timer: Some(Duration::from_secs(30)),
+            qmp_timer: Some(crate::wait::DEFAULT_TIMEOUT),
             qmp_enabled: true,
             machine: None,
             console: None,

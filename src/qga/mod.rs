@@ -51,8 +51,9 @@ pub use commands::{
 use framing::{Frames, Next};
 pub use launch::AgentChannel;
 
-/// The default bound of an agent call ([`Wait::call_default`], `QM_WAIT_DEFAULT` in C): 30 s.
-pub const DEFAULT_AGENT_TIMEOUT: Duration = Duration::from_secs(30);
+/// The default bound of an agent call ([`Wait::call_default`], `QM_WAIT_DEFAULT` in C): the
+/// crate's [`DEFAULT_TIMEOUT`](crate::DEFAULT_TIMEOUT), 30 s.
+pub const DEFAULT_AGENT_TIMEOUT: Duration = crate::wait::DEFAULT_TIMEOUT;
 
 /// How often [`GuestAgent::sync`] sends a new `guest-sync-delimited` while the agent is silent.
 pub const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_millis(500);
