@@ -29,6 +29,7 @@ pub mod ffi;
 pub mod guest;
 mod log;
 mod machine;
+mod opts;
 pub mod qga;
 pub mod qmp;
 mod sys;

@@ -81,6 +81,9 @@ struct Inner {
     closed: AtomicBool,
     /// Sticky end of the channel (QEMU hung up); readable without waiting for the channel.
     eof: AtomicBool,
+    // Lock order: `queue` (arrival order; held only to take or give back a turn, never while
+    // the channel is used) before `chan` (the socket and its frames; held by the caller
+    // whose turn it is). Neither is held while calling out of the agent.
     queue: Mutex<Queue>,
     turn: Condvar,
     chan: Mutex<Channel>,
