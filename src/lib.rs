@@ -37,7 +37,7 @@ mod wait;
 
 pub use conv::conv_keys;
 pub use error::{Error, Result};
-pub use event::event_match;
+pub use event::{event_match, EventFilter};
 pub use log::{set_log_callback, set_log_level, LogCallback, LogLevel, LogRecord};
 pub use machine::{AttachAddress, Machine, MonitorAddress, DEFAULT_SHUTDOWN_TIMEOUT};
 pub use qga::{AgentChannel, Exec, ExecOutput, GuestAgent, ShutdownMode};

@@ -27,6 +27,7 @@ use serde_json::Value;
 
 use crate::console::Console;
 use crate::error::{Error, Result};
+use crate::event::EventFilter;
 use crate::qga::GuestAgent;
 use crate::qmp::QmpClient;
 use crate::wait::Wait;
@@ -415,6 +416,19 @@ impl Machine {
         wait: impl Into<Wait>,
     ) -> Result<Option<Value>> {
         self.events_wait(&[(name, filter)], wait)
+    }
+
+    /// [`events_wait`](Self::events_wait) with typed filters.
+    pub fn events_wait_for(
+        &self,
+        filters: &[EventFilter],
+        wait: impl Into<Wait>,
+    ) -> Result<Option<Value>> {
+        let pairs: Vec<(&str, Option<&Value>)> = filters
+            .iter()
+            .map(|f| (f.name.as_str(), f.filter.as_ref()))
+            .collect();
+        self.events_wait(&pairs, wait)
     }
 
     /// Waits for the first event that matches any `(name, filter)` pair. Queued events are
