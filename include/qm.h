@@ -23,7 +23,11 @@
  *   parameter, never a crash.
  *
  * Handles. qm_machine, qm_error and qm_cancel are opaque; each comes from its own function and
- *   is freed with its own _free function, once; _free(NULL) is a no-op.
+ *   is freed with its own _free function, once; _free(NULL) is a no-op. qm records the handles
+ *   it made, so a handle used after its _free (or a pointer qm never returned) is refused
+ *   without being read: QM_ERR_INVALID naming the parameter, or for a call without err_out
+ *   (a second _free, an accessor) its NULL-case result and a warning in the log. A freed
+ *   handle whose address a later _new reused names the new object and cannot be told apart.
  *
  * Timeouts. `int64_t timeout_ms` is in milliseconds. QM_WAIT_FOREVER (-1) waits as long as it
  *   takes; 0 does not block (look only); QM_WAIT_DEFAULT (-2) is the call's own default where
@@ -46,8 +50,8 @@
 #define QM_H
 
 /*
- * Generated from src/ffi by build.rs (cbindgen 0.29.0). Do not edit: change the Rust doc
- * comments and rebuild. CI fails when a build changes this file.
+ * Generated from src/ffi by tools/header (cbindgen 0.29.0). Do not edit: change the Rust
+ * doc comments and run `make header`. CI (`make check-header`) fails when it is out of date.
  */
 
 #include <stdbool.h>
@@ -107,7 +111,8 @@ typedef enum {
      */
     QM_ERR_TIMEOUT = 3,
     /**
-     * The QMP connection is gone (QEMU exited or closed it, or the machine shut down).
+     * The QMP connection, or for a `qm_agent_*` call the guest agent's channel, is gone
+     * (QEMU exited or closed it, or the machine shut down); the message names which.
      */
     QM_ERR_DISCONNECTED = 4,
     /**
@@ -548,6 +553,31 @@ void qm_error_free(qm_error *err);
 const char *qm_status_str(int status);
 
 /**
+ * The default bound, in milliseconds, of the calls that have one (30000): what
+ * `QM_WAIT_DEFAULT` means for `qm_shutdown`, `qm_wait` and the `qm_agent_*` calls, and the QMP
+ * timer's initial value (`qm_set_qmp_timer`). Pure function, thread-safe.
+ */
+int64_t qm_default_timeout_ms(void);
+
+/**
+ * Converts a timeout in seconds (a binding's float) to the `timeout_ms` of the C API, by the
+ * one rule every binding uses: rounded *up* to a whole millisecond, so a positive timeout
+ * never becomes 0 ("do not block": 0.0004 s is 1 ms, 0 stays 0); `+inf` is
+ * `QM_WAIT_FOREVER`; at most 2^62. Stores the result in `*ms_out`. `QM_ERR_INVALID` for NaN
+ * and negative values (the message names the value). Pure function, thread-safe.
+ */
+qm_status qm_timeout_ms_from_seconds(double seconds, int64_t *ms_out, qm_error **err_out);
+
+/**
+ * The keyword convention of QEMU's Python harness: `_` in the top-level keys of `args_json`
+ * (borrowed, any JSON text) becomes `-` (`{"node_name": ...}` → `{"node-name": ...}`); nested
+ * keys and values that are not objects are left as they are. Stores the result as JSON in
+ * `*json_out` (owned: free with `qm_string_free`). `QM_ERR_INVALID` for text that is not
+ * UTF-8 JSON. Pure function, thread-safe.
+ */
+qm_status qm_conv_keys(const char *args_json, char **json_out, qm_error **err_out);
+
+/**
  * A new token that has not fired; NULL only if memory runs out. Free it with `qm_cancel_free`.
  */
 qm_cancel *qm_cancel_new(void);
@@ -588,6 +618,10 @@ qm_status qm_new(const char *binary, qm_machine **machine_out, qm_error **err_ou
  * `qm_cancel` of blocked calls and wait for them to return first). Borrowed descriptors (the
  * console) and strings borrowed from the handle are invalid afterwards; owned strings and
  * `qm_error` objects stay valid.
+ *
+ * A handle that is not live (freed already, or never returned by qm) is left alone with a
+ * warning in the log, so freeing twice is reported instead of undefined; a freed handle whose
+ * address a later `qm_new` reused cannot be told apart from that new machine.
  */
 void qm_free(qm_machine *m);
 

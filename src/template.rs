@@ -233,7 +233,7 @@ impl Template {
             let overlay = overlay_path(overlay_dir, i);
             let mut drive = format!(
                 "file={},format=qcow2",
-                crate::machine::option_value(&overlay.to_string_lossy())
+                crate::opts::option_value(&overlay.to_string_lossy())
             );
             if !disk.opts.is_empty() {
                 drive.push(',');
@@ -343,8 +343,8 @@ impl Template {
                 self.create_overlay(&clone_overlay, &overlay_path(&dir, i), "qcow2")?;
                 let saved = recorded["disks"][i].as_str().unwrap_or_default();
                 renames.push((
-                    crate::machine::option_value(saved),
-                    crate::machine::option_value(&clone_overlay.to_string_lossy()),
+                    crate::opts::option_value(saved),
+                    crate::opts::option_value(&clone_overlay.to_string_lossy()),
                 ));
             }
             vm.add_args(self.drive_args(&overlays));

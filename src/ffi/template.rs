@@ -6,9 +6,10 @@ use std::ffi::{c_char, c_int};
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
-use super::boundary::{guard, opt_string, out, reference, string, strings, Result};
+use super::boundary::{guard, opt_string, out, string, strings, Result};
 use super::cancel::{qm_cancel, wait};
 use super::error::{call, qm_error, qm_status};
+use super::handle::{self, Kind};
 use super::machine::{machine, qm_machine};
 use crate::console::Patterns;
 use crate::{Error, Machine, Ready, Template};
@@ -37,11 +38,19 @@ impl qm_template {
     }
 }
 
+/// `qm_template` handles, recorded as live as the others (`super::handle`).
+const TEMPLATE: Kind = Kind {
+    name: "qm_template",
+    made_by: "qm_template_new",
+};
+
+/// Borrows the template behind a handle: `QM_ERR_INVALID` for NULL or a handle not live.
+///
 /// # Safety
-/// A non-NULL `t` must be a live handle from `qm_template_new`.
+/// A live `t` stays live for `'a` (`qm_template_free` is the last call on a handle).
 unsafe fn template<'a>(t: *const qm_template) -> Result<&'a qm_template> {
     // SAFETY: the caller's contract.
-    unsafe { reference(t, "t") }
+    unsafe { handle::borrow(t, &TEMPLATE, "t") }
 }
 
 /// The core's `Ready` from the C arguments.
@@ -101,20 +110,18 @@ pub unsafe extern "C" fn qm_template_new(
         let t = qm_template {
             t: Mutex::new(Template::new(binary, dir)),
         };
-        out.write(Box::into_raw(Box::new(t)));
+        out.write(handle::new(t, &TEMPLATE));
         Ok(())
     })
 }
 
-/// Frees a template (never its saved state, nor the machines cloned from it). NULL is a no-op.
-/// Must be the last call on the handle.
+/// Frees a template (never its saved state, nor the machines cloned from it). NULL is a no-op;
+/// a handle that is not live is left alone with a warning. Must be the last call on the handle.
 #[no_mangle]
 pub unsafe extern "C" fn qm_template_free(t: *mut qm_template) {
     guard((), || {
-        if !t.is_null() {
-            // SAFETY: a non-NULL t came from qm_template_new and is freed only once.
-            drop(unsafe { Box::from_raw(t) });
-        }
+        // SAFETY: `free` checks that t is a live template handle before taking it back.
+        unsafe { handle::free(t, &TEMPLATE, "qm_template_free") }
     })
 }
 
@@ -311,7 +318,7 @@ pub unsafe extern "C" fn qm_template_clone(
         let (t, wait) = unsafe { (template(t)?, wait(timeout_ms, cancel)?) };
         let template = t.lock().clone();
         let vm = template.clone_machine(wait)?;
-        out.write(Box::into_raw(Box::new(qm_machine { vm })));
+        out.write(qm_machine::into_handle(vm));
         Ok(())
     })
 }
