@@ -1677,8 +1677,8 @@ qm_status qm_template_new(const char *binary,
                           qm_error **err_out);
 
 /**
- * Frees a template (never its saved state, nor the machines cloned from it). NULL is a no-op.
- * Must be the last call on the handle.
+ * Frees a template (never its saved state, nor the machines cloned from it). NULL is a no-op;
+ * a handle that is not live is left alone with a warning. Must be the last call on the handle.
  */
 void qm_template_free(qm_template *t);
 
