@@ -2,7 +2,6 @@
 
 use std::ffi::c_char;
 
-
 use super::{machine, qm_machine};
 use crate::ffi::boundary::{self, guard, opt_json_object, out, string, Result};
 use crate::ffi::cancel::{self, qm_cancel};
