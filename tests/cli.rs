@@ -203,11 +203,20 @@ fn openpty() -> (File, OwnedFd) {
     }
 }
 
-/// Reads the terminal until `want` shows up in what was read since `from`; returns all read.
+/// Reads the terminal into `seen` until `want` shows up in it.
 fn read_until(pty: &mut File, seen: &mut String, want: &str) {
+    read_until_after(pty, seen, "", want)
+}
+
+/// Reads the terminal into `seen` until `want` shows up after the first `marker`.
+fn read_until_after(pty: &mut File, seen: &mut String, marker: &str, want: &str) {
     let start = Instant::now();
     let mut buf = [0u8; 4096];
-    while !seen.contains(want) {
+    let found = |seen: &String| {
+        seen.find(marker)
+            .is_some_and(|at| seen[at + marker.len()..].contains(want))
+    };
+    while !found(seen) {
         assert!(
             start.elapsed() < T,
             "{want:?} never showed on the terminal; got {seen:?}"
@@ -239,25 +248,38 @@ fn interactive_shell_completes_and_remembers() {
         .stderr(Stdio::from(terminal))
         .spawn()
         .unwrap();
+    // Type only at a prompt: the line editor is then in raw mode (input typed while it
+    // switches modes may be discarded).
+    let prompt = "(QEMU) ";
     let mut seen = String::new();
-    read_until(&mut pty, &mut seen, "(QEMU) ");
+    read_until(&mut pty, &mut seen, prompt);
     // Tab completes the only command starting so.
     pty.write_all(b"query-statu\t").unwrap();
+    let mut seen = String::new();
     read_until(&mut pty, &mut seen, "query-status");
     pty.write_all(b"\r").unwrap();
-    read_until(&mut pty, &mut seen, "\"running\"");
-    let first = seen.matches("\"running\"").count();
-    // Up arrow brings the command back from the history.
-    seen.clear();
+    let mut seen = String::new();
+    read_until_after(&mut pty, &mut seen, "\"running\"", prompt);
     pty.write_all(b"stop\r").unwrap();
-    read_until(&mut pty, &mut seen, "(QEMU) ");
+    // The STOP event shows between commands, then the next prompt.
+    let mut seen = String::new();
+    read_until_after(&mut pty, &mut seen, "STOP", prompt);
+    // Up arrow twice brings query-status back from the history.
     pty.write_all(b"\x1b[A\x1b[A\r").unwrap();
-    read_until(&mut pty, &mut seen, "\"paused\"");
-    assert!(first >= 1);
-    // The STOP event shows between commands.
-    assert!(seen.contains("STOP"), "{seen:?}");
+    let mut seen = String::new();
+    read_until_after(&mut pty, &mut seen, "\"paused\"", prompt);
     // Ctrl-D ends the shell; QEMU is shut down.
     pty.write_all(b"\x04").unwrap();
-    let status = child.wait().unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > T {
+            child.kill().unwrap();
+            panic!("the shell did not end on Ctrl-D");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert_eq!(status.code(), Some(0));
 }
