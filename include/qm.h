@@ -1048,6 +1048,25 @@ qm_status qm_guest_qemu_args(const char *image_path, char **json_array_out, qm_e
 int qm_guest_exit_status(uint8_t value);
 
 /**
+ * The QEMU arguments (after the binary) that boot the Linux test guest (`guest/linux/`), as a
+ * JSON array of strings in `*json_array_out` (owned: free with `qm_string_free`): `-nodefaults
+ * -machine q35 -accel tcg -m 256 -kernel K -initrd I -append "console=ttyS0 quiet loglevel=1
+ * panic=-1" -no-reboot`. Add them with `qm_add_args`; qm adds the console (ttyS0, its
+ * default) and, with `qm_set_guest_agent`, the agent's port. The guest prints
+ * `qm-guest: ready` on its console once up and its shell prompt is `qm-guest# `.
+ *
+ * `kernel` and `initrd` are borrowed UTF-8 paths; both NULL means "find it": the files named
+ * by `QM_LINUX_KERNEL` and `QM_LINUX_INITRD`, else the newest build under
+ * `QM_LINUX_GUEST_DIR` (what `guest/linux/build --out DIR` wrote). `QM_ERR_INVALID` when only
+ * one is NULL, for bad UTF-8, or when the files are missing (the message says what to set).
+ * Thread-safe; looks at the file system only.
+ */
+qm_status qm_linux_guest_qemu_args(const char *kernel,
+                                   const char *initrd,
+                                   char **json_array_out,
+                                   qm_error **err_out);
+
+/**
  * Gives the guest a channel to its agent, or removes it (`enabled` false; the default is
  * none): a `virtserialport` named `org.qemu.guest_agent.0` on a socketpair qm owns, plus a
  * `virtio-serial` controller unless the machine's arguments (`qm_add_args`) already have a

@@ -37,8 +37,10 @@
 //! the unread text (which stays unread). A fired [`Cancel`](crate::Cancel) returns
 //! [`Error::Interrupted`] at once.
 
+pub mod frame;
 mod history;
 mod pattern;
+mod run;
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -56,6 +58,7 @@ use crate::wait::{Deadline, Wait, Wake};
 use history::History;
 use pattern::{Found, Search};
 pub use pattern::{Pattern, Patterns};
+pub use run::{RunOutput, DEFAULT_RUN_WAIT};
 
 /// The default cap of the console's memory (history and unread output): 1 MiB.
 pub const DEFAULT_BUFFER: usize = 1 << 20;

@@ -30,6 +30,9 @@ pub mod machine;
 
 pub mod guest;
 
+/// The Linux test guest's arguments (`qm_linux_guest_qemu_args`).
+pub mod linux_guest;
+
 pub mod qga;
 
 pub mod console;
