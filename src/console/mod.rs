@@ -26,6 +26,15 @@
 //! it itself (no hand-off between threads on the way to its match); the thread steps aside until
 //! 10 ms after the last wait, which QEMU's socket buffer covers many times over.
 //!
+//! **What each wait consumes.** [`Console::wait_for`] and [`Console::interrupt_until`]: the
+//! unread text up to and including the match (earlier unread output included).
+//! [`Console::exec`]: everything unread when it starts (dropped), then up to and including the
+//! match, which can only be text that arrived after the call started. [`Console::run`]:
+//! everything up to its begin marker (dropped), the output and the end marker with the status
+//! line (returned apart); what follows (the next prompt) stays unread. A failure or a timeout
+//! consumes as its success would (a failure) or nothing (a timeout; `run` consumes what it
+//! read).
+//!
 //! **One wait at a time.** Waits on one console consume its output in order, so they cannot run
 //! at once: a wait (or `exec`, `interrupt_until`) started while another one runs fails at once
 //! with [`Error::State`]. Sending, the transcript and the stats work from any thread at any time.
@@ -494,9 +503,16 @@ impl Console {
     }
 
     /// Sends `line` + `eol`, then waits for `patterns` as [`wait_for`](Self::wait_for) does,
-    /// within the same bound. Output that was unread before the command is searched too (call
-    /// [`skip_unread`](Self::skip_unread) first to ignore it); the text includes the guest's
-    /// echo of the command, if it echoes.
+    /// within the same bound.
+    ///
+    /// What it consumes: first, everything unread when it starts (dropped, as
+    /// [`skip_unread`](Self::skip_unread) does; the transcript keeps it), so a match is never
+    /// text the guest printed before the call — an earlier prompt no wait consumed cannot end
+    /// it; then the text up to and including the match, which begins with the guest's echo of
+    /// the line if it echoes (so a pattern the line itself contains can match its echo). Output
+    /// still on its way from before the call (a prompt the previous command had not finished
+    /// printing) can arrive after it started and match: to run a command and get its output and
+    /// exit status with no such confusion, use [`run`](Self::run), whose markers carry a nonce.
     pub fn exec(
         &self,
         line: &str,
@@ -509,6 +525,12 @@ impl Console {
         let _busy = self.busy()?;
         let deadline = wait.start()?;
         let started = Instant::now();
+        {
+            // Only what comes after this call's line may match (see above).
+            let mut st = self.current();
+            let end = st.history.end();
+            st.history.consume(end);
+        }
         let mut bytes = line.as_bytes().to_vec();
         bytes.extend_from_slice(eol.as_bytes());
         self.send_deadline(&bytes, &deadline)?;
