@@ -211,6 +211,12 @@ typedef struct qm_machine qm_machine;
 typedef struct qm_patterns qm_patterns;
 
 /**
+ * The result of `qm_guest_run`: what the command printed and how it ended. Owned by the
+ * caller, freed with `qm_run_result_free`; immutable, readable from any thread.
+ */
+typedef struct qm_run_result qm_run_result;
+
+/**
  * How much qm logs (`qm_set_log_level`), to stderr or to a `qm_set_log_callback` callback.
  */
 typedef int qm_log_level;
@@ -219,6 +225,11 @@ typedef int qm_log_level;
  * What the test guest does after writing its banner line to the serial port.
  */
 typedef int qm_guest_action;
+
+/**
+ * Which channel a `qm_guest_*` call uses.
+ */
+typedef int qm_channel;
 
 /**
  * How `qm_patterns_add` reads its pattern.
@@ -322,6 +333,21 @@ typedef void (*qm_log_fn)(void *user,
  * Halt forever: a guest that never stops by itself.
  */
 #define QM_GUEST_HALT 3
+
+/**
+ * The console (`qm_set_console`): a shell at its prompt on the serial port. qm types one line
+ * that frames the command with markers made of a fresh nonce; stdout and stderr come merged;
+ * kernel messages are cut out of the output (`qm_run_result_kernel_messages`); the shell keeps
+ * its state (`cd`, variables) between runs. A timeout or cancel sends Ctrl-C, and the next run
+ * resynchronises by itself.
+ */
+#define QM_CHANNEL_CONSOLE 0
+
+/**
+ * The guest agent (`qm_set_guest_agent`): `/bin/sh -c COMMAND` through `guest-exec`; stderr
+ * apart; each run is a fresh shell.
+ */
+#define QM_CHANNEL_AGENT 1
 
 /**
  * The pattern is a literal string, matched byte for byte.
@@ -1065,6 +1091,107 @@ qm_status qm_linux_guest_qemu_args(const char *kernel,
                                    const char *initrd,
                                    char **json_array_out,
                                    qm_error **err_out);
+
+/**
+ * Runs the shell command `command` (borrowed UTF-8) in the guest over `chan`, within
+ * `timeout_ms` (`QM_WAIT_DEFAULT`: 30 s). On success `*result_out` receives a result the
+ * caller frees with `qm_run_result_free` — also when the command failed: its status is in
+ * `qm_run_result_status`.
+ *
+ * Over the console the command is one line (no CR or LF) that, framed, fits 1000 bytes
+ * (about 870 without `'`), else `QM_ERR_INVALID`; `QM_ERR_STATE` while another console wait
+ * runs; `QM_ERR_CONSOLE_CLOSED` at once when QEMU exits (the guest powered off or died) before
+ * the status came; `QM_ERR_TIMEOUT` / `QM_ERR_INTERRUPTED` when the wait ends first
+ * (Ctrl-C has then been sent). Over the agent, the errors of `qm_agent_exec` (a program still
+ * running when the wait ends keeps running: the agent cannot kill it).
+ */
+qm_status qm_guest_run(qm_machine *m,
+                       qm_channel chan,
+                       const char *command,
+                       int64_t timeout_ms,
+                       const qm_cancel *cancel,
+                       qm_run_result **result_out,
+                       qm_error **err_out);
+
+/**
+ * Waits until the guest answers over `chan`, within `timeout_ms` (`QM_WAIT_DEFAULT`: 30 s):
+ * over the console until its shell runs a no-op command (a probe that gets no answer is
+ * interrupted with Ctrl-C and sent again); over the agent until `guest-sync` is answered.
+ */
+qm_status qm_guest_wait_ready(qm_machine *m,
+                              qm_channel chan,
+                              int64_t timeout_ms,
+                              const qm_cancel *cancel,
+                              qm_error **err_out);
+
+/**
+ * Writes `len` bytes of `data` (borrowed; NULL when `len` is 0) to the guest file `path`
+ * (borrowed), creating or truncating it. Over the agent: `guest-file-write`. Over the console:
+ * `printf` lines with octal escapes, a few hundred bytes each — fine for small files.
+ */
+qm_status qm_guest_write_file(qm_machine *m,
+                              qm_channel chan,
+                              const char *path,
+                              const uint8_t *data,
+                              size_t len,
+                              int64_t timeout_ms,
+                              const qm_cancel *cancel,
+                              qm_error **err_out);
+
+/**
+ * Reads the whole guest file `path` (borrowed). On success `*data_out` receives the bytes
+ * (owned: free with `qm_bytes_free(data, len)`; NULL for an empty file) and `*len_out` their
+ * number. `QM_ERR_INVALID` when the file holds more than `max_bytes`, and over the console
+ * when `cat` fails (the message has its error). Over the console the bytes come verbatim
+ * through `cat` (a line shaped like a kernel record and ending in CR LF would be cut out).
+ */
+qm_status qm_guest_read_file(qm_machine *m,
+                             qm_channel chan,
+                             const char *path,
+                             size_t max_bytes,
+                             int64_t timeout_ms,
+                             const qm_cancel *cancel,
+                             uint8_t **data_out,
+                             size_t *len_out,
+                             qm_error **err_out);
+
+/**
+ * The command's exit status as a shell's `$?` has it: 0–255, 128 + N when signal N killed
+ * it; -1 for NULL.
+ */
+int qm_run_result_status(const qm_run_result *r);
+
+/**
+ * What the command wrote to stdout (over the console: stdout and stderr together, exactly as
+ * written): `*len_out` (may be NULL) receives the length; the bytes (not NUL-terminated; NULL
+ * when empty) belong to `r` and stay valid until `qm_run_result_free`.
+ */
+const uint8_t *qm_run_result_stdout(const qm_run_result *r, size_t *len_out);
+
+/**
+ * What the command wrote to stderr, as `qm_run_result_stdout`; `*len_out` is 0 and the result
+ * NULL over the console, which has no separate stderr (see `qm_run_result_has_stderr`).
+ */
+const uint8_t *qm_run_result_stderr(const qm_run_result *r, size_t *len_out);
+
+/**
+ * True when the channel kept stderr apart (the agent); false over the console, or for NULL.
+ */
+bool qm_run_result_has_stderr(const qm_run_result *r);
+
+/**
+ * The kernel messages the console printed during the run, cut out of stdout, as a JSON array
+ * of strings in `*json_array_out` (owned: free with `qm_string_free`; `[]` over the agent).
+ */
+qm_status qm_run_result_kernel_messages(const qm_run_result *r,
+                                        char **json_array_out,
+                                        qm_error **err_out);
+
+/**
+ * Frees a result of `qm_guest_run`; NULL is a no-op. Its stdout/stderr pointers are invalid
+ * afterwards.
+ */
+void qm_run_result_free(qm_run_result *r);
 
 /**
  * Gives the guest a channel to its agent, or removes it (`enabled` false; the default is

@@ -33,6 +33,9 @@ pub mod guest;
 /// The Linux test guest's arguments (`qm_linux_guest_qemu_args`).
 pub mod linux_guest;
 
+/// Guest tests over the console or the agent: `qm_guest_run` and `qm_run_result`.
+pub mod run;
+
 pub mod qga;
 
 pub mod console;

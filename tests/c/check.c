@@ -197,7 +197,7 @@ void write_all(int fd, const char *s)
 }
 
 /* Adds the arguments of a JSON array of plain strings (no escapes) to a machine. */
-static void add_json_args(qm_machine *m, const char *json)
+void add_json_args(qm_machine *m, const char *json)
 {
     const char *args[64];
     char *copy = strdup(json), *p = copy;
