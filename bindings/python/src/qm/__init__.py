@@ -14,6 +14,7 @@ from ._cancel import Cancel
 from ._console import ConsoleMatch, ConsoleStats, Regex
 from ._convert import DEFAULT
 from ._ffi import library_path
+from ._guest_run import Channel, Guest, RunResult, linux_guest_args
 from ._library import has_caller_argv, set_log_level, version
 from ._machine import Machine
 from ._qmp import event_match
@@ -45,6 +46,7 @@ __all__ = [
     "AbnormalShutdownError",
     "Agent",
     "Cancel",
+    "Channel",
     "ConsoleClosed",
     "ConsoleFailure",
     "ConsoleMatch",
@@ -52,6 +54,7 @@ __all__ = [
     "DisconnectedError",
     "EventsDropped",
     "ExecResult",
+    "Guest",
     "InternalError",
     "Interrupted",
     "InvalidArgumentError",
@@ -62,12 +65,14 @@ __all__ = [
     "QMOSError",
     "QMPError",
     "Regex",
+    "RunResult",
     "StateError",
     "TimeoutError",
     "event_match",
     "guest",
     "has_caller_argv",
     "library_path",
+    "linux_guest_args",
     "set_log_level",
     "version",
 ]
