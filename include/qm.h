@@ -1093,6 +1093,16 @@ qm_status qm_linux_guest_qemu_args(const char *kernel,
                                    qm_error **err_out);
 
 /**
+ * Adds the arguments of `qm_linux_guest_qemu_args(kernel, initrd, ...)` to `m`, as
+ * `qm_add_args` would (applies to the next launch). The same errors; `QM_ERR_INVALID` for a
+ * NULL `m`.
+ */
+qm_status qm_linux_guest_add_args(qm_machine *m,
+                                  const char *kernel,
+                                  const char *initrd,
+                                  qm_error **err_out);
+
+/**
  * Runs the shell command `command` (borrowed UTF-8) in the guest over `chan`, within
  * `timeout_ms` (`QM_WAIT_DEFAULT`: 30 s). On success `*result_out` receives a result the
  * caller frees with `qm_run_result_free` — also when the command failed: its status is in

@@ -6,6 +6,7 @@ use serde_json::Value;
 
 use super::boundary::{opt_string, out};
 use super::error::{call, qm_error, qm_status};
+use super::machine::{machine, qm_machine};
 use crate::linux_guest::LinuxGuest;
 use crate::Error;
 
@@ -30,24 +31,49 @@ pub unsafe extern "C" fn qm_linux_guest_qemu_args(
 ) -> qm_status {
     call("qm_linux_guest_qemu_args", err_out, || {
         let out = out(json_array_out, "json_array_out")?;
-        // SAFETY: NULL or NUL-terminated strings (the caller's contract).
-        let kernel = unsafe { opt_string(kernel, "kernel") }?;
-        // SAFETY: as above.
-        let initrd = unsafe { opt_string(initrd, "initrd") }?;
-        let guest = match (kernel, initrd) {
-            (None, None) => LinuxGuest::locate()?,
-            (Some(k), Some(i)) => {
-                let guest = LinuxGuest::new(k, i);
-                guest.check()?;
-                guest
-            }
-            _ => {
-                return Err(Error::Invalid(
-                    "kernel and initrd are both given or both NULL".into(),
-                ))
-            }
-        };
+        // SAFETY: forwarded contracts.
+        let guest = unsafe { guest(kernel, initrd) }?;
         out.write_json(Some(&Value::from(guest.qemu_args())));
         Ok(())
     })
+}
+
+/// Adds the arguments of `qm_linux_guest_qemu_args(kernel, initrd, ...)` to `m`, as
+/// `qm_add_args` would (applies to the next launch). The same errors; `QM_ERR_INVALID` for a
+/// NULL `m`.
+#[no_mangle]
+pub unsafe extern "C" fn qm_linux_guest_add_args(
+    m: *mut qm_machine,
+    kernel: *const c_char,
+    initrd: *const c_char,
+    err_out: *mut *mut qm_error,
+) -> qm_status {
+    call("qm_linux_guest_add_args", err_out, || {
+        // SAFETY: forwarded contracts (a live handle, NULL or NUL-terminated strings).
+        let (m, guest) = unsafe { (machine(m)?, guest(kernel, initrd)?) };
+        m.vm.add_args(guest.qemu_args());
+        Ok(())
+    })
+}
+
+/// The guest of two paths, or found (both NULL).
+///
+/// # Safety
+/// NULL or NUL-terminated strings.
+unsafe fn guest(kernel: *const c_char, initrd: *const c_char) -> Result<LinuxGuest, Error> {
+    // SAFETY: NULL or NUL-terminated strings (the caller's contract).
+    let kernel = unsafe { opt_string(kernel, "kernel") }?;
+    // SAFETY: as above.
+    let initrd = unsafe { opt_string(initrd, "initrd") }?;
+    match (kernel, initrd) {
+        (None, None) => LinuxGuest::locate(),
+        (Some(k), Some(i)) => {
+            let guest = LinuxGuest::new(k, i);
+            guest.check()?;
+            Ok(guest)
+        }
+        _ => Err(Error::Invalid(
+            "kernel and initrd are both given or both NULL".into(),
+        )),
+    }
 }
