@@ -311,6 +311,9 @@ _PROTOTYPES: dict[str, tuple[Any, list[Any]]] = {
     "qm_agent_shutdown": (_status, [MachineP, c_char_p, c_int64, CancelP, ErrOut]),
     "qm_agent_get_osinfo": (_status, [MachineP, c_int64, CancelP, StrOut, ErrOut]),
     "qm_agent_get_time": (_status, [MachineP, c_int64, CancelP, POINTER(c_int64), ErrOut]),
+    # Attaching to a QEMU someone else started.
+    "qm_attach": (_status, [MachineP, c_char_p, c_char_p, c_int64, CancelP, ErrOut]),
+    "qm_is_attached": (c_bool, [MachineP]),
 }
 
 
