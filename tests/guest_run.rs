@@ -268,7 +268,11 @@ fn the_guest_powering_off_during_an_agent_run_ends_it_at_once() {
         .guest(Channel::Agent)
         .run("sleep 1; poweroff -f", T)
         .unwrap_err();
-    assert!(matches!(err, Error::Disconnected(_)), "{err}");
+    // At once: the agent's port closing (or QEMU's exit) ends the run, not its timeout.
+    assert!(
+        matches!(err, Error::Disconnected(_) | Error::AgentDisconnected(_)),
+        "{err:?}"
+    );
     vm.wait(T).unwrap();
     assert_eq!(vm.exitcode(), Some(0));
 }

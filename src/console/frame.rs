@@ -190,7 +190,12 @@ impl RunFrame {
                         break;
                     }
                 },
-                Phase::Status => match window.iter().position(|&b| b == b'\n') {
+                // A status is at most 15 bytes and its newline: decided on the first 16 bytes
+                // only, so that how the bytes were split into reads does not matter.
+                Phase::Status => match window[..window.len().min(16)]
+                    .iter()
+                    .position(|&b| b == b'\n')
+                {
                     Some(i) => {
                         let digits = String::from_utf8_lossy(&window[..i]).into_owned();
                         match digits.parse::<i32>() {
@@ -200,9 +205,9 @@ impl RunFrame {
                         at += i + 1;
                         self.phase = Phase::Done;
                     }
-                    None if window.len() > 16 => {
-                        self.bad_status = Some(String::from_utf8_lossy(window).into_owned());
-                        at += window.len();
+                    None if window.len() >= 16 => {
+                        self.bad_status = Some(String::from_utf8_lossy(&window[..16]).into_owned());
+                        at += 16;
                         self.phase = Phase::Done;
                     }
                     None => break,
