@@ -24,6 +24,7 @@
 pub mod console;
 mod error;
 mod event;
+pub mod fake;
 pub mod ffi;
 pub mod guest;
 mod log;
