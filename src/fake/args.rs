@@ -71,11 +71,15 @@ pub fn parse(args: &[String]) -> Result<FakeArgs, String> {
     let mut out = FakeArgs::default();
     let mut it = args.iter();
     while let Some(arg) = it.next() {
-        let opt = if arg.starts_with("--") { &arg[1..] } else { arg.as_str() };
+        let opt = if arg.starts_with("--") {
+            &arg[1..]
+        } else {
+            arg.as_str()
+        };
         let value = match opt {
-            "-chardev" | "-mon" | "-serial" | "-device" | "-qm-fake-script" => it
-                .next()
-                .ok_or_else(|| format!("{arg} needs a value"))?,
+            "-chardev" | "-mon" | "-serial" | "-device" | "-qm-fake-script" => {
+                it.next().ok_or_else(|| format!("{arg} needs a value"))?
+            }
             _ => continue,
         };
         match opt {
@@ -87,7 +91,10 @@ pub fn parse(args: &[String]) -> Result<FakeArgs, String> {
                 }
                 let Some(id) = get(&o, "id") else { continue };
                 let endpoint = if let Some(fd) = get(&o, "fd") {
-                    Endpoint::Fd(fd.parse().map_err(|_| format!("bad fd in -chardev {value}"))?)
+                    Endpoint::Fd(
+                        fd.parse()
+                            .map_err(|_| format!("bad fd in -chardev {value}"))?,
+                    )
                 } else if let Some(path) = get(&o, "path") {
                     Endpoint::Unix(PathBuf::from(path))
                 } else if let (Some(host), Some(port)) = (get(&o, "host"), get(&o, "port")) {
@@ -113,8 +120,12 @@ pub fn parse(args: &[String]) -> Result<FakeArgs, String> {
             }
             _ => {
                 let o = options(value);
-                let Some(id) = get(&o, "chardev") else { continue };
-                let driver = get(&o, "driver").or_else(|| get(&o, "")).unwrap_or_default();
+                let Some(id) = get(&o, "chardev") else {
+                    continue;
+                };
+                let driver = get(&o, "driver")
+                    .or_else(|| get(&o, ""))
+                    .unwrap_or_default();
                 if driver == "virtserialport" {
                     if get(&o, "name") == Some(crate::qga::AGENT_PORT_NAME) {
                         agent = Some(id.to_owned());
@@ -127,10 +138,9 @@ pub fn parse(args: &[String]) -> Result<FakeArgs, String> {
     }
     let mut take = |id: Option<String>, what: &str| match id {
         None => Ok(None),
-        Some(id) => chardevs
-            .remove(&id)
-            .map(Some)
-            .ok_or_else(|| format!("the {what} names chardev {id:?}, which no -chardev socket defines")),
+        Some(id) => chardevs.remove(&id).map(Some).ok_or_else(|| {
+            format!("the {what} names chardev {id:?}, which no -chardev socket defines")
+        }),
     };
     out.monitor = take(monitor, "monitor")?;
     out.console = take(console, "console")?;
@@ -172,10 +182,14 @@ mod tests {
     #[test]
     fn tcp_monitor_and_console_device() {
         let a = parse(&strings(&[
-            "-chardev", "socket,id=mon,host=127.0.0.1,port=4444",
-            "--mon", "chardev=mon,mode=control",
-            "-chardev", "socket,id=console,fd=5",
-            "-device", "isa-serial,chardev=console",
+            "-chardev",
+            "socket,id=mon,host=127.0.0.1,port=4444",
+            "--mon",
+            "chardev=mon,mode=control",
+            "-chardev",
+            "socket,id=console,fd=5",
+            "-device",
+            "isa-serial,chardev=console",
         ]))
         .unwrap();
         assert_eq!(a.monitor, Some(Endpoint::Tcp("127.0.0.1".into(), 4444)));
@@ -188,7 +202,9 @@ mod tests {
         assert!(parse(&strings(&["-mon", "chardev=mon,mode=control"]))
             .unwrap_err()
             .contains("\"mon\""));
-        assert!(parse(&strings(&["-chardev"])).unwrap_err().contains("needs a value"));
+        assert!(parse(&strings(&["-chardev"]))
+            .unwrap_err()
+            .contains("needs a value"));
         assert_eq!(parse(&[]).unwrap(), FakeArgs::default());
     }
 }

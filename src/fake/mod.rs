@@ -21,8 +21,7 @@ mod script;
 
 pub use run::{EXIT_BAD_SCRIPT, EXIT_IDLE, EXIT_NOT_FOLLOWED, EXIT_OK, EXIT_SETUP};
 pub use script::{
-    default_greeting, Action, Chan, Match, Script, ScriptError, Step, DEFAULT_IDLE,
-    SCRIPT_VERSION,
+    default_greeting, Action, Chan, Match, Script, ScriptError, Step, DEFAULT_IDLE, SCRIPT_VERSION,
 };
 
 /// The environment variable naming the script when no `-qm-fake-script` argument does.

@@ -38,9 +38,9 @@ enum Stream {
 impl Stream {
     fn connect(endpoint: &Endpoint) -> io::Result<Stream> {
         Ok(match endpoint {
-            Endpoint::Fd(fd) => Stream::Unix(UnixStream::from(
-                crate::sys::socket::inherited_socket(*fd)?,
-            )),
+            Endpoint::Fd(fd) => {
+                Stream::Unix(UnixStream::from(crate::sys::socket::inherited_socket(*fd)?))
+            }
             Endpoint::Unix(path) => Stream::Unix(UnixStream::connect(path)?),
             Endpoint::Tcp(host, port) => Stream::Tcp(TcpStream::connect((host.as_str(), *port))?),
         })
@@ -95,7 +95,7 @@ enum Input {
     Eof(Chan),
 }
 
-/// Reads JSON lines (the agent's 0xFF resets dropped) until EOF.
+/// Reads JSON messages (the agent's 0xFF resets dropped) until EOF.
 fn read_json(mut stream: Stream, chan: Chan, tx: Sender<Input>) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 65536];
@@ -105,16 +105,28 @@ fn read_json(mut stream: Stream, chan: Chan, tx: Sender<Input>) {
             Ok(n) => n,
         };
         buf.extend(chunk[..n].iter().filter(|&&b| b != 0xFF));
-        while let Some(end) = buf.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = buf.drain(..=end).collect();
-            let text = String::from_utf8_lossy(&line);
-            let text = text.trim();
-            if text.is_empty() {
-                continue;
-            }
-            let input = match serde_json::from_str(text) {
-                Ok(v) => Input::Msg(chan, v),
-                Err(_) => Input::Bad(chan, text.to_owned()),
+        // QEMU's parser is a stream of JSON values, not of lines: so is the fake's.
+        loop {
+            let mut values = serde_json::Deserializer::from_slice(&buf).into_iter::<Value>();
+            let input = match values.next() {
+                None => {
+                    buf.clear();
+                    break;
+                }
+                Some(Err(e)) if e.is_eof() => break,
+                Some(Ok(v)) => {
+                    let end = values.byte_offset();
+                    buf.drain(..end);
+                    Input::Msg(chan, v)
+                }
+                Some(Err(_)) => {
+                    let end = buf
+                        .iter()
+                        .position(|&b| b == b'\n')
+                        .map_or(buf.len(), |i| i + 1);
+                    let bad: Vec<u8> = buf.drain(..end).collect();
+                    Input::Bad(chan, String::from_utf8_lossy(&bad).trim().to_owned())
+                }
             };
             if tx.send(input).is_err() {
                 return;
@@ -181,7 +193,8 @@ impl Runner {
         let (tx, rx) = mpsc::channel();
         let open = |e: Option<&Endpoint>, what: &str| -> Result<Option<(Stream, Stream)>, String> {
             let Some(e) = e else { return Ok(None) };
-            let s = Stream::connect(e).map_err(|err| format!("connecting the {what} ({e:?}): {err}"))?;
+            let s = Stream::connect(e)
+                .map_err(|err| format!("connecting the {what} ({e:?}): {err}"))?;
             let r = s.try_clone().map_err(|err| format!("the {what}: {err}"))?;
             Ok(Some((s, r)))
         };
@@ -231,7 +244,7 @@ impl Runner {
                 if let Some(status) = self.advance() {
                     return status;
                 }
-                if self.quitting {
+                if self.quitting && self.hanging.is_none() {
                     return self.finish(EXIT_OK);
                 }
             }
@@ -239,7 +252,10 @@ impl Runner {
                 Ok(Input::Msg(chan, msg)) => self.received(chan, msg),
                 Ok(Input::Bad(chan, text)) => {
                     if self.hanging.is_none() {
-                        self.problem(format!("qm sent a line that is not JSON on {}: {text}", chan.name()));
+                        self.problem(format!(
+                            "qm sent a line that is not JSON on {}: {text}",
+                            chan.name()
+                        ));
                         let e = json!({"error": {"class": "GenericError", "desc": "qm-fake-qemu: not JSON"}});
                         self.send(chan, &e);
                     }
@@ -282,9 +298,8 @@ impl Runner {
             match &action {
                 Action::Expect { .. } => return None,
                 Action::ConsoleWait(text) => {
-                    let Some(at) = find(&self.console_seen, text.as_bytes()) else {
-                        return None;
-                    };
+                    // Not seen yet: wait (`None`: nothing says to exit).
+                    let at = find(&self.console_seen, text.as_bytes())?;
                     self.console_seen.drain(..at + text.len());
                     self.next += 1;
                     continue;
@@ -319,7 +334,9 @@ impl Runner {
                     return None;
                 }
                 Action::Exit(status) => {
-                    say(&format!("exiting with status {status} as script line {line} says"));
+                    say(&format!(
+                        "exiting with status {status} as script line {line} says"
+                    ));
                     return Some(status);
                 }
                 Action::Sleep | Action::Expect { .. } | Action::ConsoleWait(_) => {}
@@ -335,7 +352,9 @@ impl Runner {
         }
         let id = msg.get("id").cloned();
         let name = command_name(&msg).map(str::to_owned);
-        if chan == Chan::Agent && matches!(name.as_deref(), Some("guest-sync-delimited" | "guest-sync")) {
+        if chan == Chan::Agent
+            && matches!(name.as_deref(), Some("guest-sync-delimited" | "guest-sync"))
+        {
             // The agent protocol's own handshake: random ids, answered by the fake itself.
             let sync_id = msg["arguments"]["id"].clone();
             let mut reply = json!({"return": sync_id}).to_string().into_bytes();
@@ -347,7 +366,12 @@ impl Runner {
             return;
         }
         if let Some(step) = self.script.steps.get(self.next) {
-            if let Action::Expect { chan: want_chan, msg: want, how } = &step.action {
+            if let Action::Expect {
+                chan: want_chan,
+                msg: want,
+                how,
+            } = &step.action
+            {
                 if *want_chan == chan && matches(want, *how, &msg) {
                     let pending = Pending {
                         id,
@@ -390,7 +414,8 @@ impl Runner {
             self.where_now()
         );
         self.problem(report.clone());
-        let err = json!({"error": {"class": "GenericError", "desc": format!("qm-fake-qemu: {report}")}});
+        let err =
+            json!({"error": {"class": "GenericError", "desc": format!("qm-fake-qemu: {report}")}});
         self.send(chan, &with_id(err, id));
     }
 
@@ -404,7 +429,11 @@ impl Runner {
         };
         let index = msg
             .get("id")
-            .and_then(|rid| pending.iter().position(|p| p.recorded.as_ref() == Some(rid)))
+            .and_then(|rid| {
+                pending
+                    .iter()
+                    .position(|p| p.recorded.as_ref() == Some(rid))
+            })
             .unwrap_or(0);
         let Some(p) = pending.remove(index) else {
             self.problem(format!("script line {line}: no command to answer"));
@@ -437,7 +466,13 @@ impl Runner {
         let unmet: Vec<String> = self.script.steps[self.next.min(self.script.steps.len())..]
             .iter()
             .filter(|s| matches!(s.action, Action::Expect { .. } | Action::ConsoleWait(_)))
-            .map(|s| format!("script line {}: {} — never happened", s.line, describe(&s.action)))
+            .map(|s| {
+                format!(
+                    "script line {}: {} — never happened",
+                    s.line,
+                    describe(&s.action)
+                )
+            })
             .collect();
         for u in unmet {
             self.problem(u);
@@ -483,7 +518,11 @@ fn describe(action: &Action) -> String {
                 Match::Subset => "with at least these arguments",
                 Match::Name => "by name",
             };
-            format!("expected {} command {} ({how})", chan.name(), without_id(msg))
+            format!(
+                "expected {} command {} ({how})",
+                chan.name(),
+                without_id(msg)
+            )
         }
         Action::ConsoleWait(text) => format!("waiting for console input {text:?}"),
         other => format!("{other:?}"),

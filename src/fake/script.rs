@@ -168,8 +168,8 @@ impl Script {
             if raw.trim().is_empty() {
                 continue;
             }
-            let value: Value = serde_json::from_str(raw)
-                .map_err(|e| err(format!("not JSON: {e}")))?;
+            let value: Value =
+                serde_json::from_str(raw).map_err(|e| err(format!("not JSON: {e}")))?;
             let Value::Object(obj) = value else {
                 return Err(err("not a JSON object".into()));
             };
@@ -194,10 +194,9 @@ impl Script {
             };
             let chan = match obj.get("chan") {
                 None => Chan::Qmp,
-                Some(c) => c
-                    .as_str()
-                    .and_then(Chan::parse)
-                    .ok_or_else(|| err("\"chan\" must be \"qmp\", \"console\" or \"agent\"".into()))?,
+                Some(c) => c.as_str().and_then(Chan::parse).ok_or_else(|| {
+                    err("\"chan\" must be \"qmp\", \"console\" or \"agent\"".into())
+                })?,
             };
             let action = if let Some(what) = obj.get("do") {
                 if obj.contains_key("dir") {
@@ -253,7 +252,9 @@ impl Script {
                         }
                         Action::Expect { chan, msg, how }
                     }
-                    (Chan::Qmp, "in") if !seen_qmp && msg.is_some_and(|m| m.get("QMP").is_some()) => {
+                    (Chan::Qmp, "in")
+                        if !seen_qmp && msg.is_some_and(|m| m.get("QMP").is_some()) =>
+                    {
                         seen_qmp = true;
                         script.greeting = msg.cloned().unwrap_or_default();
                         continue;
@@ -278,7 +279,9 @@ impl Script {
                     (Chan::Qmp, "event") => {
                         let msg = msg
                             .filter(|m| m.get("event").is_some_and(Value::is_string))
-                            .ok_or_else(|| err("an event needs \"msg\" with an \"event\" name".into()))?;
+                            .ok_or_else(|| {
+                                err("an event needs \"msg\" with an \"event\" name".into())
+                            })?;
                         Action::Event(msg.clone())
                     }
                     (_, "event") => return Err(err("events are on the qmp channel".into())),
@@ -289,10 +292,11 @@ impl Script {
                     }
                 }
             };
-            if matches!(action, Action::Expect { .. } | Action::ConsoleWait(_))
-                && !delay.is_zero()
+            if matches!(action, Action::Expect { .. } | Action::ConsoleWait(_)) && !delay.is_zero()
             {
-                return Err(err("\"delay\" is for what the fake does, not what it waits for".into()));
+                return Err(err(
+                    "\"delay\" is for what the fake does, not what it waits for".into(),
+                ));
             }
             script.steps.push(Step {
                 line,
@@ -312,7 +316,10 @@ fn header(obj: &Map<String, Value>) -> Result<Duration, String> {
             obj["qm-fake"]
         ));
     }
-    if let Some(key) = obj.keys().find(|k| !["qm-fake", "idle", "comment"].contains(&k.as_str())) {
+    if let Some(key) = obj
+        .keys()
+        .find(|k| !["qm-fake", "idle", "comment"].contains(&k.as_str()))
+    {
         return Err(format!("unknown header key {key:?}"));
     }
     match obj.get("idle") {
@@ -492,6 +499,10 @@ mod tests {
         let other = json!({"execute":"device_add"});
         assert!(!matches(&want, Match::Name, &other));
         // Missing and empty arguments are the same; the id is never compared.
-        assert!(matches(&json!({"execute":"stop"}), Match::Exact, &json!({"execute":"stop","arguments":{},"id":3})));
+        assert!(matches(
+            &json!({"execute":"stop"}),
+            Match::Exact,
+            &json!({"execute":"stop","arguments":{},"id":3})
+        ));
     }
 }
