@@ -340,3 +340,14 @@ fn a_replayed_program_that_changed_is_told_where() {
     fake.shutdown(T).unwrap();
     assert_eq!(fake.exitcode(), Some(qm::fake::EXIT_NOT_FOLLOWED));
 }
+
+#[test]
+fn the_binary_is_found_beside_qm() {
+    // These tests link qm statically into target/debug/deps/…; the fake is in target/debug.
+    if std::env::var_os(qm::fake::BINARY_ENV).is_none() {
+        assert_eq!(
+            qm::fake::binary_path(),
+            Path::new(FAKE).canonicalize().unwrap()
+        );
+    }
+}

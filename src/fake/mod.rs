@@ -72,3 +72,34 @@ pub fn main(args: &[String]) -> i32 {
         }
     }
 }
+
+/// The environment variable that names the fake's binary for [`binary_path`].
+pub const BINARY_ENV: &str = "QM_FAKE_QEMU";
+
+/// The fake's file name.
+pub const BINARY_NAME: &str = "qm-fake-qemu";
+
+/// Where the fake QEMU is, for [`Machine::new`](crate::Machine::new): `$QM_FAKE_QEMU` when
+/// set; else `qm-fake-qemu` beside the file holding qm's code (the shared library, or the
+/// program linking qm statically), in its parent directory, or in `../bin` from it (where
+/// `make install` puts it: `PREFIX/bin` beside `PREFIX/lib`), the first that exists; else
+/// the bare name, which the launch looks up in `PATH`.
+pub fn binary_path() -> std::path::PathBuf {
+    if let Some(path) = std::env::var_os(BINARY_ENV).filter(|p| !p.is_empty()) {
+        return path.into();
+    }
+    if let Some(dir) = crate::sys::locate::this_object().and_then(|o| o.parent().map(Into::into))
+    {
+        let dir: std::path::PathBuf = dir;
+        for candidate in [
+            dir.join(BINARY_NAME),
+            dir.join("..").join(BINARY_NAME),
+            dir.join("../bin").join(BINARY_NAME),
+        ] {
+            if candidate.is_file() {
+                return candidate.canonicalize().unwrap_or(candidate);
+            }
+        }
+    }
+    BINARY_NAME.into()
+}

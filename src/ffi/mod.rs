@@ -33,6 +33,8 @@ pub mod json;
 
 pub mod log;
 
+pub mod fake;
+
 mod boundary;
 
 use std::ffi::{c_char, c_int, CString};
