@@ -1564,7 +1564,7 @@ void qm_strings_free(char **strings);
 bool qm_set_log_callback(qm_log_fn callback, void *user);
 
 /**
- * Where the fake QEMU binary is, to give `qm_machine_new` in place of `qemu-system-*`: the
+ * Where the fake QEMU binary is, to give `qm_new` in place of `qemu-system-*`: the
  * environment variable `QM_FAKE_QEMU` when set; else `qm-fake-qemu` beside the qm library
  * (or the program it is linked into), in its parent directory or in `../bin` from it (where
  * `make install` puts it), the first that exists; else the bare name `qm-fake-qemu` (looked
