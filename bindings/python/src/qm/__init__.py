@@ -11,6 +11,7 @@
 from . import _log, guest
 from ._agent import Agent, ExecResult
 from ._console import ConsoleMatch, ConsoleStats, Regex
+from ._fake import fake_qemu_path
 from ._ffi import library_path
 from ._machine import (
     DEFAULT,
@@ -69,6 +70,7 @@ __all__ = [
     "StateError",
     "TimeoutError",
     "event_match",
+    "fake_qemu_path",
     "guest",
     "has_caller_argv",
     "library_path",

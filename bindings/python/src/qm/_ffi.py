@@ -190,6 +190,7 @@ _PROTOTYPES: dict[str, tuple[Any, list[Any]]] = {
 
 # Calls a newer libqm has (bindings/python/CORE-API-NEEDED.md); used when present.
 _OPTIONAL: dict[str, tuple[Any, list[Any]]] = {
+    "qm_fake_qemu_path": (_status, [StrOut, ErrOut]),
     "qm_launch_prepare": (_status, [MachineP, StrOut, ErrOut]),
     "qm_launch_argv": (
         _status,
