@@ -51,9 +51,16 @@ def backup_script(completed: Dict[str, Any]) -> List[Dict[str, Any]]:
         {"dir": "in", "msg": {"return": {}}},
         {
             "dir": "event",
-            "msg": {"event": "JOB_STATUS_CHANGE", "data": {"id": "backup-disk0", "status": "running"}},
+            "msg": {
+                "event": "JOB_STATUS_CHANGE",
+                "data": {"id": "backup-disk0", "status": "running"},
+            },
         },
-        {"dir": "event", "msg": {"event": "BLOCK_JOB_COMPLETED", "data": completed}, "delay": 0.05},
+        {
+            "dir": "event",
+            "msg": {"event": "BLOCK_JOB_COMPLETED", "data": completed},
+            "delay": 0.05,
+        },
     ]
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from ctypes import byref, c_void_p
 
-from . import errors as _errors
 from . import _ffi
+from . import errors as _errors
 
 
 def fake_qemu_path() -> str:
