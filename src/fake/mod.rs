@@ -88,9 +88,8 @@ pub fn binary_path() -> std::path::PathBuf {
     if let Some(path) = std::env::var_os(BINARY_ENV).filter(|p| !p.is_empty()) {
         return path.into();
     }
-    if let Some(dir) = crate::sys::locate::this_object().and_then(|o| o.parent().map(Into::into))
-    {
-        let dir: std::path::PathBuf = dir;
+    let object = crate::sys::locate::this_object();
+    if let Some(dir) = object.as_deref().and_then(std::path::Path::parent) {
         for candidate in [
             dir.join(BINARY_NAME),
             dir.join("..").join(BINARY_NAME),
