@@ -10,18 +10,15 @@
 
 from . import _log, guest
 from ._agent import Agent, ExecResult
+from ._attach import AttachedMachine, attach
+from ._cancel import Cancel
 from ._console import ConsoleMatch, ConsoleStats, Regex
+from ._convert import DEFAULT
 from ._fake import fake_qemu_path
 from ._ffi import library_path
-from ._machine import (
-    DEFAULT,
-    Cancel,
-    Machine,
-    event_match,
-    has_caller_argv,
-    set_log_level,
-    version,
-)
+from ._library import has_caller_argv, set_log_level, version
+from ._machine import Machine
+from ._qmp import event_match
 from .errors import (
     AbnormalShutdownError,
     ConsoleClosed,
@@ -49,6 +46,7 @@ __all__ = [
     "DEFAULT",
     "AbnormalShutdownError",
     "Agent",
+    "AttachedMachine",
     "Cancel",
     "ConsoleClosed",
     "ConsoleFailure",
@@ -69,6 +67,7 @@ __all__ = [
     "Regex",
     "StateError",
     "TimeoutError",
+    "attach",
     "event_match",
     "fake_qemu_path",
     "guest",
