@@ -72,6 +72,12 @@ fn hand_written_script_replies_errors_and_events() {
     vm.shutdown(T).unwrap();
     assert_eq!(vm.exitcode(), Some(0), "{}", log(&vm));
     assert!(!log(&vm).contains("qm-fake-qemu"), "{}", log(&vm));
+    // `quit` was answered by the fake (the script has no expectation left), with QEMU's event.
+    let ev = vm
+        .event_wait("SHUTDOWN", None, std::time::Duration::ZERO)
+        .unwrap()
+        .unwrap();
+    assert_eq!(ev["data"]["reason"], "host-qmp-quit");
 }
 
 #[test]

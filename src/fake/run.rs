@@ -310,16 +310,7 @@ impl Runner {
             self.next += 1;
             match action {
                 Action::Reply { chan, msg } => self.reply(chan, msg, line),
-                Action::Event(mut msg) => {
-                    if msg.get("timestamp").is_none() {
-                        let t = SystemTime::now()
-                            .duration_since(SystemTime::UNIX_EPOCH)
-                            .unwrap_or_default();
-                        msg["timestamp"] =
-                            json!({"seconds": t.as_secs(), "microseconds": t.subsec_micros()});
-                    }
-                    self.send(Chan::Qmp, &msg);
-                }
+                Action::Event(msg) => self.send(Chan::Qmp, &stamped(msg)),
                 Action::ConsoleWrite(text) => self.write_raw(Chan::Console, text.as_bytes()),
                 Action::Garbage(chan, text) => self.write_raw(chan, text.as_bytes()),
                 Action::Disconnect(chan) => {
@@ -404,6 +395,11 @@ impl Runner {
             };
             if auto {
                 self.send(Chan::Qmp, &with_id(json!({"return": {}}), id));
+                if self.quitting {
+                    // What QEMU says after a `quit`, for programs that wait for it.
+                    let event = json!({"event": "SHUTDOWN", "data": {"guest": false, "reason": "host-qmp-quit"}});
+                    self.send(Chan::Qmp, &stamped(event));
+                }
                 return;
             }
         }
@@ -527,6 +523,17 @@ fn describe(action: &Action) -> String {
         Action::ConsoleWait(text) => format!("waiting for console input {text:?}"),
         other => format!("{other:?}"),
     }
+}
+
+/// `event` with the current time as its timestamp, unless it has one.
+fn stamped(mut event: Value) -> Value {
+    if event.get("timestamp").is_none() {
+        let t = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        event["timestamp"] = json!({"seconds": t.as_secs(), "microseconds": t.subsec_micros()});
+    }
+    event
 }
 
 fn without_id(msg: &Value) -> Value {
