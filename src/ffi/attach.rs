@@ -59,7 +59,8 @@ pub unsafe extern "C" fn qm_attach(
 #[no_mangle]
 pub unsafe extern "C" fn qm_is_attached(m: *const qm_machine) -> bool {
     guard(false, || {
-        // SAFETY: NULL or a live handle.
-        unsafe { m.as_ref() }.is_some_and(|m| m.vm.is_attached())
+        // SAFETY: NULL, a live handle, or one refused (with a warning) before any read.
+        unsafe { super::machine::machine_or_none(m, "qm_is_attached") }
+            .is_some_and(|m| m.vm.is_attached())
     })
 }

@@ -94,7 +94,7 @@ pub(crate) fn plan(
             (
                 format!(
                     "socket,id={CHARDEV_ID},path={}",
-                    crate::machine::option_value(&path.to_string_lossy())
+                    crate::opts::option_value(&path.to_string_lossy())
                 ),
                 None,
                 Pending::Unix(listener),
@@ -222,7 +222,7 @@ fn accept(
             continue;
         }
         if fds[1].revents != 0 {
-            return Err(Error::Disconnected(
+            return Err(Error::AgentDisconnected(
                 "QEMU exited before connecting to the guest agent socket".into(),
             ));
         }

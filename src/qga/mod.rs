@@ -19,7 +19,7 @@
 //!
 //! Errors: an agent error reply is [`Error::Qmp`] with the agent's class and description (the
 //! agent's errors are QMP errors). A silent agent is [`Error::Timeout`], a closed channel
-//! (QEMU exited, the machine shut down) [`Error::Disconnected`], a reply over the size cap or
+//! (QEMU exited, the machine shut down) [`Error::AgentDisconnected`], a reply over the size cap or
 //! that is not JSON [`Error::Protocol`].
 
 mod base64;
@@ -51,8 +51,9 @@ pub use commands::{
 use framing::{Frames, Next};
 pub use launch::AgentChannel;
 
-/// The default bound of an agent call ([`Wait::call_default`], `QM_WAIT_DEFAULT` in C): 30 s.
-pub const DEFAULT_AGENT_TIMEOUT: Duration = Duration::from_secs(30);
+/// The default bound of an agent call ([`Wait::call_default`], `QM_WAIT_DEFAULT` in C): the
+/// crate's [`DEFAULT_TIMEOUT`](crate::DEFAULT_TIMEOUT), 30 s.
+pub const DEFAULT_AGENT_TIMEOUT: Duration = crate::wait::DEFAULT_TIMEOUT;
 
 /// How often [`GuestAgent::sync`] sends a new `guest-sync-delimited` while the agent is silent.
 pub const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_millis(500);
@@ -80,6 +81,9 @@ struct Inner {
     closed: AtomicBool,
     /// Sticky end of the channel (QEMU hung up); readable without waiting for the channel.
     eof: AtomicBool,
+    // Lock order: `queue` (arrival order; held only to take or give back a turn, never while
+    // the channel is used) before `chan` (the socket and its frames; held by the caller
+    // whose turn it is). Neither is held while calling out of the agent.
     queue: Mutex<Queue>,
     turn: Condvar,
     chan: Mutex<Channel>,
@@ -241,7 +245,7 @@ impl GuestAgent {
     }
 
     /// Closes the channel: a call in progress and every later one fail with
-    /// [`Error::Disconnected`]. Idempotent.
+    /// [`Error::AgentDisconnected`]. Idempotent.
     pub fn close(&self) {
         self.inner.close();
     }
@@ -271,8 +275,8 @@ impl Inner {
 
     fn check_open(&self) -> Result<()> {
         if self.eof.load(Ordering::SeqCst) || self.closed.load(Ordering::SeqCst) {
-            return Err(Error::Disconnected(
-                "the guest agent channel is closed (QEMU exited, or the machine shut down)".into(),
+            return Err(Error::AgentDisconnected(
+                "its channel is closed (QEMU exited, or the machine shut down)".into(),
             ));
         }
         Ok(())
@@ -304,9 +308,8 @@ impl Inner {
                 return Ok(Turn { inner: self });
             }
             let give_up = if self.closed.load(Ordering::SeqCst) {
-                Some(Error::Disconnected(
-                    "the guest agent channel is closed (QEMU exited, or the machine shut down)"
-                        .into(),
+                Some(Error::AgentDisconnected(
+                    "its channel is closed (QEMU exited, or the machine shut down)".into(),
                 ))
             } else if deadline.cancelled() {
                 Some(Error::Interrupted)
@@ -442,7 +445,7 @@ impl Inner {
         });
         match outcome {
             // The end of the channel: QEMU exited with the guest, as asked.
-            Err(Error::Disconnected(_))
+            Err(Error::AgentDisconnected(_))
                 if self.eof.load(Ordering::SeqCst) && !self.closed.load(Ordering::SeqCst) =>
             {
                 Ok(())
@@ -469,9 +472,9 @@ impl Inner {
                 Got::Frame(f) => f,
                 Got::TimedOut => {
                     if self.gone.get().is_some_and(|gone| gone(sent_at)) {
-                        return Err(Error::Disconnected(
-                            "the guest agent went away before answering (its port closed: \
-                             qemu-ga exited, or the guest rebooted or shut down)"
+                        return Err(Error::AgentDisconnected(
+                            "the agent went away before answering (its port closed: qemu-ga \
+                             exited, or the guest rebooted or shut down)"
                                 .into(),
                         ));
                     }
@@ -629,9 +632,8 @@ impl Inner {
                 Ok(0) => {
                     self.eof.store(true, Ordering::SeqCst);
                     debug!("{}: guest agent channel: end of stream", self.nickname);
-                    return Err(Error::Disconnected(
-                        "the guest agent channel closed (QEMU exited, or the machine shut down)"
-                            .into(),
+                    return Err(Error::AgentDisconnected(
+                        "its channel closed (QEMU exited, or the machine shut down)".into(),
                     ));
                 }
                 Ok(n) => frames.push(&scratch[..n]),
@@ -642,8 +644,8 @@ impl Inner {
                     ) => {}
                 Err(e) => {
                     self.eof.store(true, Ordering::SeqCst);
-                    return Err(Error::Disconnected(format!(
-                        "reading the guest agent channel failed: {e}"
+                    return Err(Error::AgentDisconnected(format!(
+                        "reading its channel failed: {e}"
                     )));
                 }
             }
@@ -680,8 +682,8 @@ impl Inner {
                     }
                 }
                 Err(e) => {
-                    return Err(Error::Disconnected(format!(
-                        "writing to the guest agent channel failed: {e}"
+                    return Err(Error::AgentDisconnected(format!(
+                        "writing to its channel failed: {e}"
                     )))
                 }
             }
