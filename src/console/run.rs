@@ -13,8 +13,9 @@ use crate::error::{Error, Result};
 use crate::sys::{poll, pollfd, POLLIN};
 use crate::wait::{Deadline, Wait};
 
-/// A run's default wait (the same as a guest agent call's).
-pub const DEFAULT_RUN_WAIT: Duration = Duration::from_secs(30);
+/// A run's default wait: qm's one default bound ([`DEFAULT_TIMEOUT`](crate::DEFAULT_TIMEOUT),
+/// 30 s, as a guest agent call's).
+pub const DEFAULT_RUN_WAIT: Duration = crate::wait::DEFAULT_TIMEOUT;
 
 /// How long a run that ended early (timeout, cancel) may take to send Ctrl-C.
 const INTERRUPT_SEND: Duration = Duration::from_millis(500);
