@@ -157,6 +157,12 @@ typedef enum {
      * `qm_error_console_pattern`.
      */
     QM_ERR_CONSOLE_FAILURE = 14,
+    /**
+     * A check before send refused a command (or an event wait) under a strict schema policy
+     * (`qm_set_schema_policy`); nothing was sent. `qm_error_schema_path` says where
+     * (`arguments.file.filename`), `qm_error_schema_rule` which rule.
+     */
+    QM_ERR_REFUSED = 15,
 } qm_status;
 
 /**
@@ -505,6 +511,24 @@ const char *qm_error_console_text(const qm_error *err);
  * false, leaving `*index_out` untouched, for other errors and when `err` or `index_out` is NULL.
  */
 bool qm_error_console_pattern(const qm_error *err, size_t *index_out);
+
+/**
+ * Where a `QM_ERR_REFUSED` error's first problem is, as a JSON path: `"execute"` (the
+ * command's name), `"arguments.file.filename"`, `"arguments.children[1]"`, `"event"` (an
+ * event wait). NULL for other errors and for NULL.
+ *
+ * The string belongs to `err` and stays valid until `qm_error_free(err)`.
+ */
+const char *qm_error_schema_path(const qm_error *err);
+
+/**
+ * The rule a `QM_ERR_REFUSED` error's first problem breaks: `"unknown-command"`,
+ * `"unknown-event"`, `"unknown-member"`, `"missing-member"`, `"wrong-type"`, `"enum-value"`,
+ * `"deprecated"` or `"unstable"`. NULL for other errors and for NULL.
+ *
+ * The string belongs to `err` and stays valid until `qm_error_free(err)`.
+ */
+const char *qm_error_schema_rule(const qm_error *err);
 
 /**
  * Frees an error and the strings it lent out. NULL is a no-op. Call it once per error.

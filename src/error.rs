@@ -82,6 +82,20 @@ pub enum Error {
         /// The last (up to 2 KiB) unread output (invalid UTF-8 replaced).
         tail: String,
     },
+    /// A check before send (see [`SchemaPolicy`](crate::schema::SchemaPolicy)) refused a
+    /// command, or an event wait, under a strict policy: nothing was sent.
+    Refused {
+        /// What was checked: `'blockdev-add'`, `event wait for 'SHUTDOWNN'`.
+        subject: String,
+        /// Where the first problem is, as a JSON path: `arguments.file.filename`.
+        path: String,
+        /// The rule it breaks.
+        rule: crate::schema::Rule,
+        /// What is wrong, with a did-you-mean or the allowed values when there are.
+        message: String,
+        /// The other refused findings, one line each.
+        more: Vec<String>,
+    },
     /// An operating-system call failed.
     Io {
         /// What was being done.
@@ -142,6 +156,23 @@ impl fmt::Display for Error {
                  output: {}",
                 Tail(tail)
             ),
+            Error::Refused {
+                subject,
+                path,
+                rule,
+                message,
+                more,
+            } => {
+                write!(
+                    f,
+                    "refused by the schema check of {subject} (not sent): {path}: {message} \
+                     [{rule}]"
+                )?;
+                if !more.is_empty() {
+                    write!(f, "; and {}: {}", more.len(), more.join("; "))?;
+                }
+                Ok(())
+            }
             Error::Io { context, source } => write!(f, "{context}: {source}"),
         }
     }

@@ -30,6 +30,7 @@ mod log;
 mod machine;
 pub mod qga;
 pub mod qmp;
+pub mod schema;
 mod sys;
 mod wait;
 

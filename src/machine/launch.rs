@@ -393,6 +393,8 @@ impl Machine {
         } = prepared;
         keep_fds.extend_from_slice(extra_fds);
         lock(&self.output).full_args = argv.clone();
+        // The schema cache's key: the binary, when the command line runs it.
+        let runs_binary = argv.iter().any(|a| *a == cfg.binary);
         debug!("{}: launch command: {}", cfg.name, argv.join(" "));
 
         let process = Arc::new(Process::spawn(Spawn {
@@ -432,6 +434,9 @@ impl Machine {
             // stay readable.
             let negotiated =
                 client.handshake_watching(&deadline.to_wait(), Some(process.exit_fd()));
+            if let Ok(greeting) = &negotiated {
+                self.schema_connected(runs_binary.then_some(cfg.binary.as_str()), greeting);
+            }
             *lock(&self.qmp) = Some(client);
             negotiated?;
         }

@@ -12,6 +12,7 @@ mod console;
 mod expect;
 mod launch;
 mod process;
+mod schema;
 mod shutdown;
 
 pub(crate) use args::option_value;
@@ -65,6 +66,8 @@ pub struct Machine {
     max_events: AtomicUsize,
     /// The pid of the last run's QEMU (0: none), kept after it exits.
     last_pid: AtomicU32,
+    /// The schema policy and the current connection's checker (`schema.rs`).
+    schema: schema::SchemaSlot,
 }
 
 #[derive(Default)]
@@ -123,6 +126,7 @@ impl Machine {
             agent: Mutex::new(None),
             max_events: AtomicUsize::new(usize::MAX),
             last_pid: AtomicU32::new(0),
+            schema: schema::SchemaSlot::default(),
         }
     }
     // ---- state -----------------------------------------------------------------------------
@@ -288,7 +292,11 @@ impl Machine {
         wait: impl Into<Wait>,
     ) -> Result<Value> {
         let wait = wait.into().or_default(self.qmp_timer()).checked()?;
-        let response = self.live_client()?.execute(cmd, args, wait)?;
+        let client = self.live_client()?;
+        let response = match self.checker() {
+            Some(checker) => checker.execute(&client, cmd, args, wait)?,
+            None => client.execute(cmd, args, wait)?,
+        };
         if cmd == "quit" && response.get("return").is_some() {
             self.quit_issued.store(true, Ordering::SeqCst);
         }
@@ -408,25 +416,28 @@ impl Machine {
     ) -> Result<Option<Value>> {
         let wait = wait.into().checked()?;
         let within = wait.start()?.within();
-        self.client()?
-            .events_wait(events, wait)
-            .map_err(|e| match e {
-                // Name the events waited for: `no SHUTDOWN event within 3000 ms`.
-                Error::Timeout(_) => {
-                    let names: Vec<&str> = events.iter().map(|(name, _)| *name).collect();
-                    let filtered = events.iter().any(|(_, f)| f.is_some());
-                    Error::Timeout(format!(
-                        "no {} event{} {within}",
-                        names.join(" or "),
-                        if filtered {
-                            " (matching the filter)"
-                        } else {
-                            ""
-                        }
-                    ))
-                }
-                other => other,
-            })
+        let client = self.client()?;
+        if let Some(checker) = self.checker().filter(|_| !client.is_closed()) {
+            let names: Vec<&str> = events.iter().map(|(name, _)| *name).collect();
+            checker.check_events(&client, &names, &wait)?;
+        }
+        client.events_wait(events, wait).map_err(|e| match e {
+            // Name the events waited for: `no SHUTDOWN event within 3000 ms`.
+            Error::Timeout(_) => {
+                let names: Vec<&str> = events.iter().map(|(name, _)| *name).collect();
+                let filtered = events.iter().any(|(_, f)| f.is_some());
+                Error::Timeout(format!(
+                    "no {} event{} {within}",
+                    names.join(" or "),
+                    if filtered {
+                        " (matching the filter)"
+                    } else {
+                        ""
+                    }
+                ))
+            }
+            other => other,
+        })
     }
 
     // ---- console ---------------------------------------------------------------------------
