@@ -25,6 +25,7 @@ pub mod console;
 mod error;
 mod event;
 pub mod ffi;
+pub mod format;
 pub mod guest;
 mod log;
 mod machine;

@@ -71,6 +71,13 @@ pub struct Finding {
     pub message: String,
 }
 
+impl Finding {
+    /// As JSON, the shape the C, Go and Python APIs hand out: `{"path", "rule", "message"}`.
+    pub fn to_value(&self) -> Value {
+        serde_json::json!({"path": self.path, "rule": self.rule.as_str(), "message": self.message})
+    }
+}
+
 impl fmt::Display for Finding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {} [{}]", self.path, self.message, self.rule)

@@ -24,6 +24,16 @@ pub enum Level {
 }
 
 impl Level {
+    /// The level called `"off"`, `"warn"` or `"strict"`.
+    pub fn parse(name: &str) -> Option<Level> {
+        Some(match name {
+            "off" => Level::Off,
+            "warn" => Level::Warn,
+            "strict" => Level::Strict,
+            _ => return None,
+        })
+    }
+
     /// `"off"`, `"warn"`, `"strict"`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -125,6 +135,17 @@ impl Greeting {
                         .collect()
                 })
                 .unwrap_or_default(),
+        })
+    }
+
+    /// As JSON, the shape the C, Go and Python APIs hand out: `{"version": {"major", "minor",
+    /// "micro"}, "package", "capabilities": [...]}`.
+    pub fn to_value(&self) -> Value {
+        let (major, minor, micro) = self.version;
+        serde_json::json!({
+            "version": {"major": major, "minor": minor, "micro": micro},
+            "package": self.package,
+            "capabilities": self.capabilities,
         })
     }
 

@@ -181,6 +181,25 @@ pub struct Argument {
     pub features: Vec<String>,
 }
 
+impl Command {
+    /// As JSON, the shape the C, Go and Python APIs hand out: `{"name", "allow-oob",
+    /// "features": [...], "arguments": [{"name", "optional", "type", "variants", "features"}]}`.
+    pub fn to_value(&self) -> Value {
+        serde_json::json!({
+            "name": self.name,
+            "allow-oob": self.allow_oob,
+            "features": self.features,
+            "arguments": self.arguments.iter().map(|a| serde_json::json!({
+                "name": a.name,
+                "optional": a.optional,
+                "type": a.kind,
+                "variants": a.variants,
+                "features": a.features,
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
+
 fn bad(what: impl std::fmt::Display) -> Error {
     Error::Protocol(format!("damaged QMP schema: {what}"))
 }
