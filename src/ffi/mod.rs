@@ -33,6 +33,10 @@ pub mod json;
 
 pub mod log;
 
+pub mod schema;
+
+pub mod qmpf;
+
 mod boundary;
 
 use std::ffi::{c_char, c_int, CString};
