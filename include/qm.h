@@ -1130,28 +1130,6 @@ qm_status qm_get_args(const qm_machine *m, char **json_array_out, qm_error **err
 qm_status qm_get_command_line(const qm_machine *m, char **json_array_out, qm_error **err_out);
 
 /**
- * Stores the console's descriptor (a connected stream socket) in `*fd_out`. It is borrowed:
- * owned by the machine and valid until a shutdown begins (or `qm_free`); the caller may read,
- * write and poll it (and set it non-blocking) but must not close it. `QM_ERR_STATE` unless
- * `qm_set_console` was called and the machine is launched.
- *
- * It is a raw copy of the console: it receives every byte the guest writes (from launch, as far
- * as the console's memory still holds it) and what is written to it goes to the guest; reading
- * it does not consume what `qm_console_wait` sees. Returns at once, even during a shutdown. Another
- * thread's shutdown may close the descriptor at any moment (and its number be reused): a
- * program that shuts down from another thread should use `qm_console_dup` instead.
- */
-qm_status qm_console_fd(const qm_machine *m, int *fd_out, qm_error **err_out);
-
-/**
- * Stores a new descriptor for the console in `*fd_out`: a close-on-exec duplicate that the
- * caller owns and closes (it stays valid after a shutdown, then reading gives end of file).
- * `QM_ERR_STATE` unless `qm_set_console` was called and the machine is
- * launched. Returns at once, even during a shutdown.
- */
-qm_status qm_console_dup(const qm_machine *m, int *fd_out, qm_error **err_out);
-
-/**
  * Writes the test guest's boot image (512 bytes, raw) to `path`, replacing any file there.
  * The guest prints `banner` and `"\r\n"` on its first serial port, then does `action`
  * (`exit_value` is used only by `QM_GUEST_EXIT`). Boot it with the arguments of
@@ -1552,6 +1530,28 @@ qm_status qm_console_skip_unread(const qm_machine *m, size_t *skipped_out, qm_er
 qm_status qm_set_console_buffer(qm_machine *m,
                                 size_t bytes,
                                 qm_error **err_out);
+
+/**
+ * Stores the console's descriptor (a connected stream socket) in `*fd_out`. It is borrowed:
+ * owned by the machine and valid until a shutdown begins (or `qm_free`); the caller may read,
+ * write and poll it (and set it non-blocking) but must not close it. `QM_ERR_STATE` unless
+ * `qm_set_console` was called and the machine is launched.
+ *
+ * It is a raw copy of the console: it receives every byte the guest writes (from launch, as far
+ * as the console's memory still holds it) and what is written to it goes to the guest; reading
+ * it does not consume what `qm_console_wait` sees. Returns at once, even during a shutdown. Another
+ * thread's shutdown may close the descriptor at any moment (and its number be reused): a
+ * program that shuts down from another thread should use `qm_console_dup` instead.
+ */
+qm_status qm_console_fd(const qm_machine *m, int *fd_out, qm_error **err_out);
+
+/**
+ * Stores a new descriptor for the console in `*fd_out`: a close-on-exec duplicate that the
+ * caller owns and closes (it stays valid after a shutdown, then reading gives end of file).
+ * `QM_ERR_STATE` unless `qm_set_console` was called and the machine is
+ * launched. Returns at once, even during a shutdown.
+ */
+qm_status qm_console_dup(const qm_machine *m, int *fd_out, qm_error **err_out);
 
 /**
  * Stores in `*kind_out` what the RFC 6901 JSON Pointer `pointer` designates in the JSON text

@@ -3,7 +3,7 @@
 //! wait consumes, the memory cap, the errors) are the core's, in `crate::console`; this file only
 //! converts.
 
-use std::ffi::{c_char, CString};
+use std::ffi::{c_char, c_int, CString};
 use std::time::Duration;
 
 use super::boundary::{self, byte_slice, guard, out, string, Result};
@@ -442,6 +442,52 @@ pub unsafe extern "C" fn qm_set_console_buffer(
     call("qm_set_console_buffer", err_out, || {
         // SAFETY: the handle contract.
         unsafe { machine(m) }?.vm.set_console_buffer(bytes);
+        Ok(())
+    })
+}
+
+// ---- the console's descriptor ---------------------------------------------------------------------
+
+/// Stores the console's descriptor (a connected stream socket) in `*fd_out`. It is borrowed:
+/// owned by the machine and valid until a shutdown begins (or `qm_free`); the caller may read,
+/// write and poll it (and set it non-blocking) but must not close it. `QM_ERR_STATE` unless
+/// `qm_set_console` was called and the machine is launched.
+///
+/// It is a raw copy of the console: it receives every byte the guest writes (from launch, as far
+/// as the console's memory still holds it) and what is written to it goes to the guest; reading
+/// it does not consume what `qm_console_wait` sees. Returns at once, even during a shutdown. Another
+/// thread's shutdown may close the descriptor at any moment (and its number be reused): a
+/// program that shuts down from another thread should use `qm_console_dup` instead.
+#[no_mangle]
+pub unsafe extern "C" fn qm_console_fd(
+    m: *const qm_machine,
+    fd_out: *mut c_int,
+    err_out: *mut *mut qm_error,
+) -> qm_status {
+    call("qm_console_fd", err_out, || {
+        let out = out(fd_out, "fd_out")?;
+        // SAFETY: the handle contract.
+        let fd = unsafe { machine(m) }?.vm.console_fd()?;
+        out.write(fd);
+        Ok(())
+    })
+}
+
+/// Stores a new descriptor for the console in `*fd_out`: a close-on-exec duplicate that the
+/// caller owns and closes (it stays valid after a shutdown, then reading gives end of file).
+/// `QM_ERR_STATE` unless `qm_set_console` was called and the machine is
+/// launched. Returns at once, even during a shutdown.
+#[no_mangle]
+pub unsafe extern "C" fn qm_console_dup(
+    m: *const qm_machine,
+    fd_out: *mut c_int,
+    err_out: *mut *mut qm_error,
+) -> qm_status {
+    call("qm_console_dup", err_out, || {
+        let out = out(fd_out, "fd_out")?;
+        // SAFETY: the handle contract.
+        let console = unsafe { machine(m) }?.vm.console()?;
+        out.write(std::os::fd::IntoRawFd::into_raw_fd(console));
         Ok(())
     })
 }

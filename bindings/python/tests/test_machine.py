@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import needs_caller_argv, read_until
+from conftest import read_until
 
 import qm
 from qemu.machine import (
@@ -382,7 +382,6 @@ def test_garbage_collected_running_drop_in_leaves_no_process(qemu: str) -> None:
     assert not pid_alive(pid)
 
 
-@needs_caller_argv
 def test_temp_dir_made_between_runs_lives_into_the_next(qemu: str, tmp_path: Path) -> None:
     vm = QEMUMachine(qemu, args=["-machine", "none"], base_temp_dir=str(tmp_path))
     vm.launch()

@@ -308,16 +308,13 @@ def from_c(
         cause = simple(cause_status, cause_message, errno) if cause_status else None
         console = (_ffi.QM_ERR_TIMEOUT, _ffi.QM_ERR_CONSOLE_CLOSED, _ffi.QM_ERR_CONSOLE_FAILURE)
         if status in console:
-            has_text = _ffi.has("qm_error_console_text")
-            text = _text(lib.qm_error_console_text(err)) if has_text else None
+            text = _text(lib.qm_error_console_text(err))
             if status == _ffi.QM_ERR_TIMEOUT:
                 return TimeoutError(message, errno=errno, text=text)
             if status == _ffi.QM_ERR_CONSOLE_CLOSED:
                 return ConsoleClosed(message, errno=errno, text=text or "")
             index = ctypes.c_size_t(0)
-            found = _ffi.has("qm_error_console_pattern") and lib.qm_error_console_pattern(
-                err, ctypes.byref(index)
-            )
+            found = lib.qm_error_console_pattern(err, ctypes.byref(index))
             return ConsoleFailure(
                 message,
                 errno=errno,
