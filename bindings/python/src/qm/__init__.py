@@ -17,6 +17,7 @@ from ._ffi import library_path
 from ._library import has_caller_argv, set_log_level, version
 from ._machine import Machine
 from ._qmp import event_match
+from ._schema import Schema
 from .errors import (
     AbnormalShutdownError,
     ConsoleClosed,
@@ -31,6 +32,7 @@ from .errors import (
     QMError,
     QMOSError,
     QMPError,
+    RefusedError,
     StateError,
     TimeoutError,
 )
@@ -61,7 +63,9 @@ __all__ = [
     "QMError",
     "QMOSError",
     "QMPError",
+    "RefusedError",
     "Regex",
+    "Schema",
     "StateError",
     "TimeoutError",
     "event_match",
