@@ -1,7 +1,9 @@
 package qm_test
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -78,4 +80,24 @@ func TestStrictSchemaRefusesATypoBeforeSending(t *testing.T) {
 	if err := m.SetSchemaPolicy(qm.SchemaPolicy{Checks: 9}); !errors.Is(err, qm.ErrInvalid) {
 		t.Errorf("level 9: %v", err)
 	}
+}
+
+// The README's Go example (section "QMP schema"), as written there.
+func ExampleMachine_SetSchemaPolicy() {
+	ctx := context.Background()
+	m, err := qm.New("qemu-system-x86_64", qm.WithMachineType("none"))
+	if err != nil {
+		panic(err)
+	}
+	defer m.Close()
+	m.SetSchemaPolicy(qm.StrictSchema())
+	if err := m.Launch(ctx); err != nil {
+		panic(err)
+	}
+	_, err = m.Cmd(ctx, "blockdev-add", map[string]any{"driver": "null-co", "node_name": "disk0"})
+	var re *qm.RefusedError
+	if errors.As(err, &re) {
+		fmt.Println(re.Path, re.Rule) // arguments.node_name unknown-member
+	}
+	// Output: arguments.node_name unknown-member
 }

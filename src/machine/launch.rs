@@ -394,7 +394,7 @@ impl Machine {
         keep_fds.extend_from_slice(extra_fds);
         lock(&self.output).full_args = argv.clone();
         // The schema cache's key: the binary, when the command line runs it.
-        let runs_binary = argv.iter().any(|a| *a == cfg.binary);
+        let runs_binary = argv.contains(&cfg.binary);
         debug!("{}: launch command: {}", cfg.name, argv.join(" "));
 
         let process = Arc::new(Process::spawn(Spawn {

@@ -3,6 +3,9 @@ before send (`qm.RefusedError` with the JSON path and rule)."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 import qm
@@ -50,3 +53,12 @@ def test_strict_policy_refuses_a_typo_before_sending(qemu: str) -> None:
             vm.event_wait("SHUTDOWNN", timeout=60)
         assert info.value.rule == "unknown-event"
         assert vm.cmd("blockdev-add", {"driver": "null-co", "node-name": "n0"}) == {}
+
+
+def test_the_readme_example_runs(qemu: str, capsys: pytest.CaptureFixture[str]) -> None:
+    readme = Path(__file__).resolve().parents[3] / "README.md"
+    section = readme.read_text(encoding="utf-8").split("## QMP schema", 1)[1]
+    block = re.findall(r"```python\n(.*?)```", section, re.S)[0]
+    code = block.replace('"qemu-system-x86_64"', repr(qemu))
+    exec(compile(code, "README.md schema example", "exec"), {"qm": qm})  # noqa: S102
+    assert capsys.readouterr().out == "arguments.node_name unknown-member\n"
