@@ -429,6 +429,7 @@ impl Machine {
             if let Some(file) = transcript {
                 client.set_transcript(file);
             }
+            client.request_oob(self.qmp_oob_requested());
             // Published only once the handshake is over (a command from another thread must
             // not overtake qmp_capabilities), and also when it failed: events QEMU sent before
             // stay readable.

@@ -1,6 +1,7 @@
 //! The machine's side of the QMP schema: its policy, and one [`Checker`] per launch (made from
 //! the greeting; the schema itself is loaded when a call first needs it, never at launch).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
@@ -16,6 +17,8 @@ pub(super) struct SchemaSlot {
     policy: Mutex<SchemaPolicy>,
     /// The current connection's checker (made at the handshake).
     checker: Mutex<Option<Arc<Checker>>>,
+    /// Ask for out-of-band execution at the next launches.
+    oob: AtomicBool,
 }
 
 impl Machine {
@@ -61,6 +64,44 @@ impl Machine {
             crate::Error::State("no QMP connection (not launched, or QMP is off)".into())
         })?;
         checker.schema(&client, wait)
+    }
+
+    /// Asks for out-of-band execution (the QMP `oob` capability) at later launches (default:
+    /// off, as QEMU's `QEMUMachine`). It is enabled when QEMU's greeting offers it (QEMU 7.2
+    /// does); then [`qmp_oob`](Self::qmp_oob) runs commands that allow it while in-band ones
+    /// are pending. With OOB on, QEMU queues at most 8 in-band commands and drops more: keep
+    /// at most 8 in flight.
+    pub fn set_qmp_oob(&self, on: bool) {
+        self.schema.oob.store(on, Ordering::SeqCst);
+    }
+
+    /// What [`set_qmp_oob`](Self::set_qmp_oob) asked for.
+    pub fn qmp_oob_requested(&self) -> bool {
+        self.schema.oob.load(Ordering::SeqCst)
+    }
+
+    /// True when the current connection negotiated out-of-band execution.
+    pub fn qmp_oob_enabled(&self) -> bool {
+        lock(&self.qmp).as_ref().is_some_and(|c| c.oob_enabled())
+    }
+
+    /// Runs a command out-of-band (`exec-oob`) and returns QEMU's raw response, as
+    /// [`qmp_with`](Self::qmp_with) does (the wait defaults to the QMP timer). QEMU may answer
+    /// it while in-band commands sent earlier are still running. Fails with
+    /// [`Error::State`](crate::Error::State) when OOB was not negotiated
+    /// ([`set_qmp_oob`](Self::set_qmp_oob) before launch), and, once the schema is loaded, with
+    /// [`Error::Invalid`](crate::Error::Invalid) for a command that does not allow OOB (QEMU
+    /// 7.2: only `migrate-recover`, `migrate-pause`, `yank`, `query-yank` do); otherwise QEMU
+    /// refuses such a command itself. Nothing is sent when qm refuses.
+    pub fn qmp_oob(&self, cmd: &str, args: Option<&Value>, wait: impl Into<Wait>) -> Result<Value> {
+        let wait = wait.into().or_default(self.qmp_timer()).checked()?;
+        let client = self.live_client()?;
+        if client.oob_enabled() {
+            if let Some(checker) = self.checker() {
+                checker.check_oob(cmd, args)?;
+            }
+        }
+        client.execute_oob(cmd, args, wait)
     }
 
     /// The checker of the current connection.

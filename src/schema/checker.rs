@@ -328,6 +328,35 @@ impl Checker {
         client.execute_within(cmd, args, &deadline)
     }
 
+    /// Checks an out-of-band command: that its schema entry allows OOB ([`Error::Invalid`]
+    /// naming the commands that do, whatever the policy), then the policy's checks. Only a
+    /// schema already loaded is used: an OOB command is typically sent while the monitor is busy
+    /// with an in-band one, behind which `query-qmp-schema` would wait.
+    pub fn check_oob(&self, cmd: &str, args: Option<&Value>) -> Result<()> {
+        let schema = match &*lock(&self.state) {
+            State::Ready(s) => s.clone(),
+            _ => return Ok(()),
+        };
+        if let Some(c) = schema.command(cmd).filter(|c| !c.allow_oob) {
+            let allowed: Vec<&str> = schema
+                .command_names()
+                .into_iter()
+                .filter(|n| schema.command(n).is_some_and(|c| c.allow_oob))
+                .collect();
+            return Err(Error::Invalid(format!(
+                "{}: this QEMU does not run it out-of-band (its schema has no allow-oob); it \
+                 does for: {}; nothing was sent",
+                c.name,
+                allowed.join(", ")
+            )));
+        }
+        let policy = self.policy();
+        if policy.is_off() {
+            return Ok(());
+        }
+        self.judge(policy, &format!("'{cmd}'"), schema.check_command(cmd, args))
+    }
+
     /// Checks that every event name exists (and is not deprecated or unstable) under the
     /// policy. With a zero wait only an already loaded schema is used.
     pub fn check_events(&self, client: &QmpClient, names: &[&str], wait: &Wait) -> Result<()> {
