@@ -1827,6 +1827,37 @@ qm_status qm_qmpf(qm_machine *m,
                   char **response_out,
                   qm_error **err_out);
 
+/**
+ * Asks for out-of-band execution (the QMP `oob` capability) at later launches (default: off).
+ * It is enabled when QEMU's greeting offers it (QEMU 7.2 does): then `qm_qmp_oob` runs the
+ * commands that allow it while in-band ones are pending. With OOB on, QEMU queues at most 8
+ * in-band commands and drops more: keep at most 8 in flight.
+ */
+qm_status qm_set_qmp_oob(qm_machine *m, bool on, qm_error **err_out);
+
+/**
+ * True when the machine's current connection negotiated out-of-band execution. False for
+ * NULL.
+ */
+bool qm_qmp_oob_enabled(const qm_machine *m);
+
+/**
+ * Runs `cmd` out-of-band (`exec-oob`) with `args_json` (as `qm_qmp`; both borrowed) and
+ * stores QEMU's raw response in `*response_out` (owned: free with `qm_string_free`). QEMU may
+ * answer it while in-band commands sent earlier are still running. Blocks like `qm_qmp`.
+ * `QM_ERR_STATE` when OOB was not negotiated (`qm_set_qmp_oob` before launch);
+ * `QM_ERR_INVALID`, once the schema is loaded, for a command that does not allow OOB (QEMU
+ * 7.2: `migrate-recover`, `migrate-pause`, `yank`, `query-yank` do); otherwise QEMU answers
+ * such a command with an error response. Nothing is sent when qm refuses.
+ */
+qm_status qm_qmp_oob(qm_machine *m,
+                     const char *cmd,
+                     const char *args_json,
+                     int64_t timeout_ms,
+                     const qm_cancel *cancel,
+                     char **response_out,
+                     qm_error **err_out);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif  // __cplusplus

@@ -101,3 +101,27 @@ func ExampleMachine_SetSchemaPolicy() {
 	}
 	// Output: arguments.node_name unknown-member
 }
+
+func TestQMPOOB(t *testing.T) {
+	m := launched(t)
+	if m.QMPOOBEnabled() {
+		t.Error("OOB on without SetQMPOOB")
+	}
+	if _, err := m.QMPOOB(ctxT(t), "query-yank", nil); !errors.Is(err, qm.ErrState) {
+		t.Errorf("QMPOOB without OOB: %v", err)
+	}
+	o := newMachine(t, qm.WithMachineType("none"))
+	if err := o.SetQMPOOB(true); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Launch(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if !o.QMPOOBEnabled() {
+		t.Fatal("OOB not negotiated")
+	}
+	raw, err := o.QMPOOB(ctxT(t), "query-yank", nil)
+	if err != nil || !strings.Contains(string(raw), `"return":[`) {
+		t.Errorf("QMPOOB(query-yank) = %s, %v", raw, err)
+	}
+}

@@ -42,6 +42,8 @@ pub mod schema;
 
 pub mod qmpf;
 
+pub mod oob;
+
 mod boundary;
 
 use std::ffi::{c_char, c_int, CString};

@@ -144,12 +144,31 @@ static void printf_style_commands(void)
     shutdown_free(m);
 }
 
+static void out_of_band(void)
+{
+    qm_machine *m = launch_none();
+    char *s = NULL;
+    CHECK(!qm_qmp_oob_enabled(m));
+    FAILS(QM_ERR_STATE, qm_qmp_oob(m, "query-yank", NULL, QM_WAIT_DEFAULT, NULL, &s, &err));
+    shutdown_free(m);
+
+    m = new_none();
+    OK(qm_set_qmp_oob(m, true, &err));
+    OK(qm_launch(m, QM_WAIT_DEFAULT, NULL, &err));
+    CHECK(qm_qmp_oob_enabled(m));
+    OK(qm_qmp_oob(m, "query-yank", NULL, QM_WAIT_DEFAULT, NULL, &s, &err));
+    CHECK_HAS(s, "\"return\":[");
+    qm_string_free(s);
+    shutdown_free(m);
+}
+
 int main(int argc, char **argv)
 {
     static const struct test tests[] = {
         TEST(greeting_and_queries),
         TEST(strict_policy_refuses_with_path_and_rule),
         TEST(printf_style_commands),
+        TEST(out_of_band),
     };
     return RUN_TESTS(tests);
 }

@@ -62,3 +62,16 @@ def test_the_readme_example_runs(qemu: str, capsys: pytest.CaptureFixture[str]) 
     code = block.replace('"qemu-system-x86_64"', repr(qemu))
     exec(compile(code, "README.md schema example", "exec"), {"qm": qm})  # noqa: S102
     assert capsys.readouterr().out == "arguments.node_name unknown-member\n"
+
+
+def test_out_of_band(qemu: str) -> None:
+    with qm.Machine(qemu, machine="none") as vm:
+        vm.launch()
+        assert not vm.qmp_oob_enabled
+        with pytest.raises(qm.StateError, match="set_qmp_oob"):
+            vm.qmp_oob("query-yank")
+    with qm.Machine(qemu, machine="none") as vm:
+        vm.set_qmp_oob()
+        vm.launch()
+        assert vm.qmp_oob_enabled
+        assert isinstance(vm.qmp_oob("query-yank")["return"], list)

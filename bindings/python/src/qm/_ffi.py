@@ -337,6 +337,9 @@ _PROTOTYPES: dict[str, tuple[Any, list[Any]]] = {
     "qm_schema_query": (_status, [SchemaP, c_char_p, POINTER(c_bool), ErrOut]),
     "qm_schema_command": (_status, [SchemaP, c_char_p, StrOut, ErrOut]),
     "qm_schema_check": (_status, [SchemaP, c_char_p, c_char_p, StrOut, ErrOut]),
+    "qm_set_qmp_oob": (_status, [MachineP, c_bool, ErrOut]),
+    "qm_qmp_oob_enabled": (c_bool, [MachineP]),
+    "qm_qmp_oob": (_status, [MachineP, c_char_p, c_char_p, c_int64, CancelP, StrOut, ErrOut]),
 }
 
 

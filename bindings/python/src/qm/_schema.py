@@ -1,5 +1,6 @@
-"""The QMP schema on `qm.Machine`: the schema policy (checks before send), the greeting, and
-`Schema` (feature queries, command descriptions, checks without sending).
+"""The QMP schema on `qm.Machine`: the schema policy (checks before send), the greeting,
+`Schema` (feature queries, command descriptions, checks without sending), and out-of-band
+execution.
 
 What is checked, the query-path grammar and what a refusal carries are the core's
 (`qm_schema_*`, `qm_set_schema_policy`); this module converts and nothing more.
@@ -102,7 +103,44 @@ class Schema:
 
 
 class _SchemaCalls(MachineHandle):
-    """The schema policy, the greeting and the schema."""
+    """The schema policy, the greeting, the schema, and out-of-band execution."""
+
+    def set_qmp_oob(self, on: bool = True) -> None:
+        """Asks for out-of-band execution (the QMP `oob` capability) at later launches
+        (default: off); enabled when QEMU offers it. Then `qmp_oob` runs the commands that
+        allow it while in-band ones are pending. With OOB on, QEMU queues at most 8 in-band
+        commands and drops more: keep at most 8 in flight."""
+        self._call(_lib.qm_set_qmp_oob, bool(on))
+
+    @property
+    def qmp_oob_enabled(self) -> bool:
+        """True when the current connection negotiated out-of-band execution."""
+        return bool(self._peek(_lib.qm_qmp_oob_enabled))
+
+    def qmp_oob(
+        self,
+        cmd: str,
+        args: Optional[Mapping[str, Any]] = None,
+        *,
+        timeout: Timeout = DEFAULT,
+        cancel: Optional[Cancel] = None,
+    ) -> Dict[str, Any]:
+        """Runs `cmd` out-of-band (`exec-oob`) and returns QEMU's whole response, as `qmp`
+        does; QEMU may answer it while in-band commands sent earlier still run.
+        `qm.StateError` when OOB was not negotiated (`set_qmp_oob()` before `launch`);
+        `qm.InvalidArgumentError`, once the schema is loaded, for a command that does not allow
+        OOB. Nothing is sent then."""
+        arguments = _args_dict(args)
+        reply = self._json(
+            _lib.qm_qmp_oob,
+            _bytes(cmd, "command"),
+            _json_arg(arguments, "QMP arguments"),
+            _ms(timeout),
+            _cancel_ptr(cancel),
+            command=cmd,
+            arguments=arguments,
+        )
+        return reply  # type: ignore[no-any-return]
 
     def set_schema_policy(
         self, checks: str = "strict", *, deprecated: str = "warn", unstable: str = "off"
