@@ -4,9 +4,10 @@
 //! One file (or directory) per C type or topic, declared below in the order of the header's
 //! sections: [`error`] (`qm_status`, `qm_error`), [`status`] (`qm_status_str`), [`cancel`]
 //! (`qm_cancel`), [`machine`] (`qm_machine`: the handle in `machine/mod.rs`, its calls split by
-//! concern into `config`, `launch`, `qmp`, `events`, `shutdown`, `state`), [`guest`] (the test
-//! guest), [`qga`] (the guest agent), [`console`] (console interaction and its descriptor),
-//! [`json`] (JSON Pointer accessors), [`log`] (the log callback). `boundary` holds the shared
+//! concern into `config`, `launch`, `qmp`, `events`, `shutdown`, `state`), [`attach`]
+//! (`qm_attach`: a QEMU someone else started), [`guest`] (the test guest), [`qga`] (the guest
+//! agent), [`console`] (console interaction and its descriptor), [`json`] (JSON Pointer
+//! accessors), [`log`] (the log callback). `boundary` holds the shared
 //! plumbing (panic boundary, NULL/UTF-8/JSON checks, timeouts, `*_out` writes). The calls that
 //! belong to no type (version, strings, log level, `qm_event_match`) are in this file.
 //!
@@ -28,6 +29,8 @@ pub mod cancel;
 
 pub mod machine;
 
+pub mod attach;
+
 pub mod guest;
 
 pub mod qga;
@@ -45,6 +48,8 @@ pub mod qmpf;
 pub mod oob;
 
 mod boundary;
+
+mod handle;
 
 use std::ffi::{c_char, c_int, CString};
 

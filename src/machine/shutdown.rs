@@ -60,6 +60,9 @@ impl Machine {
             self.release_prepared(&mut life);
             return Ok(());
         }
+        if self.is_attached() {
+            return self.detach_locked(&mut life, hard, &wait);
+        }
         debug!("{}: shutting down (hard: {hard})", self.name());
         let result = if hard {
             self.hard_shutdown()
@@ -206,7 +209,7 @@ impl Machine {
             let code = match &*proc {
                 ProcState::Running(p) => p.try_status(),
                 ProcState::Exited(c) => Some(*c),
-                ProcState::None => None,
+                ProcState::None | ProcState::Attached => None,
             };
             // Forget the process (and its pidfd) once reaped.
             if let Some(code) = code {

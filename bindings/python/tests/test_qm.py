@@ -221,6 +221,9 @@ def test_close_twice_and_calls_after_close(qemu: str) -> None:
         (lambda: qm.Machine("q", monitor=("h", 1, 2)), TypeError, "(host, port)"),  # type: ignore[arg-type]
         (lambda: qm.Machine("q", monitor=("h", 70000)), ValueError, "out of range"),
         (lambda: qm.Machine("q", wrapper="strace"), TypeError, "sequence"),
+        # A string would be split into one argument per character.
+        (lambda: qm.Machine("q", args="-machine none"), TypeError, "sequence"),
+        (lambda: qm.Machine("q", args=b"-S"), TypeError, "sequence"),  # type: ignore[arg-type]
         (lambda: qm.Machine("q").add_fd(-1, 0, "x"), ValueError, "file descriptor"),
         (lambda: qm.Machine("q").add_fd(999999, 0, "x"), ValueError, "not an open"),
         (lambda: qm.Machine("q").cmd("query-status"), qm.StateError, "no QMP connection"),

@@ -98,8 +98,9 @@ pub unsafe extern "C" fn qm_set_max_queued_events(
 #[no_mangle]
 pub unsafe extern "C" fn qm_dropped_events(m: *const qm_machine) -> u64 {
     guard(0, || {
-        // SAFETY: NULL or a live handle.
-        unsafe { m.as_ref() }.map_or(0, |m| m.vm.dropped_events())
+        // SAFETY: NULL, a live handle, or one refused before any read.
+        unsafe { super::machine_or_none(m, "qm_dropped_events") }
+            .map_or(0, |m| m.vm.dropped_events())
     })
 }
 

@@ -10,8 +10,9 @@ use std::ffi::{c_char, c_int};
 use std::os::fd::{BorrowedFd, RawFd};
 use std::path::Path;
 
-use super::boundary::{guard, out, reference, string, Result};
+use super::boundary::{guard, out, string, Result};
 use super::error::{call, qm_error, qm_status};
+use super::handle;
 use crate::{Error, Machine};
 
 /// A QEMU virtual machine: its configuration, and while launched the QEMU process, its QMP
@@ -24,15 +25,46 @@ use crate::{Error, Machine};
 /// Configuration calls apply to the next launch.
 pub struct qm_machine {
     pub(crate) vm: Machine,
+    /// Private, so that a handle is only made by [`qm_machine::into_handle`] (which records it
+    /// as live: `super::handle`).
+    _made_by_into_handle: (),
 }
 
-/// Borrows the machine behind a handle.
+impl qm_machine {
+    /// A new handle owning `vm`, recorded as live; the caller owns it (`qm_free`). Every
+    /// function that returns a `qm_machine *` makes it here.
+    pub(crate) fn into_handle(vm: Machine) -> *mut qm_machine {
+        handle::new(
+            qm_machine {
+                vm,
+                _made_by_into_handle: (),
+            },
+            &handle::MACHINE,
+        )
+    }
+}
+
+/// Borrows the machine behind a handle: `QM_ERR_INVALID` for NULL, and for a pointer that is
+/// not a live handle (freed already, or never returned by qm).
 ///
 /// # Safety
-/// A non-NULL `m` must be a live handle from `qm_new`.
+/// A live `m` stays live for `'a` (`qm_free` is the last call on a handle).
 pub(crate) unsafe fn machine<'a>(m: *const qm_machine) -> Result<&'a qm_machine> {
     // SAFETY: the caller's contract.
-    unsafe { reference(m, "m") }
+    unsafe { handle::borrow(m, &handle::MACHINE, "m") }
+}
+
+/// Borrows the machine behind a handle for a call without `err_out`: None for NULL and (with a
+/// warning naming `function`) for a handle that is not live.
+///
+/// # Safety
+/// As [`machine`].
+pub(crate) unsafe fn machine_or_none<'a>(
+    m: *const qm_machine,
+    function: &str,
+) -> Option<&'a qm_machine> {
+    // SAFETY: the caller's contract.
+    unsafe { handle::get(m, &handle::MACHINE, function) }
 }
 
 /// Checks that `fd` is an open descriptor, and borrows it for the call.
@@ -70,10 +102,7 @@ pub unsafe extern "C" fn qm_new(
         if binary.is_empty() {
             return Err(Error::Invalid("binary is empty".into()));
         }
-        let m = qm_machine {
-            vm: Machine::new(binary),
-        };
-        out.write(Box::into_raw(Box::new(m)));
+        out.write(qm_machine::into_handle(Machine::new(binary)));
         Ok(())
     })
 }
@@ -85,13 +114,16 @@ pub unsafe extern "C" fn qm_new(
 /// `qm_cancel` of blocked calls and wait for them to return first). Borrowed descriptors (the
 /// console) and strings borrowed from the handle are invalid afterwards; owned strings and
 /// `qm_error` objects stay valid.
+///
+/// A handle that is not live (freed already, or never returned by qm) is left alone with a
+/// warning in the log, so freeing twice is reported instead of undefined; a freed handle whose
+/// address a later `qm_new` reused cannot be told apart from that new machine.
 #[no_mangle]
 pub unsafe extern "C" fn qm_free(m: *mut qm_machine) {
     guard((), || {
-        if !m.is_null() {
-            // SAFETY: a non-NULL m came from qm_new (Box::into_raw) and is freed only once.
-            drop(unsafe { Box::from_raw(m) });
-        }
+        // SAFETY: NULL, not live (refused before any read) or live and unused by other
+        // threads (the caller's contract).
+        unsafe { handle::free(m, &handle::MACHINE, "qm_free") }
     })
 }
 

@@ -14,8 +14,8 @@ use crate::Machine;
 #[no_mangle]
 pub unsafe extern "C" fn qm_is_running(m: *const qm_machine) -> bool {
     guard(false, || {
-        // SAFETY: NULL or a live handle.
-        unsafe { m.as_ref() }.is_some_and(|m| m.vm.is_running())
+        // SAFETY: NULL, a live handle, or one refused before any read.
+        unsafe { super::machine_or_none(m, "qm_is_running") }.is_some_and(|m| m.vm.is_running())
     })
 }
 
@@ -25,8 +25,8 @@ pub unsafe extern "C" fn qm_is_running(m: *const qm_machine) -> bool {
 #[no_mangle]
 pub unsafe extern "C" fn qm_pid(m: *const qm_machine) -> i64 {
     guard(-1, || {
-        // SAFETY: NULL or a live handle.
-        unsafe { m.as_ref() }
+        // SAFETY: NULL, a live handle, or one refused before any read.
+        unsafe { super::machine_or_none(m, "qm_pid") }
             .and_then(|m| m.vm.pid())
             .map_or(-1, i64::from)
     })
@@ -38,8 +38,8 @@ pub unsafe extern "C" fn qm_pid(m: *const qm_machine) -> i64 {
 #[no_mangle]
 pub unsafe extern "C" fn qm_last_pid(m: *const qm_machine) -> i64 {
     guard(-1, || {
-        // SAFETY: NULL or a live handle.
-        unsafe { m.as_ref() }
+        // SAFETY: NULL, a live handle, or one refused before any read.
+        unsafe { super::machine_or_none(m, "qm_last_pid") }
             .and_then(|m| m.vm.last_pid())
             .map_or(-1, i64::from)
     })
@@ -51,8 +51,10 @@ pub unsafe extern "C" fn qm_last_pid(m: *const qm_machine) -> i64 {
 #[no_mangle]
 pub unsafe extern "C" fn qm_exit_code(m: *const qm_machine, code_out: *mut c_int) -> bool {
     guard(false, || {
-        // SAFETY: NULL or a live handle.
-        let Some(code) = unsafe { m.as_ref() }.and_then(|m| m.vm.exitcode()) else {
+        // SAFETY: NULL, a live handle, or one refused before any read.
+        let Some(code) =
+            unsafe { super::machine_or_none(m, "qm_exit_code") }.and_then(|m| m.vm.exitcode())
+        else {
             return false;
         };
         if !code_out.is_null() {

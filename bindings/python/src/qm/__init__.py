@@ -10,6 +10,7 @@
 
 from . import _log, guest
 from ._agent import Agent, ExecResult
+from ._attach import AttachedMachine, attach
 from ._cancel import Cancel
 from ._console import ConsoleMatch, ConsoleStats, Regex
 from ._convert import DEFAULT
@@ -46,6 +47,7 @@ __all__ = [
     "DEFAULT",
     "AbnormalShutdownError",
     "Agent",
+    "AttachedMachine",
     "Cancel",
     "ConsoleClosed",
     "ConsoleFailure",
@@ -68,6 +70,7 @@ __all__ = [
     "Schema",
     "StateError",
     "TimeoutError",
+    "attach",
     "event_match",
     "guest",
     "has_caller_argv",

@@ -340,6 +340,9 @@ _PROTOTYPES: dict[str, tuple[Any, list[Any]]] = {
     "qm_set_qmp_oob": (_status, [MachineP, c_bool, ErrOut]),
     "qm_qmp_oob_enabled": (c_bool, [MachineP]),
     "qm_qmp_oob": (_status, [MachineP, c_char_p, c_char_p, c_int64, CancelP, StrOut, ErrOut]),
+    # Attaching to a QEMU someone else started.
+    "qm_attach": (_status, [MachineP, c_char_p, c_char_p, c_int64, CancelP, ErrOut]),
+    "qm_is_attached": (c_bool, [MachineP]),
 }
 
 

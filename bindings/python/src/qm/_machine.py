@@ -79,6 +79,12 @@ class Machine(_Config, _Run, _QMP, _ConsoleCalls, _State, _SchemaCalls):
         err = _ffi.ErrorP()
         _check(_lib.qm_new(_bytes(binary, "binary"), byref(handle), byref(err)), err)
         self._h = handle
+        if isinstance(args, (str, bytes)):
+            # Iterating it would pass one argument per character.
+            raise TypeError(
+                "args must be a sequence of strings, not a single string "
+                "(e.g. args=['-machine', 'none'] or args=shlex.split(text))"
+            )
         if args:
             self.add_args(*args)
         if wrapper:

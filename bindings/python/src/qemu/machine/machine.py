@@ -178,18 +178,32 @@ class _QMPConnection:
 
     def __init__(self, vm: qm.Machine) -> None:
         self._vm = vm
+        self._timeout: Any = qm.DEFAULT
+
+    def settimeout(self, timeout: Optional[float]) -> None:
+        """Bounds the commands sent through this object from now on: seconds, or None for no
+        limit (the legacy client's socket timeout). Until it is called, commands use the
+        machine's QMP timer."""
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+        ):
+            raise TypeError(f"timeout must be seconds or None, not {type(timeout).__name__}")
+        self._timeout = timeout
 
     def cmd_raw(self, name: str, args: Optional[Dict[str, object]] = None) -> QMPMessage:
         """The whole reply of a command."""
-        return self._vm.qmp(name, args)
+        return self._vm.qmp(name, args, timeout=self._timeout)
 
     def cmd_obj(self, qmp_cmd: QMPMessage) -> QMPMessage:
         """Runs `{"execute": ..., "arguments": ...}` and returns the whole reply."""
-        return self._vm.qmp(qmp_cmd["execute"], qmp_cmd.get("arguments"))
+        return self._vm.qmp(qmp_cmd["execute"], qmp_cmd.get("arguments"), timeout=self._timeout)
 
     def cmd(self, cmd: str, **kwds: object) -> QMPReturnValue:
         """The `return` value of a command (raises on an error reply)."""
-        return self._vm.cmd(cmd, kwds or None)
+        return self._vm.cmd(cmd, kwds or None, timeout=self._timeout)
+
+    #: The legacy client's older name of `cmd`.
+    command = cmd
 
     def pull_event(self, wait: Union[bool, float] = False) -> Optional[QMPMessage]:
         """One event (see QEMUMachine.get_qmp_event)."""
@@ -447,6 +461,14 @@ class QEMUMachine:
         if self._temp_dir_created is None:
             self._temp_dir_created = self._vm.temp_dir
         return self._temp_dir_created
+
+    @property
+    def sock_dir(self) -> str:
+        """Where socket files go: sock_dir, or the temporary directory (the older
+        QEMUMachine's property)."""
+        if self._sock_dir:
+            return self._sock_dir
+        return self.temp_dir
 
     @property
     def log_dir(self) -> str:
