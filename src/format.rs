@@ -91,14 +91,16 @@ fn render(format: &str, args: &[Arg<'_>]) -> Result<String> {
                             let Some(&e) = bytes.get(i + 1) else {
                                 return Err(invalid(i, "a backslash at the end".into()));
                             };
+                            // The escaped character may be more than one byte.
+                            let len = utf8_len(e);
                             match e {
                                 b'\'' => out.push('\''),
                                 _ => {
                                     out.push('\\');
-                                    out.push(e as char);
+                                    out.push_str(&format[i + 1..i + 1 + len]);
                                 }
                             }
-                            i += 2;
+                            i += 1 + len;
                         }
                         b'"' => {
                             // Only in a single-quoted string.
@@ -300,6 +302,8 @@ mod tests {
                 "is not JSON",
             ),
             ("{'a': %f}", &[Arg::Int(1)], "was given a signed integer"),
+            // Found by fuzz/format_json: an escaped multi-byte character.
+            ("{'a': '\\\u{65c}'}", &[], "is not JSON"),
         ];
         for (format, args, wanted) in cases {
             match json(format, args) {
