@@ -4,9 +4,9 @@ use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::args::option_value;
 use super::{lock, Machine};
 use crate::error::{Error, Result};
+use crate::opts::option_value;
 use crate::qga::AgentChannel;
 use crate::qmp::DEFAULT_MAX_MESSAGE;
 
@@ -52,6 +52,8 @@ pub(super) struct Config {
     /// The guest agent's channel (`set_guest_agent`).
     pub(super) guest_agent: Option<AgentChannel>,
     pub(super) qmp_transcript: Option<PathBuf>,
+    /// Ends qm's own command line with `-incoming defer` (a restore; see `incoming.rs`).
+    pub(super) incoming_defer: bool,
 }
 
 impl Config {
@@ -69,7 +71,7 @@ impl Config {
             drain_console: false,
             console_log: None,
             console_buffer: 0,
-            qmp_timer: Some(Duration::from_secs(30)),
+            qmp_timer: Some(crate::wait::DEFAULT_TIMEOUT),
             qmp_enabled: true,
             machine: None,
             console: None,
@@ -77,6 +79,7 @@ impl Config {
             max_message: DEFAULT_MAX_MESSAGE,
             guest_agent: None,
             qmp_transcript: None,
+            incoming_defer: false,
         }
     }
 }

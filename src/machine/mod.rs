@@ -11,12 +11,13 @@ mod attach;
 mod config;
 mod console;
 mod expect;
+mod incoming;
 mod launch;
 mod process;
 mod schema;
 mod shutdown;
 
-pub(crate) use args::option_value;
+pub(crate) use incoming::StateArgs;
 
 use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd, RawFd};
@@ -30,6 +31,7 @@ use serde_json::Value;
 
 use crate::console::Console;
 use crate::error::{Error, Result};
+use crate::event::EventFilter;
 use crate::qga::GuestAgent;
 use crate::qmp::QmpClient;
 use crate::wait::Wait;
@@ -46,6 +48,21 @@ pub use shutdown::DEFAULT_SHUTDOWN_TIMEOUT;
 /// several threads run concurrently, each getting its own reply; a shutdown in the middle fails
 /// the others with [`Error::Disconnected`]. Configuration changes apply to the next launch.
 /// Dropping a running machine shuts it down (gracefully, [`DEFAULT_SHUTDOWN_TIMEOUT`]).
+//
+// Lock order (a thread holding a lock only ever takes locks further down this list):
+//   1. `life`: the outermost; held across a whole launch, attach or shutdown, never by a
+//      call that only uses a running machine (commands, events, console, agent), so those
+//      never wait for a launch or shutdown.
+//   2. `cfg`, `qmp`, `proc`, `console`, `temp_dir`, `output`, `agent`: each held for one
+//      statement or a short block, and never two at once. `qmp`, `console` and `agent` are
+//      cloned out (an `Arc`) before anything is called on them, so no blocking call holds
+//      one of these.
+//   3. the components' own locks, taken inside the calls made in 1 and 2: `QmpClient`'s,
+//      `Console`'s (`user`, `thread`, `state`; see console/mod.rs), `GuestAgent`'s (`queue`
+//      then `chan`; see qga/mod.rs), `Process::status`.
+//   4. process-wide leaves, taken last and holding nothing else while held: the log
+//      callback (`log.rs`), the process tree (`sys/tree.rs`), a `Cancel`'s sleepers
+//      (`wait.rs`), the FFI's live handles (`ffi/handle.rs`).
 pub struct Machine {
     cfg: Mutex<Config>,
     /// Serialises launch and shutdown; owns what a run created.
@@ -366,6 +383,15 @@ impl Machine {
         self.client()?.get_events(wait)
     }
 
+    /// Every queued event, oldest first, as the text of one JSON array (`[]` when none, with
+    /// a zero wait); with a non-zero wait, waits for at least one. No event is parsed: for a
+    /// long queue this costs far less memory than [`get_qmp_events`](Self::get_qmp_events)
+    /// (see [`QmpClient::get_events_json`]).
+    pub fn get_qmp_events_json(&self, wait: impl Into<Wait>) -> Result<String> {
+        let wait = wait.into().checked()?;
+        self.client()?.get_events_json(wait)
+    }
+
     /// Caps the number of queued, unread QMP events (`None`, the default: no cap, events are
     /// never dropped, as in QEMU's Python `QEMUMachine`). Applies at once and to later launches.
     ///
@@ -412,6 +438,19 @@ impl Machine {
         self.events_wait(&[(name, filter)], wait)
     }
 
+    /// [`events_wait`](Self::events_wait) with typed filters.
+    pub fn events_wait_for(
+        &self,
+        filters: &[EventFilter],
+        wait: impl Into<Wait>,
+    ) -> Result<Option<Value>> {
+        let pairs: Vec<(&str, Option<&Value>)> = filters
+            .iter()
+            .map(|f| (f.name.as_str(), f.filter.as_ref()))
+            .collect();
+        self.events_wait(&pairs, wait)
+    }
+
     /// Waits for the first event that matches any `(name, filter)` pair. Queued events are
     /// searched first; events that do not match stay queued, in order. A zero wait returns
     /// `None` when nothing matches; a longer one fails with [`Error::Timeout`].
@@ -421,29 +460,36 @@ impl Machine {
         wait: impl Into<Wait>,
     ) -> Result<Option<Value>> {
         let wait = wait.into().checked()?;
-        let within = wait.start()?.within();
+        // The bound, for the message of a timeout (formatted only then: this is the hot path
+        // of every event wait).
+        let limit = wait.start()?.limit();
         let client = self.client()?;
-        if let Some(checker) = self.checker().filter(|_| !client.is_closed()) {
-            let names: Vec<&str> = events.iter().map(|(name, _)| *name).collect();
-            checker.check_events(&client, &names, &wait)?;
-        }
-        client.events_wait(events, wait).map_err(|e| match e {
-            // Name the events waited for: `no SHUTDOWN event within 3000 ms`.
-            Error::Timeout(_) => {
+        if let Some(checker) = self.checker() {
+            if !checker.policy().is_off() && !client.is_closed() {
                 let names: Vec<&str> = events.iter().map(|(name, _)| *name).collect();
-                let filtered = events.iter().any(|(_, f)| f.is_some());
-                Error::Timeout(format!(
-                    "no {} event{} {within}",
-                    names.join(" or "),
-                    if filtered {
-                        " (matching the filter)"
-                    } else {
-                        ""
-                    }
-                ))
+                checker.check_events(&client, &names, &wait)?;
             }
-            other => other,
-        })
+        }
+        client
+            .events_wait(events, wait)
+            .map_err(|e| match e {
+                // Name the events waited for: `no SHUTDOWN event within 3000 ms`.
+                Error::Timeout(_) => {
+                    let names: Vec<&str> = events.iter().map(|(name, _)| *name).collect();
+                    let filtered = events.iter().any(|(_, f)| f.is_some());
+                    Error::Timeout(format!(
+                        "no {} event{} {}",
+                        names.join(" or "),
+                        if filtered {
+                            " (matching the filter)"
+                        } else {
+                            ""
+                        },
+                        crate::wait::within(limit)
+                    ))
+                }
+                other => other,
+            })
     }
 
     // ---- console ---------------------------------------------------------------------------

@@ -13,12 +13,23 @@ from ._agent import Agent, ExecResult
 from ._attach import AttachedMachine, attach
 from ._cancel import Cancel
 from ._console import ConsoleMatch, ConsoleStats, Regex
-from ._convert import DEFAULT
+from ._convert import DEFAULT, DEFAULT_TIMEOUT, conv_keys
+from ._fake import fake_qemu_path
 from ._ffi import library_path
 from ._library import has_caller_argv, set_log_level, version
 from ._machine import Machine
 from ._qmp import event_match
 from ._schema import Schema
+from ._template import (
+    ConsoleReady,
+    Template,
+    launch_incoming,
+    migrate,
+    restore_state,
+    run_job,
+    save_state,
+    wait_migration,
+)
 from .errors import (
     AbnormalShutdownError,
     ConsoleClosed,
@@ -38,13 +49,23 @@ from .errors import (
     TimeoutError,
 )
 
-__version__ = "0.2.0"
+#: The version of the package: the bundled library's (one version, Cargo.toml's).
+__version__ = version()
 
 #: Whether qm's own log records go to Python's logging (loggers `qm.*`) instead of stderr.
 CORE_LOGS_TO_LOGGING = _log.install()
 
 __all__ = [
+    "ConsoleReady",
+    "Template",
+    "launch_incoming",
+    "migrate",
+    "restore_state",
+    "run_job",
+    "save_state",
+    "wait_migration",
     "DEFAULT",
+    "DEFAULT_TIMEOUT",
     "AbnormalShutdownError",
     "Agent",
     "AttachedMachine",
@@ -70,8 +91,10 @@ __all__ = [
     "Schema",
     "StateError",
     "TimeoutError",
+    "conv_keys",
     "attach",
     "event_match",
+    "fake_qemu_path",
     "guest",
     "has_caller_argv",
     "library_path",
