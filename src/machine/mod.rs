@@ -470,26 +470,24 @@ impl Machine {
                 checker.check_events(&client, &names, &wait)?;
             }
         }
-        client
-            .events_wait(events, wait)
-            .map_err(|e| match e {
-                // Name the events waited for: `no SHUTDOWN event within 3000 ms`.
-                Error::Timeout(_) => {
-                    let names: Vec<&str> = events.iter().map(|(name, _)| *name).collect();
-                    let filtered = events.iter().any(|(_, f)| f.is_some());
-                    Error::Timeout(format!(
-                        "no {} event{} {}",
-                        names.join(" or "),
-                        if filtered {
-                            " (matching the filter)"
-                        } else {
-                            ""
-                        },
-                        crate::wait::within(limit)
-                    ))
-                }
-                other => other,
-            })
+        client.events_wait(events, wait).map_err(|e| match e {
+            // Name the events waited for: `no SHUTDOWN event within 3000 ms`.
+            Error::Timeout(_) => {
+                let names: Vec<&str> = events.iter().map(|(name, _)| *name).collect();
+                let filtered = events.iter().any(|(_, f)| f.is_some());
+                Error::Timeout(format!(
+                    "no {} event{} {}",
+                    names.join(" or "),
+                    if filtered {
+                        " (matching the filter)"
+                    } else {
+                        ""
+                    },
+                    crate::wait::within(limit)
+                ))
+            }
+            other => other,
+        })
     }
 
     // ---- console ---------------------------------------------------------------------------
