@@ -20,7 +20,8 @@
 //! **Searching.** Literal patterns resume where the last search stopped; a regular expression
 //! is searched again over the whole unread output when new bytes arrive (linear each time). On a
 //! chatty console, keep the unread output small (consume it, or [`Console::skip_unread`]) when
-//! waiting for regular expressions.
+//! waiting for regular expressions. A regular expression's match is the one that ends first
+//! (see [`Pattern`]), so what a wait returns does not depend on how the output was cut into reads.
 //!
 //! **Who reads.** The reader thread reads the socket while nobody waits. A waiting caller reads
 //! it itself (no hand-off between threads on the way to its match); the thread steps aside until
@@ -54,6 +55,8 @@ use crate::log::{debug, warning};
 use crate::sys::{poll, pollfd, socket, EventFd, POLLHUP, POLLIN, POLLOUT};
 use crate::wait::{Deadline, Wait, Wake};
 use history::History;
+#[doc(hidden)]
+pub use pattern::find_in_pieces;
 use pattern::{Found, Search};
 pub use pattern::{Pattern, Patterns};
 
