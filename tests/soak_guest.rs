@@ -149,10 +149,9 @@ fn eight_threads_of_guest_lives_leave_the_process_as_they_found_it() {
             thread::spawn(move || {
                 let mut n = t as u64;
                 while Instant::now() < deadline && !failed.load(Ordering::Relaxed) {
-                    let r = std::panic::catch_unwind(|| life(&args, n));
-                    if r.is_err() {
+                    if let Err(panic) = std::panic::catch_unwind(|| life(&args, n)) {
                         failed.store(true, Ordering::Relaxed);
-                        std::panic::resume_unwind(r.unwrap_err());
+                        std::panic::resume_unwind(panic);
                     }
                     lives.fetch_add(1, Ordering::Relaxed);
                     n += THREADS as u64;
