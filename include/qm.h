@@ -23,7 +23,11 @@
  *   parameter, never a crash.
  *
  * Handles. qm_machine, qm_error and qm_cancel are opaque; each comes from its own function and
- *   is freed with its own _free function, once; _free(NULL) is a no-op.
+ *   is freed with its own _free function, once; _free(NULL) is a no-op. qm records the handles
+ *   it made, so a handle used after its _free (or a pointer qm never returned) is refused
+ *   without being read: QM_ERR_INVALID naming the parameter, or for a call without err_out
+ *   (a second _free, an accessor) its NULL-case result and a warning in the log. A freed
+ *   handle whose address a later _new reused names the new object and cannot be told apart.
  *
  * Timeouts. `int64_t timeout_ms` is in milliseconds. QM_WAIT_FOREVER (-1) waits as long as it
  *   takes; 0 does not block (look only); QM_WAIT_DEFAULT (-2) is the call's own default where
@@ -46,8 +50,8 @@
 #define QM_H
 
 /*
- * Generated from src/ffi by build.rs (cbindgen 0.29.0). Do not edit: change the Rust doc
- * comments and rebuild. CI fails when a build changes this file.
+ * Generated from src/ffi by tools/header (cbindgen 0.29.0). Do not edit: change the Rust
+ * doc comments and run `make header`. CI (`make check-header`) fails when it is out of date.
  */
 
 #include <stdbool.h>
@@ -107,7 +111,8 @@ typedef enum {
      */
     QM_ERR_TIMEOUT = 3,
     /**
-     * The QMP connection is gone (QEMU exited or closed it, or the machine shut down).
+     * The QMP connection, or for a `qm_agent_*` call the guest agent's channel, is gone
+     * (QEMU exited or closed it, or the machine shut down); the message names which.
      */
     QM_ERR_DISCONNECTED = 4,
     /**
@@ -560,6 +565,10 @@ qm_status qm_new(const char *binary, qm_machine **machine_out, qm_error **err_ou
  * `qm_cancel` of blocked calls and wait for them to return first). Borrowed descriptors (the
  * console) and strings borrowed from the handle are invalid afterwards; owned strings and
  * `qm_error` objects stay valid.
+ *
+ * A handle that is not live (freed already, or never returned by qm) is left alone with a
+ * warning in the log, so freeing twice is reported instead of undefined; a freed handle whose
+ * address a later `qm_new` reused cannot be told apart from that new machine.
  */
 void qm_free(qm_machine *m);
 
@@ -1016,26 +1025,41 @@ qm_status qm_get_args(const qm_machine *m, char **json_array_out, qm_error **err
 qm_status qm_get_command_line(const qm_machine *m, char **json_array_out, qm_error **err_out);
 
 /**
- * Stores the console's descriptor (a connected stream socket) in `*fd_out`. It is borrowed:
- * owned by the machine and valid until a shutdown begins (or `qm_free`); the caller may read,
- * write and poll it (and set it non-blocking) but must not close it. `QM_ERR_STATE` unless
- * `qm_set_console` was called and the machine is launched.
+ * Attaches the machine to a QEMU someone else started, instead of launching one: connects to
+ * its QMP monitor at `qmp_address` (borrowed UTF-8: `"unix:PATH"`, `"tcp:HOST:PORT"` or a bare
+ * path; QEMU listening with e.g. `-qmp unix:PATH,server=on,wait=off`) and negotiates QMP,
+ * and, when `agent_path` (borrowed; may be NULL) is given, connects to its guest agent's
+ * chardev, a unix socket (`-chardev socket,path=PATH,server=on,wait=off` behind a
+ * `virtserialport` named `org.qemu.guest_agent.0`).
  *
- * It is a raw copy of the console: it receives every byte the guest writes (from launch, as far
- * as the console's memory still holds it) and what is written to it goes to the guest; reading
- * it does not consume what `qm_console_wait` sees. Returns at once, even during a shutdown. Another
- * thread's shutdown may close the descriptor at any moment (and its number be reused): a
- * program that shuts down from another thread should use `qm_console_dup` instead.
+ * Blocks at most `timeout_ms` (`QM_WAIT_DEFAULT`: the QMP timer; `QM_WAIT_FOREVER`) or until
+ * `cancel` (may be NULL) fires. Then every QMP, event and `qm_agent_*` call works as on a
+ * launched machine; there is no pid, exit code, console or QEMU log, and the QMP transcript
+ * (`qm_set_qmp_transcript`) and event cap apply.
+ *
+ * qm never kills or reaps a QEMU it did not start: `qm_shutdown` (hard or not), `qm_kill`,
+ * `qm_wait` and `qm_free` *detach*, closing qm's connections and leaving QEMU running. To stop
+ * it, send `quit` yourself; a `qm_shutdown` or `qm_wait` after it waits (bounded by its
+ * timeout) for QEMU to close the monitor, and fails with `QM_ERR_TIMEOUT` if it does not
+ * (detached all the same). `qm_is_running` is true while the QMP connection is up.
+ *
+ * QEMU serves one monitor client at a time: while another is connected no greeting comes and
+ * the call fails with `QM_ERR_TIMEOUT`. `QM_ERR_STATE` when launched, attached or prepared;
+ * `QM_ERR_IO` when nothing listens; `QM_ERR_INVALID` for a malformed address. On failure
+ * nothing stays connected.
  */
-qm_status qm_console_fd(const qm_machine *m, int *fd_out, qm_error **err_out);
+qm_status qm_attach(qm_machine *m,
+                    const char *qmp_address,
+                    const char *agent_path,
+                    int64_t timeout_ms,
+                    const qm_cancel *cancel,
+                    qm_error **err_out);
 
 /**
- * Stores a new descriptor for the console in `*fd_out`: a close-on-exec duplicate that the
- * caller owns and closes (it stays valid after a shutdown, then reading gives end of file).
- * `QM_ERR_STATE` unless `qm_set_console` was called and the machine is
- * launched. Returns at once, even during a shutdown.
+ * True while the machine is attached by `qm_attach` (false for NULL), until it detaches.
+ * Never blocks.
  */
-qm_status qm_console_dup(const qm_machine *m, int *fd_out, qm_error **err_out);
+bool qm_is_attached(const qm_machine *m);
 
 /**
  * Writes the test guest's boot image (512 bytes, raw) to `path`, replacing any file there.
@@ -1438,6 +1462,28 @@ qm_status qm_console_skip_unread(const qm_machine *m, size_t *skipped_out, qm_er
 qm_status qm_set_console_buffer(qm_machine *m,
                                 size_t bytes,
                                 qm_error **err_out);
+
+/**
+ * Stores the console's descriptor (a connected stream socket) in `*fd_out`. It is borrowed:
+ * owned by the machine and valid until a shutdown begins (or `qm_free`); the caller may read,
+ * write and poll it (and set it non-blocking) but must not close it. `QM_ERR_STATE` unless
+ * `qm_set_console` was called and the machine is launched.
+ *
+ * It is a raw copy of the console: it receives every byte the guest writes (from launch, as far
+ * as the console's memory still holds it) and what is written to it goes to the guest; reading
+ * it does not consume what `qm_console_wait` sees. Returns at once, even during a shutdown. Another
+ * thread's shutdown may close the descriptor at any moment (and its number be reused): a
+ * program that shuts down from another thread should use `qm_console_dup` instead.
+ */
+qm_status qm_console_fd(const qm_machine *m, int *fd_out, qm_error **err_out);
+
+/**
+ * Stores a new descriptor for the console in `*fd_out`: a close-on-exec duplicate that the
+ * caller owns and closes (it stays valid after a shutdown, then reading gives end of file).
+ * `QM_ERR_STATE` unless `qm_set_console` was called and the machine is
+ * launched. Returns at once, even during a shutdown.
+ */
+qm_status qm_console_dup(const qm_machine *m, int *fd_out, qm_error **err_out);
 
 /**
  * Stores in `*kind_out` what the RFC 6901 JSON Pointer `pointer` designates in the JSON text

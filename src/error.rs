@@ -35,6 +35,10 @@ pub enum Error {
     Timeout(String),
     /// The QMP connection is gone (QEMU exited or closed it, or the machine shut down).
     Disconnected(String),
+    /// The guest agent's channel is gone (QEMU exited, the machine shut down, or the agent
+    /// went away before answering). The same status as [`Error::Disconnected`]
+    /// (`QM_ERR_DISCONNECTED`), but named for the channel that failed.
+    AgentDisconnected(String),
     /// The call was interrupted through its [`Cancel`](crate::Cancel) token.
     Interrupted,
     /// A graceful shutdown (or a wait) did not end well and QEMU had to be killed; the box holds
@@ -109,6 +113,7 @@ impl fmt::Display for Error {
             Error::Qmp { class, desc } => write!(f, "QMP error {class}: {desc}"),
             Error::Timeout(what) => write!(f, "timed out: {what}"),
             Error::Disconnected(why) => write!(f, "QMP disconnected: {why}"),
+            Error::AgentDisconnected(why) => write!(f, "guest agent disconnected: {why}"),
             Error::Interrupted => f.write_str("interrupted"),
             Error::AbnormalShutdown(cause) => write!(
                 f,

@@ -36,7 +36,7 @@ mod wait;
 pub use error::{Error, Result};
 pub use event::event_match;
 pub use log::{set_log_callback, set_log_level, LogCallback, LogLevel, LogRecord};
-pub use machine::{Machine, MonitorAddress, DEFAULT_SHUTDOWN_TIMEOUT};
+pub use machine::{AttachAddress, Machine, MonitorAddress, DEFAULT_SHUTDOWN_TIMEOUT};
 pub use qga::{AgentChannel, Exec, ExecOutput, GuestAgent, ShutdownMode};
 pub use qmp::{QmpClient, DEFAULT_MAX_MESSAGE};
 /// The JSON library of qm's API, re-exported so users need not add it (nor match its version).

@@ -279,9 +279,15 @@ fn end_of_channel_fails_every_call_at_once() {
     });
     ga.ping(T).unwrap();
     let err = ga.cmd("guest-x", None, T).unwrap_err();
-    assert!(matches!(err, Error::Disconnected(_)), "{err:?}");
+    assert!(matches!(err, Error::AgentDisconnected(_)), "{err:?}");
+    // Named for the channel that failed, not the monitor.
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with("guest agent disconnected: ") && !msg.contains("QMP"),
+        "{msg}"
+    );
     let started = Instant::now();
-    assert!(matches!(ga.ping(T), Err(Error::Disconnected(_))));
+    assert!(matches!(ga.ping(T), Err(Error::AgentDisconnected(_))));
     assert!(started.elapsed() < Duration::from_secs(1));
     assert!(ga.is_closed());
     peer.join();
@@ -307,7 +313,7 @@ fn close_wakes_a_blocked_caller() {
     assert!(ga.is_closed());
     assert!(matches!(
         blocked.join().unwrap(),
-        Err(Error::Disconnected(_))
+        Err(Error::AgentDisconnected(_))
     ));
     drop(ga);
     peer.join();

@@ -249,7 +249,7 @@ fn agent_killed_then_restarted_then_guest_shutdown() {
     };
     // A timeout, or (a ping in flight when the agent died) its port closing.
     assert!(
-        matches!(err, Error::Timeout(_) | Error::Disconnected(_)),
+        matches!(err, Error::Timeout(_) | Error::AgentDisconnected(_)),
         "{err:?}"
     );
 
@@ -275,7 +275,7 @@ fn agent_killed_then_restarted_then_guest_shutdown() {
     std::thread::sleep(Duration::from_millis(300));
     shell(&mut console, "kill -9 $(cat /run/qemu-ga.pid)");
     let err = blocked.join().unwrap().unwrap_err();
-    assert!(matches!(err, Error::Disconnected(_)), "{err:?}");
+    assert!(matches!(err, Error::AgentDisconnected(_)), "{err:?}");
     assert!(err.to_string().contains("port closed"), "{err}");
     shell(&mut console, AGENT_START);
     assert_eq!(ga.exec(&sh("echo again"), T).unwrap().stdout, b"again\n");
@@ -290,7 +290,7 @@ fn agent_killed_then_restarted_then_guest_shutdown() {
     vm.wait(T).unwrap();
     assert_eq!(vm.exitcode(), Some(0));
     // The machine is gone: the agent says so at once.
-    assert!(matches!(ga.ping(T), Err(Error::Disconnected(_))));
+    assert!(matches!(ga.ping(T), Err(Error::AgentDisconnected(_))));
 }
 
 /// A guest that never starts an agent (here: no guest OS at all): sync times out saying so.
@@ -305,7 +305,7 @@ fn no_agent_in_the_guest_times_out_with_a_clear_error() {
     assert!(matches!(err, Error::Timeout(_)), "{err:?}");
     assert!(err.to_string().contains("is qemu-ga running"), "{err}");
     vm.shutdown(T).unwrap();
-    assert!(matches!(ga.ping(T), Err(Error::Disconnected(_))));
+    assert!(matches!(ga.ping(T), Err(Error::AgentDisconnected(_))));
     assert!(matches!(vm.agent(), Err(Error::State(_))));
 }
 

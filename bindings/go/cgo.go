@@ -65,6 +65,43 @@ func jsonArg(name string, v any) (*C.char, error) {
 	return cstring(name, string(b))
 }
 
+// jsonObjectArg is jsonArg for a value that must marshal to a JSON object (a map or a struct)
+// or to null: command arguments. It is checked here so that the error names the Go
+// argument (name), not the C parameter the text would reach.
+func jsonObjectArg(name string, v any) (*C.char, error) {
+	if v == nil {
+		return nil, nil
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		e := invalid("%s cannot be marshalled to JSON", name)
+		e.(*Error).cause = []error{err}
+		return nil, e
+	}
+	if kind := jsonKind(b); kind != "object" && kind != "null" {
+		return nil, invalid("%s must marshal to a JSON object (a map or a struct) or be nil, not %s (%T)", name, kind, v)
+	}
+	return cstring(name, string(b))
+}
+
+// jsonKind names the kind of a valid JSON text (as json.Marshal writes it) for messages.
+func jsonKind(b []byte) string {
+	switch t := strings.TrimLeft(string(b), " \t\r\n"); {
+	case strings.HasPrefix(t, "{"):
+		return "object"
+	case strings.HasPrefix(t, "["):
+		return "an array"
+	case strings.HasPrefix(t, "\""):
+		return "a string"
+	case t == "null":
+		return "null"
+	case t == "true" || t == "false":
+		return "a boolean"
+	default:
+		return "a number"
+	}
+}
+
 // takeBytes copies a string the library returned and frees it (nil for NULL).
 func takeBytes(s *C.char) []byte {
 	if s == nil {

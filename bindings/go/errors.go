@@ -21,7 +21,7 @@ const (
 	StatusLaunch           Status = C.QM_ERR_LAUNCH            // the machine could not be launched
 	StatusQMP              Status = C.QM_ERR_QMP               // QEMU answered a command with an error
 	StatusTimeout          Status = C.QM_ERR_TIMEOUT           // a wait ran out of time
-	StatusDisconnected     Status = C.QM_ERR_DISCONNECTED      // the QMP connection is gone
+	StatusDisconnected     Status = C.QM_ERR_DISCONNECTED      // the QMP connection or the agent channel is gone
 	StatusInterrupted      Status = C.QM_ERR_INTERRUPTED       // the call was interrupted
 	StatusAbnormalShutdown Status = C.QM_ERR_ABNORMAL_SHUTDOWN // QEMU had to be killed
 	StatusState            Status = C.QM_ERR_STATE             // the call does not fit the machine's state
@@ -52,7 +52,8 @@ var (
 	ErrQMP = errors.New("qm: QMP error")
 	// ErrTimeout means a wait ran out of time (the context's deadline, or the call's default).
 	ErrTimeout = errors.New("qm: timeout")
-	// ErrDisconnected means the QMP connection is gone (QEMU exited, or the machine shut down).
+	// ErrDisconnected means the QMP connection (or, for an agent call, the guest agent's
+	// channel) is gone (QEMU exited, or the machine shut down); the message names which.
 	ErrDisconnected = errors.New("qm: disconnected")
 	// ErrInterrupted means the call was interrupted (its context was cancelled, or Close ran).
 	ErrInterrupted = errors.New("qm: interrupted")

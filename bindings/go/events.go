@@ -7,6 +7,7 @@ import "C"
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"time"
 	"unsafe"
 )
@@ -168,6 +169,16 @@ func (m *Machine) DroppedEvents() uint64 {
 func (m *Machine) EventWait(ctx context.Context, filters ...EventFilter) (Event, error) {
 	if len(filters) == 0 {
 		return Event{}, invalid("EventWait needs at least one filter")
+	}
+	for i, f := range filters {
+		if f.Match == nil {
+			continue
+		}
+		cm, err := jsonObjectArg(fmt.Sprintf("filters[%d].Match", i), f.Match)
+		if err != nil {
+			return Event{}, err
+		}
+		C.free(unsafe.Pointer(cm))
 	}
 	cf, err := jsonArg("filters", filters)
 	if err != nil {

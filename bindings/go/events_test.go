@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -125,6 +126,11 @@ func TestEvents(t *testing.T) {
 	mustErr(t, "EventWait without filters", err, qm.ErrInvalid)
 	_, err = m.EventWait(ctx, qm.EventFilter{Name: "STOP", Match: make(chan int)})
 	mustErr(t, "EventWait with a bad filter", err, qm.ErrInvalid)
+	_, err = m.EventWait(ctx, qm.EventFilter{Name: "STOP"}, qm.EventFilter{Name: "X", Match: []int{1}})
+	mustErr(t, "EventWait with a list as Match", err, qm.ErrInvalid)
+	if msg := err.Error(); !strings.Contains(msg, "filters[1].Match") || strings.Contains(msg, "_json") {
+		t.Errorf("EventWait with a list as Match: %q does not say it in Go's terms", msg)
+	}
 }
 
 func TestEventWaitDeadline(t *testing.T) {

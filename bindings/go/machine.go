@@ -356,7 +356,7 @@ func (m *Machine) execute(ctx context.Context, cmd string, args any, raw bool) (
 		return nil, err
 	}
 	defer C.free(unsafe.Pointer(ccmd))
-	cargs, err := jsonArg("args", args)
+	cargs, err := jsonObjectArg("args", args)
 	if err != nil {
 		return nil, err
 	}

@@ -291,6 +291,10 @@ func TestQMPAndCmd(t *testing.T) {
 	} {
 		_, err := m.Cmd(ctx, "query-status", args)
 		mustErr(t, name, err, qm.ErrInvalid)
+		// In Go's terms: the argument is args, not the C parameter args_json.
+		if msg := err.Error(); !strings.Contains(msg, "args") || strings.Contains(msg, "_json") {
+			t.Errorf("%s: %q does not name args in Go's terms", name, msg)
+		}
 	}
 	_, err = m.Cmd(ctx, "query\x00status", nil)
 	mustErr(t, "NUL in command", err, qm.ErrInvalid)

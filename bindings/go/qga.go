@@ -87,7 +87,7 @@ func (a *Agent) execute(ctx context.Context, cmd string, args any, raw bool) (js
 		return nil, err
 	}
 	defer C.free(unsafe.Pointer(ccmd))
-	cargs, err := jsonArg("args", args)
+	cargs, err := jsonObjectArg("args", args)
 	if err != nil {
 		return nil, err
 	}

@@ -8,6 +8,10 @@ Where libqm comes from, in order:
   2. the qm repository this directory sits in (`../../Cargo.toml`): `cargo build --release
      --lib` (cargo from `$CARGO`, else `PATH`, else `~/.cargo/bin`), and the `libqm.so` it
      reports is bundled.
+
+The bundled copy is stripped (`strip --strip-unneeded`: 19.9 MB down to about 3 MB): the wheel
+carries no debug information. `QM_KEEP_DEBUG=1` bundles the library as built; the checkout's
+`target/release/libqm.so` keeps it too (`objcopy --only-keep-debug` makes a separate file).
 """
 
 from __future__ import annotations
@@ -95,6 +99,21 @@ class BuildPyWithLibqm(build_py):  # type: ignore[misc]
         dest.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(lib, dest / LIB_NAME)
         os.chmod(dest / LIB_NAME, 0o755)
+        _strip(dest / LIB_NAME)
+
+
+def _strip(path: Path) -> None:
+    """Drops the debug information and local symbols of the bundled copy (not of the
+    original), unless QM_KEEP_DEBUG=1."""
+    if os.environ.get("QM_KEEP_DEBUG") == "1":
+        return
+    strip = os.environ.get("STRIP") or shutil.which("strip")
+    if strip is None:
+        raise SystemExit(
+            "qm-qemu: strip (binutils) is needed to bundle a stripped libqm; install binutils, "
+            "or set QM_KEEP_DEBUG=1 to bundle the library with its debug information"
+        )
+    subprocess.run([strip, "--strip-unneeded", str(path)], check=True)
 
 
 class PlatformWheel(bdist_wheel):  # type: ignore[misc]

@@ -28,10 +28,13 @@ pub(crate) fn null(name: &str) -> Error {
     Error::Invalid(format!("{name} is NULL"))
 }
 
-/// Borrows `*ptr`, or fails with [`Error::Invalid`] naming `name` when it is NULL.
+/// Borrows `*ptr`, or fails with [`Error::Invalid`] naming `name` when it is NULL. For a
+/// handle type that `super::handle` does not record; the ones it records are borrowed with
+/// `handle::borrow`, which also refuses freed and foreign pointers.
 ///
 /// # Safety
 /// A non-NULL `ptr` must point to a live `T` for `'a`.
+#[allow(dead_code)] // for handle types added elsewhere
 pub(crate) unsafe fn reference<'a, T>(ptr: *const T, name: &str) -> Result<&'a T> {
     // SAFETY: the caller's contract; as_ref handles NULL.
     unsafe { ptr.as_ref() }.ok_or_else(|| null(name))
@@ -245,10 +248,12 @@ mod tests {
         assert_eq!(status, qm_status::QM_ERR_PANIC);
         assert!(!err.is_null());
         // SAFETY: err was just created by `call`.
-        let e = unsafe { Box::from_raw(err) };
+        let e = unsafe { &*err };
         assert_eq!(e.status(), qm_status::QM_ERR_PANIC);
         assert!(e.message().contains("boom 42"), "{}", e.message());
         assert!(e.message().starts_with("qm_test: "), "{}", e.message());
+        // SAFETY: err is live and no longer used.
+        unsafe { super::super::error::qm_error_free(err) };
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `qm_cancel`: a token that interrupts blocked calls from another thread.
 
 use super::boundary::{guard, timeout, Result};
+use super::handle::{self, CANCEL};
 use crate::{Cancel, Wait};
 
 /// A cancellation token. Pass it to blocking calls (`qm_qmp`, `qm_event_wait`, `qm_shutdown` ...);
@@ -17,24 +18,30 @@ pub struct qm_cancel {
 /// Converts the `(timeout_ms, cancel)` pair every blocking call takes into the core's [`Wait`],
 /// which alone decides what the call's default is and what a fired token does.
 ///
+/// `QM_ERR_INVALID` for a `cancel` that is not NULL and not a live token.
+///
 /// # Safety
-/// A non-NULL `cancel` must be a live `qm_cancel`.
+/// A live `cancel` stays live for the call.
 pub(crate) unsafe fn wait(timeout_ms: i64, cancel: *const qm_cancel) -> Result<Wait> {
     let wait = timeout(timeout_ms, "timeout_ms")?;
-    // SAFETY: the caller's contract.
-    Ok(match unsafe { cancel.as_ref() } {
-        Some(cancel) => wait.cancel(&cancel.token),
-        None => wait,
-    })
+    if cancel.is_null() {
+        return Ok(wait);
+    }
+    // SAFETY: the caller's contract; a token that is not live is refused before any read.
+    let cancel = unsafe { handle::borrow(cancel, &CANCEL, "cancel") }?;
+    Ok(wait.cancel(&cancel.token))
 }
 
 /// A new token that has not fired; NULL only if memory runs out. Free it with `qm_cancel_free`.
 #[no_mangle]
 pub extern "C" fn qm_cancel_new() -> *mut qm_cancel {
     guard(std::ptr::null_mut(), || {
-        Box::into_raw(Box::new(qm_cancel {
-            token: Cancel::new(),
-        }))
+        handle::new(
+            qm_cancel {
+                token: Cancel::new(),
+            },
+            &CANCEL,
+        )
     })
 }
 
@@ -44,8 +51,8 @@ pub extern "C" fn qm_cancel_new() -> *mut qm_cancel {
 #[no_mangle]
 pub unsafe extern "C" fn qm_cancel_fire(cancel: *const qm_cancel) {
     guard((), || {
-        // SAFETY: NULL or a live token (the caller's contract).
-        if let Some(c) = unsafe { cancel.as_ref() } {
+        // SAFETY: NULL, a live token, or one refused (with a warning) before any read.
+        if let Some(c) = unsafe { handle::get(cancel, &CANCEL, "qm_cancel_fire") } {
             c.token.cancel();
         }
     })
@@ -55,8 +62,9 @@ pub unsafe extern "C" fn qm_cancel_fire(cancel: *const qm_cancel) {
 #[no_mangle]
 pub unsafe extern "C" fn qm_cancel_is_fired(cancel: *const qm_cancel) -> bool {
     guard(false, || {
-        // SAFETY: NULL or a live token.
-        unsafe { cancel.as_ref() }.is_some_and(|c| c.token.is_cancelled())
+        // SAFETY: NULL, a live token, or one refused (with a warning) before any read.
+        unsafe { handle::get(cancel, &CANCEL, "qm_cancel_is_fired") }
+            .is_some_and(|c| c.token.is_cancelled())
     })
 }
 
@@ -65,9 +73,7 @@ pub unsafe extern "C" fn qm_cancel_is_fired(cancel: *const qm_cancel) -> bool {
 #[no_mangle]
 pub unsafe extern "C" fn qm_cancel_free(cancel: *mut qm_cancel) {
     guard((), || {
-        if !cancel.is_null() {
-            // SAFETY: a non-NULL token came from qm_cancel_new and is freed only once.
-            drop(unsafe { Box::from_raw(cancel) });
-        }
+        // SAFETY: NULL, not live (left alone, with a warning), or live and unused elsewhere.
+        unsafe { handle::free(cancel, &CANCEL, "qm_cancel_free") }
     })
 }

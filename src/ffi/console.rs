@@ -3,12 +3,13 @@
 //! wait consumes, the memory cap, the errors) are the core's, in `crate::console`; this file only
 //! converts.
 
-use std::ffi::{c_char, CString};
+use std::ffi::{c_char, c_int, CString};
 use std::time::Duration;
 
 use super::boundary::{self, byte_slice, guard, out, string, Result};
 use super::cancel::{self, qm_cancel};
 use super::error::{call, qm_error, qm_status};
+use super::handle::{self, CONSOLE_MATCH, PATTERNS};
 use super::machine::{machine, qm_machine};
 use crate::console::{Match, Pattern, Patterns};
 use crate::Error;
@@ -63,9 +64,12 @@ pub struct qm_console_counters {
 #[no_mangle]
 pub extern "C" fn qm_patterns_new() -> *mut qm_patterns {
     guard(std::ptr::null_mut(), || {
-        Box::into_raw(Box::new(qm_patterns {
-            patterns: Patterns::new(),
-        }))
+        handle::new(
+            qm_patterns {
+                patterns: Patterns::new(),
+            },
+            &PATTERNS,
+        )
     })
 }
 
@@ -84,8 +88,9 @@ pub unsafe extern "C" fn qm_patterns_add(
     err_out: *mut *mut qm_error,
 ) -> qm_status {
     call("qm_patterns_add", err_out, || {
-        // SAFETY: NULL or a live `qm_patterns` that no other thread uses during the call.
-        let p = unsafe { p.as_mut() }.ok_or_else(|| boundary::null("p"))?;
+        // SAFETY: NULL, not live (refused before any read), or a live `qm_patterns` that no
+        // other thread uses during the call.
+        let p = unsafe { handle::borrow_mut(p, &PATTERNS, "p") }?;
         // SAFETY: a NUL-terminated string (the caller's contract).
         let text = unsafe { string(pattern, "pattern") }?;
         let pattern = match kind {
@@ -110,10 +115,8 @@ pub unsafe extern "C" fn qm_patterns_add(
 #[no_mangle]
 pub unsafe extern "C" fn qm_patterns_free(p: *mut qm_patterns) {
     guard((), || {
-        if !p.is_null() {
-            // SAFETY: a non-NULL p came from qm_patterns_new and is freed only once.
-            drop(unsafe { Box::from_raw(p) });
-        }
+        // SAFETY: NULL, not live (left alone, with a warning), or live and unused elsewhere.
+        unsafe { handle::free(p, &PATTERNS, "qm_patterns_free") }
     })
 }
 
@@ -121,8 +124,9 @@ pub unsafe extern "C" fn qm_patterns_free(p: *mut qm_patterns) {
 #[no_mangle]
 pub unsafe extern "C" fn qm_console_match_index(m: *const qm_console_match) -> usize {
     guard(0, || {
-        // SAFETY: NULL or a live match.
-        unsafe { m.as_ref() }.map_or(0, |m| m.found.index)
+        // SAFETY: NULL, a live match, or one refused (with a warning) before any read.
+        unsafe { handle::get(m, &CONSOLE_MATCH, "qm_console_match_index") }
+            .map_or(0, |m| m.found.index)
     })
 }
 
@@ -137,8 +141,8 @@ pub unsafe extern "C" fn qm_console_match_text(
     len_out: *mut usize,
 ) -> *const c_char {
     guard(std::ptr::null(), || {
-        // SAFETY: NULL or a live match.
-        let Some(m) = (unsafe { m.as_ref() }) else {
+        // SAFETY: NULL, a live match, or one refused (with a warning) before any read.
+        let Some(m) = (unsafe { handle::get(m, &CONSOLE_MATCH, "qm_console_match_text") }) else {
             return std::ptr::null();
         };
         if !len_out.is_null() {
@@ -154,8 +158,9 @@ pub unsafe extern "C" fn qm_console_match_text(
 #[no_mangle]
 pub unsafe extern "C" fn qm_console_match_start(m: *const qm_console_match) -> usize {
     guard(0, || {
-        // SAFETY: NULL or a live match.
-        unsafe { m.as_ref() }.map_or(0, |m| m.found.start)
+        // SAFETY: NULL, a live match, or one refused (with a warning) before any read.
+        unsafe { handle::get(m, &CONSOLE_MATCH, "qm_console_match_start") }
+            .map_or(0, |m| m.found.start)
     })
 }
 
@@ -164,8 +169,9 @@ pub unsafe extern "C" fn qm_console_match_start(m: *const qm_console_match) -> u
 #[no_mangle]
 pub unsafe extern "C" fn qm_console_match_dropped(m: *const qm_console_match) -> u64 {
     guard(0, || {
-        // SAFETY: NULL or a live match.
-        unsafe { m.as_ref() }.map_or(0, |m| m.found.dropped)
+        // SAFETY: NULL, a live match, or one refused (with a warning) before any read.
+        unsafe { handle::get(m, &CONSOLE_MATCH, "qm_console_match_dropped") }
+            .map_or(0, |m| m.found.dropped)
     })
 }
 
@@ -173,10 +179,8 @@ pub unsafe extern "C" fn qm_console_match_dropped(m: *const qm_console_match) ->
 #[no_mangle]
 pub unsafe extern "C" fn qm_console_match_free(m: *mut qm_console_match) {
     guard((), || {
-        if !m.is_null() {
-            // SAFETY: a non-NULL m came from a console wait and is freed only once.
-            drop(unsafe { Box::from_raw(m) });
-        }
+        // SAFETY: NULL, not live (left alone, with a warning), or live and unused elsewhere.
+        unsafe { handle::free(m, &CONSOLE_MATCH, "qm_console_match_free") }
     })
 }
 
@@ -185,7 +189,10 @@ fn write_match(out: boundary::Out<*mut qm_console_match>, found: Match) {
     let mut text = Vec::with_capacity(found.text.len() + 1);
     text.extend_from_slice(&found.text);
     text.push(0);
-    out.write(Box::into_raw(Box::new(qm_console_match { found, text })));
+    out.write(handle::new(
+        qm_console_match { found, text },
+        &CONSOLE_MATCH,
+    ));
 }
 
 /// Borrows the patterns behind `p`.
@@ -193,8 +200,8 @@ fn write_match(out: boundary::Out<*mut qm_console_match>, found: Match) {
 /// # Safety
 /// A non-NULL `p` must be a live `qm_patterns`.
 unsafe fn patterns<'a>(p: *const qm_patterns) -> Result<&'a Patterns> {
-    // SAFETY: the caller's contract.
-    Ok(&unsafe { boundary::reference(p, "patterns") }?.patterns)
+    // SAFETY: the caller's contract; a pointer that is not live is refused before any read.
+    Ok(&unsafe { handle::borrow(p, &PATTERNS, "patterns") }?.patterns)
 }
 
 /// Waits until one of the success patterns of `patterns` shows on the console of `m`, and stores
@@ -442,6 +449,52 @@ pub unsafe extern "C" fn qm_set_console_buffer(
     call("qm_set_console_buffer", err_out, || {
         // SAFETY: the handle contract.
         unsafe { machine(m) }?.vm.set_console_buffer(bytes);
+        Ok(())
+    })
+}
+
+// ---- the console's descriptor ---------------------------------------------------------------------
+
+/// Stores the console's descriptor (a connected stream socket) in `*fd_out`. It is borrowed:
+/// owned by the machine and valid until a shutdown begins (or `qm_free`); the caller may read,
+/// write and poll it (and set it non-blocking) but must not close it. `QM_ERR_STATE` unless
+/// `qm_set_console` was called and the machine is launched.
+///
+/// It is a raw copy of the console: it receives every byte the guest writes (from launch, as far
+/// as the console's memory still holds it) and what is written to it goes to the guest; reading
+/// it does not consume what `qm_console_wait` sees. Returns at once, even during a shutdown. Another
+/// thread's shutdown may close the descriptor at any moment (and its number be reused): a
+/// program that shuts down from another thread should use `qm_console_dup` instead.
+#[no_mangle]
+pub unsafe extern "C" fn qm_console_fd(
+    m: *const qm_machine,
+    fd_out: *mut c_int,
+    err_out: *mut *mut qm_error,
+) -> qm_status {
+    call("qm_console_fd", err_out, || {
+        let out = out(fd_out, "fd_out")?;
+        // SAFETY: the handle contract.
+        let fd = unsafe { machine(m) }?.vm.console_fd()?;
+        out.write(fd);
+        Ok(())
+    })
+}
+
+/// Stores a new descriptor for the console in `*fd_out`: a close-on-exec duplicate that the
+/// caller owns and closes (it stays valid after a shutdown, then reading gives end of file).
+/// `QM_ERR_STATE` unless `qm_set_console` was called and the machine is
+/// launched. Returns at once, even during a shutdown.
+#[no_mangle]
+pub unsafe extern "C" fn qm_console_dup(
+    m: *const qm_machine,
+    fd_out: *mut c_int,
+    err_out: *mut *mut qm_error,
+) -> qm_status {
+    call("qm_console_dup", err_out, || {
+        let out = out(fd_out, "fd_out")?;
+        // SAFETY: the handle contract.
+        let console = unsafe { machine(m) }?.vm.console()?;
+        out.write(std::os::fd::IntoRawFd::into_raw_fd(console));
         Ok(())
     })
 }

@@ -29,7 +29,7 @@ pub(crate) fn call(
     if !err_out.is_null() {
         // SAFETY: err_out is not NULL and the caller promises it points to a writable
         // `qm_error *`. Ownership of the box goes to the caller (`qm_error_free`).
-        unsafe { *err_out = Box::into_raw(Box::new(error)) };
+        unsafe { *err_out = super::handle::new(error, &super::handle::ERROR) };
     }
     status
 }
@@ -50,7 +50,8 @@ pub enum qm_status {
     QM_ERR_QMP = 2,
     /// A wait ran out of time.
     QM_ERR_TIMEOUT = 3,
-    /// The QMP connection is gone (QEMU exited or closed it, or the machine shut down).
+    /// The QMP connection, or for a `qm_agent_*` call the guest agent's channel, is gone
+    /// (QEMU exited or closed it, or the machine shut down); the message names which.
     QM_ERR_DISCONNECTED = 4,
     /// The call was interrupted through its `qm_cancel` token.
     QM_ERR_INTERRUPTED = 5,
@@ -89,7 +90,7 @@ impl qm_status {
             Error::Timeout(_) | Error::ConsoleTimeout { .. } => qm_status::QM_ERR_TIMEOUT,
             Error::ConsoleClosed { .. } => qm_status::QM_ERR_CONSOLE_CLOSED,
             Error::ConsoleFailure { .. } => qm_status::QM_ERR_CONSOLE_FAILURE,
-            Error::Disconnected(_) => qm_status::QM_ERR_DISCONNECTED,
+            Error::Disconnected(_) | Error::AgentDisconnected(_) => qm_status::QM_ERR_DISCONNECTED,
             Error::Interrupted => qm_status::QM_ERR_INTERRUPTED,
             Error::AbnormalShutdown(_) => qm_status::QM_ERR_ABNORMAL_SHUTDOWN,
             Error::State(_) => qm_status::QM_ERR_STATE,
@@ -222,6 +223,16 @@ fn os_code(err: &Error) -> Option<i32> {
     }
 }
 
+/// Borrows an error for an accessor: None for NULL and (with a warning) for a pointer that is
+/// not a live error.
+///
+/// # Safety
+/// A live `err` stays live for `'a` (until `qm_error_free`).
+unsafe fn error<'a>(err: *const qm_error, function: &str) -> Option<&'a qm_error> {
+    // SAFETY: the caller's contract; a pointer that is not live is refused before any read.
+    unsafe { super::handle::get(err, &super::handle::ERROR, function) }
+}
+
 fn borrowed(s: Option<&CString>) -> *const c_char {
     s.map_or(std::ptr::null(), |s| s.as_ptr())
 }
@@ -231,10 +242,12 @@ fn borrowed(s: Option<&CString>) -> *const c_char {
 /// `err` is borrowed.
 #[no_mangle]
 pub unsafe extern "C" fn qm_error_status(err: *const qm_error) -> qm_status {
-    // SAFETY: NULL or a live error (the caller's contract).
-    guard(qm_status::QM_ERR_PANIC, || match unsafe { err.as_ref() } {
-        Some(e) => e.status,
-        None => qm_status::QM_OK,
+    guard(qm_status::QM_ERR_PANIC, || {
+        // SAFETY: NULL, a live error, or one refused (with a warning) before any read.
+        match unsafe { error(err, "qm_error_status") } {
+            Some(e) => e.status,
+            None => qm_status::QM_OK,
+        }
     })
 }
 
@@ -246,7 +259,7 @@ pub unsafe extern "C" fn qm_error_status(err: *const qm_error) -> qm_status {
 pub unsafe extern "C" fn qm_error_message(err: *const qm_error) -> *const c_char {
     guard(std::ptr::null(), || {
         // SAFETY: NULL or a live error.
-        borrowed(unsafe { err.as_ref() }.map(|e| &e.message))
+        borrowed(unsafe { error(err, "qm_error_message") }.map(|e| &e.message))
     })
 }
 
@@ -258,7 +271,9 @@ pub unsafe extern "C" fn qm_error_message(err: *const qm_error) -> *const c_char
 pub unsafe extern "C" fn qm_error_qmp_class(err: *const qm_error) -> *const c_char {
     guard(std::ptr::null(), || {
         // SAFETY: NULL or a live error.
-        borrowed(unsafe { err.as_ref() }.and_then(|e| e.qmp.as_ref().map(|q| &q.0)))
+        borrowed(
+            unsafe { error(err, "qm_error_qmp_class") }.and_then(|e| e.qmp.as_ref().map(|q| &q.0)),
+        )
     })
 }
 
@@ -269,7 +284,9 @@ pub unsafe extern "C" fn qm_error_qmp_class(err: *const qm_error) -> *const c_ch
 pub unsafe extern "C" fn qm_error_qmp_desc(err: *const qm_error) -> *const c_char {
     guard(std::ptr::null(), || {
         // SAFETY: NULL or a live error.
-        borrowed(unsafe { err.as_ref() }.and_then(|e| e.qmp.as_ref().map(|q| &q.1)))
+        borrowed(
+            unsafe { error(err, "qm_error_qmp_desc") }.and_then(|e| e.qmp.as_ref().map(|q| &q.1)),
+        )
     })
 }
 
@@ -281,7 +298,10 @@ pub unsafe extern "C" fn qm_error_qmp_desc(err: *const qm_error) -> *const c_cha
 pub unsafe extern "C" fn qm_error_exit_code(err: *const qm_error, code_out: *mut c_int) -> bool {
     // SAFETY: NULL or a live error; NULL or a writable int.
     guard(false, || unsafe {
-        write_code(err.as_ref().and_then(|e| e.exit_code), code_out)
+        write_code(
+            error(err, "qm_error_exit_code").and_then(|e| e.exit_code),
+            code_out,
+        )
     })
 }
 
@@ -308,7 +328,7 @@ unsafe fn write_code(code: Option<c_int>, out: *mut c_int) -> bool {
 pub unsafe extern "C" fn qm_error_command(err: *const qm_error) -> *const c_char {
     guard(std::ptr::null(), || {
         // SAFETY: NULL or a live error.
-        borrowed(unsafe { err.as_ref() }.and_then(|e| e.command.as_ref()))
+        borrowed(unsafe { error(err, "qm_error_command") }.and_then(|e| e.command.as_ref()))
     })
 }
 
@@ -320,7 +340,7 @@ pub unsafe extern "C" fn qm_error_command(err: *const qm_error) -> *const c_char
 pub unsafe extern "C" fn qm_error_output(err: *const qm_error) -> *const c_char {
     guard(std::ptr::null(), || {
         // SAFETY: NULL or a live error.
-        borrowed(unsafe { err.as_ref() }.and_then(|e| e.output.as_ref()))
+        borrowed(unsafe { error(err, "qm_error_output") }.and_then(|e| e.output.as_ref()))
     })
 }
 
@@ -333,7 +353,7 @@ pub unsafe extern "C" fn qm_error_output(err: *const qm_error) -> *const c_char 
 pub unsafe extern "C" fn qm_error_cause(err: *const qm_error) -> qm_status {
     guard(qm_status::QM_ERR_PANIC, || {
         // SAFETY: NULL or a live error.
-        let cause = unsafe { err.as_ref() }.and_then(|e| e.cause.as_ref());
+        let cause = unsafe { error(err, "qm_error_cause") }.and_then(|e| e.cause.as_ref());
         cause.map_or(qm_status::QM_OK, |c| c.0)
     })
 }
@@ -346,7 +366,10 @@ pub unsafe extern "C" fn qm_error_cause(err: *const qm_error) -> qm_status {
 pub unsafe extern "C" fn qm_error_cause_message(err: *const qm_error) -> *const c_char {
     guard(std::ptr::null(), || {
         // SAFETY: NULL or a live error.
-        borrowed(unsafe { err.as_ref() }.and_then(|e| e.cause.as_ref().map(|c| &c.1)))
+        borrowed(
+            unsafe { error(err, "qm_error_cause_message") }
+                .and_then(|e| e.cause.as_ref().map(|c| &c.1)),
+        )
     })
 }
 
@@ -358,7 +381,10 @@ pub unsafe extern "C" fn qm_error_cause_message(err: *const qm_error) -> *const 
 pub unsafe extern "C" fn qm_error_os_code(err: *const qm_error, code_out: *mut c_int) -> bool {
     // SAFETY: NULL or a live error; NULL or a writable int.
     guard(false, || unsafe {
-        write_code(err.as_ref().and_then(|e| e.os_code), code_out)
+        write_code(
+            error(err, "qm_error_os_code").and_then(|e| e.os_code),
+            code_out,
+        )
     })
 }
 
@@ -372,7 +398,9 @@ pub unsafe extern "C" fn qm_error_os_code(err: *const qm_error, code_out: *mut c
 pub unsafe extern "C" fn qm_error_console_text(err: *const qm_error) -> *const c_char {
     guard(std::ptr::null(), || {
         // SAFETY: NULL or a live error.
-        borrowed(unsafe { err.as_ref() }.and_then(|e| e.console_text.as_ref()))
+        borrowed(
+            unsafe { error(err, "qm_error_console_text") }.and_then(|e| e.console_text.as_ref()),
+        )
     })
 }
 
@@ -386,7 +414,8 @@ pub unsafe extern "C" fn qm_error_console_pattern(
 ) -> bool {
     guard(false, || {
         // SAFETY: NULL or a live error.
-        let index = unsafe { err.as_ref() }.and_then(|e| e.console_pattern);
+        let index =
+            unsafe { error(err, "qm_error_console_pattern") }.and_then(|e| e.console_pattern);
         match (index, index_out.is_null()) {
             (Some(i), false) => {
                 // SAFETY: not NULL; the caller's contract.
@@ -402,10 +431,8 @@ pub unsafe extern "C" fn qm_error_console_pattern(
 #[no_mangle]
 pub unsafe extern "C" fn qm_error_free(err: *mut qm_error) {
     guard((), || {
-        if !err.is_null() {
-            // SAFETY: a non-NULL err came from Box::into_raw in `call` and is freed only once.
-            drop(unsafe { Box::from_raw(err) });
-        }
+        // SAFETY: NULL, not live (left alone, with a warning), or live and unused elsewhere.
+        unsafe { super::handle::free(err, &super::handle::ERROR, "qm_error_free") }
     })
 }
 

@@ -228,18 +228,22 @@ pub unsafe extern "C" fn qm_agent_exec(
         // SAFETY: forwarded contracts.
         let (ga, wait) = unsafe { agent(m, timeout_ms, cancel) }?;
         let result = ga.exec(&req, wait)?;
-        out.write(Box::into_raw(Box::new(qm_exec_result { out: result })));
+        out.write(super::handle::new(
+            qm_exec_result { out: result },
+            &super::handle::EXEC_RESULT,
+        ));
         Ok(())
     })
 }
 
-/// Borrows a result, or `None` for NULL.
+/// Borrows a result, or `None` for NULL and (with a warning) for a pointer that is not a live
+/// result.
 ///
 /// # Safety
-/// A non-NULL `r` must be a live result from `qm_agent_exec`.
+/// A live `r` stays live for `'a` (until `qm_exec_result_free`).
 unsafe fn result<'a>(r: *const qm_exec_result) -> Option<&'a qm_exec_result> {
-    // SAFETY: the caller's contract; as_ref handles NULL.
-    unsafe { r.as_ref() }
+    // SAFETY: the caller's contract; a pointer that is not live is refused before any read.
+    unsafe { super::handle::get(r, &super::handle::EXEC_RESULT, "qm_exec_result_*") }
 }
 
 /// Stores `value` in `*out` when both exist; true when it did.
@@ -357,10 +361,8 @@ pub unsafe extern "C" fn qm_exec_result_stderr_truncated(r: *const qm_exec_resul
 #[no_mangle]
 pub unsafe extern "C" fn qm_exec_result_free(r: *mut qm_exec_result) {
     guard((), || {
-        if !r.is_null() {
-            // SAFETY: a non-NULL r came from qm_agent_exec and is freed only once.
-            drop(unsafe { Box::from_raw(r) });
-        }
+        // SAFETY: NULL, not live (left alone, with a warning), or live and unused elsewhere.
+        unsafe { super::handle::free(r, &super::handle::EXEC_RESULT, "qm_exec_result_free") }
     })
 }
 

@@ -7,6 +7,7 @@
 //! machine (QMP, events, console).
 
 mod args;
+mod attach;
 mod config;
 mod console;
 mod expect;
@@ -31,6 +32,7 @@ use crate::error::{Error, Result};
 use crate::qga::GuestAgent;
 use crate::qmp::QmpClient;
 use crate::wait::Wait;
+pub use attach::AttachAddress;
 use config::Config;
 pub use config::MonitorAddress;
 use launch::{Prepared, QemuLog};
@@ -84,6 +86,8 @@ enum ProcState {
     None,
     Running(Arc<Process>),
     Exited(i32),
+    /// Attached to a QEMU someone else started (see `attach.rs`): no process of ours.
+    Attached,
 }
 
 #[derive(Default)]
@@ -147,10 +151,12 @@ impl Machine {
         lock(&self.output).full_args.clone()
     }
 
-    /// True while QEMU runs.
+    /// True while QEMU runs (for an [attached](Self::attach) machine: while the QMP connection
+    /// is up).
     pub fn is_running(&self) -> bool {
         match &*lock(&self.proc) {
             ProcState::Running(p) => p.try_status().is_none(),
+            ProcState::Attached => lock(&self.qmp).as_ref().is_some_and(|c| c.is_connected()),
             _ => false,
         }
     }
@@ -161,7 +167,7 @@ impl Machine {
         match &*lock(&self.proc) {
             ProcState::Running(p) => p.try_status(),
             ProcState::Exited(code) => Some(*code),
-            ProcState::None => None,
+            ProcState::None | ProcState::Attached => None,
         }
     }
 

@@ -26,6 +26,12 @@ impl Machine {
     /// [`Error::AbnormalShutdown`]. Cleanup always runs. When not launched, only releases a
     /// prepared launch (see [`prepare_launch`](Self::prepare_launch)).
     ///
+    /// A QEMU that already ended by itself with status 0 (the guest powered off, a reset under
+    /// `-no-reboot`, the agent's `guest-shutdown`), or ends so while `quit` goes out, is a clean
+    /// ending: `Ok`, and [`exitcode`](Self::exitcode) is `Some(0)`. A nonzero status or a death
+    /// by a signal qm did not send is still [`Error::AbnormalShutdown`]. (QEMU itself turns a
+    /// SIGTERM or SIGINT into a shutdown with status 0; that counts as clean.)
+    ///
     /// The wait's default is [`DEFAULT_SHUTDOWN_TIMEOUT`]; a token that fired (before or during
     /// the call) means "do not wait: kill QEMU".
     pub fn shutdown(&self, wait: impl Into<Wait>) -> Result<()> {
@@ -53,6 +59,9 @@ impl Machine {
         if !life.launched {
             self.release_prepared(&mut life);
             return Ok(());
+        }
+        if self.is_attached() {
+            return self.detach_locked(&mut life, hard, &wait);
         }
         debug!("{}: shutting down (hard: {hard})", self.name());
         let result = if hard {
@@ -87,6 +96,14 @@ impl Machine {
         let deadline = wait.start()?;
         let process = self.process()?;
         let client = lock(&self.qmp).clone();
+        // A clean ending: QEMU already exited with status 0 by itself (the guest powered off,
+        // a reset under `-no-reboot`, the agent's `guest-shutdown`). There is nothing to ask.
+        if process.try_status() == Some(0) {
+            if let Some(client) = client {
+                client.close();
+            }
+            return Ok(());
+        }
         match client {
             Some(client) => {
                 let quit = if self.quit_issued.load(Ordering::SeqCst) {
@@ -101,7 +118,14 @@ impl Machine {
                     })
                 };
                 client.close();
-                quit?;
+                if let Err(cause) = quit {
+                    // QEMU was on its way out by itself when `quit` went out (the monitor hung
+                    // up or the write failed): a status 0 is still a clean ending.
+                    if self.exited_cleanly_after(&cause) {
+                        return Ok(());
+                    }
+                    return Err(cause);
+                }
             }
             None if !self.quit_issued.load(Ordering::SeqCst) => {
                 self.send_signal(&process, libc::SIGTERM)?
@@ -129,6 +153,24 @@ impl Machine {
             _ => Duration::ZERO,
         };
         process.wait(&Deadline::after(grace)).ok()
+    }
+
+    /// True when `cause` (a failed `quit`) is a lost connection and QEMU has exited, or exits
+    /// within [`EXIT_GRACE`], with status 0: it was shutting down by itself.
+    fn exited_cleanly_after(&self, cause: &Error) -> bool {
+        let lost = match cause {
+            Error::Disconnected(_) => true,
+            Error::Io { source, .. } => matches!(
+                source.raw_os_error(),
+                Some(libc::EPIPE) | Some(libc::ECONNRESET) | Some(libc::ENOTCONN)
+            ),
+            _ => false,
+        };
+        if !lost {
+            return false;
+        }
+        let grace = Error::Disconnected(String::new());
+        self.exit_after(&grace) == Some(0)
     }
 
     /// Signals QEMU unless it already exited, remembering the signal so that its death by it
@@ -167,7 +209,7 @@ impl Machine {
             let code = match &*proc {
                 ProcState::Running(p) => p.try_status(),
                 ProcState::Exited(c) => Some(*c),
-                ProcState::None => None,
+                ProcState::None | ProcState::Attached => None,
             };
             // Forget the process (and its pidfd) once reaped.
             if let Some(code) = code {

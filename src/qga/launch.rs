@@ -145,17 +145,24 @@ impl Planned {
         };
         let agent = GuestAgent::new(sock, &format!("{nickname}-qga"), max_reply)?;
         if let Some(qmp) = qmp {
-            let qmp: Weak<QmpClient> = Arc::downgrade(qmp);
-            agent.set_gone_watch(Box::new(move |since| {
-                qmp.upgrade().is_some_and(|c| {
-                    c.has_event(&|name| GONE_EVENTS.contains(&name), |ev| {
-                        guest_went_down(ev, since)
-                    })
-                })
-            }));
+            watch_guest(&agent, qmp);
         }
         Ok(agent)
     }
+}
+
+/// Lets `agent` tell from the machine's QMP events that the guest went down (its agent's port
+/// closed, a reset or a shutdown), which is how a `guest-shutdown` that reboots or halts the
+/// guest is known to have worked.
+pub(crate) fn watch_guest(agent: &GuestAgent, qmp: &Arc<QmpClient>) {
+    let qmp: Weak<QmpClient> = Arc::downgrade(qmp);
+    agent.set_gone_watch(Box::new(move |since| {
+        qmp.upgrade().is_some_and(|c| {
+            c.has_event(&|name| GONE_EVENTS.contains(&name), |ev| {
+                guest_went_down(ev, since)
+            })
+        })
+    }));
 }
 
 /// The names of the events [`guest_went_down`] looks at.
@@ -215,7 +222,7 @@ fn accept(
             continue;
         }
         if fds[1].revents != 0 {
-            return Err(Error::Disconnected(
+            return Err(Error::AgentDisconnected(
                 "QEMU exited before connecting to the guest agent socket".into(),
             ));
         }

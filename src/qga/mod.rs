@@ -19,7 +19,7 @@
 //!
 //! Errors: an agent error reply is [`Error::Qmp`] with the agent's class and description (the
 //! agent's errors are QMP errors). A silent agent is [`Error::Timeout`], a closed channel
-//! (QEMU exited, the machine shut down) [`Error::Disconnected`], a reply over the size cap or
+//! (QEMU exited, the machine shut down) [`Error::AgentDisconnected`], a reply over the size cap or
 //! that is not JSON [`Error::Protocol`].
 
 mod base64;
@@ -241,7 +241,7 @@ impl GuestAgent {
     }
 
     /// Closes the channel: a call in progress and every later one fail with
-    /// [`Error::Disconnected`]. Idempotent.
+    /// [`Error::AgentDisconnected`]. Idempotent.
     pub fn close(&self) {
         self.inner.close();
     }
@@ -271,8 +271,8 @@ impl Inner {
 
     fn check_open(&self) -> Result<()> {
         if self.eof.load(Ordering::SeqCst) || self.closed.load(Ordering::SeqCst) {
-            return Err(Error::Disconnected(
-                "the guest agent channel is closed (QEMU exited, or the machine shut down)".into(),
+            return Err(Error::AgentDisconnected(
+                "its channel is closed (QEMU exited, or the machine shut down)".into(),
             ));
         }
         Ok(())
@@ -304,9 +304,8 @@ impl Inner {
                 return Ok(Turn { inner: self });
             }
             let give_up = if self.closed.load(Ordering::SeqCst) {
-                Some(Error::Disconnected(
-                    "the guest agent channel is closed (QEMU exited, or the machine shut down)"
-                        .into(),
+                Some(Error::AgentDisconnected(
+                    "its channel is closed (QEMU exited, or the machine shut down)".into(),
                 ))
             } else if deadline.cancelled() {
                 Some(Error::Interrupted)
@@ -442,7 +441,7 @@ impl Inner {
         });
         match outcome {
             // The end of the channel: QEMU exited with the guest, as asked.
-            Err(Error::Disconnected(_))
+            Err(Error::AgentDisconnected(_))
                 if self.eof.load(Ordering::SeqCst) && !self.closed.load(Ordering::SeqCst) =>
             {
                 Ok(())
@@ -469,9 +468,9 @@ impl Inner {
                 Got::Frame(f) => f,
                 Got::TimedOut => {
                     if self.gone.get().is_some_and(|gone| gone(sent_at)) {
-                        return Err(Error::Disconnected(
-                            "the guest agent went away before answering (its port closed: \
-                             qemu-ga exited, or the guest rebooted or shut down)"
+                        return Err(Error::AgentDisconnected(
+                            "the agent went away before answering (its port closed: qemu-ga \
+                             exited, or the guest rebooted or shut down)"
                                 .into(),
                         ));
                     }
@@ -629,9 +628,8 @@ impl Inner {
                 Ok(0) => {
                     self.eof.store(true, Ordering::SeqCst);
                     debug!("{}: guest agent channel: end of stream", self.nickname);
-                    return Err(Error::Disconnected(
-                        "the guest agent channel closed (QEMU exited, or the machine shut down)"
-                            .into(),
+                    return Err(Error::AgentDisconnected(
+                        "its channel closed (QEMU exited, or the machine shut down)".into(),
                     ));
                 }
                 Ok(n) => frames.push(&scratch[..n]),
@@ -642,8 +640,8 @@ impl Inner {
                     ) => {}
                 Err(e) => {
                     self.eof.store(true, Ordering::SeqCst);
-                    return Err(Error::Disconnected(format!(
-                        "reading the guest agent channel failed: {e}"
+                    return Err(Error::AgentDisconnected(format!(
+                        "reading its channel failed: {e}"
                     )));
                 }
             }
@@ -680,8 +678,8 @@ impl Inner {
                     }
                 }
                 Err(e) => {
-                    return Err(Error::Disconnected(format!(
-                        "writing to the guest agent channel failed: {e}"
+                    return Err(Error::AgentDisconnected(format!(
+                        "writing to its channel failed: {e}"
                     )))
                 }
             }

@@ -2055,6 +2055,82 @@ static void regression_temp_dir_error_has_no_errno(void)
     CHECK(has && code == ENOENT);
 }
 
+/* qm_free twice on one handle used to hang forever (the second drop waited on the freed
+ * machine's lock). qm records its live handles (src/ffi/handle.rs): a second free is refused
+ * with a warning naming the call and the type, and a call on a freed handle fails with
+ * QM_ERR_INVALID naming the parameter, without reading the freed memory (ASan and valgrind
+ * would report it). The same holds for qm_cancel, qm_error and qm_patterns, and for a pointer
+ * of another handle type. */
+struct misuse_log {
+    pthread_mutex_t lock;
+    char last[512];
+    int warnings;
+};
+
+static void on_misuse_log(void *user, qm_log_level level, const char *target,
+                          const char *message, double timestamp)
+{
+    struct misuse_log *log = user;
+    (void)target;
+    (void)timestamp;
+    if (level != QM_LOG_WARN || strstr(message, "is not a live") == NULL)
+        return;
+    pthread_mutex_lock(&log->lock);
+    log->warnings++;
+    snprintf(log->last, sizeof log->last, "%s", message);
+    pthread_mutex_unlock(&log->lock);
+}
+
+static void regression_double_free_hangs(void)
+{
+    static struct misuse_log log = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    qm_error *err = NULL;
+    watchdog(__func__, 120);
+    CHECK(qm_set_log_callback(on_misuse_log, &log));
+
+    qm_machine *m = launch_none();
+    qm_free(m);
+    qm_free(m); /* hung here */
+    CHECK(log.warnings == 1);
+    CHECK_HAS(log.last, "qm_free");
+    CHECK_HAS(log.last, "is not a live qm_machine (freed already, or not from qm_new)");
+    INVALID(qm_set_name(m, "x", &err), "m: 0x");
+    INVALID(qm_set_name(m, "x", &err), "is not a live qm_machine");
+    CHECK(!qm_is_running(m));
+    CHECK(qm_pid(m) == -1);
+    CHECK(log.warnings == 3);
+    CHECK_HAS(log.last, "qm_pid: ");
+    CHECK(log.warnings == 3);
+    CHECK_HAS(log.last, "qm_pid: ");
+
+    qm_cancel *c = qm_cancel_new();
+    qm_cancel_free(c);
+    qm_cancel_free(c);
+    CHECK(log.warnings == 4);
+    CHECK_HAS(log.last, "qm_cancel_free: ");
+    CHECK_HAS(log.last, "is not a live qm_cancel");
+    CHECK(!qm_cancel_is_fired(c));
+
+    /* A handle of another type where a machine is expected. */
+    qm_patterns *p = qm_patterns_new();
+    INVALID(qm_set_name((qm_machine *)p, "x", &err), "is not a live qm_machine");
+    qm_patterns_free(p);
+    qm_patterns_free(p);
+    CHECK_HAS(log.last, "is not a live qm_patterns");
+
+    m = new_none();
+    CHECK(qm_set_name(m, "", &err) == QM_ERR_INVALID);
+    qm_free(m);
+    qm_error_free(err);
+    int before = log.warnings;
+    qm_error_free(err);
+    CHECK(log.warnings == before + 1);
+    CHECK_HAS(log.last, "is not a live qm_error");
+    CHECK(qm_error_message(err) == NULL);
+
+    CHECK(qm_set_log_callback(NULL, NULL));
+}
+
 int main(int argc, char **argv)
 {
     static const struct test tests[] = {
@@ -2073,6 +2149,7 @@ int main(int argc, char **argv)
         TEST(regression_command_during_launch_overtakes_the_handshake),
         TEST(regression_timeout_not_honoured_while_another_thread_writes),
         TEST(regression_temp_dir_error_has_no_errno),
+        TEST(regression_double_free_hangs),
     };
     int rc = RUN_TESTS(tests);
     alarm(0);

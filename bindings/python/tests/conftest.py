@@ -21,12 +21,6 @@ import qm  # noqa: E402
 
 QEMU = os.environ.get("QM_QEMU", "qemu-system-x86_64")
 
-#: For tests of what needs the two-step launch (subclass hooks that change the command line).
-needs_caller_argv = pytest.mark.skipif(
-    not qm.has_caller_argv(),
-    reason="the loaded libqm has no qm_launch_prepare/qm_launch_argv (CORE-API-NEEDED.md #1)",
-)
-
 
 def _is_qm_watchdog(pid: str) -> bool:
     """Whether `pid` is qm's watchdog (one per process, alive as long as it is)."""

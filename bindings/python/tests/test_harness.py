@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any, List
 
 import pytest
-from conftest import needs_caller_argv
 
 import qm
 from qemu.machine import QEMUMachine, QEMUQtestMachine, VMLaunchFailure
@@ -58,7 +57,6 @@ class IotestsStyleVM(QEMUMachine):
         super()._post_shutdown()
 
 
-@needs_caller_argv
 def test_subclass_base_args_reach_qemu(qemu: str) -> None:
     vm = IotestsStyleVM(qemu, "-machine", "none")
     with vm:
@@ -181,7 +179,6 @@ class TcgQtestMachine(QEMUQtestMachine):
         return args
 
 
-@needs_caller_argv
 def test_qtest_round_trips(qemu: str, tmp_path: Path) -> None:
     cls = QEMUQtestMachine if _qtest_accel_available(qemu) else TcgQtestMachine
     vm = cls(
@@ -199,7 +196,6 @@ def test_qtest_round_trips(qemu: str, tmp_path: Path) -> None:
         vm.qtest("readl 0x1000")
 
 
-@needs_caller_argv
 def test_qtest_machine_as_is_on_this_qemu(qemu: str, tmp_path: Path) -> None:
     vm = QEMUQtestMachine(qemu, args=["-machine", "none"], sock_dir=str(tmp_path))
     if _qtest_accel_available(qemu):
@@ -287,26 +283,3 @@ def test_post_launch_that_fails_kills_qemu_at_once(qemu: str) -> None:
     assert time.monotonic() - start < 10  # the original waits up to 30 s for QEMU to exit
     assert isinstance(info.value.__cause__, RuntimeError)
     assert not vm.is_running()
-
-
-def test_without_caller_argv_the_core_composes_the_command_line(
-    qemu: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """With a libqm that has no qm_launch_argv, the drop-in still runs (qm_launch), and a
-    subclass whose _base_args cannot reach QEMU is told so."""
-    import qemu.machine.machine as dropin
-
-    monkeypatch.setattr(dropin, "_CALLER_ARGV", False)
-    vm = QEMUMachine(qemu, args=["-machine", "none"], wrapper=["env"])
-    vm.launch()
-    assert vm.cmd("query-status")["running"] is True
-    assert vm._qemu_full_args[:2] == ("env", qemu)
-    vm.shutdown()
-    vm.args.extend(["-name", "second"])
-    vm.launch()  # a fresh qm machine: the first run's arguments are not repeated
-    assert vm.cmd("query-name") == {"name": "second"}
-    assert vm._qemu_full_args.count("-machine") == 1
-    vm.shutdown()
-    with pytest.raises(VMLaunchFailure) as info:
-        IotestsStyleVM(qemu, "-machine", "none").launch()
-    assert "overrides _base_args" in str(info.value.__cause__)

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import needs_caller_argv, read_until
+from conftest import read_until
 
 import qm
 from qemu.machine import (
@@ -67,6 +67,51 @@ def test_missing_binary_is_vmlaunchfailure_from_an_oserror(tmp_path: Path) -> No
     assert info.value.exitcode is None
     assert isinstance(info.value.__cause__, OSError)
     assert info.value.__cause__.errno == 2
+    # As the seed's (subprocess.Popen's) FileNotFoundError: code that catches the builtin
+    # catches it; it stays a qm.QMOSError.
+    assert isinstance(info.value.__cause__, FileNotFoundError)
+    assert isinstance(info.value.__cause__, qm.QMOSError)
+
+
+def test_missing_base_temp_dir_is_file_not_found(tmp_path: Path) -> None:
+    """The seed's tempfile.mkdtemp raises FileNotFoundError for a missing base_temp_dir."""
+    vm = QEMUMachine("qemu-system-x86_64", base_temp_dir=str(tmp_path / "missing"))
+    with pytest.raises(FileNotFoundError) as info:
+        vm.temp_dir  # noqa: B018 (the property creates it)
+    assert info.value.errno == 2
+    with pytest.raises(FileNotFoundError):
+        qm.Machine("qemu-system-x86_64", base_temp_dir=str(tmp_path / "missing")).temp_dir  # noqa: B018
+
+
+def test_qmp_connection_has_the_legacy_client_surface(qemu: str) -> None:
+    """What subclasses of the seed reach for on `vm._qmp` (qemu.qmp.legacy's
+    QEMUMonitorProtocol), the older `command()` and the `sock_dir` property."""
+    with QEMUMachine(qemu, args=["-machine", "none"]) as vm:
+        vm.launch()
+        q = vm._qmp
+        q.settimeout(20.0)
+        assert q.cmd("query-status")["running"] is True
+        assert q.command("query-name") == {}
+        assert q.cmd_raw("query-status")["return"]["running"] is True
+        assert "return" in q.cmd_obj({"execute": "stop"})
+        ev = q.pull_event(wait=10.0)
+        assert ev is not None and ev["event"] == "STOP"
+        q.cmd("cont")
+        assert [e["event"] for e in q.get_events(wait=10.0)] == ["RESUME"]
+        q.cmd("stop")
+        q.clear_events()
+        assert q.pull_event() is None
+        q.settimeout(None)
+        assert vm.command("query-status")["status"] == "paused"
+        with open(os.devnull, "rb") as f:
+            q.send_fd_scm(f.fileno())
+        assert vm.cmd("getfd", fdname="devnull") == {}
+        with pytest.raises(TypeError):
+            q.settimeout("soon")  # type: ignore[arg-type]
+        assert os.path.isdir(vm.sock_dir)
+        assert vm.sock_dir == vm.temp_dir
+    with QEMUMachine(qemu, sock_dir="/tmp") as other:
+        assert other.sock_dir == "/tmp"
 
 
 def test_qmp_error_reply_and_cmd_raises(qemu: str) -> None:
@@ -382,7 +427,6 @@ def test_garbage_collected_running_drop_in_leaves_no_process(qemu: str) -> None:
     assert not pid_alive(pid)
 
 
-@needs_caller_argv
 def test_temp_dir_made_between_runs_lives_into_the_next(qemu: str, tmp_path: Path) -> None:
     vm = QEMUMachine(qemu, args=["-machine", "none"], base_temp_dir=str(tmp_path))
     vm.launch()

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import needs_caller_argv, pid_alive, read_until
+from conftest import pid_alive, read_until
 
 import qm
 
@@ -205,7 +205,8 @@ def test_close_twice_and_calls_after_close(qemu: str) -> None:
     vm.close()
     with pytest.raises(qm.StateError):
         vm.cmd("query-status")
-    assert vm.exitcode is None and not vm.is_running
+    # The exit status of the last run stays readable after close (issue 21).
+    assert vm.exitcode == 0 and not vm.is_running
 
 
 @pytest.mark.parametrize(
@@ -220,6 +221,9 @@ def test_close_twice_and_calls_after_close(qemu: str) -> None:
         (lambda: qm.Machine("q", monitor=("h", 1, 2)), TypeError, "(host, port)"),  # type: ignore[arg-type]
         (lambda: qm.Machine("q", monitor=("h", 70000)), ValueError, "out of range"),
         (lambda: qm.Machine("q", wrapper="strace"), TypeError, "sequence"),
+        # A string would be split into one argument per character.
+        (lambda: qm.Machine("q", args="-machine none"), TypeError, "sequence"),
+        (lambda: qm.Machine("q", args=b"-S"), TypeError, "sequence"),  # type: ignore[arg-type]
         (lambda: qm.Machine("q").add_fd(-1, 0, "x"), ValueError, "file descriptor"),
         (lambda: qm.Machine("q").add_fd(999999, 0, "x"), ValueError, "not an open"),
         (lambda: qm.Machine("q").cmd("query-status"), qm.StateError, "no QMP connection"),
@@ -291,7 +295,6 @@ def test_close_from_another_thread_while_calls_run(qemu: str) -> None:
     assert seen and seen[0] in ("DisconnectedError", "StateError")
 
 
-@needs_caller_argv
 def test_two_step_launch_with_a_composed_argv(qemu: str) -> None:
     with qm.Machine(qemu, machine="none") as vm:
         base = vm.prepare_launch()

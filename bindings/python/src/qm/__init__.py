@@ -10,17 +10,14 @@
 
 from . import _log, guest
 from ._agent import Agent, ExecResult
+from ._attach import AttachedMachine, attach
+from ._cancel import Cancel
 from ._console import ConsoleMatch, ConsoleStats, Regex
+from ._convert import DEFAULT
 from ._ffi import library_path
-from ._machine import (
-    DEFAULT,
-    Cancel,
-    Machine,
-    event_match,
-    has_caller_argv,
-    set_log_level,
-    version,
-)
+from ._library import has_caller_argv, set_log_level, version
+from ._machine import Machine
+from ._qmp import event_match
 from .errors import (
     AbnormalShutdownError,
     ConsoleClosed,
@@ -48,6 +45,7 @@ __all__ = [
     "DEFAULT",
     "AbnormalShutdownError",
     "Agent",
+    "AttachedMachine",
     "Cancel",
     "ConsoleClosed",
     "ConsoleFailure",
@@ -68,6 +66,7 @@ __all__ = [
     "Regex",
     "StateError",
     "TimeoutError",
+    "attach",
     "event_match",
     "guest",
     "has_caller_argv",

@@ -11,24 +11,12 @@ import ctypes
 import json
 from ctypes import byref, c_int, c_int64, c_size_t, c_void_p
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Dict, Iterable, Mapping, Optional, Union
+from typing import Any, Dict, Iterable, Mapping, Optional, Union
 
 from . import _ffi
-from ._machine import (
-    DEFAULT,
-    Cancel,
-    Timeout,
-    _args_dict,
-    _bytes,
-    _cancel_ptr,
-    _json_arg,
-    _ms,
-    _require,
-    _send_bytes,
-)
-
-if TYPE_CHECKING:
-    from ._machine import Machine
+from ._cancel import Cancel, _cancel_ptr
+from ._convert import DEFAULT, Timeout, _args_dict, _bytes, _json_arg, _ms, _send_bytes
+from ._handle import MachineHandle
 
 _lib = _ffi.lib
 
@@ -78,11 +66,10 @@ class Agent:
     the queue, and `cancel` interrupts it. Agent errors raise `qm.QMPError` (class and
     description); calls before launch or without a channel `StateError`."""
 
-    def __init__(self, machine: Machine) -> None:
+    def __init__(self, machine: MachineHandle) -> None:
         self._m = machine
 
     def _call(self, name: str, *args: Any) -> None:
-        _require(name)
         self._m._call(getattr(_lib, name), *args)
 
     def sync(self, timeout: Timeout = DEFAULT, *, cancel: Optional[Cancel] = None) -> None:

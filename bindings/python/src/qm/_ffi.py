@@ -186,10 +186,6 @@ _PROTOTYPES: dict[str, tuple[Any, list[Any]]] = {
     "qm_guest_write_image": (_status, [c_char_p, c_char_p, c_int, c_uint8, ErrOut]),
     "qm_guest_qemu_args": (_status, [c_char_p, StrOut, ErrOut]),
     "qm_guest_exit_status": (c_int, [c_uint8]),
-}
-
-# Calls a newer libqm has (bindings/python/CORE-API-NEEDED.md); used when present.
-_OPTIONAL: dict[str, tuple[Any, list[Any]]] = {
     "qm_launch_prepare": (_status, [MachineP, StrOut, ErrOut]),
     "qm_launch_argv": (
         _status,
@@ -315,6 +311,9 @@ _OPTIONAL: dict[str, tuple[Any, list[Any]]] = {
     "qm_agent_shutdown": (_status, [MachineP, c_char_p, c_int64, CancelP, ErrOut]),
     "qm_agent_get_osinfo": (_status, [MachineP, c_int64, CancelP, StrOut, ErrOut]),
     "qm_agent_get_time": (_status, [MachineP, c_int64, CancelP, POINTER(c_int64), ErrOut]),
+    # Attaching to a QEMU someone else started.
+    "qm_attach": (_status, [MachineP, c_char_p, c_char_p, c_int64, CancelP, ErrOut]),
+    "qm_is_attached": (c_bool, [MachineP]),
 }
 
 
@@ -343,22 +342,14 @@ def _load() -> ctypes.CDLL:
         raise ImportError(
             f"qm: {path} is not a compatible libqm (missing {', '.join(missing[:5])})"
         )
-    for table in (_PROTOTYPES, _OPTIONAL):
-        for name, (restype, argtypes) in table.items():
-            if not hasattr(lib, name):
-                continue
-            fn = getattr(lib, name)
-            fn.restype = restype
-            fn.argtypes = argtypes
+    for name, (restype, argtypes) in _PROTOTYPES.items():
+        fn = getattr(lib, name)
+        fn.restype = restype
+        fn.argtypes = argtypes
     return lib
 
 
 lib = _load()
-
-
-def has(name: str) -> bool:
-    """True when the loaded libqm exports `name` (for calls only newer versions have)."""
-    return hasattr(lib, name)
 
 
 def take_string(ptr: Optional[int]) -> Optional[str]:

@@ -41,8 +41,6 @@ _installed = False
 def install() -> bool:
     """Routes qm's records to `logging` (True) when libqm can; else they go to stderr."""
     global _installed
-    if not _ffi.has("qm_set_log_callback"):
-        return False
     if not _installed:
         _ffi.lib.qm_set_log_callback(_CALLBACK, None)
         _installed = True

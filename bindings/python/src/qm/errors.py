@@ -118,7 +118,8 @@ if HAVE_QEMU_QMP:
         """QEMU answered a command with an error (also a `qemu.qmp.ExecuteError`)."""
 
     class DisconnectedError(QMError, ConnectionError, _QmpExecInterrupted):  # type: ignore[misc,unused-ignore]
-        """The QMP connection is gone (QEMU exited or closed it, or the machine shut down)."""
+        """The QMP connection (or, for an agent call, the guest agent's channel) is gone (QEMU
+        exited or closed it, or the machine shut down); the message names which."""
 
         status = _ffi.QM_ERR_DISCONNECTED
 
@@ -142,7 +143,8 @@ else:
             return self.error_class_name
 
     class DisconnectedError(QMError, ConnectionError):  # type: ignore[no-redef]
-        """The QMP connection is gone (QEMU exited or closed it, or the machine shut down)."""
+        """The QMP connection (or, for an agent call, the guest agent's channel) is gone (QEMU
+        exited or closed it, or the machine shut down); the message names which."""
 
         status = _ffi.QM_ERR_DISCONNECTED
 
@@ -199,7 +201,10 @@ class InvalidArgumentError(QMError, ValueError):
 
 
 class QMOSError(QMError, OSError):
-    """An operating-system call failed; `errno` is its error number."""
+    """An operating-system call failed; `errno` is its error number. With an errno that Python
+    maps to a builtin subclass of `OSError`, the exception is also an instance of that
+    subclass (`FileNotFoundError` for ENOENT, `PermissionError` for EACCES ...), as
+    `OSError(errno, ...)` itself would be: code that catches the builtin catches it."""
 
     status = _ffi.QM_ERR_IO
 
@@ -278,9 +283,33 @@ def _text(raw: Optional[bytes]) -> Optional[str]:
     return None if raw is None else raw.decode("utf-8", "replace")
 
 
+_OS_ERRORS: Dict[type, Type[QMOSError]] = {}
+
+
+def _os_error_class(errno: Optional[int]) -> Type[QMOSError]:
+    """QMOSError, or for an errno Python maps to a builtin OSError subclass (the mapping of
+    `OSError(errno, ...)`, PEP 3151) a subclass of both, made once per builtin."""
+    if errno is None:
+        return QMOSError
+    builtin = type(OSError(errno, ""))
+    if builtin is OSError:
+        return QMOSError
+    cls = _OS_ERRORS.get(builtin)
+    if cls is None:
+        cls = type(
+            f"QM{builtin.__name__}",
+            (QMOSError, builtin),
+            {"__doc__": f"A QMOSError that is also a {builtin.__name__}.", "__module__": __name__},
+        )
+        _OS_ERRORS[builtin] = cls
+    return cls
+
+
 def simple(status: int, message: str, errno: Optional[int] = None) -> QMError:
     """The exception for `status` (not LAUNCH or QMP, which carry more)."""
     cls = _BY_STATUS.get(status, QMError)
+    if cls is QMOSError:
+        cls = _os_error_class(errno)
     return cls(message, errno=errno)
 
 
@@ -308,16 +337,13 @@ def from_c(
         cause = simple(cause_status, cause_message, errno) if cause_status else None
         console = (_ffi.QM_ERR_TIMEOUT, _ffi.QM_ERR_CONSOLE_CLOSED, _ffi.QM_ERR_CONSOLE_FAILURE)
         if status in console:
-            has_text = _ffi.has("qm_error_console_text")
-            text = _text(lib.qm_error_console_text(err)) if has_text else None
+            text = _text(lib.qm_error_console_text(err))
             if status == _ffi.QM_ERR_TIMEOUT:
                 return TimeoutError(message, errno=errno, text=text)
             if status == _ffi.QM_ERR_CONSOLE_CLOSED:
                 return ConsoleClosed(message, errno=errno, text=text or "")
             index = ctypes.c_size_t(0)
-            found = _ffi.has("qm_error_console_pattern") and lib.qm_error_console_pattern(
-                err, ctypes.byref(index)
-            )
+            found = lib.qm_error_console_pattern(err, ctypes.byref(index))
             return ConsoleFailure(
                 message,
                 errno=errno,

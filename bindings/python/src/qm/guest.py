@@ -7,7 +7,7 @@ from ctypes import byref, c_void_p
 from typing import List
 
 from . import _ffi
-from ._machine import _bytes, _check
+from ._convert import _bytes, _check
 
 POWEROFF = _ffi.QM_GUEST_POWEROFF
 ECHO = _ffi.QM_GUEST_ECHO

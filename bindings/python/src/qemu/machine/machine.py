@@ -39,7 +39,6 @@ LOG = logging.getLogger(__name__)
 
 #: Whether the loaded libqm launches a caller-composed argv (qm_launch_prepare/_argv). Without
 #: it the core composes the command line (qm_launch): `_base_args` overrides cannot reach QEMU.
-_CALLER_ARGV = qm.has_caller_argv()
 QMP_LOG = logging.getLogger("qemu.qmp.qmp_client")
 
 SocketAddrT = Union[str, Tuple[str, int]]
@@ -179,18 +178,32 @@ class _QMPConnection:
 
     def __init__(self, vm: qm.Machine) -> None:
         self._vm = vm
+        self._timeout: Any = qm.DEFAULT
+
+    def settimeout(self, timeout: Optional[float]) -> None:
+        """Bounds the commands sent through this object from now on: seconds, or None for no
+        limit (the legacy client's socket timeout). Until it is called, commands use the
+        machine's QMP timer."""
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+        ):
+            raise TypeError(f"timeout must be seconds or None, not {type(timeout).__name__}")
+        self._timeout = timeout
 
     def cmd_raw(self, name: str, args: Optional[Dict[str, object]] = None) -> QMPMessage:
         """The whole reply of a command."""
-        return self._vm.qmp(name, args)
+        return self._vm.qmp(name, args, timeout=self._timeout)
 
     def cmd_obj(self, qmp_cmd: QMPMessage) -> QMPMessage:
         """Runs `{"execute": ..., "arguments": ...}` and returns the whole reply."""
-        return self._vm.qmp(qmp_cmd["execute"], qmp_cmd.get("arguments"))
+        return self._vm.qmp(qmp_cmd["execute"], qmp_cmd.get("arguments"), timeout=self._timeout)
 
     def cmd(self, cmd: str, **kwds: object) -> QMPReturnValue:
         """The `return` value of a command (raises on an error reply)."""
-        return self._vm.cmd(cmd, kwds or None)
+        return self._vm.cmd(cmd, kwds or None, timeout=self._timeout)
+
+    #: The legacy client's older name of `cmd`.
+    command = cmd
 
     def pull_event(self, wait: Union[bool, float] = False) -> Optional[QMPMessage]:
         """One event (see QEMUMachine.get_qmp_event)."""
@@ -284,7 +297,6 @@ class QEMUMachine:
         # Runstate
         self._vm: qm.Machine = self._new_vm()
         self._vm_used = False
-        self._core_fds: List[Tuple[int, int, str, str]] = []
         self._vm_shape = (False, False)
         self._prepared_base: Optional[List[str]] = None
         self._qemu_log_path: Optional[str] = None
@@ -340,11 +352,6 @@ class QEMUMachine:
         if isinstance(fd, bool) or not isinstance(fd, int):
             raise TypeError(f"fd must be an int, not {type(fd).__name__}")
         os.set_inheritable(fd, True)  # raises OSError (EBADF) for a closed descriptor
-        if not _CALLER_ARGV:
-            # The core composes the command line and passes only its own descriptors: it
-            # gets the request (replayed at each launch) instead of `args`.
-            self._core_fds.append((fd, fdset, opaque, opts))
-            return self
         options = [f"fd={fd}", f"set={fdset}", "opaque=" + str(opaque).replace(",", ",,")]
         if opts:
             options.append(opts)
@@ -456,6 +463,14 @@ class QEMUMachine:
         return self._temp_dir_created
 
     @property
+    def sock_dir(self) -> str:
+        """Where socket files go: sock_dir, or the temporary directory (the older
+        QEMUMachine's property)."""
+        if self._sock_dir:
+            return self._sock_dir
+        return self.temp_dir
+
+    @property
     def log_dir(self) -> str:
         """Where log files go: log_dir, or the temporary directory."""
         if self._log_dir is None:
@@ -480,8 +495,7 @@ class QEMUMachine:
         be taken back that the core can only add (a console, a machine type): then a fresh one."""
         wanted = (self._console_set, self._machine is not None)
         taken_back = any(w < h for w, h in zip(wanted, self._vm_shape))
-        # Without a caller-composed argv the core accumulates `args`: a fresh one per run.
-        if self._vm_used and (taken_back or not _CALLER_ARGV):
+        if self._vm_used and taken_back:
             old, self._vm = self._vm, self._new_vm()
             old.close()
             self._temp_dir_created = None
@@ -511,14 +525,6 @@ class QEMUMachine:
         if self._log_dir is not None:
             self._qemu_log_path = os.path.join(self._log_dir, self._name + ".log")
         self._iolog = None
-        if not _CALLER_ARGV:
-            if type(self)._base_args is not QEMUMachine._base_args:
-                raise QEMUMachineError(
-                    f"{type(self).__name__} overrides _base_args, which needs a libqm with "
-                    f"qm_launch_argv (the loaded one, {qm.library_path()}, has not)"
-                )
-            self._qemu_full_args = tuple(chain(self._wrapper, [self._binary], self._args))
-            return
         self._prepared_base = self._vm.prepare_launch()
         self._qemu_full_args = tuple(
             chain(
@@ -541,17 +547,7 @@ class QEMUMachine:
                     f"QEMU argument {i} ({arg!r}) is a {type(arg).__name__}, not a str"
                 )
         LOG.debug("VM launch command: %r", " ".join(self._qemu_full_args))
-        if _CALLER_ARGV:
-            self._vm.launch_argv(self._qemu_full_args, pass_fds=_inheritable_fds())
-        else:
-            self._vm.set_wrapper(self._wrapper)
-            for fd, fdset, opaque, opts in self._core_fds:
-                self._vm.add_fd(fd, fdset, opaque, opts)
-            self._vm.add_args(*self._args)
-            try:
-                self._vm.launch()
-            finally:
-                self._qemu_full_args = tuple(self._vm.command_line) or self._qemu_full_args
+        self._vm.launch_argv(self._qemu_full_args, pass_fds=_inheritable_fds())
         self._popen = _Process(self._vm, self._qemu_full_args)
         self._launched = True
         self._post_launch()
@@ -650,6 +646,13 @@ class QEMUMachine:
             self._vm.wait(timeout)
         else:
             LOG.debug("Politely asking QEMU to terminate")
+            if self._qmp_connection is not None and not self._vm.is_running:
+                # QEMU already exited by itself: the original's `quit` fails on the closed
+                # connection, so its shutdown is abnormal (qm's own API calls a status 0 clean).
+                self._vm.wait(timeout)
+                raise AbnormalShutdown("Could not perform graceful shutdown") from (
+                    ConnectionResetError("QEMU exited before 'quit'")
+                )
             self._vm.shutdown(timeout)
 
     def _do_shutdown(self, timeout: Any) -> None:
