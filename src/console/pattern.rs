@@ -71,14 +71,24 @@ impl Pattern {
             }
             // The match that ends first, not the leftmost-first one: output arrives in pieces,
             // and a greedy tail (`b*`, `[^\n]*`) would otherwise take as much as happened to
-            // have arrived, so the same output could match differently from run to run.
+            // have arrived, so the same output could match differently from run to run. The
+            // shortest prefix of the text that holds a match is found by bisection (a prefix
+            // that holds a match stays one when it grows), paid only once something matched;
+            // its leftmost-first match ends at that prefix's end.
             Kind::Regex(re) => {
-                let end = re.shortest_match_at(hay, from)?;
-                re.find_at(&hay[..end], from)
-                    .filter(|m| m.end() == end)
-                    // A look-around at the cut (`\B`, `$`) can fail in the shortened text.
-                    .or_else(|| re.find_at(hay, from))
-                    .map(|m| (m.start(), m.end()))
+                let first = re.find_at(hay, from)?;
+                let (mut lo, mut hi) = (from, first.end());
+                while lo < hi {
+                    let mid = lo + (hi - lo) / 2;
+                    if re.is_match_at(&hay[..mid], from) {
+                        hi = mid;
+                    } else {
+                        lo = mid + 1;
+                    }
+                }
+                // A look-around at the cut (`\B`, `$`) can fail in the shortened text.
+                let m = re.find_at(&hay[..hi], from).unwrap_or(first);
+                Some((m.start(), m.end()))
             }
         }
     }
@@ -394,6 +404,15 @@ mod tests {
         let p = Patterns::new().success(Pattern::regex("a\nb*\r\n").unwrap());
         let f = Search::new(&p).find(text, 0).unwrap();
         assert_eq!((f.start, f.end), (2, 9));
+    }
+
+    /// Alternatives that end at different places: the one that ends first wins, whatever the
+    /// engine prefers when the whole text is there (found by fuzzing).
+    #[test]
+    fn of_alternatives_the_one_that_ends_first_wins() {
+        let p = Patterns::new().success(Pattern::regex("b|nbnb").unwrap());
+        let f = Search::new(&p).find(b"xx|nbnb|", 0).unwrap();
+        assert_eq!((f.start, f.end), (4, 5));
     }
 
     #[test]
