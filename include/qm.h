@@ -525,6 +525,31 @@ void qm_error_free(qm_error *err);
 const char *qm_status_str(int status);
 
 /**
+ * The default bound, in milliseconds, of the calls that have one (30000): what
+ * `QM_WAIT_DEFAULT` means for `qm_shutdown`, `qm_wait` and the `qm_agent_*` calls, and the QMP
+ * timer's initial value (`qm_set_qmp_timer`). Pure function, thread-safe.
+ */
+int64_t qm_default_timeout_ms(void);
+
+/**
+ * Converts a timeout in seconds (a binding's float) to the `timeout_ms` of the C API, by the
+ * one rule every binding uses: rounded *up* to a whole millisecond, so a positive timeout
+ * never becomes 0 ("do not block": 0.0004 s is 1 ms, 0 stays 0); `+inf` is
+ * `QM_WAIT_FOREVER`; at most 2^62. Stores the result in `*ms_out`. `QM_ERR_INVALID` for NaN
+ * and negative values (the message names the value). Pure function, thread-safe.
+ */
+qm_status qm_timeout_ms_from_seconds(double seconds, int64_t *ms_out, qm_error **err_out);
+
+/**
+ * The keyword convention of QEMU's Python harness: `_` in the top-level keys of `args_json`
+ * (borrowed, any JSON text) becomes `-` (`{"node_name": ...}` → `{"node-name": ...}`); nested
+ * keys and values that are not objects are left as they are. Stores the result as JSON in
+ * `*json_out` (owned: free with `qm_string_free`). `QM_ERR_INVALID` for text that is not
+ * UTF-8 JSON. Pure function, thread-safe.
+ */
+qm_status qm_conv_keys(const char *args_json, char **json_out, qm_error **err_out);
+
+/**
  * A new token that has not fired; NULL only if memory runs out. Free it with `qm_cancel_free`.
  */
 qm_cancel *qm_cancel_new(void);

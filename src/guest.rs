@@ -76,7 +76,7 @@ pub const fn debug_exit_status(value: u8) -> i32 {
 /// A comma in the path is doubled, as QEMU's option syntax requires. The
 /// path is converted lossily, so it should be valid UTF-8.
 pub fn qemu_args(image: &Path) -> Vec<String> {
-    let file = crate::machine::option_value(&image.to_string_lossy());
+    let file = crate::opts::option_value(&image.to_string_lossy());
     [
         "-nodefaults",
         "-machine",

@@ -22,19 +22,22 @@
 #![warn(missing_docs)]
 
 pub mod console;
+mod conv;
 mod error;
 mod event;
 pub mod ffi;
 pub mod guest;
 mod log;
 mod machine;
+mod opts;
 pub mod qga;
 pub mod qmp;
 mod sys;
 mod wait;
 
+pub use conv::conv_keys;
 pub use error::{Error, Result};
-pub use event::event_match;
+pub use event::{event_match, EventFilter};
 pub use log::{set_log_callback, set_log_level, LogCallback, LogLevel, LogRecord};
 pub use machine::{AttachAddress, Machine, MonitorAddress, DEFAULT_SHUTDOWN_TIMEOUT};
 pub use qga::{AgentChannel, Exec, ExecOutput, GuestAgent, ShutdownMode};
@@ -43,22 +46,9 @@ pub use qmp::{QmpClient, DEFAULT_MAX_MESSAGE};
 pub use serde_json;
 /// A JSON value: what QMP commands take and return.
 pub use serde_json::Value;
-pub use wait::{Cancel, Wait};
+pub use wait::{millis_from_secs, Cancel, Wait, DEFAULT_TIMEOUT, MAX_MILLIS};
 
 /// The README's Rust code blocks, compiled and run by `cargo test --doc` (they launch QEMU).
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
-
-/// The seed's keyword-argument convention: `_` in top-level keys becomes `-`
-/// (`{"node_name": …}` → `{"node-name": …}`). Other values are returned unchanged.
-pub fn conv_keys(args: &Value) -> Value {
-    match args {
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .map(|(k, v)| (k.replace('_', "-"), v.clone()))
-                .collect(),
-        ),
-        other => other.clone(),
-    }
-}

@@ -8,6 +8,43 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::sys::EventFd;
 
+/// The default bound of the calls that have one, unless configured otherwise: the QMP timer's
+/// initial value, a shutdown's and a wait's, a guest agent call's (30 s, the seed's). The one
+/// place it is written; C reads it with `qm_default_timeout_ms`.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The largest number of milliseconds [`millis_from_secs`] returns (2^62: far beyond any
+/// useful wait, and exact in the bindings' number types).
+pub const MAX_MILLIS: u64 = 1 << 62;
+
+/// The one rule for turning seconds given as a float (Python's and the bindings' idiom) into
+/// whole milliseconds: `None` for `+inf` (no limit); [`Error::Invalid`] for NaN and negative
+/// values; otherwise rounded *up* to a whole millisecond, so that a positive timeout never
+/// becomes 0 ("do not block"): 0.0004 s is 1 ms, 0 is 0. A product that is a whole number
+/// but for the float's last bits (0.003 s × 1000 = 3.0000000000000004) stays that whole
+/// number. Capped at [`MAX_MILLIS`].
+pub fn millis_from_secs(secs: f64) -> Result<Option<u64>> {
+    if secs.is_nan() || secs < 0.0 {
+        return Err(Error::Invalid(format!(
+            "{secs} seconds: a timeout is >= 0 seconds (or infinite)"
+        )));
+    }
+    if secs.is_infinite() {
+        return Ok(None);
+    }
+    let ms = secs * 1000.0;
+    if ms >= MAX_MILLIS as f64 {
+        return Ok(Some(MAX_MILLIS));
+    }
+    let nearest = ms.round();
+    let whole = if (ms - nearest).abs() <= nearest * 4.0 * f64::EPSILON {
+        nearest
+    } else {
+        ms.ceil()
+    };
+    Ok(Some(whole as u64))
+}
+
 /// The bound of a blocking call: a timeout, no limit, or the call's own default, and an optional
 /// [`Cancel`].
 ///
@@ -290,5 +327,28 @@ impl Drop for CancelWatch<'_> {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|(id, _)| *id != self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seconds_round_up_to_whole_milliseconds() {
+        let ms = |s: f64| millis_from_secs(s).unwrap();
+        assert_eq!(ms(0.0), Some(0));
+        assert_eq!(ms(0.0004), Some(1)); // Python truncated this to 0 ("do not block")
+        assert_eq!(ms(1e-12), Some(1));
+        assert_eq!(ms(0.001), Some(1));
+        assert_eq!(ms(0.003), Some(3)); // 3.0000000000000004 in floats
+        assert_eq!(ms(0.0015), Some(2));
+        assert_eq!(ms(1.1), Some(1100));
+        assert_eq!(ms(30.0), Some(30_000));
+        assert_eq!(ms(1e300), Some(MAX_MILLIS));
+        assert_eq!(ms(f64::INFINITY), None);
+        assert!(millis_from_secs(-0.5).is_err());
+        assert!(millis_from_secs(f64::NAN).is_err());
+        assert!(millis_from_secs(f64::NEG_INFINITY).is_err());
     }
 }

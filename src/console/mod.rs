@@ -147,6 +147,10 @@ pub struct Stats {
 /// thread (after taking what is already in the socket) and closes the socket.
 pub struct Console {
     shared: Arc<Shared>,
+    // Lock order: `user` and `thread` are each held for a statement and never with another
+    // lock; `Shared::state` is the one lock the reader thread and the waits share;
+    // `SendGate::busy` is held only to test or flip its flag (or to sleep on it), never with
+    // another lock.
     /// The caller's end of the raw copy, until [`close_fd`](Self::close_fd).
     user: Mutex<Option<OwnedFd>>,
     thread: Mutex<Option<JoinHandle<()>>>,

@@ -1,15 +1,17 @@
-//! The C ABI (see `include/qm.h`, generated from this module by `build.rs` with cbindgen).
+//! The C ABI (see `include/qm.h`, generated from this module by `make header`: cbindgen in
+//! `tools/header`).
 //! Only this module knows about C; the core never depends on it.
 //!
 //! One file (or directory) per C type or topic, declared below in the order of the header's
 //! sections: [`error`] (`qm_status`, `qm_error`), [`status`] (`qm_status_str`), [`cancel`]
-//! (`qm_cancel`), [`machine`] (`qm_machine`: the handle in `machine/mod.rs`, its calls split by
-//! concern into `config`, `launch`, `qmp`, `events`, `shutdown`, `state`), [`attach`]
-//! (`qm_attach`: a QEMU someone else started), [`guest`] (the test guest), [`qga`] (the guest
-//! agent), [`console`] (console interaction and its descriptor), [`json`] (JSON Pointer
-//! accessors), [`log`] (the log callback). `boundary` holds the shared
-//! plumbing (panic boundary, NULL/UTF-8/JSON checks, timeouts, `*_out` writes). The calls that
-//! belong to no type (version, strings, log level, `qm_event_match`) are in this file.
+//! (`qm_cancel`), [`shared`] (the default timeout, the seconds → ms rule, `conv_keys`), [`machine`]
+//! (`qm_machine`: the handle in `machine/mod.rs`, its calls split by concern into `config`,
+//! `launch`, `qmp`, `events`, `shutdown`, `state`), [`attach`] (`qm_attach`: a QEMU someone else
+//! started), [`guest`] (the test guest), [`qga`] (the guest agent), [`console`] (console
+//! interaction and its descriptor), [`json`] (JSON Pointer accessors), [`log`] (the log callback).
+//! `boundary` holds the shared plumbing, `handle` the record of live handles (panic boundary, NULL/UTF-8/JSON checks, timeouts, `*_out`
+//! writes). The calls that belong to no type (version, strings, log level, `qm_event_match`) are in
+//! this file.
 //!
 //! Every export is `#[no_mangle] pub unsafe extern "C"` (or safe when it takes no pointer). The
 //! pointer contract of each one is in its documentation and in the header's preamble: handles
@@ -24,6 +26,8 @@
 pub mod error;
 
 pub mod status;
+
+pub mod shared;
 
 pub mod cancel;
 

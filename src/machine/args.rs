@@ -5,6 +5,7 @@ use std::os::fd::RawFd;
 use std::path::Path;
 
 use super::config::Config;
+use crate::opts::option_value;
 
 /// Where QEMU finds its monitor.
 pub(super) enum MonitorChardev<'a> {
@@ -14,12 +15,6 @@ pub(super) enum MonitorChardev<'a> {
     Path(&'a Path),
     /// A TCP address qm listens on.
     Tcp { host: &'a str, port: u16 },
-}
-
-/// A value for QEMU's `key=value,…` option syntax: commas are doubled, so a path or name can
-/// never end one option and start another (`path=x,server=on`).
-pub(crate) fn option_value(value: &str) -> String {
-    value.replace(',', ",,")
 }
 
 /// The whole command line: wrapper, binary, qm's arguments ([`base_args`]), then the user's.

@@ -4,9 +4,9 @@ use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::args::option_value;
 use super::{lock, Machine};
 use crate::error::{Error, Result};
+use crate::opts::option_value;
 use crate::qga::AgentChannel;
 use crate::qmp::DEFAULT_MAX_MESSAGE;
 
@@ -69,7 +69,7 @@ impl Config {
             drain_console: false,
             console_log: None,
             console_buffer: 0,
-            qmp_timer: Some(Duration::from_secs(30)),
+            qmp_timer: Some(crate::wait::DEFAULT_TIMEOUT),
             qmp_enabled: true,
             machine: None,
             console: None,

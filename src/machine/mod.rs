@@ -15,8 +15,6 @@ mod launch;
 mod process;
 mod shutdown;
 
-pub(crate) use args::option_value;
-
 use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
@@ -29,6 +27,7 @@ use serde_json::Value;
 
 use crate::console::Console;
 use crate::error::{Error, Result};
+use crate::event::EventFilter;
 use crate::qga::GuestAgent;
 use crate::qmp::QmpClient;
 use crate::wait::Wait;
@@ -45,6 +44,21 @@ pub use shutdown::DEFAULT_SHUTDOWN_TIMEOUT;
 /// several threads run concurrently, each getting its own reply; a shutdown in the middle fails
 /// the others with [`Error::Disconnected`]. Configuration changes apply to the next launch.
 /// Dropping a running machine shuts it down (gracefully, [`DEFAULT_SHUTDOWN_TIMEOUT`]).
+//
+// Lock order (a thread holding a lock only ever takes locks further down this list):
+//   1. `life`: the outermost; held across a whole launch, attach or shutdown, never by a
+//      call that only uses a running machine (commands, events, console, agent), so those
+//      never wait for a launch or shutdown.
+//   2. `cfg`, `qmp`, `proc`, `console`, `temp_dir`, `output`, `agent`: each held for one
+//      statement or a short block, and never two at once. `qmp`, `console` and `agent` are
+//      cloned out (an `Arc`) before anything is called on them, so no blocking call holds
+//      one of these.
+//   3. the components' own locks, taken inside the calls made in 1 and 2: `QmpClient`'s,
+//      `Console`'s (`user`, `thread`, `state`; see console/mod.rs), `GuestAgent`'s (`queue`
+//      then `chan`; see qga/mod.rs), `Process::status`.
+//   4. process-wide leaves, taken last and holding nothing else while held: the log
+//      callback (`log.rs`), the process tree (`sys/tree.rs`), a `Cancel`'s sleepers
+//      (`wait.rs`), the FFI's live handles (`ffi/handle.rs`).
 pub struct Machine {
     cfg: Mutex<Config>,
     /// Serialises launch and shutdown; owns what a run created.
@@ -402,6 +416,19 @@ impl Machine {
         wait: impl Into<Wait>,
     ) -> Result<Option<Value>> {
         self.events_wait(&[(name, filter)], wait)
+    }
+
+    /// [`events_wait`](Self::events_wait) with typed filters.
+    pub fn events_wait_for(
+        &self,
+        filters: &[EventFilter],
+        wait: impl Into<Wait>,
+    ) -> Result<Option<Value>> {
+        let pairs: Vec<(&str, Option<&Value>)> = filters
+            .iter()
+            .map(|f| (f.name.as_str(), f.filter.as_ref()))
+            .collect();
+        self.events_wait(&pairs, wait)
     }
 
     /// Waits for the first event that matches any `(name, filter)` pair. Queued events are

@@ -18,7 +18,7 @@ const HARD_KILL_WAIT: Duration = Duration::from_secs(60);
 const EXIT_GRACE: Duration = Duration::from_secs(5);
 
 /// The graceful-shutdown timeout used when a running machine is dropped, as the seed's default.
-pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = crate::wait::DEFAULT_TIMEOUT;
 
 impl Machine {
     /// Shuts QEMU down gracefully: `quit` over QMP (SIGTERM without QMP), then waits up to the

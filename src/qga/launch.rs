@@ -94,7 +94,7 @@ pub(crate) fn plan(
             (
                 format!(
                     "socket,id={CHARDEV_ID},path={}",
-                    crate::machine::option_value(&path.to_string_lossy())
+                    crate::opts::option_value(&path.to_string_lossy())
                 ),
                 None,
                 Pending::Unix(listener),

@@ -51,8 +51,9 @@ pub use commands::{
 use framing::{Frames, Next};
 pub use launch::AgentChannel;
 
-/// The default bound of an agent call ([`Wait::call_default`], `QM_WAIT_DEFAULT` in C): 30 s.
-pub const DEFAULT_AGENT_TIMEOUT: Duration = Duration::from_secs(30);
+/// The default bound of an agent call ([`Wait::call_default`], `QM_WAIT_DEFAULT` in C): the
+/// crate's [`DEFAULT_TIMEOUT`](crate::DEFAULT_TIMEOUT), 30 s.
+pub const DEFAULT_AGENT_TIMEOUT: Duration = crate::wait::DEFAULT_TIMEOUT;
 
 /// How often [`GuestAgent::sync`] sends a new `guest-sync-delimited` while the agent is silent.
 pub const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_millis(500);
@@ -80,6 +81,9 @@ struct Inner {
     closed: AtomicBool,
     /// Sticky end of the channel (QEMU hung up); readable without waiting for the channel.
     eof: AtomicBool,
+    // Lock order: `queue` (arrival order; held only to take or give back a turn, never while
+    // the channel is used) before `chan` (the socket and its frames; held by the caller
+    // whose turn it is). Neither is held while calling out of the agent.
     queue: Mutex<Queue>,
     turn: Condvar,
     chan: Mutex<Channel>,

@@ -5,7 +5,7 @@ use std::ffi::c_char;
 use serde_json::Value;
 
 use super::{machine, qm_machine};
-use crate::ffi::boundary::{self, guard, kind, opt_json_object, out, string, Result};
+use crate::ffi::boundary::{self, guard, opt_json_object, out, string, Result};
 use crate::ffi::cancel::{self, qm_cancel};
 use crate::ffi::error::{call, qm_error, qm_status};
 use crate::Error;
@@ -152,49 +152,6 @@ pub unsafe extern "C" fn qm_event_wait(
     })
 }
 
-/// Parses `[{"name": "STOP"}, {"name": "RESET", "match": {...}}, ...]`.
-fn parse_filters(text: &str) -> Result<Vec<(String, Option<Value>)>> {
-    let bad = |why: String| Error::Invalid(format!("filters_json: {why}"));
-    let Value::Array(items) = boundary::json(text, "filters_json")? else {
-        return Err(bad(
-            "must be a JSON array of {\"name\": ..., \"match\": ...} objects".into(),
-        ));
-    };
-    if items.is_empty() {
-        return Err(bad("the array is empty; give at least one filter".into()));
-    }
-    items
-        .into_iter()
-        .enumerate()
-        .map(|(i, item)| {
-            let Value::Object(mut obj) = item else {
-                return Err(bad(format!(
-                    "element {i} is {}, not an object",
-                    kind(&item)
-                )));
-            };
-            if let Some(key) = obj.keys().find(|k| *k != "name" && *k != "match") {
-                return Err(bad(format!("element {i} has an unknown key {key:?}")));
-            }
-            let name = match obj.remove("name") {
-                Some(Value::String(name)) => name,
-                _ => return Err(bad(format!("element {i} needs a string \"name\""))),
-            };
-            let filter = match obj.remove("match") {
-                None | Some(Value::Null) => None,
-                Some(v @ Value::Object(_)) => Some(v),
-                Some(other) => {
-                    return Err(bad(format!(
-                        "element {i}: \"match\" is {}, not an object or null",
-                        kind(&other)
-                    )))
-                }
-            };
-            Ok((name, filter))
-        })
-        .collect()
-}
-
 /// Like `qm_event_wait`, for the first event that matches any of several filters:
 /// `filters_json` (borrowed) is a non-empty JSON array of objects
 /// `{"name": "EVENT", "match": {...}}` (`"match"` optional, as `match_json`).
@@ -213,43 +170,21 @@ pub unsafe extern "C" fn qm_events_wait(
         let (m, filters, wait) = unsafe {
             (
                 machine(m)?,
-                parse_filters(string(filters_json, "filters_json")?)?,
+                filters(string(filters_json, "filters_json")?)?,
                 cancel::wait(timeout_ms, cancel)?,
             )
         };
-        let pairs: Vec<(&str, Option<&Value>)> = filters
-            .iter()
-            .map(|(name, filter)| (name.as_str(), filter.as_ref()))
-            .collect();
-        let event = m.vm.events_wait(&pairs, wait)?;
+        let event = m.vm.events_wait_for(&filters, wait)?;
         out.write_json(event.as_ref());
         Ok(())
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::parse_filters;
-
-    #[test]
-    fn filters() {
-        let f =
-            parse_filters(r#"[{"name":"STOP"},{"name":"RESET","match":{"data":{"guest":false}}}]"#)
-                .unwrap();
-        assert_eq!(f.len(), 2);
-        assert!(f[0].1.is_none());
-        assert!(f[1].1.is_some());
-        for bad in [
-            "{}",
-            "[]",
-            "[1]",
-            r#"[{"match":{}}]"#,
-            r#"[{"name":1}]"#,
-            r#"[{"name":"A","match":[1]}]"#,
-            r#"[{"name":"A","mach":{}}]"#,
-            "[",
-        ] {
-            assert!(parse_filters(bad).is_err(), "{bad}");
-        }
-    }
+/// The filters of `filters_json`, parsed by the core (the one parser of their JSON form); its
+/// message is prefixed with the parameter's name.
+fn filters(text: &str) -> Result<Vec<crate::EventFilter>> {
+    crate::EventFilter::list_from_json(boundary::json(text, "filters_json")?).map_err(|e| match e {
+        Error::Invalid(why) => Error::Invalid(format!("filters_json: {why}")),
+        other => other,
+    })
 }

@@ -13,7 +13,7 @@ from ._agent import Agent, ExecResult
 from ._attach import AttachedMachine, attach
 from ._cancel import Cancel
 from ._console import ConsoleMatch, ConsoleStats, Regex
-from ._convert import DEFAULT
+from ._convert import DEFAULT, DEFAULT_TIMEOUT, conv_keys
 from ._ffi import library_path
 from ._library import has_caller_argv, set_log_level, version
 from ._machine import Machine
@@ -36,13 +36,15 @@ from .errors import (
     TimeoutError,
 )
 
-__version__ = "0.2.0"
+#: The version of the package: the bundled library's (one version, Cargo.toml's).
+__version__ = version()
 
 #: Whether qm's own log records go to Python's logging (loggers `qm.*`) instead of stderr.
 CORE_LOGS_TO_LOGGING = _log.install()
 
 __all__ = [
     "DEFAULT",
+    "DEFAULT_TIMEOUT",
     "AbnormalShutdownError",
     "Agent",
     "AttachedMachine",
@@ -66,6 +68,7 @@ __all__ = [
     "Regex",
     "StateError",
     "TimeoutError",
+    "conv_keys",
     "attach",
     "event_match",
     "guest",

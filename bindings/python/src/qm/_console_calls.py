@@ -16,6 +16,7 @@ from ._convert import (
     _bytes,
     _ms,
     _send_bytes,
+    seconds_to_ms,
 )
 from ._handle import MachineHandle
 
@@ -113,7 +114,7 @@ class _ConsoleCalls(MachineHandle):
         raw = _send_bytes(key, "key")
         if isinstance(interval, bool) or not isinstance(interval, (int, float)):
             raise TypeError(f"interval must be seconds (a number), not {type(interval).__name__}")
-        ms = int(interval * 1000.0) if math.isfinite(interval) else -1
+        ms = seconds_to_ms(interval) if math.isfinite(interval) and interval >= 0 else -1
         if not 0 <= ms < 2**32:
             raise ValueError(f"interval {interval!r} s does not fit the core's milliseconds")
         return self._console_match(

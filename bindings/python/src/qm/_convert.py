@@ -3,6 +3,7 @@ seconds to `timeout_ms` (the rule itself is the core's: `qm_timeout_ms`). No pol
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
@@ -19,6 +20,10 @@ class _Default:
     def __repr__(self) -> str:
         return "DEFAULT"
 
+
+#: The core's default bound in seconds (`qm_default_timeout_ms`: 30 s): what DEFAULT means
+#: for shutdown, wait and agent calls, and the QMP timer's initial value.
+DEFAULT_TIMEOUT: float = _lib.qm_default_timeout_ms() / 1000.0
 
 #: Passed as a timeout: use the core's default (the QMP timer for commands, 30 s for a shutdown).
 DEFAULT: Any = _Default()
@@ -63,9 +68,32 @@ def _ms(timeout: Timeout, what: str = "timeout", allow_default: bool = True) -> 
         raise TypeError(f"{what} must be seconds (a number) or None, not {type(timeout).__name__}")
     if timeout != timeout or timeout < 0:  # NaN or negative
         raise ValueError(f"{what} must be >= 0 seconds or None, not {timeout!r}")
-    if timeout == float("inf"):
-        return _ffi.QM_WAIT_FOREVER
-    return int(min(timeout * 1000.0, 2**62))
+    return seconds_to_ms(timeout)
+
+
+def seconds_to_ms(seconds: float) -> int:
+    """Seconds (>= 0, finite or inf) to milliseconds by the core's one rule
+    (`qm_timeout_ms_from_seconds`: rounded up, so 0.0004 s is 1 ms, not 0; inf is
+    QM_WAIT_FOREVER)."""
+    ms = ctypes.c_int64(0)
+    err = _ffi.ErrorP()
+    _check(
+        _lib.qm_timeout_ms_from_seconds(float(seconds), ctypes.byref(ms), ctypes.byref(err)), err
+    )
+    return ms.value
+
+
+def conv_keys(args: Mapping[str, Any]) -> Dict[str, Any]:
+    """The harness's keyword convention, decided by the core (`qm_conv_keys`): `_` in
+    top-level keys becomes `-`."""
+    raw = _json_arg(dict(args), "arguments")
+    out = ctypes.c_void_p()
+    err = _ffi.ErrorP()
+    _check(_lib.qm_conv_keys(raw, ctypes.byref(out), ctypes.byref(err)), err)
+    text = _ffi.take_string(out.value)
+    converted = json.loads(text) if text is not None else {}
+    assert isinstance(converted, dict)
+    return converted
 
 
 def _json_arg(value: Any, what: str) -> Optional[bytes]:

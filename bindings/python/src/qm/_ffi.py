@@ -116,6 +116,10 @@ LogFn = ctypes.CFUNCTYPE(None, c_void_p, c_int, c_char_p, c_char_p, ctypes.c_dou
 # binding can copy it and hand the very pointer back to qm_string_free.
 _PROTOTYPES: dict[str, tuple[Any, list[Any]]] = {
     "qm_version": (c_char_p, []),
+    "qm_status_str": (c_char_p, [c_int]),
+    "qm_default_timeout_ms": (c_int64, []),
+    "qm_timeout_ms_from_seconds": (_status, [ctypes.c_double, POINTER(c_int64), ErrOut]),
+    "qm_conv_keys": (_status, [c_char_p, StrOut, ErrOut]),
     "qm_string_free": (None, [c_void_p]),
     "qm_set_log_level": (_status, [c_int, ErrOut]),
     "qm_event_match": (_status, [c_char_p, c_char_p, POINTER(c_bool), ErrOut]),
@@ -346,7 +350,27 @@ def _load() -> ctypes.CDLL:
         fn = getattr(lib, name)
         fn.restype = restype
         fn.argtypes = argtypes
+    if not os.environ.get(LIBRARY_ENV):
+        _check_bundled_version(path, lib.qm_version().decode())
     return lib
+
+
+def _check_bundled_version(path: Path, found: str) -> None:
+    """The bundled library is the package's own: the same version as the installed
+    distribution (when it is installed; a source tree on PYTHONPATH has no metadata)."""
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+    except ImportError:  # pragma: no cover (Python >= 3.8 has it)
+        return
+    try:
+        want = version("qm-qemu")
+    except PackageNotFoundError:
+        return
+    if want != found:
+        raise ImportError(
+            f"qm: the bundled libqm ({path}) is version {found}, the package {want}: "
+            "reinstall the package"
+        )
 
 
 lib = _load()

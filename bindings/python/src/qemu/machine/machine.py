@@ -710,7 +710,7 @@ class QEMUMachine:
     @classmethod
     def _qmp_args(cls, conv_keys: bool, args: Dict[str, Any]) -> Dict[str, object]:
         if conv_keys:
-            return {k.replace("_", "-"): v for k, v in args.items()}
+            return qm.conv_keys(args)
         return args
 
     def _command_args(

@@ -7,6 +7,8 @@ import os
 import socket
 from typing import List, Optional, Sequence, TextIO
 
+import qm
+
 from .machine import QEMUMachine, SocketAddrT
 
 
@@ -107,8 +109,8 @@ class QEMUQtestMachine(QEMUMachine):
         assert self._qtest is not None
         super()._post_launch()
         # QEMU connected while starting, before QMP came up: this does not wait, but is
-        # bounded anyway (the QMP timer, or 30 s).
-        self._qtest.accept(self._qmp_timer if self._qmp_timer is not None else 30.0)
+        # bounded anyway (the QMP timer, or the core's default).
+        self._qtest.accept(self._qmp_timer if self._qmp_timer is not None else qm.DEFAULT_TIMEOUT)
 
     def _post_shutdown(self) -> None:
         if self._qtest is not None:
