@@ -168,7 +168,13 @@ fn kernel_panic_during_a_console_wait_ends_it_at_once() {
     // QEMU's default panic action ends it; the event it sent first is still there to read.
     let ev = g.vm.event_wait("GUEST_PANICKED", None, T).unwrap().unwrap();
     assert_eq!(ev["data"]["action"], "poweroff", "{ev}");
-    let _ = g.vm.shutdown(T);
+    // QEMU ended with status 0, but after a panic: not a clean ending.
+    match g.vm.shutdown(T).unwrap_err() {
+        Error::AbnormalShutdown(cause) => {
+            assert!(matches!(*cause, Error::GuestPanicked(_)), "{cause:?}")
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 /// A kernel panic while an agent call is pending: the call ends at once (the machine's end
@@ -193,13 +199,16 @@ fn kernel_panic_during_an_agent_call_ends_it_at_once() {
         waited < Duration::from_secs(120),
         "waited {waited:?}: {err}"
     );
-    assert!(matches!(err, Error::Disconnected(_)), "{err:?}");
+    assert!(matches!(err, Error::AgentDisconnected(_)), "{err:?}");
+    // The event is not taken from the queue by the check: shutdown sees the panic, and the
+    // event is still there to read.
+    let err = g.vm.shutdown(T).unwrap_err();
+    assert!(err.to_string().contains("the guest panicked"), "{err}");
     assert!(g
         .vm
         .event_wait("GUEST_PANICKED", None, T)
         .unwrap()
         .is_some());
-    let _ = g.vm.shutdown(T);
 }
 
 /// QEMU killed (SIGKILL from outside) while a console wait and an agent call are pending: both
@@ -229,7 +238,7 @@ fn qemu_killed_during_a_console_wait_and_an_agent_call() {
         "console wait: {werr:?}"
     );
     assert!(
-        matches!(cerr, Error::Disconnected(_)),
+        matches!(cerr, Error::AgentDisconnected(_)),
         "agent call: {cerr:?}"
     );
     let err = g.vm.shutdown(T).unwrap_err();
