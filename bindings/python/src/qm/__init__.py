@@ -18,6 +18,16 @@ from ._ffi import library_path
 from ._library import has_caller_argv, set_log_level, version
 from ._machine import Machine
 from ._qmp import event_match
+from ._template import (
+    ConsoleReady,
+    Template,
+    launch_incoming,
+    migrate,
+    restore_state,
+    run_job,
+    save_state,
+    wait_migration,
+)
 from .errors import (
     AbnormalShutdownError,
     ConsoleClosed,
@@ -43,6 +53,14 @@ __version__ = version()
 CORE_LOGS_TO_LOGGING = _log.install()
 
 __all__ = [
+    "ConsoleReady",
+    "Template",
+    "launch_incoming",
+    "migrate",
+    "restore_state",
+    "run_job",
+    "save_state",
+    "wait_migration",
     "DEFAULT",
     "DEFAULT_TIMEOUT",
     "AbnormalShutdownError",
