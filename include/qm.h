@@ -1663,6 +1663,17 @@ void qm_strings_free(char **strings);
 bool qm_set_log_callback(qm_log_fn callback, void *user);
 
 /**
+ * Where the fake QEMU binary is, to give `qm_new` in place of `qemu-system-*`: the
+ * environment variable `QM_FAKE_QEMU` when set; else `qm-fake-qemu` beside the qm library
+ * (or the program it is linked into), in its parent directory or in `../bin` from it (where
+ * `make install` puts it), the first that exists; else the bare name `qm-fake-qemu` (looked
+ * up in `PATH` at launch). Stored in `*path_out` (owned: free with `qm_string_free`).
+ *
+ * `QM_ERR_INVALID` when `path_out` is NULL. Thread-safe, never blocks.
+ */
+qm_status qm_fake_qemu_path(char **path_out, qm_error **err_out);
+
+/**
  * Creates a template of machines running `binary`, whose saved state lives under `dir` (both
  * borrowed; `dir` is created when needed, one subdirectory per key). On success
  * `*template_out` receives a handle the caller owns and frees with `qm_template_free`.

@@ -25,6 +25,7 @@ pub mod console;
 mod conv;
 mod error;
 mod event;
+pub mod fake;
 pub mod ffi;
 pub mod guest;
 mod jobs;

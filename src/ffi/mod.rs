@@ -45,6 +45,8 @@ pub mod json;
 
 pub mod log;
 
+pub mod fake;
+
 pub mod template;
 
 mod boundary;

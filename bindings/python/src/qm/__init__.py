@@ -14,6 +14,7 @@ from ._attach import AttachedMachine, attach
 from ._cancel import Cancel
 from ._console import ConsoleMatch, ConsoleStats, Regex
 from ._convert import DEFAULT, DEFAULT_TIMEOUT, conv_keys
+from ._fake import fake_qemu_path
 from ._ffi import library_path
 from ._library import has_caller_argv, set_log_level, version
 from ._machine import Machine
@@ -89,6 +90,7 @@ __all__ = [
     "conv_keys",
     "attach",
     "event_match",
+    "fake_qemu_path",
     "guest",
     "has_caller_argv",
     "library_path",
