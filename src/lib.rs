@@ -21,6 +21,7 @@
 
 #![warn(missing_docs)]
 
+mod accept;
 pub mod console;
 mod conv;
 mod error;
