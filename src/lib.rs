@@ -27,6 +27,7 @@ mod conv;
 mod error;
 mod event;
 pub mod ffi;
+mod gate;
 pub mod guest;
 mod log;
 mod machine;
