@@ -216,6 +216,13 @@ typedef struct qm_machine qm_machine;
 typedef struct qm_patterns qm_patterns;
 
 /**
+ * A template: a machine description and the directory its saved state lives in (see
+ * `qm_template_new`). Owned by the caller, freed with `qm_template_free`. Thread-safe: clones
+ * may be started from many threads at once.
+ */
+typedef struct qm_template qm_template;
+
+/**
  * How much qm logs (`qm_set_log_level`), to stderr or to a `qm_set_log_callback` callback.
  */
 typedef int qm_log_level;
@@ -288,6 +295,11 @@ typedef void (*qm_log_fn)(void *user,
                           const char *target,
                           const char *message,
                           double timestamp);
+
+/**
+ * When a restored machine (or a template's first boot) counts as ready.
+ */
+typedef int qm_ready;
 
 /**
  * Log nothing.
@@ -373,6 +385,22 @@ typedef void (*qm_log_fn)(void *user,
  * An object.
  */
 #define QM_JSON_OBJECT 6
+
+/**
+ * As soon as the guest runs (`cont` answered). For `qm_template_prepare`: at once after launch.
+ */
+#define QM_READY_RUNNING 0
+
+/**
+ * When the guest agent answers `guest-sync` (the machine needs a guest agent channel).
+ */
+#define QM_READY_AGENT 1
+
+/**
+ * When the literal text `console_text` shows on the console, after sending `console_send`
+ * (may be NULL; e.g. `"\n"` brings back the prompt of a guest saved at a shell prompt).
+ */
+#define QM_READY_CONSOLE 2
 
 #ifdef __cplusplus
 extern "C" {
@@ -1633,6 +1661,205 @@ void qm_strings_free(char **strings);
  * returns false.
  */
 bool qm_set_log_callback(qm_log_fn callback, void *user);
+
+/**
+ * Where the fake QEMU binary is, to give `qm_new` in place of `qemu-system-*`: the
+ * environment variable `QM_FAKE_QEMU` when set; else `qm-fake-qemu` beside the qm library
+ * (or the program it is linked into), in its parent directory or in `../bin` from it (where
+ * `make install` puts it), the first that exists; else the bare name `qm-fake-qemu` (looked
+ * up in `PATH` at launch). Stored in `*path_out` (owned: free with `qm_string_free`).
+ *
+ * `QM_ERR_INVALID` when `path_out` is NULL. Thread-safe, never blocks.
+ */
+qm_status qm_fake_qemu_path(char **path_out, qm_error **err_out);
+
+/**
+ * Creates a template of machines running `binary`, whose saved state lives under `dir` (both
+ * borrowed; `dir` is created when needed, one subdirectory per key). On success
+ * `*template_out` receives a handle the caller owns and frees with `qm_template_free`.
+ *
+ * The key covers what the state depends on: the QEMU binary (path, size, modification time),
+ * the settings and arguments, every file the arguments name and the disks' base images. A
+ * second process with the same description finds the state and boots nothing.
+ */
+qm_status qm_template_new(const char *binary,
+                          const char *dir,
+                          qm_template **template_out,
+                          qm_error **err_out);
+
+/**
+ * Frees a template (never its saved state, nor the machines cloned from it). NULL is a no-op;
+ * a handle that is not live is left alone with a warning. Must be the last call on the handle.
+ */
+void qm_template_free(qm_template *t);
+
+/**
+ * Appends `n` QEMU arguments (`args`: `n` borrowed UTF-8 strings, NULL when `n` is 0), as
+ * `qm_add_args`.
+ */
+qm_status qm_template_add_args(qm_template *t,
+                               const char *const *args,
+                               size_t n,
+                               qm_error **err_out);
+
+/**
+ * `-machine TYPE` (borrowed), as `qm_set_machine`.
+ */
+qm_status qm_template_set_machine(qm_template *t, const char *machine_type, qm_error **err_out);
+
+/**
+ * A console on every machine, as `qm_set_console` (`device_type` borrowed, may be NULL).
+ */
+qm_status qm_template_set_console(qm_template *t,
+                                  const char *device_type,
+                                  size_t index,
+                                  qm_error **err_out);
+
+/**
+ * A guest agent channel (a socketpair) on every machine, or none, as `qm_set_guest_agent`.
+ */
+qm_status qm_template_set_guest_agent(qm_template *t, bool enabled, qm_error **err_out);
+
+/**
+ * Adds a disk: `-drive file=OVERLAY,format=qcow2,OPTS` on a qcow2 overlay of `base` (format
+ * `format`, e.g. `"raw"`), so `base` is only ever read; each clone writes an overlay of its
+ * own, removed at its shutdown. Strings borrowed; `opts` may be NULL. Needs `qemu-img`.
+ */
+qm_status qm_template_add_disk(qm_template *t,
+                               const char *base,
+                               const char *format,
+                               const char *opts,
+                               qm_error **err_out);
+
+/**
+ * What `qm_template_clone` waits for (`QM_READY_*`; strings borrowed, used only by
+ * `QM_READY_CONSOLE`). Default: the agent when the template has one, else the guest running.
+ */
+qm_status qm_template_set_clone_ready(qm_template *t,
+                                      qm_ready ready_kind,
+                                      const char *console_send,
+                                      const char *console_text,
+                                      qm_error **err_out);
+
+/**
+ * Makes sure the template's state is saved: when it is not, boots a machine, waits until
+ * `ready_kind` (strings borrowed, as `qm_template_set_clone_ready`), saves it and shuts it
+ * down. `*booted_out` is true when it booted, false when the state was found (made by this
+ * process or another). `QM_WAIT_DEFAULT` is 120 s for all of it.
+ */
+qm_status qm_template_prepare(qm_template *t,
+                              qm_ready ready_kind,
+                              const char *console_send,
+                              const char *console_text,
+                              int64_t timeout_ms,
+                              const qm_cancel *cancel,
+                              bool *booted_out,
+                              qm_error **err_out);
+
+/**
+ * Whether the template's state is saved (`*saved_out`). Never blocks on QEMU.
+ */
+qm_status qm_template_is_saved(qm_template *t, bool *saved_out, qm_error **err_out);
+
+/**
+ * The directory of the template's state (`<dir>/<key>`) in `*path_out` (owned: free with
+ * `qm_string_free`), whether or not it is saved yet.
+ */
+qm_status qm_template_state_dir(qm_template *t, char **path_out, qm_error **err_out);
+
+/**
+ * Starts a running machine from the template's saved state (`QM_ERR_STATE` when it was not
+ * prepared), with its own sockets, console, agent channel and disk overlays, and waits until
+ * it is ready (`qm_template_set_clone_ready`). On success `*machine_out` receives a launched
+ * machine the caller owns and frees with `qm_free` (a clone is for one run: its overlays go
+ * at its shutdown). On failure nothing is left running. Safe to call from many threads at
+ * once. `QM_WAIT_DEFAULT` is 120 s.
+ */
+qm_status qm_template_clone(qm_template *t,
+                            int64_t timeout_ms,
+                            const qm_cancel *cancel,
+                            qm_machine **machine_out,
+                            qm_error **err_out);
+
+/**
+ * Saves the running machine's state to `path` (borrowed; created mode 0600, replaced) and
+ * stores what was recorded with it, as a JSON object, in `*info_out` (owned: free with
+ * `qm_string_free`): `stream_bytes`, `qemu_version`, `binary`, `settings`. The guest is paused
+ * and stays paused (QEMU's `postmigrate`: `cont` resumes it). On failure no file is left at
+ * `path`; a failed migration is `QM_ERR_QMP` with QEMU's reason. `QM_WAIT_DEFAULT` is 120 s.
+ * Do not pass descriptors (`qm_send_fd_scm`) from another thread meanwhile.
+ */
+qm_status qm_save_state(qm_machine *m,
+                        const char *path,
+                        int64_t timeout_ms,
+                        const qm_cancel *cancel,
+                        char **info_out,
+                        qm_error **err_out);
+
+/**
+ * Launches the (configured, not launched) machine from a state saved by `qm_save_state` at
+ * `path` (borrowed), resumes the guest and waits until `ready_kind` (strings borrowed, as
+ * `qm_template_set_clone_ready`). The machine must be configured as the saved one was:
+ * otherwise `QM_ERR_INVALID` naming what differs, before anything is launched; so is a
+ * truncated file or one that is not a qm state file (`QM_ERR_IO` when it cannot be opened).
+ * A stream QEMU cannot load is `QM_ERR_LAUNCH` with QEMU's output; no QEMU is left running.
+ * `QM_WAIT_DEFAULT` is 120 s.
+ */
+qm_status qm_restore_state(qm_machine *m,
+                           const char *path,
+                           qm_ready ready_kind,
+                           const char *console_send,
+                           const char *console_text,
+                           int64_t timeout_ms,
+                           const qm_cancel *cancel,
+                           qm_error **err_out);
+
+/**
+ * Launches the machine waiting for an incoming migration (`-incoming defer`), for
+ * `qm_migrate_to`. Otherwise as `qm_launch_with`.
+ */
+qm_status qm_launch_incoming(qm_machine *m,
+                             int64_t timeout_ms,
+                             const qm_cancel *cancel,
+                             qm_error **err_out);
+
+/**
+ * Live-migrates the running machine `m` to `dest` (launched with `qm_launch_incoming`, same
+ * devices) over a socketpair qm hands to both, and waits until both report it completed:
+ * `dest` runs the guest, `m` is paused. A failure is `QM_ERR_QMP` with QEMU's reason; a
+ * timeout or cancel cancels the migration. `QM_WAIT_DEFAULT` is 300 s.
+ */
+qm_status qm_migrate_to(qm_machine *m,
+                        qm_machine *dest,
+                        int64_t timeout_ms,
+                        const qm_cancel *cancel,
+                        qm_error **err_out);
+
+/**
+ * Waits for the machine's migration (outgoing, or incoming) to end; on completion stores the
+ * last `query-migrate` reply (JSON, owned: `qm_string_free`) in `*info_out`. A failed or
+ * cancelled migration is `QM_ERR_QMP` with QEMU's reason. No default wait: `QM_WAIT_DEFAULT`
+ * is `QM_ERR_INVALID`.
+ */
+qm_status qm_wait_migration(qm_machine *m,
+                            int64_t timeout_ms,
+                            const qm_cancel *cancel,
+                            char **info_out,
+                            qm_error **err_out);
+
+/**
+ * Runs job `id` (borrowed; a block job the caller started) to its end: completes it when
+ * ready, finalizes and dismisses it as needed, and stores its last `query-jobs` entry (JSON,
+ * owned: `qm_string_free`; `null` when QEMU dismissed it itself) in `*job_out`. A job that
+ * ends with an error is `QM_ERR_QMP` holding it; on a timeout or cancel the job is cancelled.
+ * `QM_WAIT_DEFAULT` is 300 s.
+ */
+qm_status qm_run_job(qm_machine *m,
+                     const char *id,
+                     int64_t timeout_ms,
+                     const qm_cancel *cancel,
+                     char **job_out,
+                     qm_error **err_out);
 
 #ifdef __cplusplus
 }  // extern "C"

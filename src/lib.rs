@@ -26,20 +26,25 @@ pub mod console;
 mod conv;
 mod error;
 mod event;
+pub mod fake;
 pub mod ffi;
 mod gate;
 pub mod guest;
+mod jobs;
 mod log;
 mod machine;
 mod opts;
 pub mod qga;
 pub mod qmp;
+pub mod snapshot;
 mod sys;
+pub mod template;
 mod wait;
 
 pub use conv::conv_keys;
 pub use error::{Error, Result};
 pub use event::{event_match, EventFilter};
+pub use jobs::DEFAULT_JOB_TIMEOUT;
 pub use log::{set_log_callback, set_log_level, LogCallback, LogLevel, LogRecord};
 pub use machine::{AttachAddress, Machine, MonitorAddress, DEFAULT_SHUTDOWN_TIMEOUT};
 pub use qga::{AgentChannel, Exec, ExecOutput, GuestAgent, ShutdownMode};
@@ -48,6 +53,8 @@ pub use qmp::{QmpClient, DEFAULT_MAX_MESSAGE};
 pub use serde_json;
 /// A JSON value: what QMP commands take and return.
 pub use serde_json::Value;
+pub use snapshot::{Ready, StateInfo};
+pub use template::Template;
 pub use wait::{millis_from_secs, Cancel, Wait, DEFAULT_TIMEOUT, MAX_MILLIS};
 
 /// The README's Rust code blocks, compiled and run by `cargo test --doc` (they launch QEMU).

@@ -197,6 +197,11 @@ impl Deadline<'_> {
         }
     }
 
+    /// The whole bound (`None`: no limit), for a timeout's message.
+    pub(crate) fn limit(&self) -> Option<Duration> {
+        self.limit
+    }
+
     /// `within N ms`: the bound, as timeout errors name it.
     pub(crate) fn within(&self) -> String {
         within(self.limit)

@@ -210,8 +210,12 @@ const METRICS: &[Metric] = &[
 fn target_for(subject: &str, metric: &Metric) -> Target {
     match (subject, metric.name) {
         ("go", _) => metric.go_target.unwrap_or(metric.target),
-        ("python", "qmp_rtt" | "launch_ready" | "event_latency") => Target::RatioAtMost(1.10),
-        ("py-seed", "qmp_rtt") => Target::RatioAtMost(0.40),
+        // Issue #20.5: qm's Python round trip against a raw Python socket client (what Python's
+        // own socket loop allows); the seed's ratio is information (a raw Python client is
+        // ~0.6x the seed's, so the old target of 0.40 was below what Python allows).
+        ("python", "qmp_rtt") => Target::RatioAtMost(1.0),
+        ("python", "launch_ready" | "event_latency") => Target::RatioAtMost(1.10),
+        ("py-seed", "qmp_rtt") => Target::None,
         ("py-seed", "launch_ready" | "shutdown") => Target::RatioAtMost(1.0),
         ("py-seed", _) => Target::None,
         _ => metric.target,

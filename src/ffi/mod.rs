@@ -45,6 +45,10 @@ pub mod json;
 
 pub mod log;
 
+pub mod fake;
+
+pub mod template;
+
 mod boundary;
 
 mod handle;

@@ -52,6 +52,8 @@ pub(super) struct Config {
     /// The guest agent's channel (`set_guest_agent`).
     pub(super) guest_agent: Option<AgentChannel>,
     pub(super) qmp_transcript: Option<PathBuf>,
+    /// Ends qm's own command line with `-incoming defer` (a restore; see `incoming.rs`).
+    pub(super) incoming_defer: bool,
 }
 
 impl Config {
@@ -77,6 +79,7 @@ impl Config {
             max_message: DEFAULT_MAX_MESSAGE,
             guest_agent: None,
             qmp_transcript: None,
+            incoming_defer: false,
         }
     }
 }

@@ -239,6 +239,9 @@ impl Machine {
                 if let Some(agent) = &prepared.agent {
                     own.extend(agent.args.iter().cloned());
                 }
+                if prepared.cfg.incoming_defer {
+                    own.extend(["-incoming".to_owned(), "defer".to_owned()]);
+                }
                 own
             });
             self.start_locked(&mut life, prepared, argv, extra, &deadline)

@@ -11,9 +11,12 @@ mod attach;
 mod config;
 mod console;
 mod expect;
+mod incoming;
 mod launch;
 mod process;
 mod shutdown;
+
+pub(crate) use incoming::StateArgs;
 
 use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd, RawFd};
@@ -372,6 +375,15 @@ impl Machine {
         self.client()?.get_events(wait)
     }
 
+    /// Every queued event, oldest first, as the text of one JSON array (`[]` when none, with
+    /// a zero wait); with a non-zero wait, waits for at least one. No event is parsed: for a
+    /// long queue this costs far less memory than [`get_qmp_events`](Self::get_qmp_events)
+    /// (see [`QmpClient::get_events_json`]).
+    pub fn get_qmp_events_json(&self, wait: impl Into<Wait>) -> Result<String> {
+        let wait = wait.into().checked()?;
+        self.client()?.get_events_json(wait)
+    }
+
     /// Caps the number of queued, unread QMP events (`None`, the default: no cap, events are
     /// never dropped, as in QEMU's Python `QEMUMachine`). Applies at once and to later launches.
     ///
@@ -440,7 +452,9 @@ impl Machine {
         wait: impl Into<Wait>,
     ) -> Result<Option<Value>> {
         let wait = wait.into().checked()?;
-        let within = wait.start()?.within();
+        // The bound, for the message of a timeout (formatted only then: this is the hot path
+        // of every event wait).
+        let limit = wait.start()?.limit();
         self.client()?
             .events_wait(events, wait)
             .map_err(|e| match e {
@@ -449,13 +463,14 @@ impl Machine {
                     let names: Vec<&str> = events.iter().map(|(name, _)| *name).collect();
                     let filtered = events.iter().any(|(_, f)| f.is_some());
                     Error::Timeout(format!(
-                        "no {} event{} {within}",
+                        "no {} event{} {}",
                         names.join(" or "),
                         if filtered {
                             " (matching the filter)"
                         } else {
                             ""
-                        }
+                        },
+                        crate::wait::within(limit)
                     ))
                 }
                 other => other,

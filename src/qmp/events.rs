@@ -6,6 +6,14 @@
 //! The event's name is located in the text once, so that waiting for one name skips the others
 //! without parsing them.
 //!
+//! While the queue is short (fewer than [`PARSED_MAX`] events), an arriving event is also
+//! parsed at once, by the reader, and the tree kept beside its text: a caller that runs a
+//! command and then waits for the event it causes (`stop`, then `STOP`) finds it parsed,
+//! because QEMU sends the event before the reply and the reader parses it while the reply is
+//! still on its way. Parsing it only when the caller asked put that parse, and its
+//! allocations, on the caller's critical path (issue #20). A flood is unaffected: beyond the
+//! first few events the queue holds text only.
+//!
 //! Every event gets a sequence number. A waiter remembers the last one it examined, so each of
 //! its wake-ups examines only what arrived since: waiting behind N queued events costs O(N)
 //! once, not O(N) per wake-up.
@@ -66,9 +74,17 @@ struct Queued {
     event: RawEvent,
 }
 
+/// How many queued events may also be held parsed (see the module's documentation): a tree
+/// costs ~20× its text, so only a handful, whatever the queue's length.
+pub(crate) const PARSED_MAX: usize = 8;
+
 /// The events in arrival order, with an optional cap.
 pub(crate) struct EventQueue {
     items: VecDeque<Queued>,
+    /// The parsed trees of some queued events, by sequence number, in increasing order: only
+    /// of events that arrived while fewer than [`PARSED_MAX`] were queued, so never more than
+    /// that many. An entry goes when its event leaves the queue.
+    parsed: VecDeque<(u64, Value)>,
     /// The sequence number of the next event to arrive (the first is 1; 0 means "none seen").
     next_seq: u64,
     /// At most this many events are kept; `None`: no limit (the default, as QEMU's Python
@@ -95,6 +111,7 @@ impl EventQueue {
     pub(crate) fn new() -> EventQueue {
         EventQueue {
             items: VecDeque::new(),
+            parsed: VecDeque::new(),
             next_seq: 1,
             max: None,
             dropped: 0,
@@ -106,7 +123,7 @@ impl EventQueue {
         if let Some(max) = self.max {
             // A cap of 0 keeps nothing: every event is dropped (and counted).
             while self.items.len() >= max {
-                if self.items.pop_front().is_none() {
+                if self.pop_front().is_none() {
                     break;
                 }
                 self.count_dropped(1);
@@ -117,11 +134,27 @@ impl EventQueue {
                 return;
             }
         }
+        if self.items.len() < PARSED_MAX {
+            self.parsed.push_back((self.next_seq, event.value()));
+        }
         self.items.push_back(Queued {
             seq: self.next_seq,
             event,
         });
         self.next_seq += 1;
+    }
+
+    /// Where the parsed tree of event `seq` is in `parsed`, if it is held.
+    fn parsed_index(&self, seq: u64) -> Option<usize> {
+        self.parsed.binary_search_by_key(&seq, |(s, _)| *s).ok()
+    }
+
+    /// Takes the tree of event `seq` out of `parsed`, or parses `event`.
+    fn take_value(&mut self, seq: u64, event: &RawEvent) -> Value {
+        match self.parsed_index(seq) {
+            Some(i) => self.parsed.remove(i).expect("found above").1,
+            None => event.value(),
+        }
     }
 
     fn count_dropped(&mut self, n: u64) {
@@ -135,6 +168,9 @@ impl EventQueue {
         self.max = max;
         if let Some(max) = max {
             let excess = self.items.len().saturating_sub(max);
+            if let Some(last) = excess.checked_sub(1).map(|i| self.items[i].seq) {
+                self.parsed.retain(|(seq, _)| *seq > last);
+            }
             self.items.drain(..excess);
             self.count_dropped(excess as u64);
         }
@@ -165,6 +201,7 @@ impl EventQueue {
 
     pub(crate) fn clear(&mut self) {
         self.items.clear();
+        self.parsed.clear();
     }
 
     /// Frees the memory of an empty queue that once held many events.
@@ -172,12 +209,30 @@ impl EventQueue {
         self.items = VecDeque::new();
     }
 
+    /// Removes the oldest event.
     pub(crate) fn pop_front(&mut self) -> Option<RawEvent> {
-        self.items.pop_front().map(|q| q.event)
+        let q = self.items.pop_front()?;
+        if self.parsed.front().is_some_and(|(seq, _)| *seq == q.seq) {
+            self.parsed.pop_front();
+        }
+        Some(q.event)
+    }
+
+    /// Removes the oldest event and returns it parsed.
+    pub(crate) fn pop_front_value(&mut self) -> Option<Value> {
+        let q = self.items.pop_front()?;
+        Some(self.take_value(q.seq, &q.event))
+    }
+
+    /// Takes every queued event out at once (their texts move; nothing is copied or parsed).
+    pub(crate) fn take_all(&mut self) -> Taken {
+        self.parsed.clear();
+        Taken(std::mem::take(&mut self.items))
     }
 
     /// Removes every queued event, oldest first.
     pub(crate) fn drain(&mut self) -> Vec<RawEvent> {
+        self.parsed.clear();
         let all = std::mem::take(&mut self.items);
         all.into_iter().map(|q| q.event).collect()
     }
@@ -185,18 +240,28 @@ impl EventQueue {
     /// True when some queued event is one `want` accepts; nothing is removed, and events with
     /// other names are not parsed.
     pub(crate) fn any(&self, want: &mut Want<'_>) -> bool {
-        self.items.iter().any(|q| {
-            let value = match (want.names, q.event.quick_name()) {
-                (Some(names), Some(name)) if !names(name) => return false,
-                _ => q.event.value(),
-            };
-            if let Some(names) = want.names {
-                if !value["event"].as_str().is_some_and(names) {
-                    return false;
-                }
+        self.items.iter().any(|q| self.examine(q, want).is_some())
+    }
+
+    /// Whether `want` accepts `q`: `None` if not; if so, the tree parsed to find out (`None`
+    /// inside when the tree was held parsed already).
+    fn examine(&self, q: &Queued, want: &mut Want<'_>) -> Option<Option<Value>> {
+        if let (Some(names), Some(name)) = (want.names, q.event.quick_name()) {
+            if !names(name) {
+                return None;
             }
-            (want.test)(&value)
-        })
+        }
+        let mut parsed = None;
+        let value = match self.parsed_index(q.seq) {
+            Some(i) => &self.parsed[i].1,
+            None => parsed.insert(q.event.value()),
+        };
+        if let Some(names) = want.names {
+            if !value["event"].as_str().is_some_and(names) {
+                return None;
+            }
+        }
+        (want.test)(value).then_some(parsed)
     }
 
     /// Removes and returns the oldest event after `cursor` that `want` accepts, moving the
@@ -208,26 +273,64 @@ impl EventQueue {
         let mut found = None;
         for (i, q) in self.items.iter().enumerate().skip(start) {
             cursor.0 = q.seq;
-            let parsed;
-            let value = match (want.names, q.event.quick_name()) {
-                (Some(names), Some(name)) if !names(name) => continue,
-                (Some(names), None) => {
-                    parsed = q.event.value();
-                    if !parsed["event"].as_str().is_some_and(names) {
-                        continue;
-                    }
-                    parsed
-                }
-                _ => q.event.value(),
-            };
-            if (want.test)(&value) {
-                found = Some((i, value));
+            if let Some(parsed) = self.examine(q, want) {
+                found = Some((i, parsed));
                 break;
             }
         }
-        let (i, value) = found?;
-        self.items.remove(i);
-        Some(value)
+        let (i, parsed) = found?;
+        let q = self.items.remove(i).expect("found above");
+        Some(match parsed {
+            Some(value) => value,
+            None => self.take_value(q.seq, &q.event),
+        })
+    }
+}
+
+/// Events taken out of the queue by [`EventQueue::take_all`], oldest first.
+pub(crate) struct Taken(VecDeque<Queued>);
+
+impl Taken {
+    /// The events as one JSON array, built from their texts without parsing any: each event's
+    /// text is copied in without the white space between its tokens (the form a parsed value
+    /// prints; keys stay in QEMU's order), and freed as soon as it is copied. The result is
+    /// sized once, with room for one more byte (a C string's NUL), so reading N queued events
+    /// costs at most what they hold plus the array's text, never a tree per event.
+    pub(crate) fn into_json_array(mut self) -> String {
+        let room = 2 + self.0.iter().map(|q| q.event.text.len() + 1).sum::<usize>();
+        let mut out = Vec::with_capacity(room + 1);
+        out.push(b'[');
+        while let Some(q) = self.0.pop_front() {
+            if out.len() > 1 {
+                out.push(b',');
+            }
+            push_compact(&mut out, q.event.text.as_bytes());
+        }
+        out.push(b']');
+        // Only ASCII white space between tokens was left out: still UTF-8.
+        String::from_utf8(out).expect("UTF-8 text minus ASCII white space is UTF-8")
+    }
+}
+
+/// Appends the JSON text `text` to `out` without the white space between its tokens (white
+/// space inside strings is kept).
+fn push_compact(out: &mut Vec<u8>, text: &[u8]) {
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in text {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+        } else if b == b'"' {
+            in_string = true;
+        } else if matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
+            continue;
+        }
+        out.push(b);
     }
 }
 
@@ -322,6 +425,49 @@ mod tests {
         q.push(event("A", 9));
         assert!(q.is_empty());
         assert_eq!(q.dropped(), 5);
+    }
+
+    #[test]
+    fn the_json_array_is_the_events_compacted_in_order() {
+        let mut q = EventQueue::new();
+        q.push(RawEvent::new(
+            "{\"event\": \"A\", \"data\": {\"s\": \"a b\\\" c\", \"n\": [1, 2]}}",
+            None,
+        ));
+        for i in 0..20 {
+            q.push(event("B", i));
+        }
+        let text = q.take_all().into_json_array();
+        assert!(q.is_empty());
+        assert!(text.starts_with(r#"[{"event":"A","data":{"s":"a b\" c","n":[1,2]}},{"timestamp""#));
+        let all: Vec<Value> = serde_json::from_str(&text).unwrap();
+        assert_eq!(all.len(), 21);
+        assert_eq!(all[0]["data"]["s"], "a b\" c");
+        assert_eq!(all[20]["data"]["n"], 19);
+        assert!(!text.contains(' ') || text.contains("a b"));
+        assert_eq!(EventQueue::new().take_all().into_json_array(), "[]");
+    }
+
+    #[test]
+    fn parsed_trees_stay_few_and_follow_their_events() {
+        let mut q = EventQueue::new();
+        for i in 0..100 {
+            q.push(event(if i % 2 == 0 { "A" } else { "B" }, i));
+        }
+        assert_eq!(q.parsed.len(), PARSED_MAX);
+        // Taking events, held parsed or not, gives the right ones and drops their trees.
+        let mut c = Cursor::default();
+        assert_eq!(take(&mut q, &mut c, "B").unwrap()["data"]["n"], json!(1));
+        assert_eq!(q.parsed.len(), PARSED_MAX - 1);
+        assert_eq!(q.pop_front_value().unwrap()["data"]["n"], json!(0));
+        assert_eq!(q.parsed.len(), PARSED_MAX - 2);
+        q.set_max(Some(10));
+        assert!(q.parsed.is_empty());
+        assert_eq!(q.pop_front_value().unwrap()["data"]["n"], json!(90));
+        q.clear();
+        q.push(event("A", 7));
+        assert_eq!(q.parsed.len(), 1);
+        assert_eq!(q.pop_front_value().unwrap()["data"]["n"], json!(7));
     }
 
     /// The queue's own share of an event: the text, the slot and the allocator's rounding.

@@ -2,6 +2,9 @@
 
 use std::fmt;
 use std::marker::PhantomData;
+use std::sync::LazyLock;
+
+use memchr::memmem;
 
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
@@ -253,8 +256,16 @@ impl<'de> Deserialize<'de> for Valid {
 
 /// Parses one line. An event is checked (the whole line is valid JSON) and kept as text, with
 /// its name located; anything else is parsed into a value.
+///
+/// Only a line that holds `"event"` can be an event with its key written plainly: any other
+/// (every reply) is parsed once, straight into a value, not checked first as a possible event
+/// (a second pass on every command's critical path). A key spelled with escapes is still
+/// found, by the parsed value.
 fn parse(line: &[u8]) -> Result<Message, String> {
-    if line.first() == Some(&b'{') {
+    // Built once: a searcher costs more to set up than to search a reply.
+    static EVENT_KEY: LazyLock<memmem::Finder<'static>> =
+        LazyLock::new(|| memmem::Finder::new(b"\"event\""));
+    if line.first() == Some(&b'{') && EVENT_KEY.find(line).is_some() {
         if let Ok(text) = std::str::from_utf8(line) {
             if let Ok(Head { event: Some(name) }) = serde_json::from_str::<Head>(text) {
                 return Ok(Message::Event(RawEvent::new(text, name.0)));
@@ -375,6 +386,20 @@ mod tests {
         let mut lb = LineBuffer::new(1 << 20);
         feed_raw(&mut lb, deep.as_bytes());
         assert!(lb.drain_messages(&mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn an_event_key_spelled_with_escapes_is_still_an_event() {
+        let mut lb = LineBuffer::new(1 << 20);
+        feed_raw(
+            &mut lb,
+            b"{\"\\u0065vent\": \"X\", \"data\": {}}\n{\"return\": {}, \"id\": 1}\n",
+        );
+        let mut out = Vec::new();
+        lb.drain_messages(&mut out).unwrap();
+        assert!(matches!(&out[0], Message::Event(_)));
+        assert!(matches!(&out[1], Message::Other(_)));
+        assert_eq!(out.remove(0).into_value()["event"], "X");
     }
 
     #[test]

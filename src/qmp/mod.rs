@@ -19,25 +19,35 @@
 //! with [`set_max_queued_events`](QmpClient::set_max_queued_events), never dropped; end of
 //! stream or a protocol fault is sticky and fails every waiter at once.
 
+// The pieces, each with its state's invariants where that state is declared:
+// - `outgoing.rs`: the queue of what waits to be sent, and withdrawing what a caller gave up;
+// - `reader.rs`: the leader/follower reading (who does the I/O, who sleeps, how it ends);
+// - `routing.rs`: replies to their callers, events to the queue, waking only the concerned;
+// - `events.rs`: the event queue (text, a few parsed), `framing.rs`: lines into messages,
+//   `transcript.rs`: the optional record of every message.
 mod events;
 mod framing;
+mod outgoing;
+mod reader;
+mod routing;
 mod transcript;
 
-use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::log::debug;
-use crate::sys::{self, poll, pollfd, EventFd, POLLIN, POLLOUT};
+use crate::sys::{self, EventFd};
 use crate::wait::{Deadline, Wait, Wake};
-use events::{Cursor, EventQueue, RawEvent, Want};
+use events::{Cursor, RawEvent, Want};
 pub(crate) use framing::preview;
 use framing::{LineBuffer, Message};
+use outgoing::{OutQueue, Withdrawn};
+use reader::{Broken, Ended, Reader};
+use routing::{Interest, Routes, Slot};
 pub(crate) use transcript::Transcript;
 
 /// Default cap on the size of one message from QEMU (64 MiB). `query-qmp-schema` is ~150 KiB.
@@ -61,145 +71,19 @@ struct Shared {
     transcript: Transcript,
 }
 
+/// The client's state, under one lock, in three parts: what waits to be sent
+/// (`outgoing.rs`), where what QEMU sends goes (`routing.rs`) and the shared reading
+/// (`reader.rs`), each with its invariants where it is declared.
 struct State {
-    /// Commands in flight.
-    replies: HashMap<u64, Slot>,
-    /// Descriptor sends in flight.
-    fd_sends: HashMap<u64, Slot>,
-    /// What waits to be sent, in order; the front may be partly sent.
-    outgoing: VecDeque<Outgoing>,
-    /// A caller is sending (without blocking) from the front of `outgoing`.
-    writing: bool,
-    /// The last send found the socket full: wait for POLLOUT before trying again.
-    out_blocked: bool,
-    /// Sending failed for good (the peer is gone): every later send fails with this.
-    write_failed: Option<String>,
-    events: EventQueue,
-    greeting: Option<Value>,
-    /// A caller (the leader) is in poll/recv for everyone.
-    reading: bool,
-    /// The leader's poll includes POLLOUT.
-    polling_out: bool,
-    /// Callers asleep until news that concerns them (or their turn to lead).
-    sleepers: Vec<Sleeper>,
-    /// Sticky end of the connection.
-    broken: Option<Broken>,
-    /// `close` was called (whatever ended the connection first).
-    closed: bool,
-    input: LineBuffer,
-    /// QEMU's exit descriptor (readable once it exited), to tell an exit from a peer's fault.
-    exit: Option<Arc<OwnedFd>>,
-    /// An eventfd that tells the leader, asleep in poll, that output is waiting for room in the
-    /// socket (so it should poll for POLLOUT too). Both descriptors go when the connection
-    /// ends: a machine keeps its client (and its events) after a shutdown.
-    kick: Option<Arc<EventFd>>,
-}
-
-/// Where a command (or descriptor send) stands.
-enum Slot {
-    /// In `outgoing`, not completely sent.
-    Queued,
-    /// Sent; for a command, waiting for its reply.
-    Sent,
-    /// The reply to a command.
-    Reply(Value),
-    /// It could not be sent.
-    Failed(String),
-}
-
-struct Outgoing {
-    id: u64,
-    data: Arc<Vec<u8>>,
-    sent: usize,
-    /// A descriptor to pass with the data (SCM_RIGHTS).
-    fd: Option<Arc<OwnedFd>>,
-    /// Its caller gave up while it was being sent: drop it unless its first byte went out.
-    abandoned: bool,
-}
-
-/// What sending did to a caller's message when the caller gave up.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Withdrawn {
-    /// Taken out of the queue: QEMU never sees it.
-    NotSent,
-    /// Partly sent: the rest follows before anything else; QEMU runs it.
-    Partly,
-    /// Sent, or being sent right now.
-    Sent,
-}
-
-/// What a sleeping caller waits for, so that a leader wakes only those its news concerns:
-/// with many threads, waking everyone for every reply costs more than QEMU's round trip.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Interest {
-    /// The reply with this id (or the end of sending it, for a descriptor).
-    Reply(u64),
-    /// Events (or the greeting).
-    Events,
-    /// Nothing but the end of I/O (`close`).
-    Idle,
-}
-
-struct Sleeper {
-    interest: Interest,
-    wake: Arc<Condvar>,
-}
-
-/// What one round of I/O brought.
-#[derive(Default)]
-struct News {
-    replies: Vec<u64>,
-    events: bool,
-}
-
-/// What a leader's round of I/O looks at besides the socket.
-struct Round<'a> {
-    /// Poll for room to write too.
-    want_out: bool,
-    /// The kick eventfd.
-    kick: Option<&'a EventFd>,
-    /// QEMU's exit descriptor, to fail at once when it becomes readable (a handshake).
-    watch: Option<&'a OwnedFd>,
-    /// QEMU's exit descriptor, to tell an exit from a peer's fault at EOF mid-message.
-    exit: Option<&'a OwnedFd>,
-}
-
-/// What a leader's poll saw.
-#[derive(Default)]
-struct Polled {
-    writable: bool,
-}
-
-#[derive(Clone, Debug)]
-enum Broken {
-    Eof,
-    Closed,
-    Exited,
-    /// EOF in the middle of a message, and QEMU has exited.
-    ExitedMidMessage,
-    Protocol(String),
-    Io(String),
-}
-
-impl Broken {
-    fn error(&self) -> Error {
-        match self {
-            Broken::Eof => Error::Disconnected("QEMU closed the monitor connection".into()),
-            Broken::Closed => Error::Disconnected("the connection was closed".into()),
-            Broken::Exited => Error::Disconnected("QEMU exited".into()),
-            Broken::ExitedMidMessage => Error::Disconnected(
-                "QEMU exited in the middle of a message (the rest of it was lost)".into(),
-            ),
-            Broken::Protocol(why) => Error::Protocol(why.clone()),
-            Broken::Io(why) => Error::Disconnected(why.clone()),
-        }
-    }
+    out: OutQueue,
+    routes: Routes,
+    reader: Reader,
 }
 
 impl Wake for Shared {
     fn wake(&self) {
         // Under the lock: ordered after a sleeper's check of its cancel flag.
-        self.lock().wake_all();
+        self.lock().reader.sleepers.wake_all();
     }
 }
 
@@ -235,22 +119,9 @@ impl QmpClient {
                 raw: socket.as_raw_fd(),
                 sock: Mutex::new(Some(socket)),
                 state: Mutex::new(State {
-                    replies: HashMap::new(),
-                    fd_sends: HashMap::new(),
-                    outgoing: VecDeque::new(),
-                    writing: false,
-                    out_blocked: false,
-                    write_failed: None,
-                    events: EventQueue::new(),
-                    greeting: None,
-                    reading: false,
-                    polling_out: false,
-                    sleepers: Vec::new(),
-                    broken: None,
-                    closed: false,
-                    input: LineBuffer::new(max_message),
-                    exit: None,
-                    kick: Some(Arc::new(kick)),
+                    out: OutQueue::default(),
+                    routes: Routes::new(),
+                    reader: Reader::new(max_message, kick),
                 }),
                 next_id: AtomicU64::new(1),
                 nickname: nickname.to_owned(),
@@ -278,12 +149,12 @@ impl QmpClient {
             let fd = fd
                 .try_clone_to_owned()
                 .map_err(|e| Error::io("duplicating QEMU's exit descriptor", e))?;
-            self.shared.lock().exit = Some(Arc::new(fd));
+            self.shared.lock().reader.exit = Some(Arc::new(fd));
         }
         let deadline = wait.start()?;
         let greeting = self
             .wait_until(Interest::Events, &deadline, true, |st| {
-                st.greeting.take().map(Ok)
+                st.routes.greeting.take().map(Ok)
             })
             .map_err(|e| in_context(e, "no QMP greeting", &deadline))?;
         let valid = greeting["QMP"]["version"]["qemu"].is_object()
@@ -294,9 +165,7 @@ impl QmpClient {
                 preview(&greeting.to_string())
             )));
         }
-        let reply = self
-            .execute_until("qmp_capabilities", None, &deadline, true)
-            .map_err(|e| in_context(e, "qmp_capabilities: no reply", &deadline))?;
+        let reply = self.execute_until("qmp_capabilities", None, &deadline, true)?;
         into_return(reply)?;
         Ok(greeting)
     }
@@ -378,7 +247,7 @@ impl QmpClient {
 
         self.enqueue(id, line, None, true)?;
         let result = self.wait_until(Interest::Reply(id), deadline, watch_exit, |st| {
-            match st.replies.get_mut(&id) {
+            match st.routes.replies.get_mut(&id) {
                 Some(slot @ Slot::Reply(_)) => match std::mem::replace(slot, Slot::Sent) {
                     Slot::Reply(v) => Some(Ok(v)),
                     _ => unreachable!("matched above"),
@@ -389,19 +258,19 @@ impl QmpClient {
         });
         let withdrawn = {
             let mut st = self.shared.lock();
-            st.replies.remove(&id);
+            st.routes.replies.remove(&id);
             match &result {
-                Err(Error::Timeout(_) | Error::Interrupted) => st.withdraw(id),
+                Err(Ended::TimedOut | Ended::Failed(Error::Interrupted)) => st.out.withdraw(id),
                 _ => Withdrawn::Sent,
             }
         };
         let mut response = result.map_err(|e| match (e, withdrawn) {
-            (Error::Timeout(s), Withdrawn::NotSent) if s.is_empty() => Error::Timeout(format!(
+            (Ended::TimedOut, Withdrawn::NotSent) => Error::Timeout(format!(
                 "{cmd}: nothing was sent {} (the monitor socket stayed full: QEMU is not \
                  reading, or is still taking an earlier command)",
                 deadline.within()
             )),
-            (Error::Timeout(s), Withdrawn::Partly) if s.is_empty() => Error::Timeout(format!(
+            (Ended::TimedOut, Withdrawn::Partly) => Error::Timeout(format!(
                 "{cmd}: only partly sent {}; the rest goes out before any other command, \
                  QEMU may run it, and its reply will be dropped",
                 deadline.within()
@@ -418,10 +287,10 @@ impl QmpClient {
     /// Puts a message in the outgoing queue, with its slot.
     fn enqueue(&self, id: u64, data: Vec<u8>, fd: Option<OwnedFd>, command: bool) -> Result<()> {
         let mut st = self.shared.lock();
-        if let Some(broken) = &st.broken {
+        if let Some(broken) = &st.reader.broken {
             return Err(broken.error());
         }
-        if let Some(why) = &st.write_failed {
+        if let Some(why) = &st.out.failed {
             return Err(Error::Disconnected(why.clone()));
         }
         match fd {
@@ -440,18 +309,12 @@ impl QmpClient {
             self.shared.transcript.sent(&data);
         }
         let slots = if command {
-            &mut st.replies
+            &mut st.routes.replies
         } else {
-            &mut st.fd_sends
+            &mut st.routes.fd_sends
         };
         slots.insert(id, Slot::Queued);
-        st.outgoing.push_back(Outgoing {
-            id,
-            data: Arc::new(data),
-            sent: 0,
-            fd: fd.map(Arc::new),
-            abandoned: false,
-        });
+        st.out.push(id, data, fd);
         Ok(())
     }
 
@@ -477,25 +340,27 @@ impl QmpClient {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         self.enqueue(id, b" ".to_vec(), Some(fd), false)?;
         let result = self.wait_until(Interest::Reply(id), &deadline, false, |st| {
-            match st.fd_sends.get(&id) {
+            match st.routes.fd_sends.get(&id) {
                 Some(Slot::Sent) => Some(Ok(())),
                 Some(Slot::Failed(why)) => Some(Err(Error::Disconnected(why.clone()))),
                 _ => None,
             }
         });
         let mut st = self.shared.lock();
-        st.fd_sends.remove(&id);
+        st.routes.fd_sends.remove(&id);
         match result {
-            Err(e @ (Error::Timeout(_) | Error::Interrupted)) => match st.withdraw(id) {
-                Withdrawn::NotSent => Err(in_context(
-                    e,
-                    "sending a file descriptor: not sent",
-                    &deadline,
-                )),
-                // One byte: sent now or never; it is out.
-                _ => Ok(()),
-            },
-            other => other,
+            Err(e @ (Ended::TimedOut | Ended::Failed(Error::Interrupted))) => {
+                match st.out.withdraw(id) {
+                    Withdrawn::NotSent => Err(in_context(
+                        e,
+                        "sending a file descriptor: not sent",
+                        &deadline,
+                    )),
+                    // One byte: sent now or never; it is out.
+                    _ => Ok(()),
+                }
+            }
+            other => other.map_err(|e| in_context(e, "sending a file descriptor", &deadline)),
         }
     }
 
@@ -507,10 +372,10 @@ impl QmpClient {
         let deadline = wait.start()?;
         let found = self
             .wait_until(Interest::Events, &deadline, false, |st| {
-                dropped_error(st).or_else(|| st.events.pop_front().map(Ok))
+                dropped_error(st).or_else(|| st.routes.events.pop_front_value().map(Ok))
             })
             .map_err(|e| in_context(e, "no QMP event", &deadline));
-        Ok(self.none_if_no_wait(found, &wait)?.map(|ev| ev.value()))
+        self.none_if_no_wait(found, &wait)
     }
 
     /// Removes and returns the oldest queued event for which `pred` holds, reading more as
@@ -564,7 +429,7 @@ impl QmpClient {
                         names,
                         test: &mut *pred,
                     };
-                    st.events.take_first(&mut cursor, &mut want).map(Ok)
+                    st.routes.events.take_first(&mut cursor, &mut want).map(Ok)
                 })
             })
             .map_err(|e| in_context(e, "no QMP event", &deadline));
@@ -587,18 +452,23 @@ impl QmpClient {
                 names: Some(names),
                 test: &mut pred,
             };
-            st.events.any(&mut want).then_some(Ok(()))
+            st.routes.events.any(&mut want).then_some(Ok(()))
         })
         .is_ok()
     }
 
     /// All queued events. With a non-zero wait, waits until there is at least one.
+    ///
+    /// Every event is handed out parsed, all at once: for a long queue,
+    /// [`get_events_json`](Self::get_events_json) costs far less memory.
     pub fn get_events(&self, wait: impl Into<Wait>) -> Result<Vec<Value>> {
         let wait = wait.into();
         let deadline = wait.start()?;
         let found = self
             .wait_until(Interest::Events, &deadline, false, |st| {
-                dropped_error(st).or_else(|| (!st.events.is_empty()).then(|| Ok(st.events.drain())))
+                dropped_error(st).or_else(|| {
+                    (!st.routes.events.is_empty()).then(|| Ok(st.routes.events.drain()))
+                })
             })
             .map_err(|e| in_context(e, "no QMP event", &deadline));
         // Parsed outside the lock: the reader may go on meanwhile.
@@ -606,11 +476,36 @@ impl QmpClient {
         Ok(raw.iter().map(RawEvent::value).collect())
     }
 
+    /// All queued events as the text of one JSON array, oldest first (`[]` when none, with a
+    /// zero wait). With a non-zero wait, waits until there is at least one, as
+    /// [`get_events`](Self::get_events) does.
+    ///
+    /// Unlike [`get_events`](Self::get_events), which must hand out one parsed tree per
+    /// event (~20× the event's text), this never parses an event: the array is built from the
+    /// texts the queue holds, each copied without the white space between its tokens, so
+    /// reading a queue of N events costs about what they hold plus the array's text.
+    pub fn get_events_json(&self, wait: impl Into<Wait>) -> Result<String> {
+        let wait = wait.into();
+        let deadline = wait.start()?;
+        let found = self
+            .wait_until(Interest::Events, &deadline, false, |st| {
+                dropped_error(st).or_else(|| {
+                    (!st.routes.events.is_empty()).then(|| Ok(st.routes.events.take_all()))
+                })
+            })
+            .map_err(|e| in_context(e, "no QMP event", &deadline));
+        // Built outside the lock: the reader may go on meanwhile.
+        Ok(match self.none_if_no_wait(found, &wait)? {
+            Some(taken) => taken.into_json_array(),
+            None => "[]".to_owned(),
+        })
+    }
+
     /// Drops every queued event.
     pub fn clear_events(&self) {
         let mut st = self.shared.lock();
-        st.events.clear();
-        st.events.release();
+        st.routes.events.clear();
+        st.routes.events.release();
     }
 
     /// Caps the number of queued events (`None`, the default: no cap, events are never
@@ -624,25 +519,25 @@ impl QmpClient {
     /// the cap below the number queued drops the oldest at once, the same way.
     pub fn set_max_queued_events(&self, max: Option<usize>) {
         let mut st = self.shared.lock();
-        st.events.set_max(max);
-        if st.events.dropped() > 0 {
-            st.wake_all();
+        st.routes.events.set_max(max);
+        if st.routes.events.dropped() > 0 {
+            st.reader.sleepers.wake_all();
         }
     }
 
     /// The cap set by [`set_max_queued_events`](Self::set_max_queued_events).
     pub fn max_queued_events(&self) -> Option<usize> {
-        self.shared.lock().events.max()
+        self.shared.lock().routes.events.max()
     }
 
     /// How many events the cap has dropped since the connection started.
     pub fn dropped_events(&self) -> u64 {
-        self.shared.lock().events.dropped()
+        self.shared.lock().routes.events.dropped()
     }
 
     /// How many events are queued, unread.
     pub fn queued_events(&self) -> usize {
-        self.shared.lock().events.len()
+        self.shared.lock().routes.events.len()
     }
 
     /// A zero wait is a look, not a wait: nothing found is `None`, and a closed connection
@@ -658,12 +553,12 @@ impl QmpClient {
 
     /// True once [`close`](Self::close) was called (rather than the peer ending it).
     pub fn is_closed(&self) -> bool {
-        self.shared.lock().closed
+        self.shared.lock().reader.closed
     }
 
     /// True until the connection ends (EOF, protocol fault, [`close`](Self::close)).
     pub fn is_connected(&self) -> bool {
-        self.shared.lock().broken.is_none()
+        self.shared.lock().reader.broken.is_none()
     }
 
     /// Closes the connection: every waiter fails with [`Error::Disconnected`]; queued events stay
@@ -672,8 +567,8 @@ impl QmpClient {
     pub fn close(&self) {
         {
             let mut st = self.shared.lock();
-            st.broken.get_or_insert(Broken::Closed);
-            st.closed = true;
+            st.reader.broken.get_or_insert(Broken::Closed);
+            st.reader.closed = true;
             st.end_of_connection();
         }
         // Wake a leader blocked in poll: it sees EOF and lets go of the socket. Only while we
@@ -682,440 +577,30 @@ impl QmpClient {
             sys::socket::shutdown(sock.as_fd());
         }
         let mut st = self.shared.lock();
-        st.wake_all();
+        st.reader.sleepers.wake_all();
         // The leader wakes everyone once it sees the connection broken and stops.
         let idle = Arc::new(Condvar::new());
-        while st.reading || st.writing {
-            st = sleep(st, &idle, Interest::Idle, None);
+        while st.reader.reading || st.out.writing {
+            st = reader::sleep(st, &idle, Interest::Idle, None);
         }
-        st.input.release();
+        st.reader.input.release();
         drop(st);
         let sock = self.shared.sock().take();
         if sock.is_some() {
             debug!("{}: QMP connection closed", self.shared.nickname);
         }
     }
-
-    /// One non-blocking send of `data` (with `fd` as SCM_RIGHTS when given, `data` then being
-    /// the one-byte payload); the bytes it took. The socket's lock is held for the call, which
-    /// never blocks, so that `close` cannot close the descriptor under it.
-    fn send_some(&self, data: &[u8], fd: Option<&OwnedFd>) -> std::io::Result<usize> {
-        let sock = self.shared.sock();
-        let Some(sock) = sock.as_ref() else {
-            return Err(std::io::Error::from(std::io::ErrorKind::NotConnected));
-        };
-        match fd {
-            None => sys::socket::send(sock.as_fd(), data),
-            Some(fd) => sys::socket::send_fd(sock.as_fd(), fd.as_fd()),
-        }
-    }
-
-    /// Sends from the front of the queue without blocking, until it is empty or the socket
-    /// is full. Called with the lock held and `outgoing` not empty, nobody else sending.
-    fn flush<'a>(&'a self, mut st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
-        st.writing = true;
-        let mut news = News::default();
-        while let Some(front) = st.outgoing.front() {
-            if st.broken.is_some() {
-                break;
-            }
-            let (id, data, sent, fd) = (front.id, front.data.clone(), front.sent, front.fd.clone());
-            drop(st);
-            let result = self.send_some(&data[sent..], fd.as_deref());
-            st = self.shared.lock();
-            // The queue may have been emptied meanwhile (the connection ended).
-            let same = st.outgoing.front().is_some_and(|o| o.id == id);
-            match result {
-                Ok(n) if same => {
-                    let front = st.outgoing.front_mut().expect("checked above");
-                    front.sent += n;
-                    front.abandoned = false;
-                    if front.sent == front.data.len() {
-                        st.outgoing.pop_front();
-                        // Only a slot still queued: the reply may have been read meanwhile.
-                        if let Some(slot @ Slot::Queued) = st.replies.get_mut(&id) {
-                            *slot = Slot::Sent;
-                        } else if let Some(slot @ Slot::Queued) = st.fd_sends.get_mut(&id) {
-                            *slot = Slot::Sent;
-                            news.replies.push(id);
-                        }
-                    }
-                }
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    st.out_blocked = true;
-                    if same && sent == 0 && st.outgoing.front().is_some_and(|o| o.abandoned) {
-                        st.outgoing.pop_front();
-                    }
-                    break;
-                }
-                // The peer is gone. What it sent before stays readable for the other callers,
-                // who see the end of the stream when they get there; every send fails.
-                Err(e) => {
-                    let why = format!("writing to the monitor failed: {e}");
-                    st.fail_writes(why, &mut news);
-                    break;
-                }
-            }
-        }
-        st.writing = false;
-        if st.out_blocked && st.reading && !st.polling_out {
-            // The leader polls without POLLOUT: have it look again.
-            if let Some(kick) = &st.kick {
-                kick.signal();
-            }
-        }
-        st.wake_concerned(&news);
-        st
-    }
-
-    /// Blocks until `ready` yields a result, doing the I/O while nobody else does.
-    ///
-    /// `ready` runs under the state lock whenever news of `interest` may have come. Order of
-    /// checks: what is ready wins over a broken connection (a reply that arrived before EOF is
-    /// still delivered), which wins over cancel and timeout. Whoever leaves while nobody leads
-    /// hands the role to one sleeper. `watch_exit`: fail as soon as QEMU exits (a handshake).
-    fn wait_until<T>(
-        &self,
-        interest: Interest,
-        deadline: &Deadline<'_>,
-        watch_exit: bool,
-        ready: impl FnMut(&mut State) -> Option<Result<T>>,
-    ) -> Result<T> {
-        let _watch = deadline.cancel.map(|c| {
-            let sleeper: std::sync::Weak<dyn Wake> = Arc::downgrade(&self.shared) as _;
-            c.watch(sleeper)
-        });
-        let (st, result) = self.wait_locked(interest, deadline, watch_exit, ready);
-        st.promote();
-        result
-    }
-
-    fn wait_locked<T>(
-        &self,
-        interest: Interest,
-        deadline: &Deadline<'_>,
-        watch_exit: bool,
-        mut ready: impl FnMut(&mut State) -> Option<Result<T>>,
-    ) -> (MutexGuard<'_, State>, Result<T>) {
-        let mut looked = false;
-        // Made only when this caller has to sleep: a lone caller always leads.
-        let mut wake = None;
-        let mut st = self.shared.lock();
-        loop {
-            if let Some(result) = ready(&mut st) {
-                return (st, result);
-            }
-            if let Some(broken) = &st.broken {
-                let err = broken.error();
-                return (st, Err(err));
-            }
-            if deadline.cancelled() {
-                return (st, Err(Error::Interrupted));
-            }
-            let left = deadline.remaining();
-            let expired = left == Some(Duration::ZERO);
-            if expired && (looked || st.reading) {
-                return (st, Err(Error::Timeout(String::new())));
-            }
-            if !st.outgoing.is_empty() && !st.writing && !st.out_blocked {
-                st = self.flush(st);
-                continue;
-            }
-            if st.reading {
-                let wake = wake.get_or_insert_with(|| Arc::new(Condvar::new()));
-                st = sleep(st, wake, interest, left);
-                continue;
-            }
-            st.reading = true;
-            st.polling_out = !st.outgoing.is_empty() && !st.writing;
-            let polling_out = st.polling_out;
-            let exit = st.exit.clone();
-            let kick = st.kick.clone();
-            let mut input = std::mem::replace(&mut st.input, LineBuffer::new(0));
-            drop(st);
-            let mut msgs = Vec::new();
-            let watch = exit.as_deref().filter(|_| watch_exit);
-            let round = Round {
-                want_out: polling_out,
-                kick: kick.as_deref(),
-                watch,
-                exit: exit.as_deref(),
-            };
-            let outcome = self.io_round(&mut input, &mut msgs, deadline, round);
-            looked = true;
-            st = self.shared.lock();
-            st.input = input;
-            st.reading = false;
-            st.polling_out = false;
-            let mut news = News::default();
-            for msg in msgs {
-                st.dispatch(msg, &self.shared, &mut news);
-            }
-            match outcome {
-                Ok(polled) => {
-                    if polled.writable {
-                        st.out_blocked = false;
-                    }
-                }
-                Err(broken) => {
-                    st.broken.get_or_insert(broken);
-                }
-            }
-            if st.broken.is_some() {
-                st.end_of_connection();
-                st.wake_all();
-            } else {
-                st.wake_concerned(&news);
-            }
-        }
-    }
-
-    /// One round of the leader's I/O: waits (bounded by the deadline) until the socket is
-    /// readable (or writable, with `want_out`), the kick, the cancel token or `watch` (QEMU's
-    /// exit) fires, and reads and parses what came.
-    fn io_round(
-        &self,
-        input: &mut LineBuffer,
-        msgs: &mut Vec<Message>,
-        deadline: &Deadline<'_>,
-        round: Round<'_>,
-    ) -> Result<Polled, Broken> {
-        let Round {
-            want_out,
-            kick,
-            watch,
-            exit,
-        } = round;
-        let raw = self.shared.raw;
-        let events = POLLIN | if want_out { POLLOUT } else { 0 };
-        // A kick descriptor that is gone (the connection ended) is polled as -1: ignored.
-        let mut fds = vec![
-            pollfd(raw, events),
-            pollfd(kick.map_or(-1, EventFd::raw), POLLIN),
-        ];
-        let io = |e: Error| Broken::Io(e.to_string());
-        if let Some(fd) = deadline.cancel_fd().map_err(io)? {
-            fds.push(pollfd(fd, POLLIN));
-        }
-        if let Some(fd) = watch {
-            fds.push(pollfd(fd.as_raw_fd(), POLLIN));
-        }
-        let mut polled = Polled::default();
-        let ready = poll(&mut fds, deadline.remaining())
-            .map_err(|e| Broken::Io(format!("waiting for the monitor: {e}")))?;
-        if ready == 0 {
-            return Ok(polled);
-        }
-        if let Some(kick) = kick.filter(|_| fds[1].revents != 0) {
-            kick.drain();
-        }
-        let sock = fds[0].revents;
-        polled.writable = sock & POLLOUT != 0;
-        if sock & !POLLOUT == 0 {
-            // Not readable. QEMU's exit counts only once the socket has nothing left.
-            return match watch {
-                Some(_) if fds.last().is_some_and(|f| f.revents != 0) => Err(Broken::Exited),
-                _ => Ok(polled),
-            };
-        }
-        const CHUNK: usize = 64 << 10;
-        // The leader's role keeps the socket open while it reads it by number (close waits
-        // for the leader to leave).
-        let n = match input.fill(CHUNK, |room| sys::socket::recv(raw, room)) {
-            Ok(n) => n,
-            Err(err) => {
-                return match err.kind() {
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted => Ok(polled),
-                    _ => Err(Broken::Io(format!("reading the monitor failed: {err}"))),
-                };
-            }
-        };
-        input.drain_messages(msgs).map_err(Broken::Protocol)?;
-        if n == 0 {
-            if input.has_partial() {
-                // QEMU killed while it wrote, or a peer that broke off a message.
-                return Err(match exit {
-                    Some(fd) if exited_soon(fd) => Broken::ExitedMidMessage,
-                    _ => Broken::Protocol("the monitor closed in the middle of a message".into()),
-                });
-            }
-            return Err(Broken::Eof);
-        }
-        Ok(polled)
-    }
-}
-
-/// True when `exit` (readable once QEMU has exited) becomes readable within a moment: a
-/// process closes its descriptors just before it turns into a zombie.
-fn exited_soon(exit: &OwnedFd) -> bool {
-    const GRACE: Duration = Duration::from_millis(200);
-    let mut fds = [pollfd(exit.as_raw_fd(), POLLIN)];
-    matches!(poll(&mut fds, Some(GRACE)), Ok(n) if n > 0)
 }
 
 /// The error for events dropped by the cap, once per drop.
 fn dropped_error<T>(st: &mut State) -> Option<Result<T>> {
-    let n = st.events.take_unreported();
+    let n = st.routes.events.take_unreported();
     (n > 0).then(|| {
         Err(Error::EventsDropped {
             dropped: n,
-            max: st.events.max().unwrap_or(0),
+            max: st.routes.events.max().unwrap_or(0),
         })
     })
-}
-
-/// Sleeps on `wake` (at most `timeout`) as a sleeper interested in `interest`.
-fn sleep<'a>(
-    mut st: MutexGuard<'a, State>,
-    wake: &Arc<Condvar>,
-    interest: Interest,
-    timeout: Option<Duration>,
-) -> MutexGuard<'a, State> {
-    st.sleepers.push(Sleeper {
-        interest,
-        wake: wake.clone(),
-    });
-    let mut st = match timeout {
-        None => wake.wait(st).unwrap_or_else(|e| e.into_inner()),
-        Some(t) => {
-            wake.wait_timeout(st, t)
-                .unwrap_or_else(|e| e.into_inner())
-                .0
-        }
-    };
-    st.sleepers.retain(|s| !Arc::ptr_eq(&s.wake, wake));
-    st
-}
-
-impl State {
-    fn wake_all(&self) {
-        for s in &self.sleepers {
-            s.wake.notify_one();
-        }
-    }
-
-    /// Wakes the owners of the replies that came, and the event waiters if events came.
-    fn wake_concerned(&self, news: &News) {
-        for s in &self.sleepers {
-            let concerned = match s.interest {
-                Interest::Reply(id) => news.replies.contains(&id),
-                Interest::Events => news.events,
-                Interest::Idle => true,
-            };
-            if concerned {
-                s.wake.notify_one();
-            }
-        }
-    }
-
-    /// When nobody leads, wakes one sleeper to take over (or to find it has nothing left to
-    /// wait for, and pass the turn on when it leaves).
-    fn promote(&self) {
-        if !self.reading {
-            if let Some(s) = self.sleepers.first() {
-                s.wake.notify_one();
-            }
-        }
-    }
-
-    /// Takes a message its caller gave up on out of the queue if none of it was sent.
-    fn withdraw(&mut self, id: u64) -> Withdrawn {
-        let writing = self.writing;
-        let Some(pos) = self.outgoing.iter().position(|o| o.id == id) else {
-            return Withdrawn::Sent;
-        };
-        let out = &mut self.outgoing[pos];
-        if out.sent > 0 {
-            return Withdrawn::Partly;
-        }
-        if pos == 0 && writing {
-            // Being sent right now: the sender drops it if the socket takes none of it.
-            out.abandoned = true;
-            return Withdrawn::Sent;
-        }
-        self.outgoing.remove(pos);
-        Withdrawn::NotSent
-    }
-
-    /// Nothing can be sent any more: every queued message fails with `why`.
-    fn fail_writes(&mut self, why: String, news: &mut News) {
-        for out in self.outgoing.drain(..) {
-            if let Some(slot) = self.replies.get_mut(&out.id) {
-                *slot = Slot::Failed(why.clone());
-            } else if let Some(slot) = self.fd_sends.get_mut(&out.id) {
-                *slot = Slot::Failed(why.clone());
-            }
-            news.replies.push(out.id);
-        }
-        self.write_failed.get_or_insert(why);
-    }
-
-    /// The connection ended: free what only the connection needed (the read buffer, which an
-    /// oversize message may have grown to the size cap, and what waited to be sent).
-    fn end_of_connection(&mut self) {
-        if !self.reading {
-            self.input.release();
-        }
-        self.outgoing.clear();
-        self.exit = None;
-        self.kick = None;
-    }
-
-    fn dispatch(&mut self, msg: Message, shared: &Shared, news: &mut News) {
-        match msg {
-            Message::Event(ev) => {
-                debug!("{} <<< {}", shared.nickname, ev.text());
-                shared.transcript.record("event", ev.text().as_bytes());
-                self.events.push(ev);
-                news.events = true;
-            }
-            Message::Other(msg) => {
-                debug!("{} <<< {}", shared.nickname, msg);
-                shared.transcript.received(&msg);
-                if msg.get("return").is_some() || msg.get("error").is_some() {
-                    if let Some(id) = self.file_reply(msg, shared) {
-                        news.replies.push(id);
-                    }
-                } else if msg.get("QMP").is_some() && self.greeting.is_none() {
-                    self.greeting = Some(msg);
-                    news.events = true;
-                } else {
-                    crate::log::warning!(
-                        "{}: ignoring an unexpected QMP message: {}",
-                        shared.nickname,
-                        preview(&msg.to_string())
-                    );
-                }
-            }
-        }
-    }
-
-    /// Files a reply under its command's id; returns the id, or `None` if nobody waits for it.
-    fn file_reply(&mut self, msg: Value, shared: &Shared) -> Option<u64> {
-        let id = match msg.get("id") {
-            Some(id) => id.as_u64(),
-            // QEMU answers without an id only when it could not read the id; with a single
-            // command in flight the reply can only be its.
-            None if self.replies.len() == 1 => self.replies.keys().next().copied(),
-            None => None,
-        };
-        match id.and_then(|id| self.replies.get_mut(&id)) {
-            Some(slot @ (Slot::Sent | Slot::Queued)) => {
-                *slot = Slot::Reply(msg);
-                id
-            }
-            _ => {
-                debug!(
-                "{}: dropping a reply no caller waits for (late after a timeout, or unknown id): {}",
-                shared.nickname,
-                    preview(&msg.to_string())
-                );
-                None
-            }
-        }
-    }
 }
 
 impl Drop for QmpClient {
@@ -1142,13 +627,12 @@ pub fn into_return(mut response: Value) -> Result<Value> {
     }
 }
 
-/// Names what timed out, and the bound: `what within N ms`.
-fn in_context(err: Error, what: &str, deadline: &Deadline<'_>) -> Error {
-    match err {
-        Error::Timeout(s) if s.is_empty() => {
-            Error::Timeout(format!("{what} {}", deadline.within()))
-        }
-        other => other,
+/// The error for a wait that ended: a timeout names what timed out and the bound (`what
+/// within N ms`); anything else is passed on.
+fn in_context(ended: Ended, what: &str, deadline: &Deadline<'_>) -> Error {
+    match ended {
+        Ended::TimedOut => Error::Timeout(format!("{what} {}", deadline.within())),
+        Ended::Failed(e) => e,
     }
 }
 

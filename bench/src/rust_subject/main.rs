@@ -126,6 +126,13 @@ impl Side {
             Side::Qm => "subject",
         }
     }
+    /// The name a `side=` parameter gives it.
+    fn short(self) -> &'static str {
+        match self {
+            Side::Raw => "raw",
+            Side::Qm => "qm",
+        }
+    }
 }
 
 /// The order of the two sides in round `round`: raw first on even rounds, qm first on odd
@@ -218,6 +225,7 @@ fn qmp_threads(p: &Params, out: &mut Out) -> Res<()> {
         }
         qm_threads_block(vm, threads, 100 / threads)?;
         for block in 0..blocks {
+            let mut qm_rate = 0.0;
             for side in order(block) {
                 let t = Instant::now();
                 let done = match side {
@@ -233,8 +241,25 @@ fn qmp_threads(p: &Params, out: &mut Out) -> Res<()> {
                 if done != total {
                     return Err(format!("{done} of {total} commands answered"));
                 }
-                out.push(side, done as f64 / t.elapsed().as_secs_f64());
+                let rate = done as f64 / t.elapsed().as_secs_f64();
+                out.push(side, rate);
+                if side == Side::Qm {
+                    qm_rate = rate;
+                }
             }
+            // The raw client pipelining as many commands as qm has threads: what QEMU itself
+            // can do with that many in flight (`stat pipelined`: raw pipelined, and qm's rate
+            // of the same block, for their ratio).
+            let t = Instant::now();
+            for _ in 0..per_thread {
+                raw.query_status_pipelined(threads)?;
+            }
+            out.stat(
+                "pipelined",
+                Side::Raw,
+                total as f64 / t.elapsed().as_secs_f64(),
+            );
+            out.stat("pipelined", Side::Qm, qm_rate);
         }
         Ok(())
     })
@@ -307,6 +332,8 @@ fn shutdown(p: &Params, out: &mut Out) -> Res<()> {
 
 fn event_latency(p: &Params, out: &mut Out) -> Res<()> {
     let (blocks, reps) = (p.get("blocks", 2), p.get("reps", 50));
+    // `side=raw` or `side=qm`: that side only, for a profiler (`perf stat`, `perf record`).
+    let only = p.0.get("side").map(String::as_str);
     segments(p, out, |raw, vm, out| {
         for _ in 0..10 {
             raw.command_and_event("stop", "STOP")?;
@@ -316,6 +343,9 @@ fn event_latency(p: &Params, out: &mut Out) -> Res<()> {
         }
         for block in 0..blocks {
             for side in order(block) {
+                if only.is_some_and(|o| o != side.short()) {
+                    continue;
+                }
                 for _ in 0..reps {
                     let t = Instant::now();
                     match side {

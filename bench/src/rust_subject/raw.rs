@@ -179,6 +179,23 @@ impl RawVm {
         self.recv_reply(id, |_| {})
     }
 
+    /// `k` `query-status` pipelined: all `k` written, then the `k` replies read, each checked.
+    /// QMP allows several in-band commands in flight (QEMU takes them one at a time): this is
+    /// what QEMU itself can do for a client that never waits between commands.
+    pub fn query_status_pipelined(&mut self, k: usize) -> Res<()> {
+        let first = self.next_id;
+        for _ in 0..k {
+            self.send("query-status")?;
+        }
+        for id in first..first + k as u64 {
+            self.recv_reply(id, |_| {})?;
+            if !self.contains(b"\"status\": \"running\"") {
+                return Err(format!("unexpected query-status reply: {}", self.text()));
+            }
+        }
+        Ok(())
+    }
+
     /// `query-status`, checking that the machine runs.
     pub fn query_status(&mut self) -> Res<()> {
         self.execute("query-status")?;

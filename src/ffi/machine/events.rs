@@ -2,8 +2,6 @@
 
 use std::ffi::c_char;
 
-use serde_json::Value;
-
 use super::{machine, qm_machine};
 use crate::ffi::boundary::{self, guard, opt_json_object, out, string, Result};
 use crate::ffi::cancel::{self, qm_cancel};
@@ -51,8 +49,8 @@ pub unsafe extern "C" fn qm_events_get(
         let out = out(events_json_array_out, "events_json_array_out")?;
         // SAFETY: the handle and token contracts.
         let (m, wait) = unsafe { (machine(m)?, cancel::wait(timeout_ms, cancel)?) };
-        let events = m.vm.get_qmp_events(wait)?;
-        out.write_json(Some(&Value::Array(events)));
+        // Built from the queued texts, never a parsed tree per event (issue #19).
+        out.write_string(m.vm.get_qmp_events_json(wait)?);
         Ok(())
     })
 }

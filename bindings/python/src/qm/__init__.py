@@ -14,10 +14,21 @@ from ._attach import AttachedMachine, attach
 from ._cancel import Cancel
 from ._console import ConsoleMatch, ConsoleStats, Regex
 from ._convert import DEFAULT, DEFAULT_TIMEOUT, conv_keys
+from ._fake import fake_qemu_path
 from ._ffi import library_path
 from ._library import has_caller_argv, set_log_level, version
 from ._machine import Machine
 from ._qmp import event_match
+from ._template import (
+    ConsoleReady,
+    Template,
+    launch_incoming,
+    migrate,
+    restore_state,
+    run_job,
+    save_state,
+    wait_migration,
+)
 from .errors import (
     AbnormalShutdownError,
     ConsoleClosed,
@@ -43,6 +54,14 @@ __version__ = version()
 CORE_LOGS_TO_LOGGING = _log.install()
 
 __all__ = [
+    "ConsoleReady",
+    "Template",
+    "launch_incoming",
+    "migrate",
+    "restore_state",
+    "run_job",
+    "save_state",
+    "wait_migration",
     "DEFAULT",
     "DEFAULT_TIMEOUT",
     "AbnormalShutdownError",
@@ -71,6 +90,7 @@ __all__ = [
     "conv_keys",
     "attach",
     "event_match",
+    "fake_qemu_path",
     "guest",
     "has_caller_argv",
     "library_path",

@@ -190,6 +190,7 @@ _PROTOTYPES: dict[str, tuple[Any, list[Any]]] = {
     "qm_guest_write_image": (_status, [c_char_p, c_char_p, c_int, c_uint8, ErrOut]),
     "qm_guest_qemu_args": (_status, [c_char_p, StrOut, ErrOut]),
     "qm_guest_exit_status": (c_int, [c_uint8]),
+    "qm_fake_qemu_path": (_status, [StrOut, ErrOut]),
     "qm_launch_prepare": (_status, [MachineP, StrOut, ErrOut]),
     "qm_launch_argv": (
         _status,
