@@ -21,12 +21,14 @@
 
 #![warn(missing_docs)]
 
+mod accept;
 pub mod console;
 mod conv;
 mod error;
 mod event;
 pub mod fake;
 pub mod ffi;
+mod gate;
 pub mod guest;
 mod jobs;
 mod log;
