@@ -117,16 +117,17 @@ fn agent_restarted_during_an_exec() {
         // The restart may land after the exec finished (a slow, loaded machine): then its output
         // must be the real one.
         Ok(out) => assert_eq!(out.stdout, b"finished\n", "{out:?}"),
+        // The agent's port closed under the call (named as the agent's, not QMP's), or the
+        // new agent does not know the old pid.
         Err(e) => {
-            let text = e.to_string();
             assert!(
-                matches!(
-                    e,
-                    Error::Disconnected(_) | Error::Qmp { .. } | Error::Timeout(_)
-                ),
+                matches!(e, Error::AgentDisconnected(_) | Error::Qmp { .. }),
                 "{e:?}"
             );
-            assert!(!text.is_empty());
+            assert!(
+                e.to_string().contains("agent") || matches!(e, Error::Qmp { .. }),
+                "{e}"
+            );
         }
     }
     g.agent.sync(T).unwrap();
