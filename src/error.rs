@@ -45,6 +45,10 @@ pub enum Error {
     /// why (a timeout, an interruption, a QMP error on `quit` ...), also as
     /// [`source`](std::error::Error::source). Cleanup has run.
     AbnormalShutdown(Box<Error>),
+    /// The guest kernel panicked and QEMU ended by itself (a pvpanic device reported the
+    /// panic); the cause of an [`AbnormalShutdown`](Error::AbnormalShutdown), with the event.
+    /// C and the bindings see it as `QM_ERR_ABNORMAL_SHUTDOWN`.
+    GuestPanicked(String),
     /// The call does not fit the machine's state (e.g. a command before launch, launch twice).
     State(String),
     /// An argument or setting is invalid.
@@ -129,6 +133,7 @@ impl fmt::Display for Error {
             Error::Disconnected(why) => write!(f, "QMP disconnected: {why}"),
             Error::AgentDisconnected(why) => write!(f, "guest agent disconnected: {why}"),
             Error::Interrupted => f.write_str("interrupted"),
+            Error::GuestPanicked(what) => write!(f, "the guest panicked: {what}"),
             Error::AbnormalShutdown(cause) => write!(
                 f,
                 "abnormal shutdown: could not perform graceful shutdown: {cause}"

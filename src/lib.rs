@@ -21,6 +21,7 @@
 
 #![warn(missing_docs)]
 
+mod accept;
 pub mod console;
 mod conv;
 mod error;
@@ -28,6 +29,7 @@ mod event;
 pub mod fake;
 pub mod ffi;
 pub mod format;
+mod gate;
 pub mod guest;
 mod jobs;
 mod log;

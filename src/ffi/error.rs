@@ -96,7 +96,9 @@ impl qm_status {
             Error::ConsoleFailure { .. } => qm_status::QM_ERR_CONSOLE_FAILURE,
             Error::Disconnected(_) | Error::AgentDisconnected(_) => qm_status::QM_ERR_DISCONNECTED,
             Error::Interrupted => qm_status::QM_ERR_INTERRUPTED,
-            Error::AbnormalShutdown(_) => qm_status::QM_ERR_ABNORMAL_SHUTDOWN,
+            Error::AbnormalShutdown(_) | Error::GuestPanicked(_) => {
+                qm_status::QM_ERR_ABNORMAL_SHUTDOWN
+            }
             Error::State(_) => qm_status::QM_ERR_STATE,
             Error::Invalid(_) => qm_status::QM_ERR_INVALID,
             Error::Protocol(_) => qm_status::QM_ERR_PROTOCOL,
