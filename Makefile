@@ -151,6 +151,12 @@ test-fuzz: ## a short fuzzing pass (fuzz/README.md)
 bench: deps ## benchmarks: qm side by side with a raw QMP client
 	bench/run
 
+# ---- soak: opt-in, an hour of Linux-guest machine lives from 8 threads (tests/soak_guest.rs) -----
+.PHONY: soak
+QM_SOAK_SECONDS ?= 3600
+soak: deps linux-guest ## an hour (QM_SOAK_SECONDS) of guest lives from 8 threads; counts fds, threads, RSS, children
+	QM_SOAK_SECONDS=$(QM_SOAK_SECONDS) $(CARGO) test --release --test soak_guest -- --ignored --nocapture
+
 # ---- the Linux test guest: Debian kernel + busybox/qemu-ga initramfs (guest/linux/README.md) -----
 .PHONY: linux-guest test-linux-guest
 # Builds (or finds cached) target/linux-guest/<key>/{vmlinuz,initrd.cpio.gz}; prints

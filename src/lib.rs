@@ -21,12 +21,15 @@
 
 #![warn(missing_docs)]
 
+mod accept;
 pub mod console;
 mod conv;
 mod error;
 mod event;
 pub mod fake;
 pub mod ffi;
+pub mod format;
+mod gate;
 pub mod guest;
 pub mod guest_run;
 mod jobs;
@@ -36,6 +39,7 @@ mod machine;
 mod opts;
 pub mod qga;
 pub mod qmp;
+pub mod schema;
 pub mod snapshot;
 mod sys;
 pub mod template;

@@ -51,6 +51,12 @@ pub mod json;
 
 pub mod log;
 
+pub mod schema;
+
+pub mod qmpf;
+
+pub mod oob;
+
 pub mod fake;
 
 pub mod template;

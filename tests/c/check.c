@@ -44,6 +44,7 @@ const char *status_name(qm_status s)
     case QM_ERR_EVENTS_DROPPED: return "QM_ERR_EVENTS_DROPPED";
     case QM_ERR_CONSOLE_CLOSED: return "QM_ERR_CONSOLE_CLOSED";
     case QM_ERR_CONSOLE_FAILURE: return "QM_ERR_CONSOLE_FAILURE";
+    case QM_ERR_REFUSED: return "QM_ERR_REFUSED";
     }
     return "(unknown status)";
 }

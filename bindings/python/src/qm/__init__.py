@@ -20,6 +20,7 @@ from ._guest_run import Channel, Guest, RunResult, linux_guest_args
 from ._library import has_caller_argv, set_log_level, version
 from ._machine import Machine
 from ._qmp import event_match
+from ._schema import Schema
 from ._template import (
     ConsoleReady,
     Template,
@@ -44,6 +45,7 @@ from .errors import (
     QMError,
     QMOSError,
     QMPError,
+    RefusedError,
     StateError,
     TimeoutError,
 )
@@ -87,8 +89,10 @@ __all__ = [
     "QMError",
     "QMOSError",
     "QMPError",
+    "RefusedError",
     "Regex",
     "RunResult",
+    "Schema",
     "StateError",
     "TimeoutError",
     "conv_keys",
