@@ -35,6 +35,8 @@ clean: ## cargo clean
 PREFIX ?= /usr/local
 LIBDIR ?= $(PREFIX)/lib
 INCLUDEDIR ?= $(PREFIX)/include
+# The fake QEMU for users' tests (qm_fake_qemu_path() finds it in ../bin from LIBDIR).
+BINDIR ?= $(PREFIX)/bin
 PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
 DESTDIR ?=
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
@@ -83,7 +85,8 @@ FORCE:
 
 # What `make install` writes (relative to $(DESTDIR)); `make uninstall` removes exactly these.
 INSTALLED = $(LIBDIR)/libqm.so.$(VERSION) $(LIBDIR)/libqm.so.$(SOMAJOR) $(LIBDIR)/libqm.so \
-	$(LIBDIR)/libqm.a $(INCLUDEDIR)/qm.h $(PKGCONFIGDIR)/qm.pc $(PKGCONFIGDIR)/qm-lib.pc
+	$(LIBDIR)/libqm.a $(INCLUDEDIR)/qm.h $(PKGCONFIGDIR)/qm.pc $(PKGCONFIGDIR)/qm-lib.pc \
+	$(BINDIR)/qm-fake-qemu
 
 # Two pkg-config files, so that `pkg-config --static --libs qm` links libqm.a even with
 # libqm.so beside it: qm.pc (what users name) requires qm-lib.pc (-L<libdir> -lqm). Only with
@@ -92,8 +95,11 @@ INSTALLED = $(LIBDIR)/libqm.so.$(VERSION) $(LIBDIR)/libqm.so.$(SOMAJOR) $(LIBDIR
 # the output is `-Wl,--push-state,-Bstatic -L<libdir> -lqm -Wl,--pop-state -l...`: the linker
 # takes libqm.a for -lqm and goes back to its previous mode for everything after.
 install: ## install the C library, header and pkg-config files under PREFIX (stripped)
-	$(CARGO) build --release --lib
+	$(CARGO) build --release --lib --bin qm-fake-qemu
 	install -d "$(DESTDIR)$(LIBDIR)" "$(DESTDIR)$(INCLUDEDIR)" "$(DESTDIR)$(PKGCONFIGDIR)"
+	install -d "$(DESTDIR)$(BINDIR)"
+	install -m 0755 target/release/qm-fake-qemu "$(DESTDIR)$(BINDIR)/qm-fake-qemu"
+	$(STRIP) "$(DESTDIR)$(BINDIR)/qm-fake-qemu"
 	install -m 0755 target/release/libqm.so "$(DESTDIR)$(LIBDIR)/libqm.so.$(VERSION)"
 	$(STRIP) --strip-unneeded "$(DESTDIR)$(LIBDIR)/libqm.so.$(VERSION)"
 	ln -sf "libqm.so.$(VERSION)" "$(DESTDIR)$(LIBDIR)/libqm.so.$(SOMAJOR)"
@@ -144,6 +150,12 @@ test-fuzz: ## a short fuzzing pass (fuzz/README.md)
 .PHONY: bench
 bench: deps ## benchmarks: qm side by side with a raw QMP client
 	bench/run
+
+# ---- soak: opt-in, an hour of Linux-guest machine lives from 8 threads (tests/soak_guest.rs) -----
+.PHONY: soak
+QM_SOAK_SECONDS ?= 3600
+soak: deps linux-guest ## an hour (QM_SOAK_SECONDS) of guest lives from 8 threads; counts fds, threads, RSS, children
+	QM_SOAK_SECONDS=$(QM_SOAK_SECONDS) $(CARGO) test --release --test soak_guest -- --ignored --nocapture
 
 # ---- the Linux test guest: Debian kernel + busybox/qemu-ga initramfs (guest/linux/README.md) -----
 .PHONY: linux-guest test-linux-guest

@@ -162,6 +162,12 @@ typedef enum {
      * `qm_error_console_pattern`.
      */
     QM_ERR_CONSOLE_FAILURE = 14,
+    /**
+     * A check before send refused a command (or an event wait) under a strict schema policy
+     * (`qm_set_schema_policy`); nothing was sent. `qm_error_schema_path` says where
+     * (`arguments.file.filename`), `qm_error_schema_rule` which rule.
+     */
+    QM_ERR_REFUSED = 15,
 } qm_status;
 
 /**
@@ -216,6 +222,19 @@ typedef struct qm_machine qm_machine;
 typedef struct qm_patterns qm_patterns;
 
 /**
+ * The result of `qm_guest_run`: what the command printed and how it ended. Owned by the
+ * caller, freed with `qm_run_result_free`; immutable, readable from any thread.
+ */
+typedef struct qm_run_result qm_run_result;
+
+/**
+ * The parsed QMP schema of a running QEMU, from `qm_schema_get`. Immutable: any number of
+ * threads may read it at once. It stays valid after the machine shuts down or is freed; free
+ * it with `qm_schema_free`.
+ */
+typedef struct qm_schema qm_schema;
+
+/**
  * A template: a machine description and the directory its saved state lives in (see
  * `qm_template_new`). Owned by the caller, freed with `qm_template_free`. Thread-safe: clones
  * may be started from many threads at once.
@@ -231,6 +250,11 @@ typedef int qm_log_level;
  * What the test guest does after writing its banner line to the serial port.
  */
 typedef int qm_guest_action;
+
+/**
+ * Which channel a `qm_guest_*` call uses.
+ */
+typedef int qm_channel;
 
 /**
  * How `qm_patterns_add` reads its pattern.
@@ -297,6 +321,44 @@ typedef void (*qm_log_fn)(void *user,
                           double timestamp);
 
 /**
+ * What a check before send does with what it finds (`qm_set_schema_policy`).
+ */
+typedef int qm_schema_level;
+
+/**
+ * The type of a `qm_arg`.
+ */
+typedef int qm_arg_kind;
+
+/**
+ * One argument of a format: its kind and its value in the field the kind names. Make them
+ * with `QM_ARG(x)` (the kind follows x's C type) or `qm_arg_str`, `qm_arg_int`,
+ * `qm_arg_uint`, `qm_arg_double`, `qm_arg_bool`; the other fields are ignored.
+ */
+typedef struct {
+    /**
+     * A `QM_ARG_*` value.
+     */
+    qm_arg_kind kind;
+    /**
+     * The string of `QM_ARG_STR`.
+     */
+    const char *s;
+    /**
+     * The value of `QM_ARG_INT` and `QM_ARG_BOOL`.
+     */
+    int64_t i;
+    /**
+     * The value of `QM_ARG_UINT`.
+     */
+    uint64_t u;
+    /**
+     * The value of `QM_ARG_DOUBLE`.
+     */
+    double d;
+} qm_arg;
+
+/**
  * When a restored machine (or a template's first boot) counts as ready.
  */
 typedef int qm_ready;
@@ -339,6 +401,21 @@ typedef int qm_ready;
  * Halt forever: a guest that never stops by itself.
  */
 #define QM_GUEST_HALT 3
+
+/**
+ * The console (`qm_set_console`): a shell at its prompt on the serial port. qm types one line
+ * that frames the command with markers made of a fresh nonce; stdout and stderr come merged;
+ * kernel messages are cut out of the output (`qm_run_result_kernel_messages`); the shell keeps
+ * its state (`cd`, variables) between runs. A timeout or cancel sends Ctrl-C, and the next run
+ * resynchronises by itself.
+ */
+#define QM_CHANNEL_CONSOLE 0
+
+/**
+ * The guest agent (`qm_set_guest_agent`): `/bin/sh -c COMMAND` through `guest-exec`; stderr
+ * apart; each run is a fresh shell.
+ */
+#define QM_CHANNEL_AGENT 1
 
 /**
  * The pattern is a literal string, matched byte for byte.
@@ -385,6 +462,51 @@ typedef int qm_ready;
  * An object.
  */
 #define QM_JSON_OBJECT 6
+
+/**
+ * Not looked at.
+ */
+#define QM_SCHEMA_OFF 0
+
+/**
+ * Logged as a warning (see `qm_set_log_callback`); the command is sent all the same.
+ */
+#define QM_SCHEMA_WARN 1
+
+/**
+ * Refused with `QM_ERR_REFUSED`; the command is never sent.
+ */
+#define QM_SCHEMA_STRICT 2
+
+/**
+ * Ends an argument list (the macros add one; never read as an argument).
+ */
+#define QM_ARG_END 0
+
+/**
+ * `s`: a NUL-terminated UTF-8 string (borrowed for the call), for `%s` or `%j`.
+ */
+#define QM_ARG_STR 1
+
+/**
+ * `i`: a signed integer, for `%d %i %ld %li %lld %lli` (and `%u …` when not negative, `%b`).
+ */
+#define QM_ARG_INT 2
+
+/**
+ * `u`: an unsigned integer, for `%u %lu %llu` (and `%d …` when it fits, `%b`).
+ */
+#define QM_ARG_UINT 3
+
+/**
+ * `d`: a double, for `%f %g %e`.
+ */
+#define QM_ARG_DOUBLE 4
+
+/**
+ * `i` (0 or 1): a bool, for `%b`.
+ */
+#define QM_ARG_BOOL 5
 
 /**
  * As soon as the guest runs (`cont` answered). For `qm_template_prepare`: at once after launch.
@@ -538,6 +660,24 @@ const char *qm_error_console_text(const qm_error *err);
  * false, leaving `*index_out` untouched, for other errors and when `err` or `index_out` is NULL.
  */
 bool qm_error_console_pattern(const qm_error *err, size_t *index_out);
+
+/**
+ * Where a `QM_ERR_REFUSED` error's first problem is, as a JSON path: `"execute"` (the
+ * command's name), `"arguments.file.filename"`, `"arguments.children[1]"`, `"event"` (an
+ * event wait). NULL for other errors and for NULL.
+ *
+ * The string belongs to `err` and stays valid until `qm_error_free(err)`.
+ */
+const char *qm_error_schema_path(const qm_error *err);
+
+/**
+ * The rule a `QM_ERR_REFUSED` error's first problem breaks: `"unknown-command"`,
+ * `"unknown-event"`, `"unknown-member"`, `"missing-member"`, `"wrong-type"`, `"enum-value"`,
+ * `"deprecated"` or `"unstable"`. NULL for other errors and for NULL.
+ *
+ * The string belongs to `err` and stays valid until `qm_error_free(err)`.
+ */
+const char *qm_error_schema_rule(const qm_error *err);
 
 /**
  * Frees an error and the strings it lent out. NULL is a no-op. Call it once per error.
@@ -1147,6 +1287,136 @@ qm_status qm_guest_qemu_args(const char *image_path, char **json_array_out, qm_e
 int qm_guest_exit_status(uint8_t value);
 
 /**
+ * The QEMU arguments (after the binary) that boot the Linux test guest (`guest/linux/`), as a
+ * JSON array of strings in `*json_array_out` (owned: free with `qm_string_free`): `-nodefaults
+ * -machine q35 -accel tcg -m 256 -kernel K -initrd I -append "console=ttyS0 quiet loglevel=1
+ * panic=-1" -no-reboot`. Add them with `qm_add_args`; qm adds the console (ttyS0, its
+ * default) and, with `qm_set_guest_agent`, the agent's port. The guest prints
+ * `qm-guest: ready` on its console once up and its shell prompt is `qm-guest# `.
+ *
+ * `kernel` and `initrd` are borrowed UTF-8 paths; both NULL means "find it": the files named
+ * by `QM_LINUX_KERNEL` and `QM_LINUX_INITRD`, else the newest build under
+ * `QM_LINUX_GUEST_DIR` (what `guest/linux/build --out DIR` wrote). `QM_ERR_INVALID` when only
+ * one is NULL, for bad UTF-8, or when the files are missing (the message says what to set).
+ * Thread-safe; looks at the file system only.
+ */
+qm_status qm_linux_guest_qemu_args(const char *kernel,
+                                   const char *initrd,
+                                   char **json_array_out,
+                                   qm_error **err_out);
+
+/**
+ * Adds the arguments of `qm_linux_guest_qemu_args(kernel, initrd, ...)` to `m`, as
+ * `qm_add_args` would (applies to the next launch). The same errors; `QM_ERR_INVALID` for a
+ * NULL `m`.
+ */
+qm_status qm_linux_guest_add_args(qm_machine *m,
+                                  const char *kernel,
+                                  const char *initrd,
+                                  qm_error **err_out);
+
+/**
+ * Runs the shell command `command` (borrowed UTF-8) in the guest over `chan`, within
+ * `timeout_ms` (`QM_WAIT_DEFAULT`: 30 s). On success `*result_out` receives a result the
+ * caller frees with `qm_run_result_free` — also when the command failed: its status is in
+ * `qm_run_result_status`.
+ *
+ * Over the console the command is one line (no CR or LF) that, framed, fits 1000 bytes
+ * (about 870 without `'`), else `QM_ERR_INVALID`; `QM_ERR_STATE` while another console wait
+ * runs; `QM_ERR_CONSOLE_CLOSED` at once when QEMU exits (the guest powered off or died) before
+ * the status came; `QM_ERR_TIMEOUT` / `QM_ERR_INTERRUPTED` when the wait ends first
+ * (Ctrl-C has then been sent). Over the agent, the errors of `qm_agent_exec` (a program still
+ * running when the wait ends keeps running: the agent cannot kill it).
+ */
+qm_status qm_guest_run(qm_machine *m,
+                       qm_channel chan,
+                       const char *command,
+                       int64_t timeout_ms,
+                       const qm_cancel *cancel,
+                       qm_run_result **result_out,
+                       qm_error **err_out);
+
+/**
+ * Waits until the guest answers over `chan`, within `timeout_ms` (`QM_WAIT_DEFAULT`: 30 s):
+ * over the console until its shell runs a no-op command (a probe that gets no answer is
+ * interrupted with Ctrl-C and sent again); over the agent until `guest-sync` is answered.
+ */
+qm_status qm_guest_wait_ready(qm_machine *m,
+                              qm_channel chan,
+                              int64_t timeout_ms,
+                              const qm_cancel *cancel,
+                              qm_error **err_out);
+
+/**
+ * Writes `len` bytes of `data` (borrowed; NULL when `len` is 0) to the guest file `path`
+ * (borrowed), creating or truncating it. Over the agent: `guest-file-write`. Over the console:
+ * `printf` lines with octal escapes, a few hundred bytes each — fine for small files.
+ */
+qm_status qm_guest_write_file(qm_machine *m,
+                              qm_channel chan,
+                              const char *path,
+                              const uint8_t *data,
+                              size_t len,
+                              int64_t timeout_ms,
+                              const qm_cancel *cancel,
+                              qm_error **err_out);
+
+/**
+ * Reads the whole guest file `path` (borrowed). On success `*data_out` receives the bytes
+ * (owned: free with `qm_bytes_free(data, len)`; NULL for an empty file) and `*len_out` their
+ * number. `QM_ERR_INVALID` when the file holds more than `max_bytes`, and over the console
+ * when `cat` fails (the message has its error). Over the console the bytes come verbatim
+ * through `cat` (a line shaped like a kernel record and ending in CR LF would be cut out).
+ */
+qm_status qm_guest_read_file(qm_machine *m,
+                             qm_channel chan,
+                             const char *path,
+                             size_t max_bytes,
+                             int64_t timeout_ms,
+                             const qm_cancel *cancel,
+                             uint8_t **data_out,
+                             size_t *len_out,
+                             qm_error **err_out);
+
+/**
+ * The command's exit status as a shell's `$?` has it: 0–255, 128 + N when signal N killed
+ * it; -1 for NULL.
+ */
+int qm_run_result_status(const qm_run_result *r);
+
+/**
+ * What the command wrote to stdout (over the console: stdout and stderr together, exactly as
+ * written): `*len_out` (may be NULL) receives the length; the bytes (not NUL-terminated; NULL
+ * when empty) belong to `r` and stay valid until `qm_run_result_free`.
+ */
+const uint8_t *qm_run_result_stdout(const qm_run_result *r, size_t *len_out);
+
+/**
+ * What the command wrote to stderr, as `qm_run_result_stdout`; `*len_out` is 0 and the result
+ * NULL over the console, which has no separate stderr (see `qm_run_result_has_stderr`).
+ */
+const uint8_t *qm_run_result_stderr(const qm_run_result *r, size_t *len_out);
+
+/**
+ * True when the channel kept stderr apart (the agent); false over the console, or for NULL.
+ */
+bool qm_run_result_has_stderr(const qm_run_result *r);
+
+/**
+ * The kernel messages the console printed during the run, cut out of stdout, as a JSON array
+ * of strings in `*json_array_out` (owned: free with `qm_string_free`; `[]` over the agent).
+ */
+qm_status qm_run_result_kernel_messages(const qm_run_result *r,
+                                        char **json_array_out,
+                                        qm_error **err_out);
+
+/**
+ * Frees a result of `qm_guest_run`; NULL is a no-op. Its stdout/stderr pointers are invalid
+ * afterwards.
+ */
+void qm_run_result_free(qm_run_result *r);
+
+/**
  * Gives the guest a channel to its agent, or removes it (`enabled` false; the default is
  * none): a `virtserialport` named `org.qemu.guest_agent.0` on a socketpair qm owns, plus a
  * `virtio-serial` controller unless the machine's arguments (`qm_add_args`) already have a
@@ -1663,6 +1933,198 @@ void qm_strings_free(char **strings);
 bool qm_set_log_callback(qm_log_fn callback, void *user);
 
 /**
+ * Sets what checks before send do on this machine, at once and for later launches: `checks`
+ * for what QEMU would refuse (unknown commands, events and members, missing members, wrong
+ * JSON types, values outside an enum), `deprecated` and `unstable` for the use of what the
+ * schema marks so (QEMU's `-compat deprecated-input=` / `unstable-input=`). Each is a
+ * `QM_SCHEMA_*` level. The default is all `QM_SCHEMA_OFF`: nothing checked, no schema loaded.
+ * A good setting for tests: `QM_SCHEMA_STRICT, QM_SCHEMA_WARN, QM_SCHEMA_OFF`.
+ *
+ * When checks are on, the first checked call (`qm_qmp`, `qm_cmd`, `qm_qmpf`, the event
+ * waits) loads the schema within its own timeout: one `query-qmp-schema` per QEMU binary per
+ * process. A refused call returns `QM_ERR_REFUSED` and sends nothing; the error names the JSON
+ * path (`qm_error_schema_path`) and the rule (`qm_error_schema_rule`). A schema that cannot be
+ * loaded turns the checks off for that launch, with a logged warning.
+ * `QM_ERR_INVALID` for a value that is not a `QM_SCHEMA_*` level (nothing changes).
+ */
+qm_status qm_set_schema_policy(qm_machine *m,
+                               qm_schema_level checks,
+                               qm_schema_level deprecated,
+                               qm_schema_level unstable,
+                               qm_error **err_out);
+
+/**
+ * Stores the machine's schema policy (see `qm_set_schema_policy`) in `*checks_out`,
+ * `*deprecated_out` and `*unstable_out`, none of which may be NULL.
+ */
+qm_status qm_get_schema_policy(const qm_machine *m,
+                               qm_schema_level *checks_out,
+                               qm_schema_level *deprecated_out,
+                               qm_schema_level *unstable_out,
+                               qm_error **err_out);
+
+/**
+ * Stores what QEMU's greeting said at the last launch as JSON in `*json_out` (owned: free
+ * with `qm_string_free`): `{"version": {"major": 7, "minor": 2, "micro": 0}, "package": "…",
+ * "capabilities": ["oob"]}`. No I/O: the greeting is kept from the launch. `QM_ERR_STATE`
+ * before a launch with QMP.
+ */
+qm_status qm_greeting(const qm_machine *m, char **json_out, qm_error **err_out);
+
+/**
+ * Gets the running QEMU's QMP schema: from the per-binary cache, or with `query-qmp-schema`
+ * (then parsed and cached), within `timeout_ms` (`QM_WAIT_DEFAULT`: the QMP timer) unless
+ * `cancel` fires. Stores a new handle in `*schema_out` (owned: free with `qm_schema_free`).
+ * Errors: `QM_ERR_STATE` (not launched, or QMP off), `QM_ERR_PROTOCOL` (a damaged schema: the
+ * message names the entry), `QM_ERR_QMP`, `QM_ERR_TIMEOUT`, `QM_ERR_INTERRUPTED`,
+ * `QM_ERR_DISCONNECTED`.
+ */
+qm_status qm_schema_get(const qm_machine *m,
+                        int64_t timeout_ms,
+                        const qm_cancel *cancel,
+                        qm_schema **schema_out,
+                        qm_error **err_out);
+
+/**
+ * Frees a schema handle. NULL is a no-op.
+ */
+void qm_schema_free(qm_schema *s);
+
+/**
+ * True when QEMU has a command called `name` (borrowed). False for NULL arguments.
+ */
+bool qm_schema_has_command(const qm_schema *s, const char *name);
+
+/**
+ * True when QEMU has an event called `name` (borrowed). False for NULL arguments.
+ */
+bool qm_schema_has_event(const qm_schema *s, const char *name);
+
+/**
+ * Answers a feature question in libvirt's query-path syntax (`path`, borrowed), e.g.
+ * `"blockdev-add/arg-type/+file/aio/^io_uring"`: stores true in `*found_out` when the path
+ * exists in this QEMU's schema, false when not. The grammar: a command or event name; then
+ * `arg-type` or `ret-type` (events: `arg-type`); then per step a member `name`, an optional
+ * member `*name`, a union variant `+case`, an enum value `^value`, a JSON type `!type`
+ * (`string`, `int`, `number`, `boolean`, `null`, `value`, `object`, `array`), or a feature
+ * `$feature` of what was selected last. Arrays are looked through; alternates are entered
+ * (the path holds through any branch). `QM_ERR_INVALID` for a malformed path, naming the
+ * component. Never blocks.
+ */
+qm_status qm_schema_query(const qm_schema *s,
+                          const char *path,
+                          bool *found_out,
+                          qm_error **err_out);
+
+/**
+ * Describes the command `name` (borrowed) as JSON in `*json_out` (owned: free with
+ * `qm_string_free`): `{"name": …, "allow-oob": false, "features": […], "arguments": [{"name":
+ * …, "optional": true, "type": "str", "variants": […], "features": […]}, …]}` (`type` in
+ * words: a builtin, `enum (a, b)`, `object`, `array of …`, `alternate (… | …)`; `variants`:
+ * the cases of a union's discriminator). `null` when QEMU has no such command. Never blocks.
+ */
+qm_status qm_schema_command(const qm_schema *s,
+                            const char *name,
+                            char **json_out,
+                            qm_error **err_out);
+
+/**
+ * Checks the command `cmd` with the arguments `args_json` (a JSON object, or NULL / `"null"`
+ * for none; both borrowed) against the schema without sending anything, and stores every
+ * finding as a JSON array in `*findings_json_out` (owned: free with `qm_string_free`; `[]`
+ * when all is well): `[{"path": "arguments.node_name", "rule": "unknown-member", "message":
+ * "unexpected member 'node_name' (did you mean 'node-name'?)"}, …]`. Rules:
+ * `unknown-command`, `unknown-member`, `missing-member`, `wrong-type`, `enum-value`,
+ * `deprecated`, `unstable`. Never blocks.
+ */
+qm_status qm_schema_check(const qm_schema *s,
+                          const char *cmd,
+                          const char *args_json,
+                          char **findings_json_out,
+                          qm_error **err_out);
+
+/**
+ * Builds JSON from the printf-style `format` and `nargs` arguments `args` (both borrowed),
+ * and stores it in `*json_out` (owned: free with `qm_string_free`). Use the `QM_JSONF` macro,
+ * which builds the argument array from plain C values.
+ *
+ * The format is JSON text where strings may also be single-quoted (`'a'`). Outside strings,
+ * each conversion takes the next argument: `%s` a string, escaped as a JSON string; `%d %i
+ * %ld %li %lld %lli` a signed and `%u %lu %llu` an unsigned integer (`PRId64` / `PRIu64`
+ * expand to these); `%f %g %e` a finite double; `%b` a bool (or an integer: non-zero is
+ * true); `%j` a string holding JSON text, spliced in as one value. Inside a string `%` is
+ * an ordinary character. `QM_ERR_INVALID`, naming the byte offset and the conversion, when a
+ * conversion is unknown, an argument has the wrong kind, does not fit, is missing or left
+ * over, a string is NULL or not UTF-8, or the result is not JSON. Never blocks.
+ */
+qm_status qm_jsonf(const char *format,
+                   const qm_arg *args,
+                   size_t nargs,
+                   char **json_out,
+                   qm_error **err_out);
+
+/**
+ * Runs the QMP command that the printf-style `format` and its `nargs` arguments `args` build
+ * (see `qm_jsonf` for the format), e.g. `"{'execute': 'blockdev-add', 'arguments':
+ * {'driver': 'file', 'node-name': %s, 'filename': %s}}"`, and stores QEMU's raw response as
+ * `qm_qmp` does in `*response_out` (owned: free with `qm_string_free`). Use the `QM_QMPF`
+ * macro. The JSON must be an object with a string `"execute"` and, optionally, an object
+ * `"arguments"`, nothing else. The command goes through the machine's schema checks
+ * (`qm_set_schema_policy`) like any `qm_qmp`. Blocks like `qm_qmp`; errors: those of
+ * `qm_qmp`, and `QM_ERR_INVALID` for a format that does not fit (nothing is sent).
+ */
+qm_status qm_qmpf(qm_machine *m,
+                  const char *format,
+                  const qm_arg *args,
+                  size_t nargs,
+                  int64_t timeout_ms,
+                  const qm_cancel *cancel,
+                  char **response_out,
+                  qm_error **err_out);
+
+/**
+ * Asks for out-of-band execution (the QMP `oob` capability) at later launches (default: off).
+ * It is enabled when QEMU's greeting offers it (QEMU 7.2 does): then `qm_qmp_oob` runs the
+ * commands that allow it while in-band ones are pending. With OOB on, QEMU queues at most 8
+ * in-band commands and drops more: keep at most 8 in flight.
+ */
+qm_status qm_set_qmp_oob(qm_machine *m, bool on, qm_error **err_out);
+
+/**
+ * True when the machine's current connection negotiated out-of-band execution. False for
+ * NULL.
+ */
+bool qm_qmp_oob_enabled(const qm_machine *m);
+
+/**
+ * Runs `cmd` out-of-band (`exec-oob`) with `args_json` (as `qm_qmp`; both borrowed) and
+ * stores QEMU's raw response in `*response_out` (owned: free with `qm_string_free`). QEMU may
+ * answer it while in-band commands sent earlier are still running. Blocks like `qm_qmp`.
+ * `QM_ERR_STATE` when OOB was not negotiated (`qm_set_qmp_oob` before launch);
+ * `QM_ERR_INVALID`, once the schema is loaded, for a command that does not allow OOB (QEMU
+ * 7.2: `migrate-recover`, `migrate-pause`, `yank`, `query-yank` do); otherwise QEMU answers
+ * such a command with an error response. Nothing is sent when qm refuses.
+ */
+qm_status qm_qmp_oob(qm_machine *m,
+                     const char *cmd,
+                     const char *args_json,
+                     int64_t timeout_ms,
+                     const qm_cancel *cancel,
+                     char **response_out,
+                     qm_error **err_out);
+
+/**
+ * Where the fake QEMU binary is, to give `qm_new` in place of `qemu-system-*`: the
+ * environment variable `QM_FAKE_QEMU` when set; else `qm-fake-qemu` beside the qm library
+ * (or the program it is linked into), in its parent directory or in `../bin` from it (where
+ * `make install` puts it), the first that exists; else the bare name `qm-fake-qemu` (looked
+ * up in `PATH` at launch). Stored in `*path_out` (owned: free with `qm_string_free`).
+ *
+ * `QM_ERR_INVALID` when `path_out` is NULL. Thread-safe, never blocks.
+ */
+qm_status qm_fake_qemu_path(char **path_out, qm_error **err_out);
+
+/**
  * Creates a template of machines running `binary`, whose saved state lives under `dir` (both
  * borrowed; `dir` is created when needed, one subdirectory per key). On success
  * `*template_out` receives a handle the caller owns and frees with `qm_template_free`.
@@ -1855,3 +2317,75 @@ qm_status qm_run_job(qm_machine *m,
 #endif  // __cplusplus
 
 #endif  /* QM_H */
+
+/*
+ * Printf-style commands (qm_qmpf, qm_jsonf) from plain C values. Each argument becomes a
+ * typed qm_arg through C11 _Generic, so the type the compiler saw travels with the value:
+ * an argument of a type qm cannot take (a struct, an int *, NULL) does not compile, and a
+ * conversion that does not fit its argument (%d given a string, %s given an int, too few or
+ * too many arguments) is QM_ERR_INVALID naming the conversion, before anything is sent.
+ * That is what stands in for __attribute__((format)), which only knows printf's own formats.
+ * At most 16 arguments per call through the macros; call qm_qmpf / qm_jsonf with your own
+ * qm_arg array for more. C only (not C++).
+ *
+ *   char *resp = NULL;
+ *   qm_status st = QM_QMPF(m, QM_WAIT_DEFAULT, NULL, &resp, &err,
+ *       "{'execute': 'blockdev-add', 'arguments': {'driver': 'file', 'node-name': %s, "
+ *       "'filename': %s, 'read-only': %b}}", node, path, true);
+ */
+#if !defined(__cplusplus) && !defined(QM_H_FORMAT)
+#define QM_H_FORMAT
+static inline qm_arg qm_arg_str(const char *s) { qm_arg a = {QM_ARG_STR, s, 0, 0, 0.0}; return a; }
+static inline qm_arg qm_arg_int(int64_t i) { qm_arg a = {QM_ARG_INT, NULL, i, 0, 0.0}; return a; }
+static inline qm_arg qm_arg_uint(uint64_t u) { qm_arg a = {QM_ARG_UINT, NULL, 0, u, 0.0}; return a; }
+static inline qm_arg qm_arg_double(double d) { qm_arg a = {QM_ARG_DOUBLE, NULL, 0, 0, d}; return a; }
+static inline qm_arg qm_arg_bool(bool b) { qm_arg a = {QM_ARG_BOOL, NULL, b ? 1 : 0, 0, 0.0}; return a; }
+static inline qm_arg qm_arg_end(void) { qm_arg a = {QM_ARG_END, NULL, 0, 0, 0.0}; return a; }
+
+/* The qm_arg for x, by its C type. */
+#define QM_ARG(x) _Generic((x), \
+    char *: qm_arg_str, const char *: qm_arg_str, \
+    _Bool: qm_arg_bool, \
+    char: qm_arg_int, signed char: qm_arg_int, short: qm_arg_int, int: qm_arg_int, \
+    long: qm_arg_int, long long: qm_arg_int, \
+    unsigned char: qm_arg_uint, unsigned short: qm_arg_uint, unsigned int: qm_arg_uint, \
+    unsigned long: qm_arg_uint, unsigned long long: qm_arg_uint, \
+    float: qm_arg_double, double: qm_arg_double)(x)
+
+#define QM__CAT(a, b) QM__CAT_(a, b)
+#define QM__CAT_(a, b) a##b
+#define QM__FIRST(a, ...) a
+#define QM__PICK(_0, _1, _2, _3, _4, _5, _6, _7, _8, _9, _10, _11, _12, _13, _14, _15, _16, n, ...) n
+/* How many arguments follow the format (0 to 16). */
+#define QM__COUNT(...) QM__PICK(__VA_ARGS__, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0, ~)
+#define QM__MAP_0(f)
+#define QM__MAP_1(f, a1) QM_ARG(a1),
+#define QM__MAP_2(f, a1, a2) QM_ARG(a1), QM_ARG(a2),
+#define QM__MAP_3(f, a1, a2, a3) QM_ARG(a1), QM_ARG(a2), QM_ARG(a3),
+#define QM__MAP_4(f, a1, a2, a3, a4) QM_ARG(a1), QM_ARG(a2), QM_ARG(a3), QM_ARG(a4),
+#define QM__MAP_5(f, a1, a2, a3, a4, a5) QM_ARG(a1), QM_ARG(a2), QM_ARG(a3), QM_ARG(a4), QM_ARG(a5),
+#define QM__MAP_6(f, a1, a2, a3, a4, a5, a6) QM_ARG(a1), QM_ARG(a2), QM_ARG(a3), QM_ARG(a4), QM_ARG(a5), QM_ARG(a6),
+#define QM__MAP_7(f, a1, a2, a3, a4, a5, a6, a7) QM_ARG(a1), QM_ARG(a2), QM_ARG(a3), QM_ARG(a4), QM_ARG(a5), QM_ARG(a6), QM_ARG(a7),
+#define QM__MAP_8(f, a1, a2, a3, a4, a5, a6, a7, a8) QM_ARG(a1), QM_ARG(a2), QM_ARG(a3), QM_ARG(a4), QM_ARG(a5), QM_ARG(a6), QM_ARG(a7), QM_ARG(a8),
+#define QM__MAP_9(f, a1, a2, a3, a4, a5, a6, a7, a8, a9) QM_ARG(a1), QM_ARG(a2), QM_ARG(a3), QM_ARG(a4), QM_ARG(a5), QM_ARG(a6), QM_ARG(a7), QM_ARG(a8), QM_ARG(a9),
+#define QM__MAP_10(f, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10) QM_ARG(a1), QM_ARG(a2), QM_ARG(a3), QM_ARG(a4), QM_ARG(a5), QM_ARG(a6), QM_ARG(a7), QM_ARG(a8), QM_ARG(a9), QM_ARG(a10),
+#define QM__MAP_11(f, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11) QM_ARG(a1), QM_ARG(a2), QM_ARG(a3), QM_ARG(a4), QM_ARG(a5), QM_ARG(a6), QM_ARG(a7), QM_ARG(a8), QM_ARG(a9), QM_ARG(a10), QM_ARG(a11),
+#define QM__MAP_12(f, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12) QM_ARG(a1), QM_ARG(a2), QM_ARG(a3), QM_ARG(a4), QM_ARG(a5), QM_ARG(a6), QM_ARG(a7), QM_ARG(a8), QM_ARG(a9), QM_ARG(a10), QM_ARG(a11), QM_ARG(a12),
+#define QM__MAP_13(f, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13) QM_ARG(a1), QM_ARG(a2), QM_ARG(a3), QM_ARG(a4), QM_ARG(a5), QM_ARG(a6), QM_ARG(a7), QM_ARG(a8), QM_ARG(a9), QM_ARG(a10), QM_ARG(a11), QM_ARG(a12), QM_ARG(a13),
+#define QM__MAP_14(f, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14) QM_ARG(a1), QM_ARG(a2), QM_ARG(a3), QM_ARG(a4), QM_ARG(a5), QM_ARG(a6), QM_ARG(a7), QM_ARG(a8), QM_ARG(a9), QM_ARG(a10), QM_ARG(a11), QM_ARG(a12), QM_ARG(a13), QM_ARG(a14),
+#define QM__MAP_15(f, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15) QM_ARG(a1), QM_ARG(a2), QM_ARG(a3), QM_ARG(a4), QM_ARG(a5), QM_ARG(a6), QM_ARG(a7), QM_ARG(a8), QM_ARG(a9), QM_ARG(a10), QM_ARG(a11), QM_ARG(a12), QM_ARG(a13), QM_ARG(a14), QM_ARG(a15),
+#define QM__MAP_16(f, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15, a16) QM_ARG(a1), QM_ARG(a2), QM_ARG(a3), QM_ARG(a4), QM_ARG(a5), QM_ARG(a6), QM_ARG(a7), QM_ARG(a8), QM_ARG(a9), QM_ARG(a10), QM_ARG(a11), QM_ARG(a12), QM_ARG(a13), QM_ARG(a14), QM_ARG(a15), QM_ARG(a16),
+/* A compound-literal array of the arguments after the format, ended by qm_arg_end(). */
+#define QM__ARGS(...) \
+    ((const qm_arg[]){QM__CAT(QM__MAP_, QM__COUNT(__VA_ARGS__))(__VA_ARGS__) qm_arg_end()})
+
+/* qm_qmpf(m, format, args..., timeout_ms, cancel, response_out, err_out) from plain values. */
+#define QM_QMPF(m, timeout_ms, cancel, response_out, err_out, ...) \
+    qm_qmpf((m), QM__FIRST(__VA_ARGS__, ~), QM__ARGS(__VA_ARGS__), \
+            (size_t)QM__COUNT(__VA_ARGS__), (timeout_ms), (cancel), (response_out), (err_out))
+
+/* qm_jsonf(format, args..., json_out, err_out) from plain values. */
+#define QM_JSONF(json_out, err_out, ...) \
+    qm_jsonf(QM__FIRST(__VA_ARGS__, ~), QM__ARGS(__VA_ARGS__), \
+             (size_t)QM__COUNT(__VA_ARGS__), (json_out), (err_out))
+#endif /* !__cplusplus && !QM_H_FORMAT */

@@ -45,6 +45,10 @@ pub enum Error {
     /// why (a timeout, an interruption, a QMP error on `quit` ...), also as
     /// [`source`](std::error::Error::source). Cleanup has run.
     AbnormalShutdown(Box<Error>),
+    /// The guest kernel panicked and QEMU ended by itself (a pvpanic device reported the
+    /// panic); the cause of an [`AbnormalShutdown`](Error::AbnormalShutdown), with the event.
+    /// C and the bindings see it as `QM_ERR_ABNORMAL_SHUTDOWN`.
+    GuestPanicked(String),
     /// The call does not fit the machine's state (e.g. a command before launch, launch twice).
     State(String),
     /// An argument or setting is invalid.
@@ -86,6 +90,20 @@ pub enum Error {
         /// The last (up to 2 KiB) unread output (invalid UTF-8 replaced).
         tail: String,
     },
+    /// A check before send (see [`SchemaPolicy`](crate::schema::SchemaPolicy)) refused a
+    /// command, or an event wait, under a strict policy: nothing was sent.
+    Refused {
+        /// What was checked: `'blockdev-add'`, `event wait for 'SHUTDOWNN'`.
+        subject: String,
+        /// Where the first problem is, as a JSON path: `arguments.file.filename`.
+        path: String,
+        /// The rule it breaks.
+        rule: crate::schema::Rule,
+        /// What is wrong, with a did-you-mean or the allowed values when there are.
+        message: String,
+        /// The other refused findings, one line each.
+        more: Vec<String>,
+    },
     /// An operating-system call failed.
     Io {
         /// What was being done.
@@ -115,6 +133,7 @@ impl fmt::Display for Error {
             Error::Disconnected(why) => write!(f, "QMP disconnected: {why}"),
             Error::AgentDisconnected(why) => write!(f, "guest agent disconnected: {why}"),
             Error::Interrupted => f.write_str("interrupted"),
+            Error::GuestPanicked(what) => write!(f, "the guest panicked: {what}"),
             Error::AbnormalShutdown(cause) => write!(
                 f,
                 "abnormal shutdown: could not perform graceful shutdown: {cause}"
@@ -147,6 +166,23 @@ impl fmt::Display for Error {
                  output: {}",
                 Tail(tail)
             ),
+            Error::Refused {
+                subject,
+                path,
+                rule,
+                message,
+                more,
+            } => {
+                write!(
+                    f,
+                    "refused by the schema check of {subject} (not sent): {path}: {message} \
+                     [{rule}]"
+                )?;
+                if !more.is_empty() {
+                    write!(f, "; and {}: {}", more.len(), more.join("; "))?;
+                }
+                Ok(())
+            }
             Error::Io { context, source } => write!(f, "{context}: {source}"),
         }
     }

@@ -21,26 +21,35 @@
 
 #![warn(missing_docs)]
 
+mod accept;
 pub mod console;
 mod conv;
 mod error;
 mod event;
+pub mod fake;
 pub mod ffi;
+pub mod format;
+mod gate;
 pub mod guest;
+pub mod guest_run;
 mod jobs;
+pub mod linux_guest;
 mod log;
 mod machine;
 mod opts;
 pub mod qga;
 pub mod qmp;
+pub mod schema;
 pub mod snapshot;
 mod sys;
 pub mod template;
 mod wait;
 
+pub use console::RunOutput;
 pub use conv::conv_keys;
 pub use error::{Error, Result};
 pub use event::{event_match, EventFilter};
+pub use guest_run::{Channel, Guest};
 pub use jobs::DEFAULT_JOB_TIMEOUT;
 pub use log::{set_log_callback, set_log_level, LogCallback, LogLevel, LogRecord};
 pub use machine::{AttachAddress, Machine, MonitorAddress, DEFAULT_SHUTDOWN_TIMEOUT};

@@ -148,6 +148,8 @@ func takeError(st C.qm_status, cerr *C.qm_error) error {
 		errno = syscall.Errno(code)
 	}
 	switch status {
+	case StatusRefused:
+		return takeRefused(cerr, msg)
 	case StatusQMP:
 		return &QMPError{
 			Class: goStr(C.qm_error_qmp_class(cerr)),

@@ -32,7 +32,8 @@ const (
 	StatusEventsDropped    Status = C.QM_ERR_EVENTS_DROPPED    // the event queue's cap dropped events
 	StatusConsoleClosed    Status = C.QM_ERR_CONSOLE_CLOSED    // the console reached end of file
 	StatusConsoleFailure   Status = C.QM_ERR_CONSOLE_FAILURE   // a console failure pattern matched
-	statusCount                   = StatusConsoleFailure + 1
+	StatusRefused          Status = C.QM_ERR_REFUSED           // a schema check refused the call
+	statusCount                   = StatusRefused + 1
 )
 
 // String names the status, e.g. "timeout".
@@ -85,6 +86,9 @@ var (
 	// ErrConsoleFailure means a console wait found a failure pattern; the error's ConsoleText
 	// has the output up to and including it, its FailurePattern which pattern it was.
 	ErrConsoleFailure = errors.New("qm: console failure pattern")
+	// ErrRefused means a check before send refused the call under a strict SchemaPolicy and
+	// nothing was sent (the error is a *RefusedError, with the JSON path and the rule).
+	ErrRefused = errors.New("qm: refused by the schema check")
 )
 
 // statuses is the one table of what each status is called and which sentinel it matches.
@@ -107,6 +111,7 @@ var statuses = [statusCount]struct {
 	StatusEventsDropped:    {"events dropped", ErrEventsDropped},
 	StatusConsoleClosed:    {"console closed", ErrConsoleClosed},
 	StatusConsoleFailure:   {"console failure pattern", ErrConsoleFailure},
+	StatusRefused:          {"refused by the schema check", ErrRefused},
 }
 
 func sentinel(s Status) error {
@@ -223,9 +228,12 @@ func StatusOf(err error) Status {
 	var e *Error
 	var le *LaunchError
 	var qe *QMPError
+	var re *RefusedError
 	switch {
 	case err == nil:
 		return StatusOK
+	case errors.As(err, &re):
+		return StatusRefused
 	case errors.As(err, &le):
 		return StatusLaunch
 	case errors.As(err, &qe):

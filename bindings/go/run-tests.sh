@@ -62,6 +62,10 @@ step_time() { timings+=("$1 $(($(date +%s) - $2))s"); }
 note "$("$GO" version); make target/pkgconfig/qm.pc (the in-tree qm: target/release/libqm.a)"
 $MAKE --no-print-directory -s target/pkgconfig/qm.pc CARGO="$CARGO"
 export PKG_CONFIG_PATH="$ROOT/target/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
+# The fake QEMU for fake_test.go: the package links libqm.a statically, so the library cannot
+# find the binary beside itself; name it.
+$CARGO build --release --bin qm-fake-qemu
+export QM_FAKE_QEMU="${QM_FAKE_QEMU:-$ROOT/target/release/qm-fake-qemu}"
 # Go's build cache hashes neither pkg-config's output nor libqm.a, but it hashes CGO_CFLAGS: a
 # key of both (and qm.h) there recompiles and relinks the package when the library changes,
 # and keeps these in-tree builds apart from a user's builds of the same package against an

@@ -9,6 +9,10 @@ Where libqm comes from, in order:
      --lib` (cargo from `$CARGO`, else `PATH`, else `~/.cargo/bin`), and the `libqm.so` it
      reports is bundled.
 
+The fake QEMU (`qm-fake-qemu`, for users' tests) is bundled beside libqm, where
+`qm.fake_qemu_path()` finds it: from `QM_BUNDLE_FAKE_QEMU=/path/to/qm-fake-qemu` with (1)
+(optional), built by the same cargo command with (2).
+
 The bundled copy is stripped (`strip --strip-unneeded`: 19.9 MB down to about 3 MB): the wheel
 carries no debug information. `QM_KEEP_DEBUG=1` bundles the library as built; the checkout's
 `target/release/libqm.so` keeps it too (`objcopy --only-keep-debug` makes a separate file).
@@ -33,6 +37,7 @@ except ImportError:  # setuptools < 70.1
 
 HERE = Path(__file__).resolve().parent
 LIB_NAME = "libqm.so"
+FAKE_NAME = "qm-fake-qemu"
 
 
 def _repo_root() -> Path | None:
@@ -59,47 +64,70 @@ def _cargo() -> str:
     )
 
 
-def _build_libqm() -> Path:
+def _build_libqm() -> tuple[Path, Path | None]:
+    """libqm.so and the fake QEMU to bundle (None: no fake)."""
     given = os.environ.get("QM_BUNDLE_LIBRARY")
     if given:
         path = Path(given)
         if not path.is_file():
             raise SystemExit(f"qm-qemu: QM_BUNDLE_LIBRARY={given} is not a file")
-        return path
+        fake = os.environ.get("QM_BUNDLE_FAKE_QEMU")
+        if fake and not Path(fake).is_file():
+            raise SystemExit(f"qm-qemu: QM_BUNDLE_FAKE_QEMU={fake} is not a file")
+        return path, Path(fake) if fake else None
     root = _repo_root()
     if root is None:
         raise SystemExit(
             "qm-qemu: not inside the qm repository (no ../../Cargo.toml of package qm), so "
             "libqm cannot be built here: set QM_BUNDLE_LIBRARY=/path/to/libqm.so"
         )
-    cmd = [_cargo(), "build", "--release", "--lib", "--message-format=json-render-diagnostics"]
+    cmd = [
+        _cargo(),
+        "build",
+        "--release",
+        "--lib",
+        "--bin",
+        FAKE_NAME,
+        "--message-format=json-render-diagnostics",
+    ]
     print("qm-qemu: building libqm:", " ".join(cmd), flush=True)
     proc = subprocess.run(cmd, cwd=root, stdout=subprocess.PIPE, check=False)
     if proc.returncode != 0:
         raise SystemExit(f"qm-qemu: cargo build failed (exit status {proc.returncode})")
+    lib, fake = None, None
     for line in proc.stdout.decode("utf-8", "replace").splitlines():
         try:
             msg = json.loads(line)
         except ValueError:
             continue
-        if msg.get("reason") == "compiler-artifact" and msg["target"]["name"] == "qm":
+        if msg.get("reason") != "compiler-artifact":
+            continue
+        if msg["target"]["name"] == "qm":
             for name in msg.get("filenames", []):
                 if name.endswith("/" + LIB_NAME):
-                    return Path(name)
-    raise SystemExit("qm-qemu: cargo did not report a libqm.so")
+                    lib = Path(name)
+        elif msg["target"]["name"] == FAKE_NAME and msg.get("executable"):
+            fake = Path(msg["executable"])
+    if lib is None:
+        raise SystemExit("qm-qemu: cargo did not report a libqm.so")
+    return lib, fake
 
 
 class BuildPyWithLibqm(build_py):  # type: ignore[misc]
-    """build_py that also puts libqm.so into qm/_lib/."""
+    """build_py that also puts libqm.so (and the fake QEMU) into qm/_lib/."""
 
     def run(self) -> None:
         super().run()
-        lib = _build_libqm()
+        lib, fake = _build_libqm()
         dest = Path(self.build_lib) / "qm" / "_lib"
         dest.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(lib, dest / LIB_NAME)
         os.chmod(dest / LIB_NAME, 0o755)
         _strip(dest / LIB_NAME)
+        if fake is not None:
+            shutil.copyfile(fake, dest / FAKE_NAME)
+            os.chmod(dest / FAKE_NAME, 0o755)
+            _strip(dest / FAKE_NAME)
 
 
 def _strip(path: Path) -> None:

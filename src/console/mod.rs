@@ -20,11 +20,21 @@
 //! **Searching.** Literal patterns resume where the last search stopped; a regular expression
 //! is searched again over the whole unread output when new bytes arrive (linear each time). On a
 //! chatty console, keep the unread output small (consume it, or [`Console::skip_unread`]) when
-//! waiting for regular expressions.
+//! waiting for regular expressions. A regular expression's match is the one that ends first
+//! (see [`Pattern`]), so what a wait returns does not depend on how the output was cut into reads.
 //!
 //! **Who reads.** The reader thread reads the socket while nobody waits. A waiting caller reads
 //! it itself (no hand-off between threads on the way to its match); the thread steps aside until
 //! 10 ms after the last wait, which QEMU's socket buffer covers many times over.
+//!
+//! **What each wait consumes.** [`Console::wait_for`] and [`Console::interrupt_until`]: the
+//! unread text up to and including the match (earlier unread output included).
+//! [`Console::exec`]: everything unread when it starts (dropped), then up to and including the
+//! match, which can only be text that arrived after the call started. [`Console::run`]:
+//! everything up to its begin marker (dropped), the output and the end marker with the status
+//! line (returned apart); what follows (the next prompt) stays unread. A failure or a timeout
+//! consumes as its success would (a failure) or nothing (a timeout; `run` consumes what it
+//! read).
 //!
 //! **One wait at a time.** Waits on one console consume its output in order, so they cannot run
 //! at once: a wait (or `exec`, `interrupt_until`) started while another one runs fails at once
@@ -37,8 +47,10 @@
 //! the unread text (which stays unread). A fired [`Cancel`](crate::Cancel) returns
 //! [`Error::Interrupted`] at once.
 
+pub mod frame;
 mod history;
 mod pattern;
+mod run;
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -50,12 +62,16 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
+use crate::gate::Gate;
 use crate::log::{debug, warning};
 use crate::sys::{poll, pollfd, socket, EventFd, POLLHUP, POLLIN, POLLOUT};
-use crate::wait::{Deadline, Wait, Wake};
+use crate::wait::{Deadline, Wait};
 use history::History;
+#[doc(hidden)]
+pub use pattern::find_in_pieces;
 use pattern::{Found, Search};
 pub use pattern::{Pattern, Patterns};
+pub use run::{RunOutput, DEFAULT_RUN_WAIT};
 
 /// The default cap of the console's memory (history and unread output): 1 MiB.
 pub const DEFAULT_BUFFER: usize = 1 << 20;
@@ -145,9 +161,8 @@ pub struct Stats {
 pub struct Console {
     shared: Arc<Shared>,
     // Lock order: `user` and `thread` are each held for a statement and never with another
-    // lock; `Shared::state` is the one lock the reader thread and the waits share;
-    // `SendGate::busy` is held only to test or flip its flag (or to sleep on it), never with
-    // another lock.
+    // lock; `Shared::state` is the one lock the reader thread and the waits share; the
+    // `send_order` gate's lock is held only to take or give back the turn, never with another.
     /// The caller's end of the raw copy, until [`close_fd`](Self::close_fd).
     user: Mutex<Option<OwnedFd>>,
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -165,7 +180,7 @@ struct Shared {
     /// Readable when the reader thread should take what is left and stop.
     stop: EventFd,
     /// Serialises [`Console::send`] callers, so one call's bytes are never split by another's.
-    send_order: Arc<SendGate>,
+    send_order: Arc<Gate>,
     name: String,
 }
 
@@ -247,64 +262,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// One send at a time, so one call's bytes are never split by another's; waiting for the gate
-/// honours the caller's deadline and cancel token (a send can block on a guest that does not
-/// read its input).
-#[derive(Default)]
-struct SendGate {
-    busy: Mutex<bool>,
-    free: std::sync::Condvar,
-}
-
-impl Wake for SendGate {
-    fn wake(&self) {
-        // Under the lock: ordered after a sleeper's check of its token.
-        let _busy = lock(&self.busy);
-        self.free.notify_all();
-    }
-}
-
-/// Holds the [`SendGate`] until dropped.
-struct Sending<'a>(&'a SendGate);
-
-impl SendGate {
-    fn enter<'a>(gate: &'a Arc<SendGate>, deadline: &Deadline<'_>) -> Result<Sending<'a>> {
-        let _watch = deadline.cancel.map(|c| {
-            let sleeper: std::sync::Weak<dyn Wake> = Arc::downgrade(gate) as _;
-            c.watch(sleeper)
-        });
-        let mut busy = lock(&gate.busy);
-        while *busy {
-            if deadline.cancelled() {
-                return Err(Error::Interrupted);
-            }
-            busy = match deadline.remaining() {
-                Some(Duration::ZERO) => {
-                    return Err(Error::Timeout(
-                        "waiting for another thread's send to the console".into(),
-                    ))
-                }
-                Some(left) => {
-                    gate.free
-                        .wait_timeout(busy, left)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0
-                }
-                None => gate.free.wait(busy).unwrap_or_else(|e| e.into_inner()),
-            };
-        }
-        *busy = true;
-        Ok(Sending(gate))
-    }
-}
-
-impl Drop for Sending<'_> {
-    fn drop(&mut self) {
-        *lock(&self.0.busy) = false;
-        self.0.free.notify_all();
-    }
-}
-
 /// Resets the "a wait is in progress" flag.
 struct Busy<'a>(&'a Shared);
 
@@ -361,7 +318,7 @@ impl Console {
             peer: socket,
             stop: EventFd::new()
                 .map_err(|e| Error::io("creating the console reader's eventfd", e))?,
-            send_order: Arc::new(SendGate::default()),
+            send_order: Arc::new(Gate::default()),
             name: options.name.clone(),
         });
         let reader = Reader {
@@ -495,9 +452,16 @@ impl Console {
     }
 
     /// Sends `line` + `eol`, then waits for `patterns` as [`wait_for`](Self::wait_for) does,
-    /// within the same bound. Output that was unread before the command is searched too (call
-    /// [`skip_unread`](Self::skip_unread) first to ignore it); the text includes the guest's
-    /// echo of the command, if it echoes.
+    /// within the same bound.
+    ///
+    /// What it consumes: first, everything unread when it starts (dropped, as
+    /// [`skip_unread`](Self::skip_unread) does; the transcript keeps it), so a match is never
+    /// text the guest printed before the call — an earlier prompt no wait consumed cannot end
+    /// it; then the text up to and including the match, which begins with the guest's echo of
+    /// the line if it echoes (so a pattern the line itself contains can match its echo). Output
+    /// still on its way from before the call (a prompt the previous command had not finished
+    /// printing) can arrive after it started and match: to run a command and get its output and
+    /// exit status with no such confusion, use [`run`](Self::run), whose markers carry a nonce.
     pub fn exec(
         &self,
         line: &str,
@@ -510,6 +474,12 @@ impl Console {
         let _busy = self.busy()?;
         let deadline = wait.start()?;
         let started = Instant::now();
+        {
+            // Only what comes after this call's line may match (see above).
+            let mut st = self.current();
+            let end = st.history.end();
+            st.history.consume(end);
+        }
         let mut bytes = line.as_bytes().to_vec();
         bytes.extend_from_slice(eol.as_bytes());
         self.send_deadline(&bytes, &deadline)?;
@@ -648,7 +618,13 @@ impl Console {
         if deadline.cancelled() {
             return Err(Error::Interrupted);
         }
-        let _order = SendGate::enter(&self.shared.send_order, deadline)?;
+        // One send at a time, in arrival order, so one call's bytes are never split by
+        // another's; waiting honours the deadline and token (a guest may not read its input).
+        let _order = self.shared.send_order.enter(
+            deadline,
+            || None,
+            |_| Error::Timeout("waiting for another thread's send to the console".into()),
+        )?;
         let peer = self.shared.peer.as_fd();
         let mut sent = 0;
         while sent < bytes.len() {

@@ -12,6 +12,12 @@ use crate::error::{Error, Result};
 /// Regular expressions use the [`regex`] crate's syntax over bytes (console output need not be
 /// UTF-8); they run in time linear in the text, so no pattern can make a wait hang. `^` and `$`
 /// match at the ends of the unread text unless the pattern turns on multi-line mode (`(?m)`).
+///
+/// A match is the one that **ends first** in the output, as if the output were searched after
+/// every byte (as pexpect does): the result never depends on how QEMU's output was cut into
+/// reads. So a repetition at the end of a pattern takes as little as it can —
+/// `Kernel panic[^\r\n]*` matches `Kernel panic`; end the pattern with what follows
+/// (`Kernel panic[^\r\n]*\r\n`) to capture the whole line.
 #[derive(Clone)]
 pub struct Pattern {
     kind: Kind,
@@ -63,7 +69,27 @@ impl Pattern {
                 }
                 memchr::memmem::find(&hay[from..], lit).map(|i| (from + i, from + i + lit.len()))
             }
-            Kind::Regex(re) => re.find_at(hay, from).map(|m| (m.start(), m.end())),
+            // The match that ends first, not the leftmost-first one: output arrives in pieces,
+            // and a greedy tail (`b*`, `[^\n]*`) would otherwise take as much as happened to
+            // have arrived, so the same output could match differently from run to run. The
+            // shortest prefix of the text that holds a match is found by bisection (a prefix
+            // that holds a match stays one when it grows), paid only once something matched;
+            // its leftmost-first match ends at that prefix's end.
+            Kind::Regex(re) => {
+                let first = re.find_at(hay, from)?;
+                let (mut lo, mut hi) = (from, first.end());
+                while lo < hi {
+                    let mid = lo + (hi - lo) / 2;
+                    if re.is_match_at(&hay[..mid], from) {
+                        hi = mid;
+                    } else {
+                        lo = mid + 1;
+                    }
+                }
+                // A look-around at the cut (`\B`, `$`) can fail in the shortened text.
+                let m = re.find_at(&hay[..hi], from).unwrap_or(first);
+                Some((m.start(), m.end()))
+            }
         }
     }
 
@@ -276,6 +302,24 @@ impl<'p> Search<'p> {
     }
 }
 
+/// The first match of `patterns` in `text` as it would be found if the text arrived in pieces
+/// ending at each of `ends` (ascending offsets; the whole text last), searched after each piece
+/// the way a console wait searches: `(failure, index, start, end)`. Public for the fuzz target
+/// that checks it against one search of the whole text (`fuzz/fuzz_targets/console_search.rs`).
+#[doc(hidden)]
+pub fn find_in_pieces(
+    patterns: &Patterns,
+    text: &[u8],
+    ends: &[usize],
+) -> Option<(bool, usize, usize, usize)> {
+    let mut search = Search::new(patterns);
+    let pieces = ends.iter().map(|&e| e.min(text.len()));
+    pieces
+        .chain(std::iter::once(text.len()))
+        .find_map(|end| search.find(&text[..end], 0))
+        .map(|f| (f.failure, f.index, f.start, f.end))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -341,6 +385,34 @@ mod tests {
             }
             assert_eq!(found, whole, "text {:?} literal {:?}", text, lit);
         }
+    }
+
+    /// A greedy tail takes what has arrived when the search runs: the match that ends first
+    /// makes the result the same however the output was cut (found by fuzzing).
+    #[test]
+    fn a_greedy_tail_matches_the_same_in_pieces_and_whole() {
+        let p = Patterns::new().success(Pattern::regex("a\nb*").unwrap());
+        let text = b"xxa\nbbb\r\n";
+        let whole = Search::new(&p).find(text, 0).unwrap();
+        assert_eq!((whole.start, whole.end), (2, 4));
+        let mut s = Search::new(&p);
+        assert_eq!(
+            s.find(&text[..5], 0).map(|f| (f.start, f.end)),
+            Some((2, 4))
+        );
+        // Anchored at what follows, the whole line.
+        let p = Patterns::new().success(Pattern::regex("a\nb*\r\n").unwrap());
+        let f = Search::new(&p).find(text, 0).unwrap();
+        assert_eq!((f.start, f.end), (2, 9));
+    }
+
+    /// Alternatives that end at different places: the one that ends first wins, whatever the
+    /// engine prefers when the whole text is there (found by fuzzing).
+    #[test]
+    fn of_alternatives_the_one_that_ends_first_wins() {
+        let p = Patterns::new().success(Pattern::regex("b|nbnb").unwrap());
+        let f = Search::new(&p).find(b"xx|nbnb|", 0).unwrap();
+        assert_eq!((f.start, f.end), (4, 5));
     }
 
     #[test]

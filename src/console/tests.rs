@@ -178,7 +178,7 @@ fn a_failure_pattern_ends_the_wait_with_its_text() {
     let p = Patterns::new()
         .success("login: ")
         .failure("Oops")
-        .failure(Pattern::regex(r"Kernel panic[^\n]*").unwrap());
+        .failure(Pattern::regex(r"Kernel panic[^\n]*\n").unwrap());
     match c.wait_for(&p, T).unwrap_err() {
         Error::ConsoleFailure {
             index,
@@ -186,13 +186,13 @@ fn a_failure_pattern_ends_the_wait_with_its_text() {
             text,
         } => {
             assert_eq!(index, 1);
-            assert_eq!(pattern, r"/Kernel panic[^\n]*/");
-            assert_eq!(text, "[ 1.0] Kernel panic - not syncing");
+            assert_eq!(pattern, r"/Kernel panic[^\n]*\n/");
+            assert_eq!(text, "[ 1.0] Kernel panic - not syncing\n");
         }
         other => panic!("{other:?}"),
     }
     // The failure was consumed; the rest is there for the next wait.
-    assert_eq!(c.wait_for(&p, T).unwrap().text, b"\nlogin: ");
+    assert_eq!(c.wait_for(&p, T).unwrap().text, b"login: ");
 }
 
 #[test]

@@ -80,6 +80,10 @@ pub enum qm_status {
     /// A console wait found one of its failure patterns: see `qm_error_console_text` and
     /// `qm_error_console_pattern`.
     QM_ERR_CONSOLE_FAILURE = 14,
+    /// A check before send refused a command (or an event wait) under a strict schema policy
+    /// (`qm_set_schema_policy`); nothing was sent. `qm_error_schema_path` says where
+    /// (`arguments.file.filename`), `qm_error_schema_rule` which rule.
+    QM_ERR_REFUSED = 15,
 }
 
 impl qm_status {
@@ -92,12 +96,15 @@ impl qm_status {
             Error::ConsoleFailure { .. } => qm_status::QM_ERR_CONSOLE_FAILURE,
             Error::Disconnected(_) | Error::AgentDisconnected(_) => qm_status::QM_ERR_DISCONNECTED,
             Error::Interrupted => qm_status::QM_ERR_INTERRUPTED,
-            Error::AbnormalShutdown(_) => qm_status::QM_ERR_ABNORMAL_SHUTDOWN,
+            Error::AbnormalShutdown(_) | Error::GuestPanicked(_) => {
+                qm_status::QM_ERR_ABNORMAL_SHUTDOWN
+            }
             Error::State(_) => qm_status::QM_ERR_STATE,
             Error::Invalid(_) => qm_status::QM_ERR_INVALID,
             Error::Protocol(_) => qm_status::QM_ERR_PROTOCOL,
             Error::EventsDropped { .. } => qm_status::QM_ERR_EVENTS_DROPPED,
             Error::Io { .. } => qm_status::QM_ERR_IO,
+            Error::Refused { .. } => qm_status::QM_ERR_REFUSED,
         }
     }
 }
@@ -117,6 +124,8 @@ pub struct qm_error {
     /// The text of a console error, with its length (it may hold NUL bytes as U+FFFD).
     console_text: Option<CString>,
     console_pattern: Option<usize>,
+    /// The JSON path and rule of a refusal.
+    schema: Option<(CString, CString)>,
 }
 
 impl qm_error {
@@ -152,6 +161,12 @@ impl qm_error {
                 e.console_text = err.console_text().map(|t| owned_c_string(t.to_owned()));
             }
             Error::AbnormalShutdown(cause) => e.set_cause(cause),
+            Error::Refused { path, rule, .. } => {
+                e.schema = Some((
+                    owned_c_string(path.clone()),
+                    owned_c_string(rule.as_str().to_owned()),
+                ));
+            }
             other => e.os_code = os_code(other),
         }
         e
@@ -184,6 +199,7 @@ impl qm_error {
             os_code: None,
             console_text: None,
             console_pattern: None,
+            schema: None,
         }
     }
 
@@ -424,6 +440,32 @@ pub unsafe extern "C" fn qm_error_console_pattern(
             }
             _ => false,
         }
+    })
+}
+
+/// Where a `QM_ERR_REFUSED` error's first problem is, as a JSON path: `"execute"` (the
+/// command's name), `"arguments.file.filename"`, `"arguments.children[1]"`, `"event"` (an
+/// event wait). NULL for other errors and for NULL.
+///
+/// The string belongs to `err` and stays valid until `qm_error_free(err)`.
+#[no_mangle]
+pub unsafe extern "C" fn qm_error_schema_path(err: *const qm_error) -> *const c_char {
+    guard(std::ptr::null(), || {
+        // SAFETY: NULL or a live error.
+        borrowed(unsafe { err.as_ref() }.and_then(|e| e.schema.as_ref().map(|s| &s.0)))
+    })
+}
+
+/// The rule a `QM_ERR_REFUSED` error's first problem breaks: `"unknown-command"`,
+/// `"unknown-event"`, `"unknown-member"`, `"missing-member"`, `"wrong-type"`, `"enum-value"`,
+/// `"deprecated"` or `"unstable"`. NULL for other errors and for NULL.
+///
+/// The string belongs to `err` and stays valid until `qm_error_free(err)`.
+#[no_mangle]
+pub unsafe extern "C" fn qm_error_schema_rule(err: *const qm_error) -> *const c_char {
+    guard(std::ptr::null(), || {
+        // SAFETY: NULL or a live error.
+        borrowed(unsafe { err.as_ref() }.and_then(|e| e.schema.as_ref().map(|s| &s.1)))
     })
 }
 

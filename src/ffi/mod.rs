@@ -37,6 +37,12 @@ pub mod attach;
 
 pub mod guest;
 
+/// The Linux test guest's arguments (`qm_linux_guest_qemu_args`).
+pub mod linux_guest;
+
+/// Guest tests over the console or the agent: `qm_guest_run` and `qm_run_result`.
+pub mod run;
+
 pub mod qga;
 
 pub mod console;
@@ -44,6 +50,14 @@ pub mod console;
 pub mod json;
 
 pub mod log;
+
+pub mod schema;
+
+pub mod qmpf;
+
+pub mod oob;
+
+pub mod fake;
 
 pub mod template;
 

@@ -6,7 +6,7 @@ use super::boundary::guard;
 use super::error::qm_status;
 
 /// Every status, in value order (the index is the value).
-const NAMES: [(qm_status, &CStr); 15] = [
+const NAMES: [(qm_status, &CStr); 16] = [
     (qm_status::QM_OK, c"QM_OK"),
     (qm_status::QM_ERR_LAUNCH, c"QM_ERR_LAUNCH"),
     (qm_status::QM_ERR_QMP, c"QM_ERR_QMP"),
@@ -25,6 +25,7 @@ const NAMES: [(qm_status, &CStr); 15] = [
     (qm_status::QM_ERR_EVENTS_DROPPED, c"QM_ERR_EVENTS_DROPPED"),
     (qm_status::QM_ERR_CONSOLE_CLOSED, c"QM_ERR_CONSOLE_CLOSED"),
     (qm_status::QM_ERR_CONSOLE_FAILURE, c"QM_ERR_CONSOLE_FAILURE"),
+    (qm_status::QM_ERR_REFUSED, c"QM_ERR_REFUSED"),
 ];
 
 /// The name of a `qm_status` value, e.g. `"QM_ERR_TIMEOUT"` for `QM_ERR_TIMEOUT`, and
@@ -64,14 +65,14 @@ mod tests {
         // A new status must be added to NAMES.
         assert_eq!(
             NAMES.len(),
-            qm_status::QM_ERR_CONSOLE_FAILURE as usize + 1,
+            qm_status::QM_ERR_REFUSED as usize + 1,
             "a qm_status is missing from NAMES"
         );
     }
 
     #[test]
     fn values_that_are_not_statuses() {
-        for v in [-1, 15, 1000, c_int::MIN, c_int::MAX] {
+        for v in [-1, 16, 1000, c_int::MIN, c_int::MAX] {
             assert_eq!(name(v), "QM_ERR_UNKNOWN");
         }
     }

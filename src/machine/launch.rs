@@ -21,7 +21,7 @@ use crate::console::{Console, ConsoleOptions};
 use crate::error::{Error, Result};
 use crate::log::debug;
 use crate::qmp::QmpClient;
-use crate::sys::{self, poll, pollfd, socket, POLLIN};
+use crate::sys::{self, socket};
 use crate::wait::{Cancel, Deadline, Wait};
 
 /// QEMU's output: `<log_dir>/<name>.log`, or without a log dir an anonymous memory file, which
@@ -396,6 +396,8 @@ impl Machine {
         } = prepared;
         keep_fds.extend_from_slice(extra_fds);
         lock(&self.output).full_args = argv.clone();
+        // The schema cache's key: the binary, when the command line runs it.
+        let runs_binary = argv.contains(&cfg.binary);
         debug!("{}: launch command: {}", cfg.name, argv.join(" "));
 
         let process = Arc::new(Process::spawn(Spawn {
@@ -430,11 +432,15 @@ impl Machine {
             if let Some(file) = transcript {
                 client.set_transcript(file);
             }
+            client.request_oob(self.qmp_oob_requested());
             // Published only once the handshake is over (a command from another thread must
             // not overtake qmp_capabilities), and also when it failed: events QEMU sent before
             // stay readable.
             let negotiated =
                 client.handshake_watching(&deadline.to_wait(), Some(process.exit_fd()));
+            if let Ok(greeting) = &negotiated {
+                self.schema_connected(runs_binary.then_some(cfg.binary.as_str()), greeting);
+            }
             *lock(&self.qmp) = Some(client);
             negotiated?;
         }
@@ -482,35 +488,13 @@ impl Listen {
             Listen::Unix(l) => l.into(),
             Listen::Tcp(l) => l.into(),
         };
-        loop {
-            let mut fds = vec![
-                pollfd(listener.as_raw_fd(), POLLIN),
-                pollfd(process.exit_fd().as_raw_fd(), POLLIN),
-            ];
-            if let Some(fd) = deadline.cancel_fd()? {
-                fds.push(pollfd(fd, POLLIN));
-            }
-            let ready = poll(&mut fds, deadline.remaining())
-                .map_err(|e| Error::io("waiting for QEMU to connect to the monitor", e))?;
-            if ready == 0 {
-                return Err(Error::Timeout(format!(
-                    "QEMU did not connect to the monitor {}",
-                    deadline.within()
-                )));
-            }
-            if fds[0].revents != 0 {
-                return socket::accept(listener.as_fd())
-                    .map_err(|e| Error::io("accepting the monitor connection", e));
-            }
-            if fds[1].revents != 0 {
-                return Err(Error::Disconnected(
-                    "QEMU exited before connecting to the monitor".into(),
-                ));
-            }
-            if deadline.cancelled() {
-                return Err(Error::Interrupted);
-            }
-        }
+        crate::accept::accept_from_qemu(
+            listener.as_fd(),
+            process.exit_fd(),
+            deadline,
+            "the monitor",
+            Error::Disconnected,
+        )
     }
 }
 /// Listens on a unix socket at `path`, readable and writable by the owner only.

@@ -14,6 +14,7 @@ mod expect;
 mod incoming;
 mod launch;
 mod process;
+mod schema;
 mod shutdown;
 
 pub(crate) use incoming::StateArgs;
@@ -84,6 +85,8 @@ pub struct Machine {
     max_events: AtomicUsize,
     /// The pid of the last run's QEMU (0: none), kept after it exits.
     last_pid: AtomicU32,
+    /// The schema policy and the current connection's checker (`schema.rs`).
+    schema: schema::SchemaSlot,
 }
 
 #[derive(Default)]
@@ -144,6 +147,7 @@ impl Machine {
             agent: Mutex::new(None),
             max_events: AtomicUsize::new(usize::MAX),
             last_pid: AtomicU32::new(0),
+            schema: schema::SchemaSlot::default(),
         }
     }
     // ---- state -----------------------------------------------------------------------------
@@ -311,7 +315,11 @@ impl Machine {
         wait: impl Into<Wait>,
     ) -> Result<Value> {
         let wait = wait.into().or_default(self.qmp_timer()).checked()?;
-        let response = self.live_client()?.execute(cmd, args, wait)?;
+        let client = self.live_client()?;
+        let response = match self.checker() {
+            Some(checker) => checker.execute(&client, cmd, args, wait)?,
+            None => client.execute(cmd, args, wait)?,
+        };
         if cmd == "quit" && response.get("return").is_some() {
             self.quit_issued.store(true, Ordering::SeqCst);
         }
@@ -455,26 +463,31 @@ impl Machine {
         // The bound, for the message of a timeout (formatted only then: this is the hot path
         // of every event wait).
         let limit = wait.start()?.limit();
-        self.client()?
-            .events_wait(events, wait)
-            .map_err(|e| match e {
-                // Name the events waited for: `no SHUTDOWN event within 3000 ms`.
-                Error::Timeout(_) => {
-                    let names: Vec<&str> = events.iter().map(|(name, _)| *name).collect();
-                    let filtered = events.iter().any(|(_, f)| f.is_some());
-                    Error::Timeout(format!(
-                        "no {} event{} {}",
-                        names.join(" or "),
-                        if filtered {
-                            " (matching the filter)"
-                        } else {
-                            ""
-                        },
-                        crate::wait::within(limit)
-                    ))
-                }
-                other => other,
-            })
+        let client = self.client()?;
+        if let Some(checker) = self.checker() {
+            if !checker.policy().is_off() && !client.is_closed() {
+                let names: Vec<&str> = events.iter().map(|(name, _)| *name).collect();
+                checker.check_events(&client, &names, &wait)?;
+            }
+        }
+        client.events_wait(events, wait).map_err(|e| match e {
+            // Name the events waited for: `no SHUTDOWN event within 3000 ms`.
+            Error::Timeout(_) => {
+                let names: Vec<&str> = events.iter().map(|(name, _)| *name).collect();
+                let filtered = events.iter().any(|(_, f)| f.is_some());
+                Error::Timeout(format!(
+                    "no {} event{} {}",
+                    names.join(" or "),
+                    if filtered {
+                        " (matching the filter)"
+                    } else {
+                        ""
+                    },
+                    crate::wait::within(limit)
+                ))
+            }
+            other => other,
+        })
     }
 
     // ---- console ---------------------------------------------------------------------------

@@ -9,6 +9,7 @@ use super::process::Process;
 use super::{lock, Life, Machine, ProcState};
 use crate::error::{Error, Result};
 use crate::log::{debug, warning};
+use crate::qmp::QmpClient;
 use crate::wait::{Deadline, Wait};
 
 /// How long [`Machine::kill`] waits for a SIGKILLed QEMU to disappear, as the seed does.
@@ -29,8 +30,10 @@ impl Machine {
     /// A QEMU that already ended by itself with status 0 (the guest powered off, a reset under
     /// `-no-reboot`, the agent's `guest-shutdown`), or ends so while `quit` goes out, is a clean
     /// ending: `Ok`, and [`exitcode`](Self::exitcode) is `Some(0)`. A nonzero status or a death
-    /// by a signal qm did not send is still [`Error::AbnormalShutdown`]. (QEMU itself turns a
-    /// SIGTERM or SIGINT into a shutdown with status 0; that counts as clean.)
+    /// by a signal qm did not send is still [`Error::AbnormalShutdown`], and so is a QEMU that
+    /// ended by itself after the guest kernel panicked, when a pvpanic device told QEMU (the
+    /// cause is [`Error::GuestPanicked`]). (QEMU itself turns a SIGTERM or SIGINT into a
+    /// shutdown with status 0; that counts as clean.)
     ///
     /// The wait's default is [`DEFAULT_SHUTDOWN_TIMEOUT`]; a token that fired (before or during
     /// the call) means "do not wait: kill QEMU".
@@ -99,10 +102,11 @@ impl Machine {
         // A clean ending: QEMU already exited with status 0 by itself (the guest powered off,
         // a reset under `-no-reboot`, the agent's `guest-shutdown`). There is nothing to ask.
         if process.try_status() == Some(0) {
+            let panic = client.as_deref().and_then(guest_panic);
             if let Some(client) = client {
                 client.close();
             }
-            return Ok(());
+            return panic.map_or(Ok(()), Err);
         }
         match client {
             Some(client) => {
@@ -117,15 +121,18 @@ impl Machine {
                         }
                     })
                 };
-                client.close();
                 if let Err(cause) = quit {
                     // QEMU was on its way out by itself when `quit` went out (the monitor hung
                     // up or the write failed): a status 0 is still a clean ending.
                     if self.exited_cleanly_after(&cause) {
-                        return Ok(());
+                        let panic = guest_panic(&client);
+                        client.close();
+                        return panic.map_or(Ok(()), Err);
                     }
+                    client.close();
                     return Err(cause);
                 }
+                client.close();
             }
             None if !self.quit_issued.load(Ordering::SeqCst) => {
                 self.send_signal(&process, libc::SIGTERM)?
@@ -241,4 +248,24 @@ impl Machine {
         life.launched = false;
         debug!("{}: cleaned up (exit code {exitcode:?})", self.name());
     }
+}
+
+/// Why a QEMU that ended by itself with status 0 did not end well: the guest kernel panicked,
+/// as a pvpanic device reports it (QEMU's `GUEST_PANICKED` event, or a `SHUTDOWN` whose reason
+/// is `guest-panic`). Looked up in the event queue without taking anything from it, after
+/// reading what QEMU sent before it went. Without a pvpanic device a panic is a reset, which
+/// `-no-reboot` turns into an exit like any other: qm cannot tell it from a reboot.
+fn guest_panic(client: &QmpClient) -> Option<Error> {
+    let mut seen = None;
+    client.has_event(
+        &|name| name == "GUEST_PANICKED" || name == "SHUTDOWN",
+        |ev| {
+            let hit = ev["event"] == "GUEST_PANICKED" || ev["data"]["reason"] == "guest-panic";
+            if hit && seen.is_none() {
+                seen = Some(ev.to_string());
+            }
+            hit
+        },
+    );
+    seen.map(|event| Error::GuestPanicked(format!("QEMU reported {event}")))
 }

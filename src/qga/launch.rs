@@ -12,7 +12,6 @@ use serde_json::Value;
 use super::{GuestAgent, AGENT_PORT_NAME};
 use crate::error::{Error, Result};
 use crate::qmp::QmpClient;
-use crate::sys::{poll, pollfd, POLLIN};
 use crate::wait::Deadline;
 
 /// The chardev id of the agent's channel.
@@ -193,43 +192,14 @@ fn accept(
     exit_fd: BorrowedFd<'_>,
     deadline: &Deadline<'_>,
 ) -> Result<UnixStream> {
-    listener
-        .set_nonblocking(true)
-        .map_err(|e| Error::io("making the guest agent listener non-blocking", e))?;
-    loop {
-        match listener.accept() {
-            Ok((sock, _)) => return Ok(sock),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Error::io("accepting the guest agent connection", e)),
-        }
-        let mut fds = vec![
-            pollfd(listener.as_fd().as_raw_fd(), POLLIN),
-            pollfd(exit_fd.as_raw_fd(), POLLIN),
-        ];
-        if let Some(fd) = deadline.cancel_fd()? {
-            fds.push(pollfd(fd, POLLIN));
-        }
-        let ready = poll(&mut fds, deadline.remaining())
-            .map_err(|e| Error::io("waiting for QEMU to connect to the guest agent socket", e))?;
-        if ready == 0 {
-            return Err(Error::Timeout(format!(
-                "QEMU did not connect to the guest agent socket {}",
-                deadline.within()
-            )));
-        }
-        if fds[0].revents != 0 {
-            continue;
-        }
-        if fds[1].revents != 0 {
-            return Err(Error::AgentDisconnected(
-                "QEMU exited before connecting to the guest agent socket".into(),
-            ));
-        }
-        if deadline.cancelled() {
-            return Err(Error::Interrupted);
-        }
-    }
+    crate::accept::accept_from_qemu(
+        listener.as_fd(),
+        exit_fd,
+        deadline,
+        "the guest agent socket",
+        Error::AgentDisconnected,
+    )
+    .map(UnixStream::from)
 }
 
 #[cfg(test)]

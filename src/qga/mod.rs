@@ -28,19 +28,19 @@ mod framing;
 pub(crate) mod launch;
 
 use std::collections::hash_map::RandomState;
-use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hasher};
 use std::io::Read;
 use std::net::Shutdown;
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 
 use crate::error::{Error, Result};
+use crate::gate::{Gate, Pass};
 use crate::log::debug;
 use crate::qmp::preview;
 use crate::sys::{self, poll, pollfd, POLLIN, POLLOUT};
@@ -81,11 +81,10 @@ struct Inner {
     closed: AtomicBool,
     /// Sticky end of the channel (QEMU hung up); readable without waiting for the channel.
     eof: AtomicBool,
-    // Lock order: `queue` (arrival order; held only to take or give back a turn, never while
-    // the channel is used) before `chan` (the socket and its frames; held by the caller
-    // whose turn it is). Neither is held while calling out of the agent.
-    queue: Mutex<Queue>,
-    turn: Condvar,
+    // Lock order: the `turn` gate (arrival order; its lock is held only to take or give back
+    // a turn, never while the channel is used) before `chan` (the socket and its frames;
+    // held by the caller whose turn it is). Neither is held while calling out of the agent.
+    turn: Arc<Gate>,
     chan: Mutex<Channel>,
     ids: RandomState,
     counter: AtomicU64,
@@ -103,14 +102,6 @@ pub(crate) type GoneWatch = Box<dyn Fn(SystemTime) -> bool + Send + Sync>;
 /// two streams have different readers, and a guest takes far longer than this to go down.
 const GONE_CHECK: Duration = Duration::from_millis(50);
 
-/// The callers waiting for the channel, in arrival order.
-#[derive(Default)]
-struct Queue {
-    busy: bool,
-    line: VecDeque<u64>,
-    next_ticket: u64,
-}
-
 /// The channel's reading state; only the caller holding the turn touches it.
 struct Channel {
     frames: Frames,
@@ -120,32 +111,8 @@ struct Channel {
     synced: bool,
 }
 
-impl Wake for Inner {
-    fn wake(&self) {
-        // Under the lock: ordered after a waiter's check of its cancel token.
-        let _queue = lock(&self.queue);
-        self.turn.notify_all();
-    }
-}
-
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The right to use the channel; the next caller in line gets it on drop.
-struct Turn<'a> {
-    inner: &'a Inner,
-}
-
-impl Drop for Turn<'_> {
-    fn drop(&mut self) {
-        let mut q = lock(&self.inner.queue);
-        q.busy = false;
-        // Waking costs a system call: only when someone waits.
-        if !q.line.is_empty() {
-            self.inner.turn.notify_all();
-        }
-    }
 }
 
 impl std::fmt::Debug for GuestAgent {
@@ -187,8 +154,7 @@ impl GuestAgent {
                 sync_interval: sync_interval.max(Duration::from_millis(1)),
                 closed: AtomicBool::new(false),
                 eof: AtomicBool::new(false),
-                queue: Mutex::new(Queue::default()),
-                turn: Condvar::new(),
+                turn: Arc::new(Gate::default()),
                 chan: Mutex::new(Channel {
                     frames: Frames::new(max_reply.max(1024)),
                     scratch: vec![0; READ_CHUNK],
@@ -270,7 +236,7 @@ impl Inner {
             let _ = self.sock.shutdown(Shutdown::Both);
             debug!("{}: guest agent channel closed", self.nickname);
         }
-        self.wake();
+        self.turn.wake();
     }
 
     fn check_open(&self) -> Result<()> {
@@ -291,53 +257,20 @@ impl Inner {
     }
 
     /// Waits for this caller's turn on the channel, in arrival order.
-    fn acquire<'a>(self: &'a Arc<Self>, deadline: &Deadline<'_>) -> Result<Turn<'a>> {
-        // A fired token wakes this waiter (the token holds it weakly, only while it waits).
-        let _watch = deadline.cancel.map(|c| {
-            let me: std::sync::Weak<dyn Wake> = Arc::downgrade(self) as _;
-            c.watch(me)
-        });
-        let mut q = lock(&self.queue);
-        let ticket = q.next_ticket;
-        q.next_ticket += 1;
-        q.line.push_back(ticket);
-        loop {
-            if !q.busy && q.line.front() == Some(&ticket) {
-                q.line.pop_front();
-                q.busy = true;
-                return Ok(Turn { inner: self });
-            }
-            let give_up = if self.closed.load(Ordering::SeqCst) {
-                Some(Error::AgentDisconnected(
+    fn acquire(&self, deadline: &Deadline<'_>) -> Result<Pass<'_>> {
+        let closed = || {
+            self.closed.load(Ordering::SeqCst).then(|| {
+                Error::AgentDisconnected(
                     "its channel is closed (QEMU exited, or the machine shut down)".into(),
-                ))
-            } else if deadline.cancelled() {
-                Some(Error::Interrupted)
-            } else if deadline.remaining() == Some(Duration::ZERO) {
-                Some(Error::Timeout(format!(
-                    "the guest agent channel did not come free {} (another command holds it)",
-                    deadline.within()
-                )))
-            } else {
-                None
-            };
-            if let Some(err) = give_up {
-                q.line.retain(|&t| t != ticket);
-                drop(q);
-                // The head of the line may have changed.
-                self.turn.notify_all();
-                return Err(err);
-            }
-            q = match deadline.remaining() {
-                None => self.turn.wait(q).unwrap_or_else(|e| e.into_inner()),
-                Some(left) => {
-                    self.turn
-                        .wait_timeout(q, left)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0
-                }
-            };
-        }
+                )
+            })
+        };
+        self.turn.enter(deadline, closed, |deadline| {
+            Error::Timeout(format!(
+                "the guest agent channel did not come free {} (another command holds it)",
+                deadline.within()
+            ))
+        })
     }
 
     fn execute(

@@ -27,6 +27,7 @@
 //   `transcript.rs`: the optional record of every message.
 mod events;
 mod framing;
+mod oob;
 mod outgoing;
 mod reader;
 mod routing;
@@ -69,6 +70,8 @@ struct Shared {
     /// A unix socket, which can carry descriptors (SCM_RIGHTS); a TCP one cannot.
     unix: bool,
     transcript: Transcript,
+    /// Out-of-band execution: asked for, and negotiated (`oob.rs`).
+    oob: oob::Oob,
 }
 
 /// The client's state, under one lock, in three parts: what waits to be sent
@@ -127,6 +130,7 @@ impl QmpClient {
                 nickname: nickname.to_owned(),
                 unix,
                 transcript: Transcript::default(),
+                oob: oob::Oob::default(),
             }),
         })
     }
@@ -165,8 +169,11 @@ impl QmpClient {
                 preview(&greeting.to_string())
             )));
         }
-        let reply = self.execute_until("qmp_capabilities", None, &deadline, true)?;
+        let capabilities = self.capabilities_for(&greeting);
+        let reply =
+            self.execute_until("qmp_capabilities", capabilities.as_ref(), &deadline, true)?;
         into_return(reply)?;
+        self.negotiated(capabilities.as_ref());
         Ok(greeting)
     }
 
@@ -222,6 +229,18 @@ impl QmpClient {
         deadline: &Deadline<'_>,
         watch_exit: bool,
     ) -> Result<Value> {
+        self.execute_as(b"execute", cmd, args, deadline, watch_exit)
+    }
+
+    /// Runs a command sent as `{"<verb>": cmd, …}`: `execute`, or `exec-oob` (`oob.rs`).
+    fn execute_as(
+        &self,
+        verb: &[u8],
+        cmd: &str,
+        args: Option<&Value>,
+        deadline: &Deadline<'_>,
+        watch_exit: bool,
+    ) -> Result<Value> {
         if let Some(args) = args {
             if !args.is_object() {
                 return Err(Error::Invalid(format!(
@@ -236,7 +255,9 @@ impl QmpClient {
         // after `quit` a newline would be left unread at exit, and on TCP unread data turns the
         // close into a reset that discards the reply to `quit`.
         let mut line = Vec::with_capacity(64);
-        line.extend_from_slice(b"{\"execute\":");
+        line.extend_from_slice(b"{\"");
+        line.extend_from_slice(verb);
+        line.extend_from_slice(b"\":");
         serde_json::to_writer(&mut line, cmd).expect("a string always serialises");
         if let Some(args) = args {
             line.extend_from_slice(b",\"arguments\":");

@@ -19,6 +19,7 @@
 //! - [`memfd`]: an anonymous in-memory file.
 
 pub(crate) mod exit;
+pub(crate) mod locate;
 pub(crate) mod socket;
 pub(crate) mod spawn;
 pub(crate) mod tree;

@@ -91,3 +91,24 @@ pub(crate) fn send_fd(sock: BorrowedFd<'_>, fd: BorrowedFd<'_>) -> std::io::Resu
 pub(crate) fn shutdown(sock: BorrowedFd<'_>) {
     let _ = socket::shutdown(sock.as_raw_fd(), socket::Shutdown::Both);
 }
+
+/// Takes ownership of socket `fd` inherited from the parent (the fake QEMU's `fd=N`), made
+/// close-on-exec. Fails unless `fd` is an open unix socket.
+pub(crate) fn inherited_socket(fd: std::os::fd::RawFd) -> std::io::Result<OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: F_GETFD only reads the descriptor's flags; an invalid `fd` fails with EBADF.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is open (F_GETFD succeeded); the process inherited it to use it, and
+    // nothing else in the process owns it (the fake takes each descriptor once).
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    fcntl(&owned, FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))?;
+    if !is_unix(std::os::fd::AsFd::as_fd(&owned)) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("descriptor {fd} is not a unix socket"),
+        ));
+    }
+    Ok(owned)
+}

@@ -44,6 +44,7 @@ const char *status_name(qm_status s)
     case QM_ERR_EVENTS_DROPPED: return "QM_ERR_EVENTS_DROPPED";
     case QM_ERR_CONSOLE_CLOSED: return "QM_ERR_CONSOLE_CLOSED";
     case QM_ERR_CONSOLE_FAILURE: return "QM_ERR_CONSOLE_FAILURE";
+    case QM_ERR_REFUSED: return "QM_ERR_REFUSED";
     }
     return "(unknown status)";
 }
@@ -197,7 +198,7 @@ void write_all(int fd, const char *s)
 }
 
 /* Adds the arguments of a JSON array of plain strings (no escapes) to a machine. */
-static void add_json_args(qm_machine *m, const char *json)
+void add_json_args(qm_machine *m, const char *json)
 {
     const char *args[64];
     char *copy = strdup(json), *p = copy;

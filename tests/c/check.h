@@ -114,6 +114,8 @@ void write_all(int fd, const char *s);
  * console, not launched. */
 qm_machine *new_guest(const char *dir, const char *banner, qm_guest_action action,
                       unsigned char exit_value, char **image_out);
+/* Adds the arguments of a JSON array of plain strings (no escapes) to a machine. */
+void add_json_args(qm_machine *m, const char *json);
 /* Waits up to timeout_ms for fd to be readable; returns 1 when it is. */
 int readable(int fd, int timeout_ms);
 

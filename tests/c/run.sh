@@ -79,7 +79,9 @@ run_one() {
 
 build_lib() {
     note "cargo build (libqm.a, libqm.so; regenerates include/qm.h)"
-    $CARGO build --lib
+    # The fake QEMU too, for test_fake (static builds cannot find it beside libqm.so).
+    $CARGO build --lib --bin qm-fake-qemu
+    export QM_FAKE_QEMU="${QM_FAKE_QEMU:-$ROOT/target/debug/qm-fake-qemu}"
     mkdir -p "$B/lib"
     # The soname is libqm.so.0: give the test binaries that name to load.
     ln -sf "$ROOT/target/debug/libqm.so" "$B/lib/libqm.so.0"

@@ -14,10 +14,13 @@ from ._attach import AttachedMachine, attach
 from ._cancel import Cancel
 from ._console import ConsoleMatch, ConsoleStats, Regex
 from ._convert import DEFAULT, DEFAULT_TIMEOUT, conv_keys
+from ._fake import fake_qemu_path
 from ._ffi import library_path
+from ._guest_run import Channel, Guest, RunResult, linux_guest_args
 from ._library import has_caller_argv, set_log_level, version
 from ._machine import Machine
 from ._qmp import event_match
+from ._schema import Schema
 from ._template import (
     ConsoleReady,
     Template,
@@ -42,6 +45,7 @@ from .errors import (
     QMError,
     QMOSError,
     QMPError,
+    RefusedError,
     StateError,
     TimeoutError,
 )
@@ -67,6 +71,7 @@ __all__ = [
     "Agent",
     "AttachedMachine",
     "Cancel",
+    "Channel",
     "ConsoleClosed",
     "ConsoleFailure",
     "ConsoleMatch",
@@ -74,6 +79,7 @@ __all__ = [
     "DisconnectedError",
     "EventsDropped",
     "ExecResult",
+    "Guest",
     "InternalError",
     "Interrupted",
     "InvalidArgumentError",
@@ -83,15 +89,20 @@ __all__ = [
     "QMError",
     "QMOSError",
     "QMPError",
+    "RefusedError",
     "Regex",
+    "RunResult",
+    "Schema",
     "StateError",
     "TimeoutError",
     "conv_keys",
     "attach",
     "event_match",
+    "fake_qemu_path",
     "guest",
     "has_caller_argv",
     "library_path",
+    "linux_guest_args",
     "set_log_level",
     "version",
 ]

@@ -38,6 +38,7 @@ QM_ERR_PANIC = 11
 QM_ERR_EVENTS_DROPPED = 12
 QM_ERR_CONSOLE_CLOSED = 13
 QM_ERR_CONSOLE_FAILURE = 14
+QM_ERR_REFUSED = 15
 
 QM_WAIT_FOREVER = -1
 QM_WAIT_DEFAULT = -2
@@ -51,6 +52,10 @@ QM_GUEST_POWEROFF = 0
 QM_GUEST_ECHO = 1
 QM_GUEST_EXIT = 2
 QM_GUEST_HALT = 3
+
+QM_SCHEMA_OFF = 0
+QM_SCHEMA_WARN = 1
+QM_SCHEMA_STRICT = 2
 
 QM_PATTERN_LITERAL = 0
 QM_PATTERN_REGEX = 1
@@ -82,6 +87,10 @@ class ExecResult(ctypes.Structure):
     """Opaque `qm_exec_result`."""
 
 
+class Schema(ctypes.Structure):
+    """Opaque `qm_schema`."""
+
+
 class ConsoleCounters(ctypes.Structure):
     """`qm_console_counters` (by value)."""
 
@@ -102,6 +111,7 @@ CancelP = POINTER(Cancel)
 PatternsP = POINTER(Patterns)
 ConsoleMatchP = POINTER(ConsoleMatch)
 ExecResultP = POINTER(ExecResult)
+SchemaP = POINTER(Schema)
 ErrOut = POINTER(ErrorP)
 StrOut = POINTER(c_void_p)  # char ** out: kept as a raw pointer so qm_string_free gets it back
 StrArray = POINTER(c_char_p)
@@ -190,6 +200,7 @@ _PROTOTYPES: dict[str, tuple[Any, list[Any]]] = {
     "qm_guest_write_image": (_status, [c_char_p, c_char_p, c_int, c_uint8, ErrOut]),
     "qm_guest_qemu_args": (_status, [c_char_p, StrOut, ErrOut]),
     "qm_guest_exit_status": (c_int, [c_uint8]),
+    "qm_fake_qemu_path": (_status, [StrOut, ErrOut]),
     "qm_launch_prepare": (_status, [MachineP, StrOut, ErrOut]),
     "qm_launch_argv": (
         _status,
@@ -315,6 +326,25 @@ _PROTOTYPES: dict[str, tuple[Any, list[Any]]] = {
     "qm_agent_shutdown": (_status, [MachineP, c_char_p, c_int64, CancelP, ErrOut]),
     "qm_agent_get_osinfo": (_status, [MachineP, c_int64, CancelP, StrOut, ErrOut]),
     "qm_agent_get_time": (_status, [MachineP, c_int64, CancelP, POINTER(c_int64), ErrOut]),
+    # The QMP schema (qm._schema).
+    "qm_error_schema_path": (c_char_p, [ErrorP]),
+    "qm_error_schema_rule": (c_char_p, [ErrorP]),
+    "qm_set_schema_policy": (_status, [MachineP, c_int, c_int, c_int, ErrOut]),
+    "qm_get_schema_policy": (
+        _status,
+        [MachineP, POINTER(c_int), POINTER(c_int), POINTER(c_int), ErrOut],
+    ),
+    "qm_greeting": (_status, [MachineP, StrOut, ErrOut]),
+    "qm_schema_get": (_status, [MachineP, c_int64, CancelP, POINTER(SchemaP), ErrOut]),
+    "qm_schema_free": (None, [SchemaP]),
+    "qm_schema_has_command": (c_bool, [SchemaP, c_char_p]),
+    "qm_schema_has_event": (c_bool, [SchemaP, c_char_p]),
+    "qm_schema_query": (_status, [SchemaP, c_char_p, POINTER(c_bool), ErrOut]),
+    "qm_schema_command": (_status, [SchemaP, c_char_p, StrOut, ErrOut]),
+    "qm_schema_check": (_status, [SchemaP, c_char_p, c_char_p, StrOut, ErrOut]),
+    "qm_set_qmp_oob": (_status, [MachineP, c_bool, ErrOut]),
+    "qm_qmp_oob_enabled": (c_bool, [MachineP]),
+    "qm_qmp_oob": (_status, [MachineP, c_char_p, c_char_p, c_int64, CancelP, StrOut, ErrOut]),
     # Attaching to a QEMU someone else started.
     "qm_attach": (_status, [MachineP, c_char_p, c_char_p, c_int64, CancelP, ErrOut]),
     "qm_is_attached": (c_bool, [MachineP]),

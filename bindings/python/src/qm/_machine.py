@@ -23,14 +23,16 @@ from ._agent import Agent
 from ._config import _Config
 from ._console_calls import _ConsoleCalls
 from ._convert import DEFAULT, MonitorSpec, Timeout, _bytes, _check, _Default
+from ._guest_run import _GuestCalls
 from ._qmp import _QMP
 from ._run import _Run
+from ._schema import _SchemaCalls
 from ._state import _State
 
 _lib = _ffi.lib
 
 
-class Machine(_Config, _Run, _QMP, _ConsoleCalls, _State):
+class Machine(_Config, _Run, _QMP, _ConsoleCalls, _State, _SchemaCalls, _GuestCalls):
     """A QEMU virtual machine.
 
     Configure with keywords (or the `set_*`/`add_*` methods), then `launch()`; use it as a

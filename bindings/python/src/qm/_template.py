@@ -56,21 +56,19 @@ _PROTOTYPES: dict[str, tuple[Any, list[Any]]] = {
     "qm_run_job": (c_int, [_M, c_char_p, c_int64, _C, _S, _E]),
 }
 
+# The library is bundled: like _ffi's own table, every call here must be there (one check at
+# import, no guard per call).
+_missing = [name for name in _PROTOTYPES if not hasattr(_lib, name)]
+if _missing:
+    raise ImportError(
+        f"qm: {_ffi.library_path()} is not a compatible libqm (missing {', '.join(_missing[:5])})"
+    )
 for _name, (_restype, _argtypes) in _PROTOTYPES.items():
-    if hasattr(_lib, _name):
-        _fn = getattr(_lib, _name)
-        _fn.restype = _restype
-        _fn.argtypes = _argtypes
+    _fn = getattr(_lib, _name)
+    _fn.restype = _restype
+    _fn.argtypes = _argtypes
 
 _QM_READY_RUNNING, _QM_READY_AGENT, _QM_READY_CONSOLE = 0, 1, 2
-
-
-def _require(name: str) -> None:
-    if not hasattr(_lib, name):
-        raise NotImplementedError(
-            f"the loaded libqm ({_ffi.library_path()}) has no {name}: rebuild libqm from a "
-            "qm version that has it"
-        )
 
 
 @dataclass(frozen=True)
@@ -102,7 +100,6 @@ def _ready(ready: Ready) -> tuple[int, Optional[bytes], Optional[bytes]]:
 
 
 def _call(fn_name: str, *args: Any) -> None:
-    _require(fn_name)
     err = _ffi.ErrorP()
     _check(getattr(_lib, fn_name)(*args, byref(err)), err)
 
@@ -128,7 +125,6 @@ class Template:
         """`disks`: `(base, format, drive_opts)` each, e.g. `("base.qcow2", "qcow2",
         "if=virtio")`: every machine gets a qcow2 overlay of it (base is never written).
         `clone_ready` defaults to "agent" with a guest agent, else "running"."""
-        _require("qm_template_new")
         self._lock = threading.Lock()
         self._h: Any = None
         handle = _TemplateP()
@@ -235,7 +231,6 @@ def save_state(
     """Pauses `vm` and saves its state to `path`; returns what was recorded with it
     (`stream_bytes`, `qemu_version`, `binary`, `settings`). The guest stays paused
     (`postmigrate`: `cont` resumes it). `qm.DEFAULT`: the core's 120 s."""
-    _require("qm_save_state")
     text = vm._string(_lib.qm_save_state, _bytes(path, "path"), _ms(timeout), _cancel_ptr(cancel))
     return json.loads(text or "{}")  # type: ignore[no-any-return]
 
@@ -252,7 +247,6 @@ def restore_state(
     until `ready`. A machine configured differently, a truncated file or not a state file raise
     `InvalidArgumentError` before anything is launched; a stream QEMU cannot load raises
     `LaunchError` (no QEMU is left)."""
-    _require("qm_restore_state")
     vm._call(
         _lib.qm_restore_state,
         _bytes(path, "path"),
@@ -266,7 +260,6 @@ def launch_incoming(
     vm: Machine, timeout: Timeout = DEFAULT, *, cancel: Optional[Cancel] = None
 ) -> None:
     """Launches `vm` waiting for an incoming migration (for `migrate`)."""
-    _require("qm_launch_incoming")
     vm._call(_lib.qm_launch_incoming, _ms(timeout), _cancel_ptr(cancel))
 
 
@@ -275,7 +268,6 @@ def migrate(
 ) -> None:
     """Live-migrates the running `src` to `dest` (launched with `launch_incoming`) and waits
     until both report it completed. `qm.DEFAULT`: the core's 300 s."""
-    _require("qm_migrate_to")
     dest_h = dest._handle()
     src._call(_lib.qm_migrate_to, dest_h, _ms(timeout), _cancel_ptr(cancel))
 
@@ -285,7 +277,6 @@ def wait_migration(
 ) -> dict[str, Any]:
     """Waits until `vm`'s migration ends; returns the last `query-migrate` reply. A failed
     migration raises `QMPError` with QEMU's reason. No default: seconds, or None (forever)."""
-    _require("qm_wait_migration")
     text = vm._string(
         _lib.qm_wait_migration, _ms(timeout, allow_default=False), _cancel_ptr(cancel)
     )
@@ -299,6 +290,5 @@ def run_job(
     returns its last `query-jobs` entry (None when QEMU dismissed it itself). A failed job
     raises `QMPError` holding its error; on a timeout or cancel the job is cancelled.
     `qm.DEFAULT`: the core's 300 s."""
-    _require("qm_run_job")
     text = vm._string(_lib.qm_run_job, _bytes(job_id, "job id"), _ms(timeout), _cancel_ptr(cancel))
     return None if text is None else json.loads(text)

@@ -263,7 +263,26 @@ class ConsoleFailure(QMError):
         self.pattern: Any = None
 
 
+class RefusedError(QMError):
+    """A check before send refused the call under a strict schema policy
+    (`Machine.set_schema_policy`): nothing was sent. `path` is where the first problem is
+    (`"arguments.file.filename"`, `"execute"`, `"event"`), `rule` the rule it breaks
+    (`"unknown-member"`, `"missing-member"`, `"wrong-type"`, `"enum-value"`, ...)."""
+
+    status = _ffi.QM_ERR_REFUSED
+
+    def __init__(
+        self, message: str, *, errno: Optional[int] = None, path: str = "", rule: str = ""
+    ) -> None:
+        super().__init__(message, errno=errno)
+        #: Where the first problem is, as a JSON path.
+        self.path = path
+        #: The rule it breaks.
+        self.rule = rule
+
+
 _BY_STATUS: Dict[int, Type[QMError]] = {
+    _ffi.QM_ERR_REFUSED: RefusedError,
     _ffi.QM_ERR_EVENTS_DROPPED: EventsDropped,
     _ffi.QM_ERR_CONSOLE_CLOSED: ConsoleClosed,
     _ffi.QM_ERR_CONSOLE_FAILURE: ConsoleFailure,
@@ -331,6 +350,12 @@ def from_c(
                 desc=_text(lib.qm_error_qmp_desc(err)) or "",
                 command=command,
                 arguments=arguments,
+            )
+        if status == _ffi.QM_ERR_REFUSED:
+            return RefusedError(
+                message,
+                path=_text(lib.qm_error_schema_path(err)) or "",
+                rule=_text(lib.qm_error_schema_rule(err)) or "",
             )
         cause_status = lib.qm_error_cause(err)
         cause_message = _text(lib.qm_error_cause_message(err)) or message.split("\n", 1)[0]
