@@ -46,7 +46,7 @@ fn cycle(dir: &std::path::Path, i: usize) {
             m.launch().unwrap();
             let ga = m.agent().unwrap();
             m.kill().unwrap();
-            assert!(matches!(ga.ping(T), Err(Error::Disconnected(_))));
+            assert!(matches!(ga.ping(T), Err(Error::AgentDisconnected(_))));
         }
         2 => {
             // A launch that fails after the channel was made.
