@@ -21,7 +21,7 @@ demo: deps ## boot the Linux test guest, drive its console and QMP (examples/dem
 test: deps linux-guest lint test-linux-guest test-rust test-c check-header check-native-libs test-go test-python test-fuzz test-outside ## every test
 
 test-rust: ## cargo test (unit, integration, doc; with the `qm` command line)
-	$(CARGO) test --all-targets --features cli
+	$(CARGO) test --no-fail-fast --all-targets --features cli
 	$(CARGO) test --doc
 
 lint: ## rustfmt --check and clippy -D warnings
