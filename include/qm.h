@@ -1290,7 +1290,7 @@ int qm_guest_exit_status(uint8_t value);
  * The QEMU arguments (after the binary) that boot the Linux test guest (`guest/linux/`), as a
  * JSON array of strings in `*json_array_out` (owned: free with `qm_string_free`): `-nodefaults
  * -machine q35 -accel tcg -m 256 -kernel K -initrd I -append "console=ttyS0 quiet loglevel=1
- * panic=-1" -no-reboot`. Add them with `qm_add_args`; qm adds the console (ttyS0, its
+ * panic=-1 no_timer_check" -no-reboot`. Add them with `qm_add_args`; qm adds the console (ttyS0, its
  * default) and, with `qm_set_guest_agent`, the agent's port. The guest prints
  * `qm-guest: ready` on its console once up and its shell prompt is `qm-guest# `.
  *

@@ -32,8 +32,9 @@ pub const INITRD_ENV: &str = "QM_LINUX_INITRD";
 /// The environment variable naming a directory of builds (`guest/linux/build --out`).
 pub const DIR_ENV: &str = "QM_LINUX_GUEST_DIR";
 /// The kernel command line: the console on ttyS0, boot messages off it (`quiet loglevel=1`),
-/// and a panic turned into a reboot, which `-no-reboot` turns into QEMU's exit.
-pub const KERNEL_CMDLINE: &str = "console=ttyS0 quiet loglevel=1 panic=-1";
+/// a panic turned into a reboot, which `-no-reboot` turns into QEMU's exit, and no IO-APIC timer
+/// check (under TCG on a loaded host it can miss its ticks and panic the kernel at boot).
+pub const KERNEL_CMDLINE: &str = "console=ttyS0 quiet loglevel=1 panic=-1 no_timer_check";
 
 /// The kernel and initramfs of a built Linux test guest.
 #[derive(Clone, Debug, PartialEq, Eq)]

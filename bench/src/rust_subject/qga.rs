@@ -64,7 +64,7 @@ fn guest_args() -> Res<Vec<String>> {
         "-initrd",
         &initrd,
         "-append",
-        "console=ttyS0 quiet loglevel=1 panic=-1",
+        "console=ttyS0 quiet loglevel=1 panic=-1 no_timer_check",
         "-no-reboot",
     ]
     .iter()

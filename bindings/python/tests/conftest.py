@@ -97,7 +97,7 @@ def linux_guest_args() -> List[str]:
         return [
             "-nodefaults", "-machine", "q35", "-accel", "tcg", "-m", "256",
             "-kernel", kernel, "-initrd", initrd,
-            "-append", "console=ttyS0 quiet loglevel=1 panic=-1", "-no-reboot",
+            "-append", "console=ttyS0 quiet loglevel=1 panic=-1 no_timer_check", "-no-reboot",
         ]  # fmt: skip
     build = Path(__file__).resolve().parents[3] / "guest" / "linux" / "build"
     if not build.exists():
