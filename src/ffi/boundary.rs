@@ -167,6 +167,25 @@ pub(crate) unsafe fn byte_slice<'a>(ptr: *const u8, len: usize, name: &str) -> R
     Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
 }
 
+/// Lends `data` (`None`: empty) to C as a pointer and a length written to `*len_out` when
+/// that is not NULL; the pointer is NULL when there are no bytes. The bytes stay owned by the
+/// handle they came from.
+///
+/// # Safety
+/// A non-NULL `len_out` must point to a writable `size_t`.
+pub(crate) unsafe fn lend_bytes(data: Option<&[u8]>, len_out: *mut usize) -> *const u8 {
+    let data = data.unwrap_or_default();
+    if !len_out.is_null() {
+        // SAFETY: not NULL, and writable by the caller's contract.
+        unsafe { len_out.write(data.len()) };
+    }
+    if data.is_empty() {
+        std::ptr::null()
+    } else {
+        data.as_ptr()
+    }
+}
+
 /// Parses a JSON text.
 pub(crate) fn json(text: &str, name: &str) -> Result<Value> {
     serde_json::from_str(text).map_err(|e| Error::Invalid(format!("{name} is not valid JSON: {e}")))

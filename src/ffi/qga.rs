@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::boundary::{
-    self, byte_slice, guard, opt_json_object, opt_string, out, string, strings, Result,
+    self, byte_slice, guard, lend_bytes, opt_json_object, opt_string, out, string, strings, Result,
 };
 use super::cancel::qm_cancel;
 use super::error::{call, qm_error, qm_status};
@@ -296,23 +296,6 @@ pub unsafe extern "C" fn qm_exec_result_pid(r: *const qm_exec_result) -> i64 {
     })
 }
 
-/// `data` as a pointer and length (`*len_out`, when not NULL); NULL when empty.
-///
-/// # Safety
-/// A non-NULL `len_out` must point to a writable `size_t`.
-unsafe fn stream(data: Option<&[u8]>, len_out: *mut usize) -> *const u8 {
-    let data = data.unwrap_or_default();
-    if !len_out.is_null() {
-        // SAFETY: not NULL, and writable by the caller's contract.
-        unsafe { len_out.write(data.len()) };
-    }
-    if data.is_empty() {
-        std::ptr::null()
-    } else {
-        data.as_ptr()
-    }
-}
-
 /// The captured stdout: `*len_out` (may be NULL) receives its length; the bytes (not
 /// NUL-terminated; NULL when empty) belong to `r` and stay valid until `qm_exec_result_free`.
 #[no_mangle]
@@ -322,7 +305,7 @@ pub unsafe extern "C" fn qm_exec_result_stdout(
 ) -> *const u8 {
     guard(std::ptr::null(), || {
         // SAFETY: NULL or a live result; NULL or a writable len_out.
-        unsafe { stream(result(r).map(|r| &r.out.stdout[..]), len_out) }
+        unsafe { lend_bytes(result(r).map(|r| &r.out.stdout[..]), len_out) }
     })
 }
 
@@ -334,7 +317,7 @@ pub unsafe extern "C" fn qm_exec_result_stderr(
 ) -> *const u8 {
     guard(std::ptr::null(), || {
         // SAFETY: NULL or a live result; NULL or a writable len_out.
-        unsafe { stream(result(r).map(|r| &r.out.stderr[..]), len_out) }
+        unsafe { lend_bytes(result(r).map(|r| &r.out.stderr[..]), len_out) }
     })
 }
 

@@ -6,7 +6,7 @@ use std::ffi::{c_char, c_int};
 
 use serde_json::Value;
 
-use super::boundary::{byte_slice, guard, out, string};
+use super::boundary::{byte_slice, guard, lend_bytes, out, string};
 use super::cancel::qm_cancel;
 use super::error::{call, qm_error, qm_status};
 use super::machine::{machine, qm_machine};
@@ -188,23 +188,6 @@ pub unsafe extern "C" fn qm_run_result_status(r: *const qm_run_result) -> c_int 
     })
 }
 
-/// `data` as a pointer and length (`*len_out`, when not NULL); NULL when empty.
-///
-/// # Safety
-/// A non-NULL `len_out` must point to a writable `size_t`.
-unsafe fn bytes(data: Option<&[u8]>, len_out: *mut usize) -> *const u8 {
-    let data = data.unwrap_or_default();
-    if !len_out.is_null() {
-        // SAFETY: not NULL, and writable by the caller's contract.
-        unsafe { len_out.write(data.len()) };
-    }
-    if data.is_empty() {
-        std::ptr::null()
-    } else {
-        data.as_ptr()
-    }
-}
-
 /// What the command wrote to stdout (over the console: stdout and stderr together, exactly as
 /// written): `*len_out` (may be NULL) receives the length; the bytes (not NUL-terminated; NULL
 /// when empty) belong to `r` and stay valid until `qm_run_result_free`.
@@ -215,7 +198,7 @@ pub unsafe extern "C" fn qm_run_result_stdout(
 ) -> *const u8 {
     guard(std::ptr::null(), || {
         // SAFETY: NULL or a live result; NULL or a writable len_out.
-        unsafe { bytes(result(r).map(|r| &r.out.stdout[..]), len_out) }
+        unsafe { lend_bytes(result(r).map(|r| &r.out.stdout[..]), len_out) }
     })
 }
 
@@ -228,7 +211,7 @@ pub unsafe extern "C" fn qm_run_result_stderr(
 ) -> *const u8 {
     guard(std::ptr::null(), || {
         // SAFETY: NULL or a live result; NULL or a writable len_out.
-        unsafe { bytes(result(r).and_then(|r| r.out.stderr.as_deref()), len_out) }
+        unsafe { lend_bytes(result(r).and_then(|r| r.out.stderr.as_deref()), len_out) }
     })
 }
 
