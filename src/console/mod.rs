@@ -217,6 +217,38 @@ impl Shared {
         open
     }
 
+    /// The waiting caller's sleep: releases the lock until the socket has bytes, the console
+    /// closes, the reader thread took bytes (`data_evt`), `cancel_fd` fires or `left` passes;
+    /// then takes what the socket has and returns the lock. The one copy of this step for every
+    /// wait (patterns, `run`).
+    fn sleep_for_output<'a>(
+        &'a self,
+        st: MutexGuard<'a, State>,
+        buf: &mut [u8],
+        left: Option<Duration>,
+        cancel_fd: Option<RawFd>,
+    ) -> Result<MutexGuard<'a, State>> {
+        drop(st);
+        let mut fds = [
+            pollfd(self.peer.as_raw_fd(), POLLIN),
+            pollfd(self.closed_evt.raw(), POLLIN),
+            pollfd(self.data_evt.raw(), POLLIN),
+            pollfd(cancel_fd.unwrap_or(-1), POLLIN),
+        ];
+        let watched = if cancel_fd.is_some() { 4 } else { 3 };
+        let ready = poll(&mut fds[..watched], left)
+            .map_err(|e| Error::io("waiting for console output", e))?;
+        if fds[2].revents != 0 {
+            self.data_evt.drain();
+        }
+        let mut st = self.lock();
+        if ready > 0 && fds[0].revents != 0 && !st.closed {
+            // The reader thread may have taken the bytes first: then they are in the history.
+            self.pump(&mut st, buf, true);
+        }
+        Ok(st)
+    }
+
     fn pump_inner(&self, st: &mut State, buf: &mut [u8]) -> bool {
         loop {
             match io(socket::recv(self.peer.as_fd(), buf)) {
@@ -580,26 +612,8 @@ impl Console {
                 }
                 return Ok(None);
             }
-            drop(st);
-            let mut fds = vec![
-                pollfd(shared.peer.as_raw_fd(), POLLIN),
-                pollfd(shared.closed_evt.raw(), POLLIN),
-                pollfd(shared.data_evt.raw(), POLLIN),
-            ];
-            if let Some(fd) = cancel_fd {
-                fds.push(pollfd(fd, POLLIN));
-            }
-            let ready =
-                poll(&mut fds, left).map_err(|e| Error::io("waiting for console output", e))?;
-            if fds[2].revents != 0 {
-                shared.data_evt.drain();
-            }
-            st = shared.lock();
+            st = shared.sleep_for_output(st, &mut buf, left, cancel_fd)?;
             looked = true;
-            if ready > 0 && fds[0].revents != 0 && !st.closed {
-                // The reader thread may have taken the bytes first: then they are in the history.
-                shared.pump(&mut st, &mut buf, true);
-            }
         }
     }
 

@@ -3,14 +3,12 @@
 //! what is removed from the output, and why).
 
 use std::hash::{BuildHasher, Hasher};
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::frame::{RunFrame, MAX_LINE};
 use super::{CallerReads, Console};
 use crate::error::{Error, Result};
-use crate::sys::{poll, pollfd, POLLIN};
 use crate::wait::{Deadline, Wait};
 
 /// A run's default wait: qm's one default bound ([`DEFAULT_TIMEOUT`](crate::DEFAULT_TIMEOUT),
@@ -212,25 +210,8 @@ impl Console {
                 }
                 return Ok(false);
             }
-            drop(st);
-            let mut fds = vec![
-                pollfd(shared.peer.as_raw_fd(), POLLIN),
-                pollfd(shared.closed_evt.raw(), POLLIN),
-                pollfd(shared.data_evt.raw(), POLLIN),
-            ];
-            if let Some(fd) = cancel_fd {
-                fds.push(pollfd(fd, POLLIN));
-            }
-            let ready =
-                poll(&mut fds, left).map_err(|e| Error::io("waiting for console output", e))?;
-            if fds[2].revents != 0 {
-                shared.data_evt.drain();
-            }
-            st = shared.lock();
+            st = shared.sleep_for_output(st, &mut buf, left, cancel_fd)?;
             looked = true;
-            if ready > 0 && fds[0].revents != 0 && !st.closed {
-                shared.pump(&mut st, &mut buf, true);
-            }
         }
     }
 }
