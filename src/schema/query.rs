@@ -34,19 +34,27 @@ enum Stage {
 }
 
 /// Types that arrays and alternates stand for: the concrete types a component looks into.
-fn concrete<'a>(schema: &'a Schema, ty: &'a str, out: &mut Vec<&'a str>, depth: u32) {
-    if depth > 32 {
-        return;
-    }
-    match schema.get(ty).map(|i| &i.entry) {
-        Some(Entry::Array { element }) => concrete(schema, element, out, depth + 1),
-        Some(Entry::Alternate { branches }) => {
-            for b in branches {
-                concrete(schema, b, out, depth + 1);
+///
+/// Each array or alternate is looked through once: a schema from outside may make them name
+/// each other in a cycle, or branch so that following every path would take exponential time.
+fn concrete<'a>(schema: &'a Schema, ty: &'a str, out: &mut Vec<&'a str>) {
+    let mut seen: Vec<&str> = Vec::new();
+    let mut todo = vec![ty];
+    while let Some(ty) = todo.pop() {
+        match schema.get(ty).map(|i| &i.entry) {
+            Some(Entry::Array { .. } | Entry::Alternate { .. }) if seen.contains(&ty) => {}
+            Some(Entry::Array { element }) => {
+                seen.push(ty);
+                todo.push(element);
             }
+            Some(Entry::Alternate { branches }) => {
+                seen.push(ty);
+                // Reversed so that branches are looked into in the schema's order.
+                todo.extend(branches.iter().rev().map(String::as_str));
+            }
+            Some(_) => out.push(ty),
+            None => {}
         }
-        Some(_) => out.push(ty),
-        None => {}
     }
 }
 
@@ -163,7 +171,7 @@ pub(super) fn run(schema: &Schema, path: &str) -> Result<bool> {
                         continue;
                     };
                     let mut types = Vec::new();
-                    concrete(schema, ty, &mut types, 0);
+                    concrete(schema, ty, &mut types);
                     for t in types {
                         let found = member(schema, t, name)
                             .or_else(|| base.and_then(|b| member(schema, b, name)));
@@ -183,7 +191,7 @@ pub(super) fn run(schema: &Schema, path: &str) -> Result<bool> {
                 for p in &places {
                     let Place::Type { ty, .. } = *p else { continue };
                     let mut types = Vec::new();
-                    concrete(schema, ty, &mut types, 0);
+                    concrete(schema, ty, &mut types);
                     for t in types {
                         if let Some(Entry::Object { variants, .. }) =
                             schema.get(t).map(|i| &i.entry)
@@ -205,7 +213,7 @@ pub(super) fn run(schema: &Schema, path: &str) -> Result<bool> {
                 for p in &places {
                     let Place::Type { ty, .. } = *p else { continue };
                     let mut types = Vec::new();
-                    concrete(schema, ty, &mut types, 0);
+                    concrete(schema, ty, &mut types);
                     for t in types {
                         if let Some(Entry::Enum { values }) = schema.get(t).map(|i| &i.entry) {
                             if let Some(v) = values.iter().find(|v| v.name == name) {
@@ -230,7 +238,7 @@ pub(super) fn run(schema: &Schema, path: &str) -> Result<bool> {
                         return false;
                     };
                     let mut types = vec![ty];
-                    concrete(schema, ty, &mut types, 0);
+                    concrete(schema, ty, &mut types);
                     types.iter().any(|t| json_type_of(schema, t) == Some(name))
                 });
                 places.clear();
@@ -243,7 +251,7 @@ pub(super) fn run(schema: &Schema, path: &str) -> Result<bool> {
                     };
                     let has = |f: &[String]| f.iter().any(|f| f == name);
                     let mut types = vec![ty];
-                    concrete(schema, ty, &mut types, 0);
+                    concrete(schema, ty, &mut types);
                     member.is_some_and(|m| has(&m.features))
                         || types
                             .iter()
