@@ -50,6 +50,9 @@ type EventFilter struct {
 }
 
 func parseEvent(raw []byte) (Event, error) {
+	if e, ok := quickEvent(raw); ok {
+		return e, nil // the library's own form (event_decode.go)
+	}
 	var e Event
 	if err := json.Unmarshal(raw, &e); err != nil {
 		return Event{}, &Error{Status: StatusProtocol, Message: "qm: decoding an event: " + err.Error()}
