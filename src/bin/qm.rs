@@ -5,7 +5,6 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use qm::{AttachAddress, Cancel, Error, Machine, Value, Wait};
@@ -13,6 +12,9 @@ use qm::{AttachAddress, Cancel, Error, Machine, Value, Wait};
 const USAGE: &str = "\
 usage: qm [--json] run [--linux-guest] [--binary QEMU] [-- QEMU-ARGS...]
        qm [--json] shell [--attach ADDRESS | [--linux-guest] [--binary QEMU] [-- QEMU-ARGS...]]
+       qm [--json] schema [--supports PATH]... [--command NAME]
+                          [--attach ADDRESS | [--binary QEMU] [-- QEMU-ARGS...]]
+       qm [--json] replay TRANSCRIPT [-- PROGRAM [ARGS...]]
        qm --help | --version
 
   run     launch QEMU with a QMP monitor and print its events as they come, until QEMU exits
@@ -26,17 +28,36 @@ usage: qm [--json] run [--linux-guest] [--binary QEMU] [-- QEMU-ARGS...]
               blockdev-add {\"driver\": \"null-co\", \"node-name\": \"n0\"}
           Tab completes command names (from query-commands); up/down walk the history; events
           are shown between commands; Ctrl-D ends. Without a terminal, lines come from stdin.
+  schema  ask the QMP schema (query-qmp-schema) of a QEMU qm launches (-machine none unless
+          QEMU-ARGS are given) or, with --attach, of a running one:
+          --supports PATH  is PATH in the schema? A libvirt-style query path, e.g.
+                           'blockdev-add/arg-type/+file/aio/^io_uring' (repeatable: all must be)
+          --command NAME   the command's arguments: name, optional or not, type, union cases,
+                           features
+          neither          the names of every command and event
+  replay  run a transcript qm recorded (Machine::set_qmp_transcript), or any qm-fake-qemu script,
+          against the fake QEMU: with PROGRAM, run it with QM_QEMU set to qm-fake-qemu and
+          QM_FAKE_SCRIPT to TRANSCRIPT (qm's machines, the pytest plugin, qmtest and qm itself
+          honour QM_QEMU), exiting with its status; without, a shell (as above) on the fake,
+          which then says whether what was typed followed the transcript
 
 options:
   --json          one JSON object per line on stdout: events as QEMU sent them, and in the
-                  shell each command's raw response ({\"return\": ...} or {\"error\": ...})
-  --binary QEMU   the QEMU binary (default: $QM_QEMU, else qemu-system-x86_64)
+                  shell each command's raw response ({\"return\": ...} or {\"error\": ...});
+                  schema: {\"path\": ..., \"supported\": ...} per path, the command as an
+                  object, or {\"commands\": [...], \"events\": [...]}
+  --binary QEMU   the QEMU binary (default: $QM_QEMU, else qemu-system-x86_64); also
+                  --qemu-binary, as the pytest plugin spells it
   --linux-guest   boot qm's Linux test guest (guest/linux/build --qemu-args, found above the
                   working directory or at $QM_LINUX_GUEST_BUILD), with a console
-  --attach ADDR   (shell) attach to a running QEMU instead of launching one
+  --attach ADDR   (shell, schema) attach to a running QEMU instead of launching one
 
-exit status: 0 success (run: QEMU exited with 0, or was shut down on Ctrl-C); 1 an error (run:
-QEMU exited otherwise; shell without a terminal: a command failed); 2 bad usage.
+exit status: 0 success (run: QEMU exited with 0, or was shut down on Ctrl-C; schema --supports:
+every path is supported; replay: the program exited with 0, or what was typed followed the
+transcript); 1 an error (run: QEMU exited otherwise; shell without a terminal: a command failed;
+schema: a path is not supported, or there is no such command; replay: the fake's verdict was not
+0, its log is on stderr); 2 bad usage (a malformed query path, an unreadable or malformed
+transcript); replay with PROGRAM: the program's own status.
 ";
 
 /// What the command line asked for.
@@ -48,27 +69,60 @@ struct Args {
     binary: Option<String>,
     attach: Option<String>,
     qemu_args: Vec<String>,
+    /// `schema --supports`: the query paths.
+    supports: Vec<String>,
+    /// `schema --command`: the command to describe.
+    describe: Option<String>,
+    /// `replay`: the transcript.
+    transcript: Option<String>,
 }
 
 fn parse(argv: &[String]) -> Result<Args, String> {
     let mut args = Args::default();
     let mut it = argv.iter();
     while let Some(arg) = it.next() {
+        let mut value = |what: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{what} needs a value"))
+        };
         match arg.as_str() {
             "--json" => args.json = true,
             "--linux-guest" => args.linux_guest = true,
-            "--binary" => args.binary = Some(it.next().ok_or("--binary needs a value")?.clone()),
-            "--attach" => args.attach = Some(it.next().ok_or("--attach needs a value")?.clone()),
+            "--binary" | "--qemu-binary" => args.binary = Some(value(arg)?),
+            "--attach" => args.attach = Some(value(arg)?),
+            "--supports" => args.supports.push(value(arg)?),
+            "--command" => args.describe = Some(value(arg)?),
             "--" => {
                 args.qemu_args = it.by_ref().cloned().collect();
             }
-            "run" | "shell" if args.command.is_empty() => args.command = arg.clone(),
+            "run" | "shell" | "schema" | "replay" if args.command.is_empty() => {
+                args.command = arg.clone()
+            }
+            other
+                if args.command == "replay"
+                    && args.transcript.is_none()
+                    && !other.starts_with('-') =>
+            {
+                args.transcript = Some(other.to_owned())
+            }
             other => return Err(format!("unexpected argument {other:?}")),
         }
     }
+    let schema_opts = !args.supports.is_empty() || args.describe.is_some();
     match args.command.as_str() {
-        "" => Err("no command (run or shell)".into()),
-        "run" if args.attach.is_some() => Err("--attach is for shell".into()),
+        "" => Err("no command (run, shell, schema or replay)".into()),
+        "run" | "replay" if args.attach.is_some() => {
+            Err("--attach is for shell and schema".into())
+        }
+        "schema" if args.linux_guest => Err("--linux-guest is for run and shell".into()),
+        "replay" if args.transcript.is_none() => Err("replay needs a TRANSCRIPT".into()),
+        "replay" if args.linux_guest || args.binary.is_some() => {
+            Err("replay runs the fake QEMU: no --binary, no --linux-guest".into())
+        }
+        "run" | "shell" | "replay" if schema_opts => {
+            Err("--supports and --command are for schema".into())
+        }
         _ if args.attach.is_some() && (args.linux_guest || !args.qemu_args.is_empty()) => {
             Err("--attach takes no QEMU arguments and no --linux-guest".into())
         }
@@ -95,6 +149,8 @@ fn main() -> ExitCode {
     };
     let result = match args.command.as_str() {
         "run" => run(&args),
+        "schema" => schema(&args),
+        "replay" => replay(&args),
         _ => shell(&args),
     };
     match result {
@@ -150,6 +206,9 @@ fn launch(args: &Args) -> Result<Machine, Box<dyn std::error::Error>> {
         vm.add_args(linux_guest_args()?);
         vm.set_console(None, 0);
         vm.set_drain_console(true);
+    }
+    if args.command == "schema" && args.qemu_args.is_empty() {
+        vm.set_machine("none");
     }
     vm.add_args(args.qemu_args.clone());
     vm.launch_with(Wait::timeout(Duration::from_secs(300)))?;
@@ -321,8 +380,9 @@ fn show_events(vm: &Machine, json: bool) {
     }
 }
 
-fn shell(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    let vm = match &args.attach {
+/// The machine a shell or a schema query works on: attached with `--attach`, else launched.
+fn connect(args: &Args) -> Result<Machine, Box<dyn std::error::Error>> {
+    match &args.attach {
         Some(addr) => {
             let vm = Machine::new(binary(args));
             vm.attach(
@@ -330,36 +390,198 @@ fn shell(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 None,
                 Duration::from_secs(30),
             )?;
-            vm
+            Ok(vm)
         }
-        None => launch(args)?,
-    };
-    let vm = Arc::new(vm);
-    let interactive = std::io::stdin().is_terminal() && !args.json;
-    let result = if interactive {
-        interactive_shell(&vm)
-    } else {
-        let mut all_ok = true;
-        for line in std::io::stdin().lock().lines() {
-            let line = line?;
-            if line.trim().is_empty() || line.trim_start().starts_with('#') {
-                continue;
-            }
-            all_ok &= execute(&vm, &line, args.json);
-            show_events(&vm, args.json);
-            if !vm.is_running() {
-                break;
-            }
-        }
-        Ok(if all_ok {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::from(1)
-        })
-    };
+        None => launch(args),
+    }
+}
+
+fn shell(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let vm = connect(args)?;
+    let result = shell_on(&vm, args);
     // A launched QEMU is shut down; an attached one is left running (detach).
     vm.shutdown(Duration::from_secs(30))?;
     result
+}
+
+/// Reads commands from the terminal (or stdin) and runs them on `vm` until the end.
+fn shell_on(vm: &Machine, args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let interactive = std::io::stdin().is_terminal() && !args.json;
+    if interactive {
+        return interactive_shell(vm);
+    }
+    let mut all_ok = true;
+    for line in std::io::stdin().lock().lines() {
+        let line = line?;
+        if line.trim().is_empty() || line.trim_start().starts_with('#') {
+            continue;
+        }
+        all_ok &= execute(vm, &line, args.json);
+        show_events(vm, args.json);
+        if !vm.is_running() {
+            break;
+        }
+    }
+    Ok(if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+// ---- schema --------------------------------------------------------------------------------
+
+fn schema(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let vm = connect(args)?;
+    let result = vm
+        .schema_with(Wait::timeout(Duration::from_secs(120)))
+        .map_err(Into::into)
+        .and_then(|schema| answer(&schema, args));
+    vm.shutdown(Duration::from_secs(30))?;
+    result
+}
+
+/// Prints what the schema says about the paths, the command, or its names.
+fn answer(schema: &qm::schema::Schema, args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let mut out = std::io::stdout().lock();
+    if !args.supports.is_empty() {
+        // Every path is checked for its form before any answer is printed.
+        let mut answers = Vec::new();
+        for path in &args.supports {
+            match schema.query(path) {
+                Ok(found) => answers.push((path, found)),
+                Err(err) => {
+                    eprintln!("qm: {err}");
+                    return Ok(ExitCode::from(2));
+                }
+            }
+        }
+        for (path, found) in &answers {
+            if args.json {
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({"path": path, "supported": found})
+                )?;
+            } else {
+                let what = if *found { "supported" } else { "not supported" };
+                writeln!(out, "{path}: {what}")?;
+            }
+        }
+        return Ok(if answers.iter().all(|(_, found)| *found) {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
+    }
+    if let Some(name) = &args.describe {
+        let Some(command) = schema.command(name) else {
+            eprintln!("qm: QEMU has no command {name:?}");
+            return Ok(ExitCode::from(1));
+        };
+        if args.json {
+            writeln!(out, "{}", command.to_value())?;
+        } else {
+            write!(out, "{}", describe(&command))?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (commands, events) = (schema.command_names(), schema.event_names());
+    if args.json {
+        writeln!(
+            out,
+            "{}",
+            serde_json::json!({"commands": commands, "events": events})
+        )?;
+    } else {
+        for name in commands {
+            writeln!(out, "{name}")?;
+        }
+        for name in events {
+            writeln!(out, "event {name}")?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A command for people: a line for the command, then one per argument.
+fn describe(command: &qm::schema::Command) -> String {
+    let mut text = command.name.clone();
+    if command.allow_oob {
+        text.push_str(" (allows out-of-band)");
+    }
+    if !command.features.is_empty() {
+        text.push_str(&format!(" [{}]", command.features.join(", ")));
+    }
+    text.push('\n');
+    if command.arguments.is_empty() {
+        text.push_str("  (no arguments)\n");
+    }
+    for a in &command.arguments {
+        let optional = if a.optional { " (optional)" } else { "" };
+        text.push_str(&format!("  {}{optional}: {}", a.name, a.kind));
+        if !a.variants.is_empty() {
+            // The cases are most of the enum's values: their count, not the list again.
+            let n = a.variants.len();
+            text.push_str(&format!("; the union's tag ({n} cases with their own members)"));
+        }
+        if !a.features.is_empty() {
+            text.push_str(&format!(" [{}]", a.features.join(", ")));
+        }
+        text.push('\n');
+    }
+    text
+}
+
+// ---- replay --------------------------------------------------------------------------------
+
+fn replay(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let given = args.transcript.as_deref().unwrap_or_default();
+    // The fake would say the same at launch; said here, a bad transcript is a usage error.
+    let text = match std::fs::read_to_string(given) {
+        Ok(text) => text,
+        Err(err) => {
+            eprintln!("qm: {given}: {err}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    if let Err(err) = qm::fake::Script::parse(&text) {
+        eprintln!("qm: {given}: {err}");
+        return Ok(ExitCode::from(2));
+    }
+    let transcript = std::path::absolute(given)?;
+    let fake = qm::fake::binary_path();
+    if let Some((program, rest)) = args.qemu_args.split_first() {
+        let status = std::process::Command::new(program)
+            .args(rest)
+            .env("QM_QEMU", &fake)
+            .env(qm::fake::SCRIPT_ENV, &transcript)
+            .status()
+            .map_err(|e| format!("{program}: {e}"))?;
+        return Ok(match status.code() {
+            Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+            None => {
+                eprintln!("qm: {program} ended by a signal ({status})");
+                ExitCode::from(1)
+            }
+        });
+    }
+    let vm = Machine::new(fake.to_string_lossy());
+    vm.add_args(["-qm-fake-script".to_owned(), transcript.display().to_string()]);
+    vm.launch_with(Wait::timeout(Duration::from_secs(60)))?;
+    let result = shell_on(&vm, args);
+    vm.shutdown(Duration::from_secs(30))?;
+    match vm.exitcode() {
+        Some(0) => result,
+        code => {
+            eprintln!(
+                "qm: the fake QEMU's verdict: {} (status {code:?})\n{}",
+                "the transcript was not followed",
+                vm.get_log().unwrap_or_default().trim_end()
+            );
+            Ok(ExitCode::from(1))
+        }
+    }
 }
 
 /// Completes the first word of a line with QMP command names.
