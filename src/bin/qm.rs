@@ -112,9 +112,7 @@ fn parse(argv: &[String]) -> Result<Args, String> {
     let schema_opts = !args.supports.is_empty() || args.describe.is_some();
     match args.command.as_str() {
         "" => Err("no command (run, shell, schema or replay)".into()),
-        "run" | "replay" if args.attach.is_some() => {
-            Err("--attach is for shell and schema".into())
-        }
+        "run" | "replay" if args.attach.is_some() => Err("--attach is for shell and schema".into()),
         "schema" if args.linux_guest => Err("--linux-guest is for run and shell".into()),
         "replay" if args.transcript.is_none() => Err("replay needs a TRANSCRIPT".into()),
         "replay" if args.linux_guest || args.binary.is_some() => {
@@ -442,7 +440,10 @@ fn schema(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
 }
 
 /// Prints what the schema says about the paths, the command, or its names.
-fn answer(schema: &qm::schema::Schema, args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
+fn answer(
+    schema: &qm::schema::Schema,
+    args: &Args,
+) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let mut out = std::io::stdout().lock();
     if !args.supports.is_empty() {
         // Every path is checked for its form before any answer is printed.
@@ -523,7 +524,9 @@ fn describe(command: &qm::schema::Command) -> String {
         if !a.variants.is_empty() {
             // The cases are most of the enum's values: their count, not the list again.
             let n = a.variants.len();
-            text.push_str(&format!("; the union's tag ({n} cases with their own members)"));
+            text.push_str(&format!(
+                "; the union's tag ({n} cases with their own members)"
+            ));
         }
         if !a.features.is_empty() {
             text.push_str(&format!(" [{}]", a.features.join(", ")));
@@ -567,7 +570,10 @@ fn replay(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         });
     }
     let vm = Machine::new(fake.to_string_lossy());
-    vm.add_args(["-qm-fake-script".to_owned(), transcript.display().to_string()]);
+    vm.add_args([
+        "-qm-fake-script".to_owned(),
+        transcript.display().to_string(),
+    ]);
     vm.launch_with(Wait::timeout(Duration::from_secs(60)))?;
     let result = shell_on(&vm, args);
     vm.shutdown(Duration::from_secs(30))?;
@@ -575,8 +581,9 @@ fn replay(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         Some(0) => result,
         code => {
             eprintln!(
-                "qm: the fake QEMU's verdict: {} (status {code:?})\n{}",
+                "qm: the fake QEMU's verdict: {} (status {})\n{}",
                 "the transcript was not followed",
+                code.map_or_else(|| "unknown".to_owned(), |c| c.to_string()),
                 vm.get_log().unwrap_or_default().trim_end()
             );
             Ok(ExitCode::from(1))

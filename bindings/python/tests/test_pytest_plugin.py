@@ -146,17 +146,29 @@ def test_markers_skip_what_qemu_lacks(pytester: pytest.Pytester) -> None:
         def test_lacks_one():
             raise AssertionError("must not run")
 
-        @pytest.mark.qemu_supports("blockdev-add/arg-type/+file/aio/^io_uring")
-        def test_schema_path():
-            raise AssertionError("must not run without schema support")
+        @pytest.mark.qemu_supports("blockdev-add/arg-type/+file/aio/^io_uring", "query-status")
+        def test_schema_has_them(qemu_machine):
+            qemu_machine(machine="none").cmd("query-status")
+
+        @pytest.mark.qemu_supports(
+            "blockdev-add/arg-type/+file/aio/^io_uring",
+            "blockdev-add/arg-type/+file/aio/^no-such-aio",
+        )
+        def test_schema_lacks_one():
+            raise AssertionError("must not run")
+
+        @pytest.mark.qemu_supports("blockdev-add/argtype")
+        def test_schema_path_malformed():
+            raise AssertionError("must not run")
         """
     )
     result = _run(pytester, "-rs")
-    result.assert_outcomes(passed=1, skipped=2)
+    result.assert_outcomes(passed=2, skipped=2, errors=1)
     result.stdout.fnmatch_lines_random(
         [
             "*has no QMP command no-such-command*",
-            "*qemu_supports needs schema queries*",
+            "*does not support blockdev-add/arg-type/+file/aio/^no-such-aio (its QMP schema)*",
+            "*qemu_supports:*blockdev-add/argtype*component 2*",
         ]
     )
 

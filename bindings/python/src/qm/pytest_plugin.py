@@ -23,9 +23,9 @@ Markers (each skips with the reason rather than fails):
 - ``@pytest.mark.qemu``: the test needs QEMU.
 - ``@pytest.mark.qemu_commands("blockdev-add", ...)``: QEMU must have these QMP commands
   (``query-commands`` of a ``-machine none`` QEMU, asked once per process and binary).
-- ``@pytest.mark.qemu_supports("blockdev-add/arg-type/+file/aio/^io_uring", ...)``: schema query
-  paths. This is a hook for qm's schema work: `SCHEMA_SUPPORTS` decides, and until it is set
-  every such test is skipped, saying so.
+- ``@pytest.mark.qemu_supports("blockdev-add/arg-type/+file/aio/^io_uring", ...)``: QEMU's QMP
+  schema must have these query paths (`qm.Schema.query`; the schema of a ``-machine none`` QEMU,
+  loaded once per process and binary). A malformed path is an error of the test, not a skip.
 
 When a test that used these fixtures fails, the report has, per machine, QEMU's log, the tail
 of the QMP transcript and the tail of the console. Each test gets its own directory and every
@@ -55,9 +55,8 @@ BOOT_TIMEOUT = 300.0
 #: What the Linux test guest prints once it is up, with its agent started.
 GUEST_READY = "qm-guest: ready"
 
-#: The hook for schema query paths (``qemu_supports``): ``SCHEMA_SUPPORTS(binary, path)`` is
-#: True when the QEMU at `binary` supports `path`. qm's schema work sets it; while it is None,
-#: tests marked ``qemu_supports`` are skipped with that reason.
+#: Overrides how ``qemu_supports`` decides: ``SCHEMA_SUPPORTS(binary, path)`` is True when the
+#: QEMU at `binary` supports `path`. None (the default): qm's schema query decides.
 SCHEMA_SUPPORTS: Optional[Callable[[str, str], bool]] = None
 
 MachineFactory = Callable[..., qm.Machine]
@@ -74,6 +73,7 @@ class _TestState:
 
 _STATE = pytest.StashKey[_TestState]()
 _COMMANDS = pytest.StashKey[Dict[str, Set[str]]]()
+_SCHEMAS = pytest.StashKey[Dict[str, qm.Schema]]()
 _GUEST_ARGS = pytest.StashKey[Tuple[Optional[List[str]], str]]()
 
 
@@ -100,6 +100,7 @@ def pytest_configure(config: pytest.Config) -> None:
     ):
         config.addinivalue_line("markers", line)
     config.stash[_COMMANDS] = {}
+    config.stash[_SCHEMAS] = {}
 
 
 # ---- the QEMU binary and what it can do --------------------------------------------------------
@@ -129,6 +130,22 @@ def _commands(config: pytest.Config, binary: str) -> Set[str]:
     return cache[binary]
 
 
+def _supports(config: pytest.Config, binary: str, path: str) -> bool:
+    """True when the schema of `binary` (loaded once per process) has `path`; a malformed path
+    fails the test, naming the component."""
+    if SCHEMA_SUPPORTS is not None:
+        return SCHEMA_SUPPORTS(binary, path)
+    cache = config.stash[_SCHEMAS]
+    if binary not in cache:
+        with qm.Machine(binary, machine="none") as vm:
+            vm.launch()
+            cache[binary] = vm.schema()
+    try:
+        return cache[binary].query(path)
+    except qm.InvalidArgumentError as exc:
+        pytest.fail(f"qemu_supports: {exc}", pytrace=False)
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     ours = ("qemu", "qemu_commands", "qemu_supports")
     if not any(m.name in ours for m in item.iter_markers()):
@@ -140,14 +157,9 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         if missing:
             pytest.skip(f"{binary} has no QMP command {', '.join(missing)}")
     for mark in item.iter_markers("qemu_supports"):
-        if SCHEMA_SUPPORTS is None:
-            pytest.skip(
-                "qemu_supports needs schema queries, which this qm does not have yet "
-                "(qm.pytest_plugin.SCHEMA_SUPPORTS is unset)"
-            )
-        for path in mark.args:
-            if not SCHEMA_SUPPORTS(binary, path):
-                pytest.skip(f"{binary} does not support {path}")
+        missing = [path for path in mark.args if not _supports(item.config, binary, path)]
+        if missing:
+            pytest.skip(f"{binary} does not support {', '.join(missing)} (its QMP schema)")
 
 
 # ---- fixtures ----------------------------------------------------------------------------------
