@@ -9,7 +9,6 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use qm::Machine;
 use serde_json::Value;
 use support::vm::{qemu, scratch, T};
 
@@ -196,20 +195,30 @@ fn usage_errors() {
     }
 }
 
-/// Records a transcript on a real QEMU: `query-status`, `stop` (its `STOP` event),
-/// `query-status`, then the shutdown.
+/// Records a transcript on a real QEMU with `qm shell --transcript`: [`COMMANDS`] (`stop` and
+/// its `STOP` event among them), then the shutdown; returns what the commands returned.
 fn record(path: &std::path::Path) -> Vec<Value> {
-    let vm = Machine::new(qemu());
-    vm.set_machine("none");
-    vm.set_qmp_transcript(Some(path.to_owned()));
-    vm.launch().unwrap();
-    let replies = vec![
-        vm.cmd("query-status", None).unwrap(),
-        vm.cmd("stop", None).unwrap(),
-        vm.cmd("query-status", None).unwrap(),
-    ];
-    vm.shutdown(T).unwrap();
-    replies
+    let (code, out, err) = run_piped(
+        &[
+            "--json",
+            "shell",
+            "--transcript",
+            path.to_str().unwrap(),
+            "--",
+            "-machine",
+            "none",
+        ],
+        COMMANDS,
+    );
+    assert_eq!(code, 0, "{err}");
+    let returns: Vec<Value> = json_lines(&out)
+        .into_iter()
+        .filter_map(|l| l.get("return").cloned())
+        .collect();
+    assert_eq!(returns.len(), 3, "{out}");
+    let recorded = std::fs::read_to_string(path).unwrap();
+    assert!(recorded.contains("\"execute\":\"quit\""), "{recorded}");
+    returns
 }
 
 const COMMANDS: &str = "query-status\nstop\nquery-status\n";
@@ -227,6 +236,7 @@ fn replay_a_recorded_transcript_in_the_shell() {
     let lines = json_lines(&out);
     let returns: Vec<&Value> = lines.iter().filter_map(|l| l.get("return")).collect();
     assert_eq!(returns, recorded.iter().collect::<Vec<_>>(), "{out}");
+    assert_eq!(returns[2]["status"], "paused");
     assert!(lines.iter().any(|l| l["event"] == "STOP"), "{out}");
 
     // Departing from the transcript: QEMU's error for the command, exit 1, and the fake's log

@@ -10,8 +10,9 @@ use std::time::Duration;
 use qm::{AttachAddress, Cancel, Error, Machine, Value, Wait};
 
 const USAGE: &str = "\
-usage: qm [--json] run [--linux-guest] [--binary QEMU] [-- QEMU-ARGS...]
-       qm [--json] shell [--attach ADDRESS | [--linux-guest] [--binary QEMU] [-- QEMU-ARGS...]]
+usage: qm [--json] run [--transcript FILE] [--linux-guest] [--binary QEMU] [-- QEMU-ARGS...]
+       qm [--json] shell [--transcript FILE]
+                         [--attach ADDRESS | [--linux-guest] [--binary QEMU] [-- QEMU-ARGS...]]
        qm [--json] schema [--supports PATH]... [--command NAME]
                           [--attach ADDRESS | [--binary QEMU] [-- QEMU-ARGS...]]
        qm [--json] replay TRANSCRIPT [-- PROGRAM [ARGS...]]
@@ -51,6 +52,8 @@ options:
   --linux-guest   boot qm's Linux test guest (guest/linux/build --qemu-args, found above the
                   working directory or at $QM_LINUX_GUEST_BUILD), with a console
   --attach ADDR   (shell, schema) attach to a running QEMU instead of launching one
+  --transcript FILE  (run, shell) record the QMP conversation in FILE (JSON lines), which
+                  qm replay runs on the fake QEMU
 
 exit status: 0 success (run: QEMU exited with 0, or was shut down on Ctrl-C; schema --supports:
 every path is supported; replay: the program exited with 0, or what was typed followed the
@@ -75,6 +78,8 @@ struct Args {
     describe: Option<String>,
     /// `replay`: the transcript.
     transcript: Option<String>,
+    /// `run`, `shell`: where to record the QMP transcript.
+    record: Option<String>,
 }
 
 fn parse(argv: &[String]) -> Result<Args, String> {
@@ -93,6 +98,7 @@ fn parse(argv: &[String]) -> Result<Args, String> {
             "--attach" => args.attach = Some(value(arg)?),
             "--supports" => args.supports.push(value(arg)?),
             "--command" => args.describe = Some(value(arg)?),
+            "--transcript" => args.record = Some(value(arg)?),
             "--" => {
                 args.qemu_args = it.by_ref().cloned().collect();
             }
@@ -114,6 +120,9 @@ fn parse(argv: &[String]) -> Result<Args, String> {
         "" => Err("no command (run, shell, schema or replay)".into()),
         "run" | "replay" if args.attach.is_some() => Err("--attach is for shell and schema".into()),
         "schema" if args.linux_guest => Err("--linux-guest is for run and shell".into()),
+        "schema" | "replay" if args.record.is_some() => {
+            Err("--transcript is for run and shell".into())
+        }
         "replay" if args.transcript.is_none() => Err("replay needs a TRANSCRIPT".into()),
         "replay" if args.linux_guest || args.binary.is_some() => {
             Err("replay runs the fake QEMU: no --binary, no --linux-guest".into())
@@ -200,6 +209,7 @@ fn linux_guest_args() -> Result<Vec<String>, String> {
 
 fn launch(args: &Args) -> Result<Machine, Box<dyn std::error::Error>> {
     let vm = Machine::new(binary(args));
+    vm.set_qmp_transcript(args.record.as_ref().map(Into::into));
     if args.linux_guest {
         vm.add_args(linux_guest_args()?);
         vm.set_console(None, 0);
@@ -383,6 +393,7 @@ fn connect(args: &Args) -> Result<Machine, Box<dyn std::error::Error>> {
     match &args.attach {
         Some(addr) => {
             let vm = Machine::new(binary(args));
+            vm.set_qmp_transcript(args.record.as_ref().map(Into::into));
             vm.attach(
                 &addr.parse::<AttachAddress>()?,
                 None,
