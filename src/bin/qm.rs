@@ -592,8 +592,7 @@ fn replay(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         Some(0) => result,
         code => {
             eprintln!(
-                "qm: the fake QEMU's verdict: {} (status {})\n{}",
-                "the transcript was not followed",
+                "qm: the fake QEMU's verdict: the transcript was not followed (status {})\n{}",
                 code.map_or_else(|| "unknown".to_owned(), |c| c.to_string()),
                 vm.get_log().unwrap_or_default().trim_end()
             );
