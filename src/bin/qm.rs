@@ -27,8 +27,10 @@ usage: qm [--json] run [--transcript FILE] [--linux-guest] [--binary QEMU] [-- Q
               query-status
               device_del id=net0
               blockdev-add {\"driver\": \"null-co\", \"node-name\": \"n0\"}
-          Tab completes command names (from query-commands); up/down walk the history; events
-          are shown between commands; Ctrl-D ends. Without a terminal, lines come from stdin.
+          Tab completes command names (from query-commands) and argument names (from the
+          schema); up/down walk the history, kept in $XDG_STATE_HOME/qm/history (else
+          ~/.local/state/qm/history); events are shown between commands; Ctrl-D ends. Without
+          a terminal, lines come from stdin.
   schema  ask the QMP schema (query-qmp-schema) of a QEMU qm launches (-machine none unless
           QEMU-ARGS are given) or, with --attach, of a running one:
           --supports PATH  is PATH in the schema? A libvirt-style query path, e.g.
@@ -417,7 +419,7 @@ fn shell(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
 fn shell_on(vm: &Machine, args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let interactive = std::io::stdin().is_terminal() && !args.json;
     if interactive {
-        return interactive_shell(vm);
+        return interactive_shell(vm, args.command != "replay");
     }
     let mut all_ok = true;
     for line in std::io::stdin().lock().lines() {
@@ -601,9 +603,11 @@ fn replay(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     }
 }
 
-/// Completes the first word of a line with QMP command names.
+/// Completes the first word of a line with QMP command names, and the next words with
+/// `name=` for the command's arguments, from the schema.
 struct Completion {
     commands: Vec<String>,
+    schema: Option<std::sync::Arc<qm::schema::Schema>>,
 }
 
 impl rustyline::completion::Completer for Completion {
@@ -616,8 +620,8 @@ impl rustyline::completion::Completer for Completion {
         _ctx: &rustyline::Context<'_>,
     ) -> rustyline::Result<(usize, Vec<String>)> {
         let word = &line[..pos];
-        if word.contains(char::is_whitespace) {
-            return Ok((pos, Vec::new()));
+        if let Some((command, rest)) = word.split_once(char::is_whitespace) {
+            return Ok(self.arguments(command, rest, pos));
         }
         let found = self
             .commands
@@ -629,6 +633,32 @@ impl rustyline::completion::Completer for Completion {
     }
 }
 
+impl Completion {
+    /// `name=` candidates for the word being typed after `command` (none inside JSON or a
+    /// value), with where that word starts.
+    fn arguments(&self, command: &str, rest: &str, pos: usize) -> (usize, Vec<String>) {
+        let partial = rest.rsplit(char::is_whitespace).next().unwrap_or_default();
+        let start = pos - partial.len();
+        let Some(cmd) = self.schema.as_ref().and_then(|s| s.command(command)) else {
+            return (start, Vec::new());
+        };
+        if rest.trim_start().starts_with('{') || partial.contains('=') {
+            return (start, Vec::new());
+        }
+        let given: Vec<&str> = rest
+            .split_whitespace()
+            .filter_map(|w| w.split_once('=').map(|(k, _)| k))
+            .collect();
+        let found = cmd
+            .arguments
+            .iter()
+            .filter(|a| a.name.starts_with(partial) && !given.contains(&a.name.as_str()))
+            .map(|a| format!("{}=", a.name))
+            .collect();
+        (start, found)
+    }
+}
+
 impl rustyline::hint::Hinter for Completion {
     type Hint = String;
 }
@@ -636,24 +666,61 @@ impl rustyline::highlight::Highlighter for Completion {}
 impl rustyline::validate::Validator for Completion {}
 impl rustyline::Helper for Completion {}
 
-fn interactive_shell(vm: &Machine) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    let mut commands: Vec<String> = vm
-        .cmd("query-commands", None)?
-        .as_array()
-        .map(|list| {
-            list.iter()
-                .filter_map(|c| c["name"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
-    commands.sort();
+/// The shell on a terminal; `complete`: ask QEMU for its commands and schema, to complete
+/// (not on the fake QEMU, where they would be commands the transcript does not expect).
+/// Where the shell keeps its history: `$XDG_STATE_HOME/qm/history`, else
+/// `$HOME/.local/state/qm/history` (the XDG base directory specification's state directory).
+fn history_path() -> Option<std::path::PathBuf> {
+    let state = match std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+        Some(dir) => std::path::PathBuf::from(dir),
+        None => std::path::PathBuf::from(std::env::var_os("HOME").filter(|d| !d.is_empty())?)
+            .join(".local/state"),
+    };
+    Some(state.join("qm/history"))
+}
+
+/// Adds the new lines to the history file (made with its directory when missing); a history
+/// that cannot be written is said on stderr, and the shell goes on.
+fn save_history(
+    editor: &mut rustyline::Editor<Completion, rustyline::history::DefaultHistory>,
+    path: &std::path::Path,
+) {
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    if let Err(err) = editor.append_history(path) {
+        eprintln!("qm: saving the history in {}: {err}", path.display());
+    }
+}
+
+fn interactive_shell(vm: &Machine, complete: bool) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let (mut commands, mut schema) = (Vec::new(), None);
+    if complete {
+        commands = vm
+            .cmd("query-commands", None)?
+            .as_array()
+            .map(|list| {
+                list.iter()
+                    .filter_map(|c| c["name"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        commands.sort();
+        // Without a schema (an odd QEMU), argument names are simply not completed.
+        schema = vm.schema_with(Wait::timeout(Duration::from_secs(60))).ok();
+    }
     let config = rustyline::Config::builder()
         .completion_type(rustyline::CompletionType::List)
         .auto_add_history(true)
         .build();
     let mut editor: rustyline::Editor<Completion, rustyline::history::DefaultHistory> =
         rustyline::Editor::with_config(config)?;
-    editor.set_helper(Some(Completion { commands }));
+    editor.set_helper(Some(Completion { commands, schema }));
+    let history = history_path();
+    if let Some(path) = &history {
+        // A first run has no file yet: nothing to load.
+        let _ = editor.load_history(path);
+    }
     println!(
         "qm shell on {} (Tab completes, Ctrl-D ends)",
         if vm.is_attached() {
@@ -671,6 +738,9 @@ fn interactive_shell(vm: &Machine) -> Result<ExitCode, Box<dyn std::error::Error
         match editor.readline("(QEMU) ") {
             Ok(line) if line.trim().is_empty() => {}
             Ok(line) => {
+                if let Some(path) = &history {
+                    save_history(&mut editor, path);
+                }
                 execute(vm, &line, false);
             }
             Err(rustyline::error::ReadlineError::Interrupted) => {}
