@@ -242,7 +242,7 @@ fn interactive_shell_completes_and_remembers() {
     let (mut pty, terminal) = openpty();
     // A history of its own: the user's would change what the up arrow brings.
     let state = scratch();
-    let mut child = qm_bin()
+    let child = qm_bin()
         .args(["shell", "--", "-machine", "none"])
         .env("TERM", "xterm")
         .env("XDG_STATE_HOME", state.path())
