@@ -430,7 +430,7 @@ struct Report {
     failed: Vec<String>,
 }
 
-const HEADER: &str = "metric         subject         raw          qm  unit             runs         ratio  p25-p75   of-medians target                     ok";
+const HEADER: &str = "metric            subject         raw          qm  unit             runs         ratio  p25-p75   of-medians target                     ok";
 
 impl Report {
     /// One JSON object, keys in the order given (serde_json's own map would sort them).
@@ -515,7 +515,7 @@ impl Report {
         };
         let spread = pairs.map_or(String::new(), |(_, lo, hi)| format!("{lo:.2}-{hi:.2}"));
         self.row(format!(
-            "{metric:<14} {subject:<8} {:>10}  {:>10}  {unit:<16} {:<12} {:<6} {:<9} {:<10} {:<26} {ok}",
+            "{metric:<17} {subject:<8} {:>10}  {:>10}  {unit:<16} {:<12} {:<6} {:<9} {:<10} {:<26} {ok}",
             fmt_value(raw),
             fmt_value(qm),
             format!("{}/{}", runs.0, runs.1),
@@ -532,7 +532,7 @@ impl Report {
             ("subject", json!(subject)),
             ("skipped", json!(why)),
         ]);
-        self.row(format!("{metric:<14} {subject:<8} SKIPPED: {why}"));
+        self.row(format!("{metric:<17} {subject:<8} SKIPPED: {why}"));
     }
 
     fn failure(&mut self, metric: &str, subject: &str, why: &str) {
@@ -542,7 +542,7 @@ impl Report {
             ("subject", json!(subject)),
             ("error", json!(why)),
         ]);
-        self.row(format!("{metric:<14} {subject:<8} FAILED: {why}  ✗"));
+        self.row(format!("{metric:<17} {subject:<8} FAILED: {why}  ✗"));
     }
 }
 
