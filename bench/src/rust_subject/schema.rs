@@ -37,8 +37,8 @@ struct BareQmp {
 impl BareQmp {
     fn launch(qemu: &str) -> Res<BareQmp> {
         let (child, sock) = spawn_monitor(qemu)?;
-        let client = QmpClient::new(OwnedFd::from(sock), "bench", qm::DEFAULT_MAX_MESSAGE)
-            .map_err(e)?;
+        let client =
+            QmpClient::new(OwnedFd::from(sock), "bench", qm::DEFAULT_MAX_MESSAGE).map_err(e)?;
         client.handshake(WAIT).map_err(e)?;
         Ok(BareQmp { child, client })
     }
@@ -199,7 +199,9 @@ pub fn schema_check(p: &Params, out: &mut Out) -> Res<()> {
         let schema = vm.schema().map_err(e)?;
         let findings = schema.check_command("blockdev-add", Some(&args));
         if !findings.is_empty() {
-            return Err(format!("the nested blockdev-add has findings: {findings:?}"));
+            return Err(format!(
+                "the nested blockdev-add has findings: {findings:?}"
+            ));
         }
         // The check is not a no-op: a misspelt member deep inside is found.
         let mut bad = args.clone();
