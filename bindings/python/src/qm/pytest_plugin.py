@@ -9,14 +9,17 @@ Fixtures:
   makes a `qm.Machine` running the QEMU binary with the extra arguments `args` and `config`
   (the keywords of `qm.Machine`), launches it (unless ``launch=False``) and returns it. Every
   machine it made is ended at teardown, whatever happened (a graceful shutdown, then kill).
-- ``linux_guest``: a launched machine booted into the Linux test guest (``guest/linux``) with
-  a console and the guest agent, once the guest printed ``qm-guest: ready``. Booted per test
-  for now; a session-wide template cloned per test is for when qm has fast start.
+- ``linux_guest``: a launched machine running the Linux test guest (``guest/linux``) with a
+  console and the guest agent answering: a clone of a session-wide `qm.Template` (booted once,
+  saved under ``--qm-template-dir``, and found there by later runs and other xdist workers), or,
+  where the template cannot be made, booted for the test until ``qm-guest: ready``.
 - ``qemu_binary``: the QEMU binary's path; skips the test, with the reason, when it is missing.
 - ``qm_test_dir``: the test's directory for QEMU logs, QMP transcripts and console logs.
 
-Options: ``--qemu-binary`` (else ``$QM_QEMU``, else ``qemu-system-x86_64``), and
-``--qm-keep-failed``: keep the directories of failing tests (their paths go in the report).
+Options: ``--qemu-binary`` (else ``$QM_QEMU``, else ``qemu-system-x86_64``),
+``--qm-keep-failed``: keep the directories of failing tests (their paths go in the report), and
+``--qm-template-dir`` (else ``$QM_TEMPLATE_DIR``, else ``$XDG_CACHE_HOME/qm/templates``, else
+``~/.cache/qm/templates``): where the Linux guest's saved state is kept.
 
 Markers (each skips with the reason rather than fails):
 
@@ -89,6 +92,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         default=False,
         help="keep the directories (QEMU logs, QMP transcripts, console logs) of failing tests",
+    )
+    group.addoption(
+        "--qm-template-dir",
+        default=None,
+        help="where linux_guest's saved guest state is kept (default: $QM_TEMPLATE_DIR, else "
+        "$XDG_CACHE_HOME/qm/templates, else ~/.cache/qm/templates)",
     )
 
 
@@ -258,10 +267,54 @@ def _find_guest(config: pytest.Config) -> Tuple[Optional[List[str]], str]:
     return done.stdout.strip().split("\n"), ""
 
 
+def _template_dir(config: pytest.Config) -> Path:
+    given = config.getoption("--qm-template-dir") or os.environ.get("QM_TEMPLATE_DIR")
+    if given:
+        return Path(given)
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "qm" / "templates"
+
+
+@pytest.fixture(scope="session")
+def _qm_linux_template(
+    pytestconfig: pytest.Config, qemu_binary: str
+) -> Iterator[Tuple[Optional[qm.Template], str]]:
+    """The Linux guest's template, prepared (booted and saved, unless a saved state is found)
+    once per session; `(None, why)` when it cannot be made, and linux_guest boots instead."""
+    args = _guest_args(pytestconfig)
+    folder = _template_dir(pytestconfig)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        template = qm.Template(qemu_binary, str(folder), args=args, console=True, guest_agent=True)
+    except (OSError, qm.QMError) as exc:
+        yield None, f"no template in {folder}: {exc}"
+        return
+    with template:
+        try:
+            template.prepare("agent", timeout=BOOT_TIMEOUT)
+        except qm.QMError as exc:
+            yield None, f"the template could not be prepared: {exc}"
+            return
+        yield template, ""
+
+
 @pytest.fixture
-def linux_guest(request: pytest.FixtureRequest, qemu_machine: MachineFactory) -> qm.Machine:
-    """A machine booted into the Linux test guest, with a console and the guest agent, once
-    the guest is ready (skips, with the reason, when the guest cannot be built here)."""
+def linux_guest(
+    request: pytest.FixtureRequest,
+    qemu_machine: MachineFactory,
+    _qm_linux_template: Tuple[Optional[qm.Template], str],
+) -> qm.Machine:
+    """A machine running the Linux test guest, with a console and the guest agent answering
+    (skips, with the reason, when the guest cannot be built here): a clone of the session's
+    template, else booted for the test."""
+    template, why = _qm_linux_template
+    if template is not None:
+        vm = template.clone(timeout=BOOT_TIMEOUT)
+        _state(request).machines.append(vm)
+        return vm
+    import warnings
+
+    warnings.warn(f"linux_guest boots for each test: {why}", stacklevel=1)
     vm = qemu_machine(*_guest_args(request.config), name="linux", console=True, guest_agent=True)
     vm.console_wait(GUEST_READY, failure="Kernel panic", timeout=BOOT_TIMEOUT)
     return vm
