@@ -230,10 +230,12 @@ def test_linux_guest_fixture(pytester: pytest.Pytester) -> None:
     result.assert_outcomes(passed=2)
     assert "boots for each test" not in result.stdout.str()
     # The session's template is saved where asked: a later run (or worker) boots nothing.
-    saved = [p for p in templates.rglob("*") if p.is_file()]
+    saved = {p: p.stat().st_mtime_ns for p in templates.rglob("*") if p.is_file()}
     assert saved, "no saved state under the template directory"
     result = _run(pytester, *args)
     result.assert_outcomes(passed=2)
+    # Found, not made again: the same files, unchanged.
+    assert saved == {p: p.stat().st_mtime_ns for p in templates.rglob("*") if p.is_file()}
 
 
 def test_under_xdist_with_4_workers(pytester: pytest.Pytester) -> None:
