@@ -294,9 +294,14 @@ fn end_on_ctrl_d(mut child: std::process::Child) {
 
 /// A shell on a pseudo-terminal with its history under `state`; returns once it prompts.
 fn shell_on_pty(state: &std::path::Path) -> (File, std::process::Child) {
+    qm_on_pty(state, &["shell", "--", "-machine", "none"])
+}
+
+/// `qm ARGS` on a pseudo-terminal with its history under `state`; returns once it prompts.
+fn qm_on_pty(state: &std::path::Path, args: &[&str]) -> (File, std::process::Child) {
     let (mut pty, terminal) = openpty();
     let child = qm_bin()
-        .args(["shell", "--", "-machine", "none"])
+        .args(args)
         .env("TERM", "xterm")
         .env("XDG_STATE_HOME", state)
         .stdin(Stdio::from(terminal.try_clone().unwrap()))
@@ -328,5 +333,30 @@ fn interactive_shell_completes_arguments_and_keeps_its_history() {
     pty.write_all(b"\x1b[A").unwrap();
     read_until(&mut pty, &mut String::new(), "device_del id=no-such-device");
     pty.write_all(b"\x15\x04").unwrap(); // Ctrl-U empties the line, Ctrl-D ends
+    end_on_ctrl_d(child);
+}
+
+#[test]
+fn an_interactive_recording_replays_interactively() {
+    let state = scratch();
+    let transcript = state.path().join("typed.jsonl");
+    let t = transcript.to_str().unwrap();
+    let (mut pty, child) = qm_on_pty(
+        state.path(),
+        &["shell", "--transcript", t, "--", "-machine", "none"],
+    );
+    pty.write_all(b"query-status\r").unwrap();
+    read_until_after(&mut pty, &mut String::new(), "\"running\"", "(QEMU) ");
+    pty.write_all(b"\x04").unwrap();
+    end_on_ctrl_d(child);
+    // The shell's completion asked QEMU first: that is in the transcript too.
+    let recorded = std::fs::read_to_string(&transcript).unwrap();
+    assert!(recorded.contains("query-qmp-schema"), "{recorded}");
+
+    // Replayed on a terminal, the shell asks the fake the same, so the transcript is followed.
+    let (mut pty, child) = qm_on_pty(state.path(), &["replay", t]);
+    pty.write_all(b"query-status\r").unwrap();
+    read_until_after(&mut pty, &mut String::new(), "\"running\"", "(QEMU) ");
+    pty.write_all(b"\x04").unwrap();
     end_on_ctrl_d(child);
 }

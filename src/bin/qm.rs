@@ -409,17 +409,22 @@ fn connect(args: &Args) -> Result<Machine, Box<dyn std::error::Error>> {
 
 fn shell(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let vm = connect(args)?;
-    let result = shell_on(&vm, args);
+    let result = shell_on(&vm, args, true);
     // A launched QEMU is shut down; an attached one is left running (detach).
     vm.shutdown(Duration::from_secs(30))?;
     result
 }
 
-/// Reads commands from the terminal (or stdin) and runs them on `vm` until the end.
-fn shell_on(vm: &Machine, args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
+/// Reads commands from the terminal (or stdin) and runs them on `vm` until the end; on a
+/// terminal, `complete` asks QEMU for its commands and schema first, to complete them.
+fn shell_on(
+    vm: &Machine,
+    args: &Args,
+    complete: bool,
+) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let interactive = std::io::stdin().is_terminal() && !args.json;
     if interactive {
-        return interactive_shell(vm, args.command != "replay");
+        return interactive_shell(vm, complete);
     }
     let mut all_ok = true;
     for line in std::io::stdin().lock().lines() {
@@ -551,6 +556,20 @@ fn describe(command: &qm::schema::Command) -> String {
 
 // ---- replay --------------------------------------------------------------------------------
 
+/// True when the first QMP command a transcript expects (after `qmp_capabilities`) is the
+/// `query-commands` an interactive shell sends to complete.
+fn starts_with_completion(transcript: &str) -> bool {
+    transcript
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|v| {
+            v["dir"] == "out" && matches!(v.get("chan").and_then(Value::as_str), None | Some("qmp"))
+        })
+        .filter_map(|v| v["msg"]["execute"].as_str().map(str::to_owned))
+        .find(|name| name != "qmp_capabilities")
+        .is_some_and(|name| name == "query-commands")
+}
+
 fn replay(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let given = args.transcript.as_deref().unwrap_or_default();
     // The fake would say the same at launch; said here, a bad transcript is a usage error.
@@ -588,7 +607,9 @@ fn replay(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         transcript.display().to_string(),
     ]);
     vm.launch_with(Wait::timeout(Duration::from_secs(60)))?;
-    let result = shell_on(&vm, args);
+    // What the interactive shell asks for completion are commands too: asked on the fake
+    // only when the transcript (recorded by an interactive shell) expects them.
+    let result = shell_on(&vm, args, starts_with_completion(&text));
     vm.shutdown(Duration::from_secs(30))?;
     match vm.exitcode() {
         Some(0) => result,
