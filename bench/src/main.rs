@@ -79,7 +79,20 @@ struct Stat {
 
 /// Metrics only the Rust subject runs (the guest agent's: the C and Go subjects reach the same
 /// core through thin wrappers, and booting a Linux guest per subject costs more than it tells).
-const RUST_ONLY: &[&str] = &["qga_rtt", "qga_exec", "console_latency"];
+/// So are the rows of the guest runs, the fake QEMU and the schema (#21, #23, #26): C, Go and
+/// Python call the same core through the same thin wrappers.
+const RUST_ONLY: &[&str] = &[
+    "qga_rtt",
+    "qga_exec",
+    "console_latency",
+    "console_run",
+    "agent_run",
+    "fake_launch_ready",
+    "fake_qmp_rtt",
+    "schema_load",
+    "schema_strict",
+    "schema_check",
+];
 
 const METRICS: &[Metric] = &[
     Metric {
@@ -199,6 +212,80 @@ const METRICS: &[Metric] = &[
         unit: "ms",
         params: &[("blocks", 20, 2), ("reps", 10, 3)],
         target: Target::RatioAtMost(1.05),
+        go_target: None,
+        stats: &[],
+    },
+    Metric {
+        name: "console_run",
+        unit: "ms",
+        params: &[("segments", 4, 2), ("blocks", 2, 2), ("reps", 25, 5)],
+        target: Target::RatioAtMost(1.05),
+        go_target: None,
+        stats: &[],
+    },
+    Metric {
+        name: "agent_run",
+        unit: "ms",
+        params: &[("blocks", 20, 2), ("reps", 10, 3)],
+        target: Target::RatioAtMost(1.05),
+        go_target: None,
+        stats: &[],
+    },
+    // The fake QEMU: "raw" is the real QEMU, "qm" the fake, both through qm (information).
+    Metric {
+        name: "fake_launch_ready",
+        unit: "ms",
+        params: &[("reps", 60, 6)],
+        target: Target::None,
+        go_target: None,
+        stats: &[],
+    },
+    Metric {
+        name: "fake_qmp_rtt",
+        unit: "us",
+        params: &[("segments", 20, 2), ("blocks", 2, 2), ("reps", 250, 100)],
+        target: Target::None,
+        go_target: None,
+        stats: &[],
+    },
+    Metric {
+        name: "schema_load",
+        unit: "ms",
+        params: &[("segments", 4, 1), ("blocks", 2, 2), ("reps", 10, 3)],
+        target: Target::RatioAtMost(1.10),
+        go_target: None,
+        stats: &[
+            Stat {
+                name: "index_ms",
+                row: "schema_index",
+                unit: "ms",
+                target: Target::None,
+                worst: false,
+            },
+            Stat {
+                name: "bytes",
+                row: "schema_mem",
+                unit: "bytes",
+                target: Target::None,
+                worst: false,
+            },
+        ],
+    },
+    // "raw": qm with checks off; "qm": the same machine with the strict policy.
+    Metric {
+        name: "schema_strict",
+        unit: "us",
+        params: &[("segments", 20, 2), ("blocks", 4, 2), ("reps", 250, 100)],
+        target: Target::RatioAtMost(1.02),
+        go_target: None,
+        stats: &[],
+    },
+    // "raw": the nested blockdev-add's round trip (unchecked); "qm": one check of it.
+    Metric {
+        name: "schema_check",
+        unit: "us",
+        params: &[("segments", 4, 1), ("blocks", 2, 2), ("reps", 50, 10)],
+        target: Target::None,
         go_target: None,
         stats: &[],
     },
@@ -343,7 +430,7 @@ struct Report {
     failed: Vec<String>,
 }
 
-const HEADER: &str = "metric         subject         raw          qm  unit             runs         ratio  p25-p75   of-medians target                     ok";
+const HEADER: &str = "metric            subject         raw          qm  unit             runs         ratio  p25-p75   of-medians target                     ok";
 
 impl Report {
     /// One JSON object, keys in the order given (serde_json's own map would sort them).
@@ -428,7 +515,7 @@ impl Report {
         };
         let spread = pairs.map_or(String::new(), |(_, lo, hi)| format!("{lo:.2}-{hi:.2}"));
         self.row(format!(
-            "{metric:<14} {subject:<8} {:>10}  {:>10}  {unit:<16} {:<12} {:<6} {:<9} {:<10} {:<26} {ok}",
+            "{metric:<17} {subject:<8} {:>10}  {:>10}  {unit:<16} {:<12} {:<6} {:<9} {:<10} {:<26} {ok}",
             fmt_value(raw),
             fmt_value(qm),
             format!("{}/{}", runs.0, runs.1),
@@ -445,7 +532,7 @@ impl Report {
             ("subject", json!(subject)),
             ("skipped", json!(why)),
         ]);
-        self.row(format!("{metric:<14} {subject:<8} SKIPPED: {why}"));
+        self.row(format!("{metric:<17} {subject:<8} SKIPPED: {why}"));
     }
 
     fn failure(&mut self, metric: &str, subject: &str, why: &str) {
@@ -455,7 +542,7 @@ impl Report {
             ("subject", json!(subject)),
             ("error", json!(why)),
         ]);
-        self.row(format!("{metric:<14} {subject:<8} FAILED: {why}  ✗"));
+        self.row(format!("{metric:<17} {subject:<8} FAILED: {why}  ✗"));
     }
 }
 

@@ -11,8 +11,11 @@
 //! A failure (a wrong reply, an error from QEMU or qm) goes to stderr and exits non-zero.
 
 mod console;
+mod fake;
+mod guest_run;
 mod qga;
 mod raw;
+mod schema;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Barrier};
@@ -550,6 +553,13 @@ fn main() {
         "qga_rtt" => qga::qga_rtt(&params, &mut out),
         "qga_exec" => qga::qga_exec(&params, &mut out),
         "console_latency" => console::console_latency(&params, &mut out),
+        "console_run" => guest_run::console_run(&params, &mut out),
+        "agent_run" => guest_run::agent_run(&params, &mut out),
+        "fake_launch_ready" => fake::fake_launch_ready(&params, &mut out),
+        "fake_qmp_rtt" => fake::fake_qmp_rtt(&params, &mut out),
+        "schema_load" => schema::schema_load(&params, &mut out),
+        "schema_strict" => schema::schema_strict(&params, &mut out),
+        "schema_check" => schema::schema_check(&params, &mut out),
         other => Err(format!("unknown metric {other}")),
     };
     out.print();

@@ -13,6 +13,7 @@ use std::os::unix::net::UnixStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use qm::linux_guest::LinuxGuest;
 use qm::{Exec, GuestAgent, Machine};
 use serde_json::Value;
 
@@ -20,11 +21,11 @@ use super::{e, ms, order, us, Out, Params, Res, Side, WAIT};
 
 /// Both sides poll guest-exec-status every 2 ms: with qm's default of 10 ms the times come in
 /// 10 ms steps (how many polls it took), which swamps any difference in the client's cost.
-const EXEC_INTERVAL: Duration = Duration::from_millis(2);
+pub(crate) const EXEC_INTERVAL: Duration = Duration::from_millis(2);
 
-/// The Linux guest's QEMU arguments: `QM_LINUX_KERNEL` + `QM_LINUX_INITRD`, or
-/// `guest/linux/build --print-paths` (bench/run runs from the repository root).
-fn guest_args() -> Res<Vec<String>> {
+/// The Linux test guest: `QM_LINUX_KERNEL` + `QM_LINUX_INITRD`, or `guest/linux/build
+/// --print-paths` (bench/run runs from the repository root).
+pub(crate) fn linux_guest() -> Res<LinuxGuest> {
     let (kernel, initrd) = match (
         std::env::var("QM_LINUX_KERNEL"),
         std::env::var("QM_LINUX_INITRD"),
@@ -51,30 +52,17 @@ fn guest_args() -> Res<Vec<String>> {
             (field("KERNEL=")?, field("INITRD=")?)
         }
     };
-    Ok([
-        "-nodefaults",
-        "-machine",
-        "q35",
-        "-accel",
-        "tcg",
-        "-m",
-        "256",
-        "-kernel",
-        &kernel,
-        "-initrd",
-        &initrd,
-        "-append",
-        "console=ttyS0 quiet loglevel=1 panic=-1 no_timer_check",
-        "-no-reboot",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect())
+    Ok(LinuxGuest::new(kernel, initrd))
+}
+
+/// The Linux guest's QEMU arguments, from the core's one list (`LinuxGuest::qemu_args`).
+fn guest_args() -> Res<Vec<String>> {
+    Ok(linux_guest()?.qemu_args())
 }
 
 /// A minimal agent client: writes a command, waits (poll) and reads until the reply line with
 /// its id. The descriptor is non-blocking (qm's client shares it), hence the poll.
-struct RawAgent {
+pub(crate) struct RawAgent {
     sock: UnixStream,
     buf: Vec<u8>,
     next_id: u64,
@@ -146,7 +134,7 @@ impl RawAgent {
     }
 
     /// Runs a command and returns its `return` value.
-    fn cmd(&mut self, cmd: &str, args: &str) -> Res<Value> {
+    pub(crate) fn cmd(&mut self, cmd: &str, args: &str) -> Res<Value> {
         self.next_id += 1;
         let id = self.next_id;
         let line = if args.is_empty() {
@@ -195,7 +183,7 @@ impl RawAgent {
 }
 
 /// The guest, the connection both sides share, qm's client and the raw one.
-fn setup(p: &Params) -> Res<(Machine, GuestAgent, RawAgent)> {
+pub(crate) fn setup(p: &Params) -> Res<(Machine, GuestAgent, RawAgent)> {
     let vm = Machine::new(p.qemu());
     let dir = vm.temp_dir().map_err(e)?;
     let path = dir.join("qga.sock");

@@ -47,32 +47,39 @@ fn socketpair() -> Res<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
+/// Starts QEMU with its monitor on a socketpair, as qm does; returns the process and our end
+/// of the monitor (for [`RawVm`], or for qm's bare `QmpClient` in the schema metrics).
+pub fn spawn_monitor(qemu: &str) -> Res<(Child, UnixStream)> {
+    let (ours, theirs) = socketpair()?;
+    let fd = theirs.as_raw_fd();
+    let mut cmd = Command::new(qemu);
+    cmd.args(["-display", "none", "-vga", "none", "-chardev"])
+        .arg(format!("socket,id=mon,fd={fd}"))
+        .args(["-mon", "chardev=mon,mode=control", "-machine", "none"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: fcntl is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().map_err(|e| format!("spawning {qemu}: {e}"))?;
+    drop(theirs);
+    Ok((child, UnixStream::from(ours)))
+}
+
 impl RawVm {
     /// Starts QEMU, without waiting for anything.
     pub fn spawn(qemu: &str) -> Res<RawVm> {
-        let (ours, theirs) = socketpair()?;
-        let fd = theirs.as_raw_fd();
-        let mut cmd = Command::new(qemu);
-        cmd.args(["-display", "none", "-vga", "none", "-chardev"])
-            .arg(format!("socket,id=mon,fd={fd}"))
-            .args(["-mon", "chardev=mon,mode=control", "-machine", "none"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        // SAFETY: fcntl is async-signal-safe.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().map_err(|e| format!("spawning {qemu}: {e}"))?;
-        drop(theirs);
+        let (child, sock) = spawn_monitor(qemu)?;
         Ok(RawVm {
             child,
-            sock: Some(UnixStream::from(ours)),
+            sock: Some(sock),
             next_id: 1,
             input: Vec::with_capacity(4096),
             line: Vec::with_capacity(4096),
@@ -118,6 +125,11 @@ impl RawVm {
             }
             self.input.extend_from_slice(&chunk[..n]);
         }
+    }
+
+    /// The last line read, as it came (its newline included).
+    pub fn line(&self) -> &[u8] {
+        &self.line
     }
 
     /// The last line read, as text.
