@@ -86,7 +86,7 @@ FORCE:
 # What `make install` writes (relative to $(DESTDIR)); `make uninstall` removes exactly these.
 INSTALLED = $(LIBDIR)/libqm.so.$(VERSION) $(LIBDIR)/libqm.so.$(SOMAJOR) $(LIBDIR)/libqm.so \
 	$(LIBDIR)/libqm.a $(INCLUDEDIR)/qm.h $(PKGCONFIGDIR)/qm.pc $(PKGCONFIGDIR)/qm-lib.pc \
-	$(BINDIR)/qm-fake-qemu
+	$(BINDIR)/qm-fake-qemu $(BINDIR)/qm
 
 # Two pkg-config files, so that `pkg-config --static --libs qm` links libqm.a even with
 # libqm.so beside it: qm.pc (what users name) requires qm-lib.pc (-L<libdir> -lqm). Only with
@@ -94,12 +94,14 @@ INSTALLED = $(LIBDIR)/libqm.so.$(VERSION) $(LIBDIR)/libqm.so.$(SOMAJOR) $(LIBDIR
 # native libraries; pkg-config prints a package's flags before those of what it requires, so
 # the output is `-Wl,--push-state,-Bstatic -L<libdir> -lqm -Wl,--pop-state -l...`: the linker
 # takes libqm.a for -lqm and goes back to its previous mode for everything after.
-install: ## install the C library, header and pkg-config files under PREFIX (stripped)
-	$(CARGO) build --release --lib --bin qm-fake-qemu
+install: ## install the C library, header, pkg-config files and the qm command under PREFIX (stripped)
+	$(CARGO) build --release --features cli --lib --bin qm-fake-qemu --bin qm
 	install -d "$(DESTDIR)$(LIBDIR)" "$(DESTDIR)$(INCLUDEDIR)" "$(DESTDIR)$(PKGCONFIGDIR)"
 	install -d "$(DESTDIR)$(BINDIR)"
 	install -m 0755 target/release/qm-fake-qemu "$(DESTDIR)$(BINDIR)/qm-fake-qemu"
 	$(STRIP) "$(DESTDIR)$(BINDIR)/qm-fake-qemu"
+	install -m 0755 target/release/qm "$(DESTDIR)$(BINDIR)/qm"
+	$(STRIP) "$(DESTDIR)$(BINDIR)/qm"
 	install -m 0755 target/release/libqm.so "$(DESTDIR)$(LIBDIR)/libqm.so.$(VERSION)"
 	$(STRIP) --strip-unneeded "$(DESTDIR)$(LIBDIR)/libqm.so.$(VERSION)"
 	ln -sf "libqm.so.$(VERSION)" "$(DESTDIR)$(LIBDIR)/libqm.so.$(SOMAJOR)"
@@ -138,7 +140,7 @@ test-python: deps ## Python: own venv, pip install ./bindings/python, ruff, mypy
 
 # ---- users outside the repository: every install flow of the README, from an empty directory --
 .PHONY: test-outside
-test-outside: deps ## the README's install flows (C, Go, Rust, Python) from an empty directory
+test-outside: deps ## the README's install flows (C, Go, Rust, Python, the qm command) from an empty directory
 	CARGO="$(CARGO)" MAKE="$(MAKE)" GO="$(GO)" tests/outside/run
 
 # ---- fuzzing: a short pass in `make test` (fuzz/README.md; fuzz/run for long runs) ---------------

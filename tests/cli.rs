@@ -240,9 +240,12 @@ fn read_until_after(pty: &mut File, seen: &mut String, marker: &str, want: &str)
 #[test]
 fn interactive_shell_completes_and_remembers() {
     let (mut pty, terminal) = openpty();
-    let mut child = qm_bin()
+    // A history of its own: the user's would change what the up arrow brings.
+    let state = scratch();
+    let child = qm_bin()
         .args(["shell", "--", "-machine", "none"])
         .env("TERM", "xterm")
+        .env("XDG_STATE_HOME", state.path())
         .stdin(Stdio::from(terminal.try_clone().unwrap()))
         .stdout(Stdio::from(terminal.try_clone().unwrap()))
         .stderr(Stdio::from(terminal))
@@ -270,6 +273,11 @@ fn interactive_shell_completes_and_remembers() {
     read_until_after(&mut pty, &mut seen, "\"paused\"", prompt);
     // Ctrl-D ends the shell; QEMU is shut down.
     pty.write_all(b"\x04").unwrap();
+    end_on_ctrl_d(child);
+}
+
+/// Waits for a shell sent Ctrl-D to end with status 0.
+fn end_on_ctrl_d(mut child: std::process::Child) {
     let start = Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -282,4 +290,73 @@ fn interactive_shell_completes_and_remembers() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(status.code(), Some(0));
+}
+
+/// A shell on a pseudo-terminal with its history under `state`; returns once it prompts.
+fn shell_on_pty(state: &std::path::Path) -> (File, std::process::Child) {
+    qm_on_pty(state, &["shell", "--", "-machine", "none"])
+}
+
+/// `qm ARGS` on a pseudo-terminal with its history under `state`; returns once it prompts.
+fn qm_on_pty(state: &std::path::Path, args: &[&str]) -> (File, std::process::Child) {
+    let (mut pty, terminal) = openpty();
+    let child = qm_bin()
+        .args(args)
+        .env("TERM", "xterm")
+        .env("XDG_STATE_HOME", state)
+        .stdin(Stdio::from(terminal.try_clone().unwrap()))
+        .stdout(Stdio::from(terminal.try_clone().unwrap()))
+        .stderr(Stdio::from(terminal))
+        .spawn()
+        .unwrap();
+    read_until(&mut pty, &mut String::new(), "(QEMU) ");
+    (pty, child)
+}
+
+#[test]
+fn interactive_shell_completes_arguments_and_keeps_its_history() {
+    let state = scratch();
+    let (mut pty, child) = shell_on_pty(state.path());
+    // Argument names come from the schema: `device_del` has one, `id`.
+    pty.write_all(b"device_del i\t").unwrap();
+    read_until(&mut pty, &mut String::new(), "id=");
+    pty.write_all(b"no-such-device\r").unwrap();
+    read_until_after(&mut pty, &mut String::new(), "no-such-device", "(QEMU) ");
+    pty.write_all(b"\x04").unwrap();
+    end_on_ctrl_d(child);
+    let file = state.path().join("qm/history");
+    let saved = std::fs::read_to_string(&file).unwrap();
+    assert!(saved.contains("device_del id=no-such-device"), "{saved:?}");
+
+    // The next shell starts with that history: the up arrow brings the line back.
+    let (mut pty, child) = shell_on_pty(state.path());
+    pty.write_all(b"\x1b[A").unwrap();
+    read_until(&mut pty, &mut String::new(), "device_del id=no-such-device");
+    pty.write_all(b"\x15\x04").unwrap(); // Ctrl-U empties the line, Ctrl-D ends
+    end_on_ctrl_d(child);
+}
+
+#[test]
+fn an_interactive_recording_replays_interactively() {
+    let state = scratch();
+    let transcript = state.path().join("typed.jsonl");
+    let t = transcript.to_str().unwrap();
+    let (mut pty, child) = qm_on_pty(
+        state.path(),
+        &["shell", "--transcript", t, "--", "-machine", "none"],
+    );
+    pty.write_all(b"query-status\r").unwrap();
+    read_until_after(&mut pty, &mut String::new(), "\"running\"", "(QEMU) ");
+    pty.write_all(b"\x04").unwrap();
+    end_on_ctrl_d(child);
+    // The shell's completion asked QEMU first: that is in the transcript too.
+    let recorded = std::fs::read_to_string(&transcript).unwrap();
+    assert!(recorded.contains("query-qmp-schema"), "{recorded}");
+
+    // Replayed on a terminal, the shell asks the fake the same, so the transcript is followed.
+    let (mut pty, child) = qm_on_pty(state.path(), &["replay", t]);
+    pty.write_all(b"query-status\r").unwrap();
+    read_until_after(&mut pty, &mut String::new(), "\"running\"", "(QEMU) ");
+    pty.write_all(b"\x04").unwrap();
+    end_on_ctrl_d(child);
 }

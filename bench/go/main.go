@@ -285,6 +285,7 @@ func qmpThreads(p *params, out *output) error {
 			return err
 		}
 		for b := 0; b < blocks; b++ {
+			var qmRate float64
 			for k := 0; k < 2; k++ {
 				s := order(b, k)
 				t := time.Now()
@@ -307,7 +308,21 @@ func qmpThreads(p *params, out *output) error {
 					return fmt.Errorf("%d of %d replies right", done, total)
 				}
 				out.push(s, rate)
+				if s == subj {
+					qmRate = rate
+				}
 			}
+			// The raw client pipelining as many commands as qm has goroutines: what QEMU
+			// itself can do with that many in flight ("stat pipelined": raw pipelined, and
+			// qm's rate of the same block, for their ratio).
+			t := time.Now()
+			for i := 0; i < perThread; i++ {
+				if err := r.queryStatusPipelined(threads); err != nil {
+					return err
+				}
+			}
+			out.stat("pipelined", raw, float64(total)/time.Since(t).Seconds())
+			out.stat("pipelined", subj, qmRate)
 		}
 		return nil
 	})

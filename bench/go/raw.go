@@ -232,6 +232,27 @@ func (vm *rawVM) queryStatus() error {
 	return nil
 }
 
+// queryStatusPipelined sends k query-status at once, then reads the k replies, checking each.
+// QMP allows several in-band commands in flight (QEMU takes them one at a time): this is what
+// QEMU itself can do for a client that never waits between commands.
+func (vm *rawVM) queryStatusPipelined(k int) error {
+	first := vm.nextID
+	for i := 0; i < k; i++ {
+		if _, err := vm.send("query-status"); err != nil {
+			return err
+		}
+	}
+	for id := first; id < first+uint64(k); id++ {
+		if err := vm.recvReply(id, nil, nil); err != nil {
+			return err
+		}
+		if !bytes.Contains(vm.cur(), statusRunning) {
+			return fmt.Errorf("unexpected query-status reply: %s", vm.text())
+		}
+	}
+	return nil
+}
+
 // commandAndEvent sends cmd (stop, cont) and reads until both its reply and the event are in
 // hand.
 func (vm *rawVM) commandAndEvent(cmd string, want []byte) error {

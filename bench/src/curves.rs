@@ -63,7 +63,7 @@ pub const CURVES: &[Curve] = &[
         x_unit: "threads",
         title: "qmp_threads: query-status from N threads on one machine (qm) vs the raw client's sequential rate; side: vs the raw client pipelining N commands",
         bytes_per_unit: 0,
-        // Subjects that measure it (Rust): the raw client with N commands in flight.
+        // Subjects that measure it (Rust, C, Go): the raw client with N commands in flight.
         stat: Some(("pipelined", "pipelined cmd/s")),
     },
 ];

@@ -133,7 +133,9 @@ func goStr(s *C.char) string {
 // object (the library could not even allocate one) gives a bare *Error.
 func takeError(st C.qm_status, cerr *C.qm_error) error {
 	if st == C.QM_OK {
-		C.qm_error_free(cerr) // NULL unless the library misbehaved
+		if cerr != nil {
+			C.qm_error_free(cerr) // only if the library misbehaved
+		}
 		return nil
 	}
 	defer C.qm_error_free(cerr)

@@ -50,6 +50,9 @@ type EventFilter struct {
 }
 
 func parseEvent(raw []byte) (Event, error) {
+	if e, ok := quickEvent(raw); ok {
+		return e, nil // the library's own form (event_decode.go)
+	}
 	var e Event
 	if err := json.Unmarshal(raw, &e); err != nil {
 		return Event{}, &Error{Status: StatusProtocol, Message: "qm: decoding an event: " + err.Error()}
@@ -170,6 +173,9 @@ func (m *Machine) EventWait(ctx context.Context, filters ...EventFilter) (Event,
 	if len(filters) == 0 {
 		return Event{}, invalid("EventWait needs at least one filter")
 	}
+	if len(filters) == 1 {
+		return m.eventWaitOne(ctx, filters[0])
+	}
 	for i, f := range filters {
 		if f.Match == nil {
 			continue
@@ -187,6 +193,29 @@ func (m *Machine) EventWait(ctx context.Context, filters ...EventFilter) (Event,
 	defer C.free(unsafe.Pointer(cf))
 	raw, err := m.waitForJSON(ctx, func(h *C.qm_machine, timeout C.int64_t, tok *C.qm_cancel, out **C.char, cerr **C.qm_error) C.qm_status {
 		return C.qm_events_wait(h, cf, timeout, tok, out, cerr)
+	})
+	if err != nil {
+		return Event{}, err
+	}
+	return parseEvent(raw)
+}
+
+// eventWaitOne is EventWait for one filter, the usual case: qm_event_wait takes the name and
+// the match as they are, so there is no list of filters to marshal here and parse in the
+// library, on the path of every event (issue #20).
+func (m *Machine) eventWaitOne(ctx context.Context, f EventFilter) (Event, error) {
+	cname, err := cstring("filters[0].Name", f.Name)
+	if err != nil {
+		return Event{}, err
+	}
+	defer C.free(unsafe.Pointer(cname))
+	cmatch, err := jsonObjectArg("filters[0].Match", f.Match)
+	if err != nil {
+		return Event{}, err
+	}
+	defer C.free(unsafe.Pointer(cmatch))
+	raw, err := m.waitForJSON(ctx, func(h *C.qm_machine, timeout C.int64_t, tok *C.qm_cancel, out **C.char, cerr **C.qm_error) C.qm_status {
+		return C.qm_event_wait(h, cname, cmatch, timeout, tok, out, cerr)
 	})
 	if err != nil {
 		return Event{}, err

@@ -181,16 +181,19 @@ impl Machine {
         if let Some(file) = transcript {
             client.set_transcript(file);
         }
-        if let Err(err) = client.handshake(deadline.to_wait()) {
-            client.close();
-            return Err(match err {
-                Error::Timeout(what) => Error::Timeout(format!(
-                    "{what} from {qmp} (QEMU serves one monitor client at a time: is another \
+        let greeting = match client.handshake(deadline.to_wait()) {
+            Ok(greeting) => greeting,
+            Err(err) => {
+                client.close();
+                return Err(match err {
+                    Error::Timeout(what) => Error::Timeout(format!(
+                        "{what} from {qmp} (QEMU serves one monitor client at a time: is another \
                      connected?)"
-                )),
-                other => other,
-            });
-        }
+                    )),
+                    other => other,
+                });
+            }
+        };
         let agent = match agent {
             Some(path) => {
                 let connected = UnixStream::connect(path)
@@ -215,6 +218,8 @@ impl Machine {
             }
             None => None,
         };
+        // The schema as on a launched machine; no binary is known, so no per-binary cache.
+        self.schema_connected(None, &greeting);
         *lock(&self.qmp) = Some(client);
         *lock(&self.agent) = agent;
         *lock(&self.proc) = ProcState::Attached;

@@ -146,17 +146,29 @@ def test_markers_skip_what_qemu_lacks(pytester: pytest.Pytester) -> None:
         def test_lacks_one():
             raise AssertionError("must not run")
 
-        @pytest.mark.qemu_supports("blockdev-add/arg-type/+file/aio/^io_uring")
-        def test_schema_path():
-            raise AssertionError("must not run without schema support")
+        @pytest.mark.qemu_supports("blockdev-add/arg-type/+file/aio/^io_uring", "query-status")
+        def test_schema_has_them(qemu_machine):
+            qemu_machine(machine="none").cmd("query-status")
+
+        @pytest.mark.qemu_supports(
+            "blockdev-add/arg-type/+file/aio/^io_uring",
+            "blockdev-add/arg-type/+file/aio/^no-such-aio",
+        )
+        def test_schema_lacks_one():
+            raise AssertionError("must not run")
+
+        @pytest.mark.qemu_supports("blockdev-add/argtype")
+        def test_schema_path_malformed():
+            raise AssertionError("must not run")
         """
     )
     result = _run(pytester, "-rs")
-    result.assert_outcomes(passed=1, skipped=2)
+    result.assert_outcomes(passed=2, skipped=2, errors=1)
     result.stdout.fnmatch_lines_random(
         [
             "*has no QMP command no-such-command*",
-            "*qemu_supports needs schema queries*",
+            "*does not support blockdev-add/arg-type/+file/aio/^no-such-aio (its QMP schema)*",
+            "*qemu_supports:*blockdev-add/argtype*component 2*",
         ]
     )
 
@@ -195,18 +207,35 @@ def test_keep_failed_keeps_only_the_failing_tests_files(pytester: pytest.Pyteste
 
 
 def test_linux_guest_fixture(pytester: pytest.Pytester) -> None:
+    templates = pytester.path / "templates"
     pytester.makepyfile(
         """
         def test_guest(linux_guest):
             assert linux_guest.agent.ping() is None
-            assert "qm-guest: ready" in linux_guest.console_transcript()
+            linux_guest.agent.write_file("/tmp/mine", b"first test's")
+            assert linux_guest.console_run("cat /tmp/mine", timeout=120).stdout == b"first test's"
+
+        def test_another_clone(linux_guest):
+            # A clone of the saved guest, not the first test's machine: its file is not here.
+            assert linux_guest.agent.ping() is None
+            assert linux_guest.console_run("test -e /tmp/mine", timeout=120).status == 1
         """
     )
-    result = _run(pytester, "-rs", "--rootdir", str(Path(__file__).resolve().parents[3]))
+    root = str(Path(__file__).resolve().parents[3])
+    args = ("-rsw", "--rootdir", root, "--qm-template-dir", str(templates))
+    result = _run(pytester, *args)
     outcomes = result.parseoutcomes()
     if outcomes.get("skipped"):
         pytest.skip(f"the Linux test guest is not available here: {result.stdout.str()[-300:]}")
-    result.assert_outcomes(passed=1)
+    result.assert_outcomes(passed=2)
+    assert "boots for each test" not in result.stdout.str()
+    # The session's template is saved where asked: a later run (or worker) boots nothing.
+    saved = {p: p.stat().st_mtime_ns for p in templates.rglob("*") if p.is_file()}
+    assert saved, "no saved state under the template directory"
+    result = _run(pytester, *args)
+    result.assert_outcomes(passed=2)
+    # Found, not made again: the same files, unchanged.
+    assert saved == {p: p.stat().st_mtime_ns for p in templates.rglob("*") if p.is_file()}
 
 
 def test_under_xdist_with_4_workers(pytester: pytest.Pytester) -> None:

@@ -4,6 +4,7 @@ seconds to `timeout_ms` (the rule itself is the core's: `qm_timeout_ms`). No pol
 from __future__ import annotations
 
 import ctypes
+import functools
 import json
 import os
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
@@ -75,6 +76,14 @@ def seconds_to_ms(seconds: float) -> int:
     """Seconds (>= 0, finite or inf) to milliseconds by the core's one rule
     (`qm_timeout_ms_from_seconds`: rounded up, so 0.0004 s is 1 ms, not 0; inf is
     QM_WAIT_FOREVER)."""
+    return _seconds_to_ms(float(seconds))
+
+
+# The core's answer for a number of seconds never changes: a program passes the same few
+# timeouts over and over (`event_wait(..., timeout=10)` on every event), so each is asked once
+# rather than paying a C call per wait (issue #20).
+@functools.lru_cache(maxsize=256)
+def _seconds_to_ms(seconds: float) -> int:
     ms = ctypes.c_int64(0)
     err = _ffi.ErrorP()
     _check(
@@ -86,6 +95,8 @@ def seconds_to_ms(seconds: float) -> int:
 def conv_keys(args: Mapping[str, Any]) -> Dict[str, Any]:
     """The harness's keyword convention, decided by the core (`qm_conv_keys`): `_` in
     top-level keys becomes `-`."""
+    if not args:
+        return {}  # no key to convert: the common `vm.cmd("stop")` pays no C call
     raw = _json_arg(dict(args), "arguments")
     out = ctypes.c_void_p()
     err = _ffi.ErrorP()

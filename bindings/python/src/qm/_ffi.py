@@ -7,6 +7,7 @@ stops other Python threads (one of which may fire a `Cancel`).
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 from ctypes import (
     POINTER,
@@ -412,6 +413,17 @@ def take_string(ptr: Optional[int]) -> Optional[str]:
         return None
     try:
         return ctypes.string_at(ptr).decode("utf-8")
+    finally:
+        lib.qm_string_free(ptr)
+
+
+def take_json(ptr: Optional[int]) -> Any:
+    """Parses the JSON text of a `char *` qm returned (None for NULL) and frees it with
+    qm_string_free. (Decoded first: json.loads on bytes guesses their encoding in Python.)"""
+    if not ptr:
+        return None
+    try:
+        return json.loads(ctypes.string_at(ptr).decode("utf-8"))
     finally:
         lib.qm_string_free(ptr)
 

@@ -4,7 +4,6 @@ call in another). The machine's calls are mixins over this class, one module per
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from ctypes import byref, c_void_p
@@ -23,6 +22,7 @@ class MachineHandle:
 
     _h: Any
     _calls: int
+    _calls_lock: Any  # a threading.Lock
     _calls_cv: threading.Condition
     _log: logging.Logger
     _qmp_log: logging.Logger
@@ -32,7 +32,11 @@ class MachineHandle:
     ) -> None:
         self._h = None
         self._calls = 0
-        self._calls_cv = threading.Condition()
+        # A plain lock (taken in C, unlike an RLock's Condition) guards the count: every call
+        # takes it twice, on the path of every command and event (issue #20). The condition,
+        # over the same lock, is only for `_free`, which clears `_h` first and then waits.
+        self._calls_lock = threading.Lock()
+        self._calls_cv = threading.Condition(self._calls_lock)
         self._log = logger or LOG
         self._qmp_log = qmp_logger or QMP_LOG
 
@@ -41,22 +45,35 @@ class MachineHandle:
             raise _errors.StateError("the machine was closed")
         return self._h
 
+    def _enter(self) -> Any:
+        """Counts a call in flight and returns the handle (StateError once closed)."""
+        with self._calls_lock:
+            h = self._h
+            if not h:
+                raise _errors.StateError("the machine was closed")
+            self._calls += 1
+        return h
+
+    def _leave(self) -> None:
+        """Ends a call counted by `_enter`; the last one out wakes a `_free` waiting for it
+        (only a closing machine, whose handle is already cleared, has anyone to wake)."""
+        with self._calls_lock:
+            self._calls -= 1
+            if self._calls == 0 and not self._h:
+                self._calls_cv.notify_all()
+
     def _call(
         self, fn: Any, *args: Any, command: str = "", arguments: Optional[Dict[str, Any]] = None
     ) -> None:
         """Calls `fn(handle, *args, &err)` and raises the matching exception on failure."""
         err = _ffi.ErrorP()
-        with self._calls_cv:
-            h = self._handle()
-            self._calls += 1
+        h = self._enter()
         try:
             status = fn(h, *args, byref(err))
         finally:
-            with self._calls_cv:
-                self._calls -= 1
-                if self._calls == 0:
-                    self._calls_cv.notify_all()
-        _check(status, err, command, arguments)
+            self._leave()
+        if status != _ffi.QM_OK:
+            _check(status, err, command, arguments)
 
     def _string(
         self, fn: Any, *args: Any, command: str = "", arguments: Optional[Dict[str, Any]] = None
@@ -68,13 +85,23 @@ class MachineHandle:
     def _json(
         self, fn: Any, *args: Any, command: str = "", arguments: Optional[Dict[str, Any]] = None
     ) -> Any:
-        text = self._string(fn, *args, command=command, arguments=arguments)
-        return None if text is None else json.loads(text)
+        """Calls `fn(handle, *args, &out, &err)` and returns the JSON text qm stored in `out`,
+        parsed (None for NULL): the path of every command and event wait."""
+        out = c_void_p()
+        err = _ffi.ErrorP()
+        h = self._enter()
+        try:
+            status = fn(h, *args, byref(out), byref(err))
+        finally:
+            self._leave()
+        if status != _ffi.QM_OK:
+            _check(status, err, command, arguments)
+        return _ffi.take_json(out.value)
 
     def _peek(self, fn: Any, *args: Any) -> Any:
         """A non-blocking query: None once closed, else `fn(handle, *args)` (counted as a call
         in flight, so `close` in another thread cannot free the handle under it)."""
-        with self._calls_cv:
+        with self._calls_lock:
             h = self._h
             if not h:
                 return None
@@ -82,7 +109,4 @@ class MachineHandle:
         try:
             return fn(h, *args)
         finally:
-            with self._calls_cv:
-                self._calls -= 1
-                if self._calls == 0:
-                    self._calls_cv.notify_all()
+            self._leave()

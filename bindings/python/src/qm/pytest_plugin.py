@@ -9,23 +9,26 @@ Fixtures:
   makes a `qm.Machine` running the QEMU binary with the extra arguments `args` and `config`
   (the keywords of `qm.Machine`), launches it (unless ``launch=False``) and returns it. Every
   machine it made is ended at teardown, whatever happened (a graceful shutdown, then kill).
-- ``linux_guest``: a launched machine booted into the Linux test guest (``guest/linux``) with
-  a console and the guest agent, once the guest printed ``qm-guest: ready``. Booted per test
-  for now; a session-wide template cloned per test is for when qm has fast start.
+- ``linux_guest``: a launched machine running the Linux test guest (``guest/linux``) with a
+  console and the guest agent answering: a clone of a session-wide `qm.Template` (booted once,
+  saved under ``--qm-template-dir``, and found there by later runs and other xdist workers), or,
+  where the template cannot be made, booted for the test until ``qm-guest: ready``.
 - ``qemu_binary``: the QEMU binary's path; skips the test, with the reason, when it is missing.
 - ``qm_test_dir``: the test's directory for QEMU logs, QMP transcripts and console logs.
 
-Options: ``--qemu-binary`` (else ``$QM_QEMU``, else ``qemu-system-x86_64``), and
-``--qm-keep-failed``: keep the directories of failing tests (their paths go in the report).
+Options: ``--qemu-binary`` (else ``$QM_QEMU``, else ``qemu-system-x86_64``),
+``--qm-keep-failed``: keep the directories of failing tests (their paths go in the report), and
+``--qm-template-dir`` (else ``$QM_TEMPLATE_DIR``, else ``$XDG_CACHE_HOME/qm/templates``, else
+``~/.cache/qm/templates``): where the Linux guest's saved state is kept.
 
 Markers (each skips with the reason rather than fails):
 
 - ``@pytest.mark.qemu``: the test needs QEMU.
 - ``@pytest.mark.qemu_commands("blockdev-add", ...)``: QEMU must have these QMP commands
   (``query-commands`` of a ``-machine none`` QEMU, asked once per process and binary).
-- ``@pytest.mark.qemu_supports("blockdev-add/arg-type/+file/aio/^io_uring", ...)``: schema query
-  paths. This is a hook for qm's schema work: `SCHEMA_SUPPORTS` decides, and until it is set
-  every such test is skipped, saying so.
+- ``@pytest.mark.qemu_supports("blockdev-add/arg-type/+file/aio/^io_uring", ...)``: QEMU's QMP
+  schema must have these query paths (`qm.Schema.query`; the schema of a ``-machine none`` QEMU,
+  loaded once per process and binary). A malformed path is an error of the test, not a skip.
 
 When a test that used these fixtures fails, the report has, per machine, QEMU's log, the tail
 of the QMP transcript and the tail of the console. Each test gets its own directory and every
@@ -55,9 +58,8 @@ BOOT_TIMEOUT = 300.0
 #: What the Linux test guest prints once it is up, with its agent started.
 GUEST_READY = "qm-guest: ready"
 
-#: The hook for schema query paths (``qemu_supports``): ``SCHEMA_SUPPORTS(binary, path)`` is
-#: True when the QEMU at `binary` supports `path`. qm's schema work sets it; while it is None,
-#: tests marked ``qemu_supports`` are skipped with that reason.
+#: Overrides how ``qemu_supports`` decides: ``SCHEMA_SUPPORTS(binary, path)`` is True when the
+#: QEMU at `binary` supports `path`. None (the default): qm's schema query decides.
 SCHEMA_SUPPORTS: Optional[Callable[[str, str], bool]] = None
 
 MachineFactory = Callable[..., qm.Machine]
@@ -74,6 +76,7 @@ class _TestState:
 
 _STATE = pytest.StashKey[_TestState]()
 _COMMANDS = pytest.StashKey[Dict[str, Set[str]]]()
+_SCHEMAS = pytest.StashKey[Dict[str, qm.Schema]]()
 _GUEST_ARGS = pytest.StashKey[Tuple[Optional[List[str]], str]]()
 
 
@@ -90,6 +93,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=False,
         help="keep the directories (QEMU logs, QMP transcripts, console logs) of failing tests",
     )
+    group.addoption(
+        "--qm-template-dir",
+        default=None,
+        help="where linux_guest's saved guest state is kept (default: $QM_TEMPLATE_DIR, else "
+        "$XDG_CACHE_HOME/qm/templates, else ~/.cache/qm/templates)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -100,6 +109,7 @@ def pytest_configure(config: pytest.Config) -> None:
     ):
         config.addinivalue_line("markers", line)
     config.stash[_COMMANDS] = {}
+    config.stash[_SCHEMAS] = {}
 
 
 # ---- the QEMU binary and what it can do --------------------------------------------------------
@@ -129,6 +139,22 @@ def _commands(config: pytest.Config, binary: str) -> Set[str]:
     return cache[binary]
 
 
+def _supports(config: pytest.Config, binary: str, path: str) -> bool:
+    """True when the schema of `binary` (loaded once per process) has `path`; a malformed path
+    fails the test, naming the component."""
+    if SCHEMA_SUPPORTS is not None:
+        return SCHEMA_SUPPORTS(binary, path)
+    cache = config.stash[_SCHEMAS]
+    if binary not in cache:
+        with qm.Machine(binary, machine="none") as vm:
+            vm.launch()
+            cache[binary] = vm.schema()
+    try:
+        return cache[binary].query(path)
+    except qm.InvalidArgumentError as exc:
+        pytest.fail(f"qemu_supports: {exc}", pytrace=False)
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     ours = ("qemu", "qemu_commands", "qemu_supports")
     if not any(m.name in ours for m in item.iter_markers()):
@@ -140,14 +166,9 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         if missing:
             pytest.skip(f"{binary} has no QMP command {', '.join(missing)}")
     for mark in item.iter_markers("qemu_supports"):
-        if SCHEMA_SUPPORTS is None:
-            pytest.skip(
-                "qemu_supports needs schema queries, which this qm does not have yet "
-                "(qm.pytest_plugin.SCHEMA_SUPPORTS is unset)"
-            )
-        for path in mark.args:
-            if not SCHEMA_SUPPORTS(binary, path):
-                pytest.skip(f"{binary} does not support {path}")
+        missing = [path for path in mark.args if not _supports(item.config, binary, path)]
+        if missing:
+            pytest.skip(f"{binary} does not support {', '.join(missing)} (its QMP schema)")
 
 
 # ---- fixtures ----------------------------------------------------------------------------------
@@ -246,10 +267,54 @@ def _find_guest(config: pytest.Config) -> Tuple[Optional[List[str]], str]:
     return done.stdout.strip().split("\n"), ""
 
 
+def _template_dir(config: pytest.Config) -> Path:
+    given = config.getoption("--qm-template-dir") or os.environ.get("QM_TEMPLATE_DIR")
+    if given:
+        return Path(given)
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "qm" / "templates"
+
+
+@pytest.fixture(scope="session")
+def _qm_linux_template(
+    pytestconfig: pytest.Config, qemu_binary: str
+) -> Iterator[Tuple[Optional[qm.Template], str]]:
+    """The Linux guest's template, prepared (booted and saved, unless a saved state is found)
+    once per session; `(None, why)` when it cannot be made, and linux_guest boots instead."""
+    args = _guest_args(pytestconfig)
+    folder = _template_dir(pytestconfig)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        template = qm.Template(qemu_binary, str(folder), args=args, console=True, guest_agent=True)
+    except (OSError, qm.QMError) as exc:
+        yield None, f"no template in {folder}: {exc}"
+        return
+    with template:
+        try:
+            template.prepare("agent", timeout=BOOT_TIMEOUT)
+        except qm.QMError as exc:
+            yield None, f"the template could not be prepared: {exc}"
+            return
+        yield template, ""
+
+
 @pytest.fixture
-def linux_guest(request: pytest.FixtureRequest, qemu_machine: MachineFactory) -> qm.Machine:
-    """A machine booted into the Linux test guest, with a console and the guest agent, once
-    the guest is ready (skips, with the reason, when the guest cannot be built here)."""
+def linux_guest(
+    request: pytest.FixtureRequest,
+    qemu_machine: MachineFactory,
+    _qm_linux_template: Tuple[Optional[qm.Template], str],
+) -> qm.Machine:
+    """A machine running the Linux test guest, with a console and the guest agent answering
+    (skips, with the reason, when the guest cannot be built here): a clone of the session's
+    template, else booted for the test."""
+    template, why = _qm_linux_template
+    if template is not None:
+        vm = template.clone(timeout=BOOT_TIMEOUT)
+        _state(request).machines.append(vm)
+        return vm
+    import warnings
+
+    warnings.warn(f"linux_guest boots for each test: {why}", stacklevel=1)
     vm = qemu_machine(*_guest_args(request.config), name="linux", console=True, guest_agent=True)
     vm.console_wait(GUEST_READY, failure="Kernel panic", timeout=BOOT_TIMEOUT)
     return vm

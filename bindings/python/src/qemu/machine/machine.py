@@ -809,6 +809,13 @@ class QEMUMachine:
                 return event
         self._check_qmp()
         seconds = _wait_seconds(timeout)
+        if len(events) == 1 and isinstance(events[0], (tuple, list)) and len(events[0]) == 2:
+            # One filter (every event_wait): qm's wait for one name, with no list of filters
+            # to build and encode here and parse in the core (issue #20).
+            name, match = events[0]
+            return self._qmp_call(  # type: ignore[no-any-return]
+                self._vm.event_wait, name, match, seconds
+            )
         return self._qmp_call(self._vm.events_wait, events, seconds)  # type: ignore[no-any-return]
 
     # ---- console -----------------------------------------------------------------------
