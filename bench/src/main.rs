@@ -218,7 +218,7 @@ const METRICS: &[Metric] = &[
     Metric {
         name: "console_run",
         unit: "ms",
-        params: &[("segments", 4, 2), ("blocks", 2, 2), ("reps", 25, 5)],
+        params: &[("segments", 6, 2), ("blocks", 2, 2), ("reps", 20, 5)],
         target: Target::RatioAtMost(1.05),
         go_target: None,
         stats: &[],
