@@ -12,42 +12,8 @@ use std::time::{Duration, Instant};
 
 use qm::guest::{qemu_args, write_image, GuestAction};
 use serde_json::Value;
+use support::cli::{json_lines, qm_bin, run_piped};
 use support::vm::{qemu, scratch, T};
-
-fn qm_bin() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_qm"));
-    cmd.env("QM_QEMU", qemu());
-    cmd
-}
-
-/// Runs `qm ARGS` with `input` on stdin; its exit code, stdout and stderr.
-fn run_piped(args: &[&str], input: &str) -> (i32, String, String) {
-    let mut child = qm_bin()
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn json_lines(out: &str) -> Vec<Value> {
-    out.lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
-        .collect()
-}
 
 #[test]
 fn help_and_usage_errors() {

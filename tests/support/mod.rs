@@ -7,7 +7,10 @@
 //! - [`fake_client`]: a `QmpClient` connected to a [`fake_qmp`] peer.
 //! - [`linux_guest`]: the Linux test guest (guest/linux), built once per test process.
 //! - [`fake_qga`]: a fake guest agent peer, for faults a real `qemu-ga` will not produce.
+//! - `cli`: the `qm` command line through pipes (only with `--features cli`, which builds it).
 
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod fake_client;
 pub mod fake_qga;
 pub mod fake_qmp;
