@@ -123,8 +123,11 @@ fn main() {
             vm.kill().unwrap();
         }
     }
-    let (cold_ms, restore_ms, running_ms) =
-        (median(&mut cold), median(&mut restore), median(&mut running));
+    let (cold_ms, restore_ms, running_ms) = (
+        median(&mut cold),
+        median(&mut restore),
+        median(&mut running),
+    );
     println!(
         "fast_start: cold_ready {cold_ms:.0} ms, restore_ready {restore_ms:.0} ms \
          (running after {running_ms:.0} ms), ratio {:.3}, state {} MiB",
@@ -145,7 +148,10 @@ fn main() {
         let wall = ms(t.elapsed());
         let rss: u64 = clones.iter().map(|c| rss_kib(c.pid().unwrap())).sum();
         let per = rss / n as u64;
-        println!("fast_start: clones_{n}: {wall:.0} ms wall, {} MiB RSS per clone", per >> 10);
+        println!(
+            "fast_start: clones_{n}: {wall:.0} ms wall, {} MiB RSS per clone",
+            per >> 10
+        );
         results.push(json!({
             "metric": "fast_start_clones", "n": n, "wall_ms": wall, "rss_kib_per_clone": per,
         }));

@@ -19,13 +19,20 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(first, Script::parse(&text), "[deterministic]");
     match first {
         Err(e) => {
-            assert!(e.line >= 1 && e.line <= lines, "[line] {e} of {lines} lines");
+            assert!(
+                e.line >= 1 && e.line <= lines,
+                "[line] {e} of {lines} lines"
+            );
             assert!(!e.problem.is_empty(), "[problem]");
         }
         Ok(script) => {
             let mut last = 0;
             for step in &script.steps {
-                assert!(step.line > last && step.line <= lines, "[order] {}", step.line);
+                assert!(
+                    step.line > last && step.line <= lines,
+                    "[order] {}",
+                    step.line
+                );
                 last = step.line;
                 if matches!(step.action, Action::Reply { .. }) {
                     continue;

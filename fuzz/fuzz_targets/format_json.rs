@@ -35,7 +35,11 @@ fn check(u: &mut Unstructured) -> Result<()> {
     for template in ["{\"k\": %s}", "{'k': [%s]}"] {
         let v = json(template, &[Arg::Str(s)]).expect("a string always fits %s");
         let got = v.get("k").map(|k| if k.is_array() { &k[0] } else { k });
-        assert_eq!(got.and_then(Value::as_str), Some(s), "[string] {template} {s:?}");
+        assert_eq!(
+            got.and_then(Value::as_str),
+            Some(s),
+            "[string] {template} {s:?}"
+        );
     }
     // 3: %j round trip of any JSON value.
     if let Ok(v) = serde_json::from_str::<Value>(s) {
@@ -45,7 +49,11 @@ fn check(u: &mut Unstructured) -> Result<()> {
     // 4: integers.
     let (i, w): (i64, u64) = (u.arbitrary()?, u.arbitrary()?);
     let v = json("[%lld, %llu]", &[Arg::Int(i), Arg::Uint(w)]).expect("integers fit");
-    assert_eq!((v[0].as_i64(), v[1].as_u64()), (Some(i), Some(w)), "[integers]");
+    assert_eq!(
+        (v[0].as_i64(), v[1].as_u64()),
+        (Some(i), Some(w)),
+        "[integers]"
+    );
     Ok(())
 }
 

@@ -24,7 +24,13 @@ use qm_fuzz::random_chunks;
 
 const NONCE: &str = "0123456789abcdef";
 
-type Outcome = (bool, Vec<u8>, Option<Result<i32, String>>, Vec<String>, usize);
+type Outcome = (
+    bool,
+    Vec<u8>,
+    Option<Result<i32, String>>,
+    Vec<String>,
+    usize,
+);
 
 fn parse(chunks: &[&[u8]]) -> Outcome {
     let mut f = RunFrame::new(NONCE);
@@ -56,7 +62,10 @@ fn check(data: &[u8]) {
         let cut = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
         let (echo, payload) = rest.split_at(cut);
         // What precedes the begin marker (the echo) never holds a marker in real life.
-        let echo: Vec<u8> = echo.iter().map(|&b| if b == b'Q' { b'q' } else { b }).collect();
+        let echo: Vec<u8> = echo
+            .iter()
+            .map(|&b| if b == b'Q' { b'q' } else { b })
+            .collect();
         let payload: Vec<u8> = payload
             .iter()
             .map(|&b| match b {
@@ -83,7 +92,11 @@ fn check(data: &[u8]) {
     };
     let whole = parse(&[&stream]);
     let random = parse(&random_chunks(&stream, *seed));
-    assert_eq!(key(&random), key(&whole), "[split] random reads disagree with one read");
+    assert_eq!(
+        key(&random),
+        key(&whole),
+        "[split] random reads disagree with one read"
+    );
     let bytes: Vec<&[u8]> = stream.chunks(1).collect();
     assert_eq!(key(&parse(&bytes)), key(&whole), "[split] bytewise");
     if let Some((payload, status, framed)) = expect {

@@ -30,7 +30,10 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(command.name, name);
         for f in schema.check_command(name, None) {
             assert!(
-                matches!(f.rule, Rule::MissingMember | Rule::Deprecated | Rule::Unstable),
+                matches!(
+                    f.rule,
+                    Rule::MissingMember | Rule::Deprecated | Rule::Unstable
+                ),
                 "[empty-args] {name}: {f}"
             );
         }
