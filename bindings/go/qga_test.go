@@ -22,9 +22,11 @@ func linuxGuestArgs(t *testing.T) []string {
 	t.Helper()
 	kernel, initrd := os.Getenv("QM_LINUX_KERNEL"), os.Getenv("QM_LINUX_INITRD")
 	if kernel != "" && initrd != "" {
-		return []string{"-nodefaults", "-machine", "q35", "-accel", "tcg", "-m", "256",
-			"-kernel", kernel, "-initrd", initrd,
-			"-append", "console=ttyS0 quiet loglevel=1 panic=-1 no_timer_check", "-no-reboot"}
+		args, err := qm.LinuxGuestQEMUArgs(kernel, initrd)
+		if err != nil {
+			t.Fatalf("LinuxGuestQEMUArgs: %v", err)
+		}
+		return args
 	}
 	build, _ := filepath.Abs("../../guest/linux/build")
 	if _, err := os.Stat(build); err != nil {

@@ -191,13 +191,8 @@ static void agent_in_the_linux_guest(void)
 
     if (!linux_guest(kernel, initrd, sizeof kernel))
         return;
-    {
-        const char *args[] = {"-nodefaults", "-machine", "q35", "-accel", "tcg", "-m", "256",
-                              "-kernel", kernel, "-initrd", initrd, "-append",
-                              "console=ttyS0 quiet loglevel=1 panic=-1 no_timer_check", "-no-reboot"};
-        OK(qm_new(qemu_binary(), &m, &err));
-        OK(qm_add_args(m, args, sizeof args / sizeof args[0], &err));
-    }
+    OK(qm_new(qemu_binary(), &m, &err));
+    OK(qm_linux_guest_add_args(m, kernel, initrd, &err));
     OK(qm_set_guest_agent(m, true, &err));
     OK(qm_launch(m, QM_WAIT_DEFAULT, NULL, &err));
     OK(qm_agent_sync(m, BOOT_MS, NULL, &err)); /* while the guest boots */

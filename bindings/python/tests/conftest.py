@@ -94,11 +94,7 @@ def linux_guest_args() -> List[str]:
 
     kernel, initrd = os.environ.get("QM_LINUX_KERNEL"), os.environ.get("QM_LINUX_INITRD")
     if kernel and initrd:
-        return [
-            "-nodefaults", "-machine", "q35", "-accel", "tcg", "-m", "256",
-            "-kernel", kernel, "-initrd", initrd,
-            "-append", "console=ttyS0 quiet loglevel=1 panic=-1 no_timer_check", "-no-reboot",
-        ]  # fmt: skip
+        return qm.linux_guest_args(kernel, initrd)
     build = Path(__file__).resolve().parents[3] / "guest" / "linux" / "build"
     if not build.exists():
         pytest.skip(f"no Linux guest: set QM_LINUX_KERNEL and QM_LINUX_INITRD, or provide {build}")
