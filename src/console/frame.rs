@@ -71,6 +71,11 @@ pub struct RunFrame {
     phase: Phase,
     /// Bytes received and not yet decided on (a marker or a kernel record may be incomplete).
     pend: Vec<u8>,
+    /// Where in `pend` the last kernel record was cut out: no record may start before it.
+    /// The bytes on its two sides were apart on the wire; a "record" made of both would be
+    /// found or not depending on how the reads were split (one read's search has moved past
+    /// the cut; bytes held back for a later read would be searched again).
+    fence: usize,
     output: Vec<u8>,
     kernel: Vec<String>,
     status: Option<i32>,
@@ -137,6 +142,7 @@ impl RunFrame {
             end: format!("QM-RUN-{nonce}-E ").into_bytes(),
             phase: Phase::Begin,
             pend: Vec::new(),
+            fence: 0,
             output: Vec::new(),
             kernel: Vec::new(),
             status: None,
@@ -216,6 +222,7 @@ impl RunFrame {
             }
         }
         self.pend.drain(..at);
+        self.fence = self.fence.saturating_sub(at);
         if self.phase == Phase::Done {
             // What is left came after the status line: the tail of `data`, not this run's.
             let rest = self.pend.len().min(data.len());
@@ -226,25 +233,29 @@ impl RunFrame {
         }
     }
 
-    /// Cuts complete kernel records out of the pending bytes.
+    /// Cuts complete kernel records out of the pending bytes (those after the fence).
     fn strip_records(&mut self) {
-        if !self.pend.contains(&b'[') {
+        let open = &self.pend[self.fence..];
+        if !open.contains(&b'[') {
             return;
         }
         let re = record_re();
-        if !re.is_match(&self.pend) {
+        if !re.is_match(open) {
             return;
         }
-        let mut kept = Vec::with_capacity(self.pend.len());
-        let mut last = 0;
-        for m in re.find_iter(&self.pend) {
-            kept.extend_from_slice(&self.pend[last..m.start()]);
-            let text = &self.pend[m.start()..m.end() - 2];
+        let mut kept = self.pend[..self.fence].to_vec();
+        let mut last = self.fence;
+        for m in re.find_iter(open) {
+            let (start, end) = (self.fence + m.start(), self.fence + m.end());
+            kept.extend_from_slice(&self.pend[last..start]);
+            let text = &self.pend[start..end - 2];
             self.kernel.push(String::from_utf8_lossy(text).into_owned());
-            last = m.end();
+            last = end;
         }
+        let fence = kept.len();
         kept.extend_from_slice(&self.pend[last..]);
         self.pend = kept;
+        self.fence = fence;
     }
 
     /// How many pending bytes are final: all but an incomplete kernel record at the end (it
@@ -256,6 +267,8 @@ impl RunFrame {
             .rposition(|&b| b == b'\n')
             .map_or(0, |p| p + 1)
             .max(self.pend.len().saturating_sub(MAX_RECORD));
+        // A record can no longer start before the fence.
+        let from = from.max(self.fence);
         let tail = &self.pend[from..];
         for (i, _) in tail.iter().enumerate().filter(|(_, &b)| b == b'[') {
             if record_prefix(&tail[i..]) {
@@ -384,6 +397,21 @@ mod tests {
             assert_eq!(f.output(), b"abcdef");
             assert_eq!(f.kernel_messages().len(), 2);
             assert_eq!(f.kernel_messages()[0], "[   11.816284] kmsg here");
+        }
+    }
+
+    /// Found by the `run_frame` fuzz target: cutting a record out of `[  [   2.000000] x\r\n
+    ///   2.000000] x\r\n` leaves bytes that join into a second "record"; one read found one
+    /// record, reads of a few bytes found two. Bytes on the two sides of a cut never join.
+    #[test]
+    fn a_cut_record_does_not_join_its_neighbours_into_another() {
+        let mut s = b"[  [   2.000000] x\r\n  2.000000] y\r\n".to_vec();
+        s.extend(stream(b"out", "0", b""));
+        for piece in [1, 2, 3, 5, 4096] {
+            let (f, _) = parse_in_pieces(&s, piece);
+            assert!(f.is_done(), "piece {piece}");
+            assert_eq!(f.kernel_messages(), ["[   2.000000] x"], "piece {piece}");
+            assert_eq!(f.output(), b"out");
         }
     }
 
