@@ -269,7 +269,18 @@ impl Checker {
     }
 
     /// Applies the policy to `findings`: warnings are logged, the first refusal is the error.
-    fn judge(&self, policy: SchemaPolicy, subject: &str, findings: Vec<Finding>) -> Result<()> {
+    /// `subject` names what was checked, for messages: made only when there is a finding, as
+    /// most checks (every checked command and event wait) find nothing.
+    fn judge(
+        &self,
+        policy: SchemaPolicy,
+        subject: impl Fn() -> String,
+        findings: Vec<Finding>,
+    ) -> Result<()> {
+        if findings.is_empty() {
+            return Ok(());
+        }
+        let subject = subject();
         let mut refused: Vec<Finding> = Vec::new();
         for f in findings {
             match policy.level(f.rule) {
@@ -282,7 +293,7 @@ impl Checker {
         match refused.next() {
             None => Ok(()),
             Some(first) => Err(Error::Refused {
-                subject: subject.to_owned(),
+                subject,
                 path: first.path,
                 rule: first.rule,
                 message: first.message,
@@ -307,7 +318,11 @@ impl Checker {
         let Some(schema) = self.schema_for_checks(client, deadline)? else {
             return Ok(());
         };
-        self.judge(policy, &format!("'{cmd}'"), schema.check_command(cmd, args))
+        self.judge(
+            policy,
+            || format!("'{cmd}'"),
+            schema.check_command(cmd, args),
+        )
     }
 
     /// Runs a command after checking it under the policy: a refused command is never sent.
@@ -354,7 +369,11 @@ impl Checker {
         if policy.is_off() {
             return Ok(());
         }
-        self.judge(policy, &format!("'{cmd}'"), schema.check_command(cmd, args))
+        self.judge(
+            policy,
+            || format!("'{cmd}'"),
+            schema.check_command(cmd, args),
+        )
     }
 
     /// Checks that every event name exists (and is not deprecated or unstable) under the
@@ -379,7 +398,7 @@ impl Checker {
         for name in names {
             self.judge(
                 policy,
-                &format!("event wait for '{name}'"),
+                || format!("event wait for '{name}'"),
                 schema.check_event(name),
             )?;
         }
