@@ -99,7 +99,9 @@ func WithLogDir(dir string) Option {
 // WithQMPTranscript writes every QMP message to and from QEMU to the file at path ("": no
 // transcript, the default), one JSON line each: {"t": <seconds since the Unix epoch>, "dir":
 // "out" | "in" | "event", "msg": <the message>} ("out": sent by the library; "in": the
-// greeting and replies; "event": QEMU's events). The file is opened at each launch (created
+// greeting and replies; "event": QEMU's events). The console and the guest agent, when the
+// machine has them, go to the same file (lines with "chan": "console" or "agent"), which the
+// fake QEMU replays. The file is opened at each launch (created
 // with mode 0600, appended to); Launch fails if it cannot be.
 func WithQMPTranscript(path string) Option {
 	return withString("path", path, true, func(h *C.qm_machine, s *C.char, cerr **C.qm_error) C.qm_status {

@@ -54,8 +54,8 @@ options:
   --linux-guest   boot qm's Linux test guest (guest/linux/build --qemu-args, found above the
                   working directory or at $QM_LINUX_GUEST_BUILD), with a console
   --attach ADDR   (shell, schema) attach to a running QEMU instead of launching one
-  --transcript FILE  (run, shell) record the QMP conversation in FILE (JSON lines), which
-                  qm replay runs on the fake QEMU
+  --transcript FILE  (run, shell) record the QMP conversation (and the console's) in FILE
+                  (JSON lines), which qm replay runs on the fake QEMU
 
 exit status: 0 success (run: QEMU exited with 0, or was shut down on Ctrl-C; schema --supports:
 every path is supported; replay: the program exited with 0, or what was typed followed the

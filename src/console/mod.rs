@@ -181,6 +181,8 @@ struct Shared {
     stop: EventFd,
     /// Serialises [`Console::send`] callers, so one call's bytes are never split by another's.
     send_order: Arc<Gate>,
+    /// The machine's transcript, when it has one: bytes read (by whoever reads) and sent.
+    transcript: crate::qmp::Transcript,
     name: String,
 }
 
@@ -254,6 +256,8 @@ impl Shared {
             match io(socket::recv(self.peer.as_fd(), buf)) {
                 Io::Data(n) => {
                     let data = &buf[..n];
+                    // Under the lock, as the history: the transcript has the reads in order.
+                    self.transcript.console("in", data);
                     if let Some(log) = st.log.as_mut() {
                         if let Err(e) = log.write_all(data) {
                             warning!("{}: console log write failed: {e}", self.name);
@@ -325,6 +329,16 @@ impl Console {
     /// Takes over `socket` (a connected stream socket: the guest's side is at the other end)
     /// and starts the reader thread.
     pub fn start(socket: OwnedFd, options: ConsoleOptions) -> Result<Console> {
+        Console::start_recorded(socket, options, None)
+    }
+
+    /// [`start`](Self::start), recording what is read and sent in the machine's transcript
+    /// (from the first byte: the slot is filled before the reader thread starts).
+    pub(crate) fn start_recorded(
+        socket: OwnedFd,
+        options: ConsoleOptions,
+        transcript: Option<Arc<crate::qmp::TranscriptFile>>,
+    ) -> Result<Console> {
         let cap = match options.buffer {
             0 => DEFAULT_BUFFER,
             n => n.max(MIN_BUFFER),
@@ -351,6 +365,7 @@ impl Console {
             stop: EventFd::new()
                 .map_err(|e| Error::io("creating the console reader's eventfd", e))?,
             send_order: Arc::new(Gate::default()),
+            transcript: crate::qmp::Transcript::with(transcript),
             name: options.name.clone(),
         });
         let reader = Reader {
@@ -639,6 +654,8 @@ impl Console {
             || None,
             |_| Error::Timeout("waiting for another thread's send to the console".into()),
         )?;
+        // Before the bytes go out, so the guest's answer is never recorded ahead of them.
+        self.shared.transcript.console("out", bytes);
         let peer = self.shared.peer.as_fd();
         let mut sent = 0;
         while sent < bytes.len() {
@@ -821,6 +838,7 @@ impl Reader {
         loop {
             match io(socket::recv(relay.as_fd(), buf)) {
                 Io::Data(n) => {
+                    self.shared.transcript.console("out", &buf[..n]);
                     self.to_peer.extend(&buf[..n]);
                     if !hup {
                         break;

@@ -172,14 +172,14 @@ impl Machine {
         self.last_pid.store(0, Ordering::SeqCst);
 
         let transcript = match &cfg.qmp_transcript {
-            Some(path) => Some(crate::qmp::Transcript::open(path)?),
+            Some(path) => Some(crate::qmp::TranscriptFile::open(path)?),
             None => None,
         };
         let sock = qmp.connect(&deadline)?;
         let client = Arc::new(QmpClient::new(sock, &cfg.name, cfg.max_message)?);
         client.set_max_queued_events(self.max_queued_events());
-        if let Some(file) = transcript {
-            client.set_transcript(file);
+        if let Some(file) = &transcript {
+            client.set_transcript(file.clone());
         }
         let greeting = match client.handshake(deadline.to_wait()) {
             Ok(greeting) => greeting,
@@ -208,6 +208,9 @@ impl Machine {
                 match connected {
                     Ok(agent) => {
                         crate::qga::launch::watch_guest(&agent, &client);
+                        if let Some(file) = transcript {
+                            agent.set_transcript(file);
+                        }
                         Some(Arc::new(agent))
                     }
                     Err(err) => {

@@ -203,9 +203,14 @@ impl Machine {
 
     /// Writes every QMP message to and from QEMU to `path` (`None`: no transcript, the default),
     /// one JSON line each: `{"t": <seconds since the Unix epoch>, "dir": "out"|"in"|"event",
-    /// "msg": <the message>}`. The file is opened (created with mode 0600, appended to) at each
-    /// launch, which fails if it cannot be; a later write error is warned about and ends the
-    /// transcript, not the run.
+    /// "msg": <the message>}`. The console and the guest agent, when the machine has them, are
+    /// recorded in the same file, in one order: `{"t": …, "chan": "console", "dir":
+    /// "out"|"in", "text": …}` (bytes qm wrote, bytes read from the guest; `"bytes"`, base64,
+    /// instead of `"text"` for bytes that are not UTF-8) and `{"t": …, "chan": "agent", "dir":
+    /// "out"|"in", "msg": …}` (commands and their replies; the agent's `guest-sync` exchanges
+    /// are left out). The file is a script the fake QEMU ([`crate::fake`]) replays. It is
+    /// opened (created with mode 0600, appended to) at each launch, which fails if it cannot
+    /// be; a later write error is warned about and ends the transcript, not the run.
     pub fn set_qmp_transcript(&self, path: Option<PathBuf>) {
         lock(&self.cfg).qmp_transcript = path;
     }

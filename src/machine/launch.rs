@@ -98,8 +98,8 @@ pub(super) struct Prepared {
     /// The guest agent's channel (`set_guest_agent`): its arguments go after the user's in
     /// qm's own command line (so that a virtio-serial controller of theirs exists first).
     agent: Option<crate::qga::launch::Planned>,
-    /// The QMP transcript file, when asked for.
-    transcript: Option<File>,
+    /// The transcript file (QMP, console and agent), when asked for.
+    transcript: Option<Arc<crate::qmp::TranscriptFile>>,
 }
 
 impl Machine {
@@ -354,7 +354,9 @@ impl Machine {
         life.log = Some(qemu_log);
         // Opened before QEMU starts: a bad path fails the launch before there is a QEMU to kill.
         let transcript = match &cfg.qmp_transcript {
-            Some(path) if cfg.qmp_enabled => Some(crate::qmp::Transcript::open(path)?),
+            Some(path) if cfg.qmp_enabled || console.is_some() || agent.is_some() => {
+                Some(crate::qmp::TranscriptFile::open(path)?)
+            }
             _ => None,
         };
 
@@ -422,15 +424,19 @@ impl Machine {
                 buffer: cfg.console_buffer,
                 name: cfg.name.clone(),
             };
-            *lock(&self.console) = Some(Arc::new(Console::start(console, options)?));
+            *lock(&self.console) = Some(Arc::new(Console::start_recorded(
+                console,
+                options,
+                transcript.clone(),
+            )?));
         }
 
         if let Some(listen) = monitor {
             let sock = listen.connect(&process, deadline)?;
             let client = Arc::new(QmpClient::new(sock, &cfg.name, cfg.max_message)?);
             client.set_max_queued_events(self.max_queued_events());
-            if let Some(file) = transcript {
-                client.set_transcript(file);
+            if let Some(file) = &transcript {
+                client.set_transcript(file.clone());
             }
             client.request_oob(self.qmp_oob_requested());
             // Published only once the handshake is over (a command from another thread must
@@ -458,6 +464,9 @@ impl Machine {
                 crate::qga::DEFAULT_MAX_REPLY,
                 qmp.as_ref(),
             )?;
+            if let Some(file) = transcript {
+                agent.set_transcript(file);
+            }
             *lock(&self.agent) = Some(Arc::new(agent));
         }
         debug!("{}: launched, pid {}", cfg.name, process.reported_pid());

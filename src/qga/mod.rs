@@ -22,7 +22,7 @@
 //! (QEMU exited, the machine shut down) [`Error::AgentDisconnected`], a reply over the size cap or
 //! that is not JSON [`Error::Protocol`].
 
-mod base64;
+pub(crate) mod base64;
 mod commands;
 mod framing;
 pub(crate) mod launch;
@@ -90,6 +90,9 @@ struct Inner {
     counter: AtomicU64,
     /// The machine's view of the guest going down (see [`GoneWatch`]).
     gone: OnceLock<GoneWatch>,
+    /// The machine's transcript, when it has one: commands and their replies, never the
+    /// protocol's own syncs (see `qmp/transcript.rs`).
+    transcript: crate::qmp::Transcript,
 }
 
 /// Tells whether the guest went down (its agent's port closed, a reset, a shutdown) at or
@@ -163,6 +166,7 @@ impl GuestAgent {
                 ids: RandomState::new(),
                 counter: AtomicU64::new(0),
                 gone: OnceLock::new(),
+                transcript: crate::qmp::Transcript::default(),
             }),
         })
     }
@@ -208,6 +212,12 @@ impl GuestAgent {
     /// Lets the agent read the machine's view of the guest going down (set once, at launch).
     pub(crate) fn set_gone_watch(&self, watch: GoneWatch) {
         let _ = self.inner.gone.set(watch);
+    }
+
+    /// Records commands and replies in the machine's transcript from now on (set once, at
+    /// launch, before the first call).
+    pub(crate) fn set_transcript(&self, file: Arc<crate::qmp::TranscriptFile>) {
+        self.inner.transcript.set(file);
     }
 
     /// Closes the channel: a call in progress and every later one fail with
@@ -296,11 +306,15 @@ impl Inner {
         let id = self.fresh_id();
         let line = command_line(cmd, args, id);
         let sent_at = SystemTime::now();
+        self.transcript.agent("out", &line);
         let result = self
             .write_all(&line, deadline)
             .and_then(|()| self.reply_to(&mut chan, id, deadline, sent_at));
         match result {
             Ok(mut reply) => {
+                if self.transcript.is_on() {
+                    self.transcript.agent("in", reply.to_string().as_bytes());
+                }
                 if let Some(fields) = reply.as_object_mut() {
                     fields.remove("id");
                 }
@@ -334,6 +348,8 @@ impl Inner {
             Some(&serde_json::json!({ "mode": mode.as_str() })),
             id,
         );
+        // The sync that follows is the protocol's, not the program's: not recorded.
+        self.transcript.agent("out", &lines);
         // No 0xFF here: the agent would answer it with an error that has no id.
         lines.extend_from_slice(&command_line(
             "guest-sync-delimited",
@@ -373,6 +389,9 @@ impl Inner {
             // Without an id: an agent that does not echo ids (or could not read ours).
             let ours = ours_or_no_id(&msg, id);
             if ours {
+                if self.transcript.is_on() {
+                    self.transcript.agent("in", msg.to_string().as_bytes());
+                }
                 return crate::qmp::into_return(msg).map(drop);
             }
         });
@@ -701,5 +720,102 @@ fn in_context(err: Error, what: &str, deadline: &Deadline<'_>) -> Error {
             Error::Timeout(format!("{what} {}", deadline.within()))
         }
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// An agent on the other end: answers `guest-sync-delimited` (0xFF first), `guest-ping`,
+    /// and nothing to `guest-shutdown`, as `qemu-ga` does.
+    fn fake_agent(mut sock: UnixStream) {
+        let mut out = sock.try_clone().unwrap();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            // Commands are a stream of JSON values (qm sends no newline).
+            let mut values = serde_json::Deserializer::from_slice(&buf).into_iter::<Value>();
+            let msg = match values.next() {
+                Some(Ok(msg)) => {
+                    let end = values.byte_offset();
+                    buf.drain(..end);
+                    msg
+                }
+                _ => match sock.read(&mut chunk) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => {
+                        buf.extend(chunk[..n].iter().filter(|&&b| b != 0xFF));
+                        continue;
+                    }
+                },
+            };
+            let reply = match msg["execute"].as_str() {
+                Some("guest-sync-delimited") => {
+                    let mut r = vec![0xFF];
+                    r.extend(
+                        serde_json::json!({"return": msg["arguments"]["id"]})
+                            .to_string()
+                            .bytes(),
+                    );
+                    r
+                }
+                Some("guest-ping") => serde_json::json!({"return": {}, "id": msg["id"]})
+                    .to_string()
+                    .into_bytes(),
+                _ => continue,
+            };
+            if out.write_all(&[reply, b"\n".to_vec()].concat()).is_err() {
+                return;
+            }
+        }
+    }
+
+    #[test]
+    fn the_transcript_has_commands_and_replies_but_never_the_syncs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.jsonl");
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let peer = std::thread::spawn(move || fake_agent(theirs));
+        let agent = GuestAgent::new(ours, "t", DEFAULT_MAX_REPLY).unwrap();
+        agent.set_transcript(crate::qmp::TranscriptFile::open(&path).unwrap());
+        let t = Duration::from_secs(10);
+        agent.sync(t).unwrap();
+        agent.ping(t).unwrap();
+        agent.shutdown(ShutdownMode::Powerdown, t).unwrap();
+        agent.close();
+        peer.join().unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(
+            !bytes.contains(&0xFF),
+            "{}",
+            String::from_utf8_lossy(&bytes)
+        );
+        let text = String::from_utf8(bytes).unwrap();
+        assert!(!text.contains("guest-sync"), "{text}");
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let seen: Vec<(&str, &str)> = lines
+            .iter()
+            .map(|l| {
+                assert_eq!(l["chan"], "agent", "{l}");
+                let what = l["msg"]["execute"].as_str().unwrap_or("reply");
+                (l["dir"].as_str().unwrap(), what)
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("out", "guest-ping"),
+                ("in", "reply"),
+                ("out", "guest-shutdown")
+            ],
+            "{text}"
+        );
+        // The reply keeps its id, which pairs it with its command on replay.
+        assert_eq!(lines[1]["msg"]["id"], lines[0]["msg"]["id"]);
     }
 }

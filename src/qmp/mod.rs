@@ -49,7 +49,7 @@ use framing::{LineBuffer, Message};
 use outgoing::{OutQueue, Withdrawn};
 use reader::{Broken, Ended, Reader};
 use routing::{Interest, Routes, Slot};
-pub(crate) use transcript::Transcript;
+pub(crate) use transcript::{Transcript, TranscriptFile};
 
 /// Default cap on the size of one message from QEMU (64 MiB). `query-qmp-schema` is ~150 KiB.
 pub const DEFAULT_MAX_MESSAGE: usize = 64 << 20;
@@ -180,7 +180,7 @@ impl QmpClient {
     /// Writes every message from now on to `file` as a JSON line (see `transcript.rs`); only
     /// the first call has an effect. Call it before [`handshake`](Self::handshake) to have
     /// the greeting too.
-    pub(crate) fn set_transcript(&self, file: std::fs::File) {
+    pub(crate) fn set_transcript(&self, file: std::sync::Arc<TranscriptFile>) {
         self.shared.transcript.set(file);
     }
 

@@ -195,8 +195,11 @@ pub unsafe extern "C" fn qm_set_console_log(
 /// Writes every QMP message to and from QEMU to the file at `path` (borrowed), one JSON line
 /// each: `{"t": <seconds since the Unix epoch, a float>, "dir": "out"|"in"|"event", "msg":
 /// <the message>}` (`out`: sent by qm; `in`: the greeting and replies; `event`: QEMU's
-/// events). NULL turns it off (the default). The file is opened at each launch (created mode
-/// 0600, appended to; a launch fails with `QM_ERR_LAUNCH` if it cannot be opened).
+/// events). The console and the guest agent, when the machine has them, go to the same file
+/// (lines with `"chan": "console"` or `"agent"`; see the README's "Record, then replay"),
+/// which the fake QEMU replays. NULL turns it off (the default). The file is opened at each
+/// launch (created mode 0600, appended to; a launch fails with `QM_ERR_LAUNCH` if it cannot be
+/// opened).
 #[no_mangle]
 pub unsafe extern "C" fn qm_set_qmp_transcript(
     m: *mut qm_machine,

@@ -173,5 +173,7 @@ class _Config(MachineHandle):
 
     def set_qmp_transcript(self, path: Optional[str]) -> None:
         """Writes every QMP message to and from QEMU to `path` as JSON lines (`t`, `dir`:
-        out/in/event, `msg`), from the next launch; None turns it off."""
+        out/in/event, `msg`), from the next launch; None turns it off. The console and the
+        guest agent, when the machine has them, go to the same file (lines with `chan`
+        "console" or "agent"), which the fake QEMU replays."""
         self._call(_lib.qm_set_qmp_transcript, _opt_bytes(path, "qmp_transcript"))
