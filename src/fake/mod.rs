@@ -5,7 +5,8 @@
 //! with `-qm-fake-script PATH` among the arguments (or in the `QM_FAKE_SCRIPT` environment
 //! variable). It reads the arguments qm writes for the monitor (inherited socketpair, unix
 //! socket or TCP), the console and the guest agent's channel, ignores the rest, and follows the
-//! script: a QMP transcript recorded by qm ([`Machine::set_qmp_transcript`]) replays as it is,
+//! script: a transcript recorded by qm ([`Machine::set_qmp_transcript`]: QMP, console and
+//! agent) replays as it is,
 //! and hand-written lines add expectations, errors, events, console text, agent replies and
 //! faults. The README's "Testing without QEMU" section documents the script format.
 //!
@@ -16,6 +17,7 @@
 //! [`Machine::get_log`]: crate::Machine::get_log
 
 mod args;
+mod nonce;
 mod run;
 mod script;
 

@@ -13,6 +13,7 @@ use std::time::SystemTime;
 use serde_json::{json, Value};
 
 use super::args::Endpoint;
+use super::nonce::Nonces;
 use super::script::{command_name, matches, Action, Chan, Match, Script};
 
 /// Exit status: the script was followed (or the scripted `exit` status).
@@ -174,6 +175,8 @@ pub(super) struct Runner {
     pending_qmp: VecDeque<Pending>,
     pending_agent: VecDeque<Pending>,
     console_seen: Vec<u8>,
+    /// `Console::run`'s nonces, bound by console waits (see `nonce.rs`).
+    nonces: Nonces,
     problems: usize,
     capabilities_done: bool,
     /// `quit` was accepted: exit once the steps after its reply are sent.
@@ -213,6 +216,7 @@ impl Runner {
             pending_qmp: VecDeque::new(),
             pending_agent: VecDeque::new(),
             console_seen: Vec::new(),
+            nonces: Nonces::default(),
             problems: 0,
             capabilities_done: false,
             quitting: false,
@@ -241,7 +245,10 @@ impl Runner {
         self.send(Chan::Qmp, &greeting);
         loop {
             if self.hanging.is_none() {
-                if let Some(status) = self.advance() {
+                let exit = self.advance();
+                // About to wait for qm (or to exit): console bytes held back go out now.
+                self.flush_console();
+                if let Some(status) = exit {
                     return status;
                 }
                 if self.quitting && self.hanging.is_none() {
@@ -299,8 +306,8 @@ impl Runner {
                 Action::Expect { .. } => return None,
                 Action::ConsoleWait(text) => {
                     // Not seen yet: wait (`None`: nothing says to exit).
-                    let at = find(&self.console_seen, text.as_bytes())?;
-                    self.console_seen.drain(..at + text.len());
+                    let end = self.nonces.find_wait(text, &self.console_seen)?;
+                    self.console_seen.drain(..end);
                     self.next += 1;
                     continue;
                 }
@@ -311,9 +318,15 @@ impl Runner {
             match action {
                 Action::Reply { chan, msg } => self.reply(chan, msg, line),
                 Action::Event(msg) => self.send(Chan::Qmp, &stamped(msg)),
-                Action::ConsoleWrite(text) => self.write_raw(Chan::Console, text.as_bytes()),
+                Action::ConsoleWrite(text) => {
+                    let now = self.nonces.write(&text);
+                    self.write_raw(Chan::Console, &now);
+                }
                 Action::Garbage(chan, text) => self.write_raw(chan, text.as_bytes()),
                 Action::Disconnect(chan) => {
+                    if chan == Chan::Console {
+                        self.flush_console();
+                    }
                     if let Some(s) = self.stream(chan).take() {
                         s.close();
                     }
@@ -497,6 +510,14 @@ impl Runner {
         self.write_raw(chan, &text);
     }
 
+    /// Writes the console bytes held back for a nonce that did not come.
+    fn flush_console(&mut self) {
+        let held = self.nonces.flush();
+        if !held.is_empty() {
+            self.write_raw(Chan::Console, &held);
+        }
+    }
+
     /// Writes to a channel; a channel qm closed is not the script's problem.
     fn write_raw(&mut self, chan: Chan, bytes: &[u8]) {
         if let Some(s) = self.stream(chan).as_mut() {
@@ -520,7 +541,10 @@ fn describe(action: &Action) -> String {
                 without_id(msg)
             )
         }
-        Action::ConsoleWait(text) => format!("waiting for console input {text:?}"),
+        Action::ConsoleWait(text) => format!(
+            "waiting for console input {:?}",
+            String::from_utf8_lossy(text)
+        ),
         other => format!("{other:?}"),
     }
 }
@@ -552,10 +576,6 @@ fn with_id(mut msg: Value, id: Option<Value>) -> Value {
         };
     }
     msg
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    memchr::memmem::find(haystack, needle)
 }
 
 /// One line of the fake's report on stderr (QEMU's log, which qm keeps).

@@ -1,7 +1,8 @@
 //! The fake's script: JSON lines, parsed and checked whole before anything runs.
 //!
 //! The format (version 1) is documented in the README ("Testing without QEMU"). In short, every
-//! line is a JSON object; a QMP transcript written by qm is a valid script as it is.
+//! line is a JSON object; a transcript written by qm (QMP, console, agent) is a valid script as
+//! it is.
 
 use std::fmt;
 use std::time::Duration;
@@ -79,10 +80,14 @@ pub enum Action {
     },
     /// Send a QMP event (`"dir": "event"`); a missing timestamp is the current time.
     Event(Value),
-    /// Write this text to the console (`"chan": "console", "dir": "in"`).
-    ConsoleWrite(String),
-    /// Wait until qm has written this text to the console (`"chan": "console", "dir": "out"`).
-    ConsoleWait(String),
+    /// Write these bytes to the console (`"chan": "console", "dir": "in"`, from `"text"` or
+    /// `"bytes"`); nonces bound by earlier waits are replaced (see [`ConsoleWait`](Self::ConsoleWait)).
+    ConsoleWrite(Vec<u8>),
+    /// Wait until qm has written these bytes to the console (`"chan": "console", "dir":
+    /// "out"`). A nonce-shaped token in them (16 lowercase hex digits standing alone, as in
+    /// the line `Console::run` types) matches any such token, and binds the recorded one to
+    /// what qm sent: later console bytes the fake writes or waits for have it replaced.
+    ConsoleWait(Vec<u8>),
     /// Close the channel (`"do": "disconnect"`).
     Disconnect(Chan),
     /// Write these bytes as they are (`"do": "garbage"`).
@@ -146,7 +151,7 @@ pub fn default_greeting() -> Value {
 }
 
 const KEYS: &[&str] = &[
-    "t", "dir", "msg", "chan", "match", "delay", "text", "do", "status", "comment",
+    "t", "dir", "msg", "chan", "match", "delay", "text", "bytes", "do", "status", "comment",
 ];
 
 impl Script {
@@ -213,11 +218,7 @@ impl Script {
                 let msg = obj.get("msg");
                 match (chan, dir) {
                     (Chan::Console, "in" | "out") => {
-                        let text = obj
-                            .get("text")
-                            .and_then(Value::as_str)
-                            .ok_or_else(|| err("a console line needs a \"text\" string".into()))?
-                            .to_owned();
+                        let text = console_bytes(&obj).map_err(err)?;
                         if dir == "in" {
                             Action::ConsoleWrite(text)
                         } else if text.is_empty() {
@@ -305,6 +306,19 @@ impl Script {
             });
         }
         Ok(script)
+    }
+}
+
+/// A console line's bytes: `"text"` (a string, as UTF-8) or `"bytes"` (standard base64, for
+/// bytes that are not UTF-8), exactly one of them.
+fn console_bytes(obj: &Map<String, Value>) -> Result<Vec<u8>, String> {
+    match (obj.get("text"), obj.get("bytes")) {
+        (Some(Value::String(t)), None) => Ok(t.clone().into_bytes()),
+        (None, Some(Value::String(b))) => crate::qga::base64::decode_capped(b, usize::MAX)
+            .map(|(bytes, _)| bytes)
+            .map_err(|e| format!("\"bytes\" is not base64: {e}")),
+        (Some(_), Some(_)) => Err("a console line has \"text\" or \"bytes\", not both".into()),
+        _ => Err("a console line needs a \"text\" string (or \"bytes\", base64)".into()),
     }
 }
 
@@ -448,6 +462,7 @@ mod tests {
 {"chan":"agent","dir":"in","msg":{"return":{}}}
 {"do":"garbage","text":"}{"}
 {"do":"exit","status":7}
+{"chan":"console","dir":"in","bytes":"/wBvaw=="}
 "#;
         let s = Script::parse(text).unwrap();
         assert_eq!(s.idle, Duration::from_millis(2500));
@@ -455,10 +470,11 @@ mod tests {
         let actions: Vec<_> = s.steps.iter().map(|s| (s.line, s.action.clone())).collect();
         assert_eq!(actions[0].0, 4);
         assert_eq!(s.steps[1].delay, Duration::from_millis(100));
-        assert_eq!(actions[2].1, Action::ConsoleWrite("login: ".into()));
-        assert_eq!(actions[3].1, Action::ConsoleWait("root\n".into()));
+        assert_eq!(actions[2].1, Action::ConsoleWrite(b"login: ".to_vec()));
+        assert_eq!(actions[3].1, Action::ConsoleWait(b"root\n".to_vec()));
         assert_eq!(actions[6].1, Action::Garbage(Chan::Qmp, "}{".into()));
         assert_eq!(actions[7].1, Action::Exit(7));
+        assert_eq!(actions[8].1, Action::ConsoleWrite(b"\xff\x00ok".to_vec()));
     }
 
     #[test]
@@ -479,6 +495,8 @@ mod tests {
             ("{\"dir\":\"out\",\"msg\":{\"execute\":\"x\"},\"delay\":1}", 1, "\"delay\""),
             ("{\"dir\":\"out\",\"msg\":{\"execute\":\"x\"}}\n{\"dir\":\"in\",\"msg\":{\"error\":{}}}", 2, "\"class\""),
             ("{\"chan\":\"serial\",\"dir\":\"in\"}", 1, "\"chan\""),
+            ("{\"chan\":\"console\",\"dir\":\"in\",\"bytes\":\"*\"}", 1, "not base64"),
+            ("{\"chan\":\"console\",\"dir\":\"in\",\"bytes\":\"AA==\",\"text\":\"\"}", 1, "not both"),
         ];
         for (text, line, needle) in cases {
             let e = Script::parse(text).unwrap_err();
