@@ -375,7 +375,9 @@ impl QmpClient {
         let mut polled = Polled::default();
         let io = |e: Error| Broken::Io(e.to_string());
         let cancel = deadline.cancel_fd().map_err(io)?;
-        let far = deadline.remaining().is_none_or(|left| left >= 2 * READ_SLICE);
+        let far = deadline
+            .remaining()
+            .map_or(true, |left| left >= 2 * READ_SLICE);
         if !want_out && cancel.is_none() && watch.is_none() && far {
             // Nothing to watch but the socket: sleep in recv (bounded by READ_SLICE).
             return self.read_some(input, msgs, exit).map(|()| polled);
@@ -560,5 +562,48 @@ mod tests {
         peer.read_exact(&mut got).unwrap();
         assert_eq!(&got, b"hello");
         assert!(c.shared.lock().out.is_empty());
+    }
+
+    /// A leader asleep in recv (no token, no deadline) cannot hear the kick of a sender whose
+    /// command filled the socket; its read timeout makes it look again, so the rest of the
+    /// command goes out and its reply comes back (without it, both would wait forever).
+    #[test]
+    fn a_command_that_fills_the_socket_gets_out_while_the_leader_sleeps_in_recv() {
+        let (c, mut peer) = pair();
+        let c = Arc::new(c);
+        let leader = {
+            let c = c.clone();
+            std::thread::spawn(move || {
+                let forever = Wait::forever();
+                c.wait_until(
+                    Interest::Events,
+                    &forever.start().unwrap(),
+                    false,
+                    events_ready,
+                )
+                .map_err(|e| format!("{e:?}"))
+            })
+        };
+        while !c.shared.lock().reader.reading {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let server = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            let mut buf = vec![0u8; 1 << 16];
+            while !got.ends_with(b"\"id\":1}") {
+                let n = peer.read(&mut buf).unwrap();
+                assert!(n > 0, "qm closed the monitor");
+                got.extend_from_slice(&buf[..n]);
+            }
+            peer.write_all(b"{\"return\": {}, \"id\": 1}\n{\"event\": \"DONE\"}\n")
+                .unwrap();
+            (got.len(), peer)
+        });
+        let big = serde_json::json!({ "data": "x".repeat(4 << 20) });
+        let reply = c.execute("big", Some(&big), Wait::timeout(Duration::from_secs(30)));
+        assert!(reply.is_ok(), "{reply:?}");
+        let (sent, _peer) = server.join().unwrap();
+        assert!(sent > 4 << 20, "{sent}");
+        assert_eq!(leader.join().unwrap(), Ok(1));
     }
 }
