@@ -11,9 +11,9 @@
 //! A state file is a qm header followed by QEMU's migration stream. The header's first line is
 //! `QM-STATE 1 <header length>`; the next line is a JSON object: the length of the stream, the
 //! QEMU binary's identity and version, and the machine settings the state depends on
-//! ([`StateArgs`]). The header is written last, when the migration completed, and the file is
-//! written under a temporary name and renamed: a save that fails or is interrupted never leaves
-//! a file that looks complete.
+//! (`StateArgs`, in `machine/incoming.rs`). The header is written last, when the migration
+//! completed, and the file is written under a temporary name and renamed: a save that fails or
+//! is interrupted never leaves a file that looks complete.
 //!
 //! A restore checks all of it before launching QEMU: the header, the stream's length (a
 //! truncated file), QEMU's own stream magic, the binary and the settings. A stream that is
