@@ -52,7 +52,7 @@ pub use event::{event_match, EventFilter};
 pub use guest_run::{Channel, Guest};
 pub use jobs::DEFAULT_JOB_TIMEOUT;
 pub use log::{set_log_callback, set_log_level, LogCallback, LogLevel, LogRecord};
-pub use machine::{AttachAddress, Machine, MonitorAddress, DEFAULT_SHUTDOWN_TIMEOUT};
+pub use machine::{launch_all, AttachAddress, Machine, MonitorAddress, DEFAULT_SHUTDOWN_TIMEOUT};
 pub use qga::{AgentChannel, Exec, ExecOutput, GuestAgent, ShutdownMode};
 pub use qmp::{QmpClient, DEFAULT_MAX_MESSAGE};
 /// The JSON library of qm's API, re-exported so users need not add it (nor match its version).

@@ -10,7 +10,8 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, MutexGuard};
+use std::time::Duration;
 
 use super::args::{self, MonitorChardev};
 use super::config::{Config, MonitorAddress};
@@ -109,6 +110,9 @@ impl Machine {
     /// [`Error::Launch`] carrying QEMU's exit code (if it exited), the command line and its
     /// output; by then the process is gone and everything the launch created is removed. When
     /// QEMU exits before greeting, this returns at once rather than waiting out the QMP timer.
+    ///
+    /// This blocks until QEMU answers; to launch many machines at once without a thread for
+    /// each, use [`launch_all`](crate::launch_all).
     pub fn launch(&self) -> Result<()> {
         self.launch_with(Wait::call_default())
     }
@@ -224,7 +228,8 @@ impl Machine {
         }
     }
 
-    /// Prepare (unless prepared) and start, with `argv` or qm's own command line.
+    /// Prepare (unless prepared) and start, with `argv` or qm's own command line: the spawn
+    /// half then the connect half, the same two steps [`launch_all`] takes for each machine.
     fn launch_inner(&self, argv: Option<Vec<String>>, extra: &[RawFd], wait: Wait) -> Result<()> {
         let wait = wait.or_default(self.qmp_timer());
         let deadline = wait.start()?;
@@ -232,20 +237,9 @@ impl Machine {
         if life.launched {
             return Err(already_launched());
         }
-        let started = self.prepare_locked(&mut life).map(drop).and_then(|()| {
-            let prepared = life.prepared.take().expect("prepared above");
-            let argv = argv.unwrap_or_else(|| {
-                let mut own = args::around(&prepared.cfg, &prepared.base_args);
-                if let Some(agent) = &prepared.agent {
-                    own.extend(agent.args.iter().cloned());
-                }
-                if prepared.cfg.incoming_defer {
-                    own.extend(["-incoming".to_owned(), "defer".to_owned()]);
-                }
-                own
-            });
-            self.start_locked(&mut life, prepared, argv, extra, &deadline)
-        });
+        let started = self
+            .spawn_locked(&mut life, argv, extra)
+            .and_then(|spawned| self.connect_locked(spawned, &deadline));
         started.map_err(|cause| self.launch_failed(&mut life, cause))
     }
 
@@ -377,25 +371,36 @@ impl Machine {
         })
     }
 
-    /// Starts `argv` with what was prepared, then the console and the QMP handshake.
-    fn start_locked(
+    /// The spawn half of a launch: prepares (unless prepared), starts `argv` (`None`: qm's own
+    /// command line) and the console's reader. Never waits for QEMU. On error the caller
+    /// undoes it with [`launch_failed`](Self::launch_failed).
+    fn spawn_locked(
         &self,
         life: &mut Life,
-        prepared: Prepared,
-        argv: Vec<String>,
+        argv: Option<Vec<String>>,
         extra_fds: &[RawFd],
-        deadline: &Deadline<'_>,
-    ) -> Result<()> {
+    ) -> Result<Spawned> {
+        self.prepare_locked(life)?;
         let Prepared {
             cfg,
             monitor,
             console,
             log,
             mut keep_fds,
-            base_args: _,
+            base_args,
             agent,
             transcript,
-        } = prepared;
+        } = life.prepared.take().expect("prepared above");
+        let argv = argv.unwrap_or_else(|| {
+            let mut own = args::around(&cfg, &base_args);
+            if let Some(agent) = &agent {
+                own.extend(agent.args.iter().cloned());
+            }
+            if cfg.incoming_defer {
+                own.extend(["-incoming".to_owned(), "defer".to_owned()]);
+            }
+            own
+        });
         keep_fds.extend_from_slice(extra_fds);
         lock(&self.output).full_args = argv.clone();
         // The schema cache's key: the binary, when the command line runs it.
@@ -414,6 +419,8 @@ impl Machine {
         // QEMU holds its ends now; ours must go so its exit reads as EOF.
         let console_host = console.map(|(host, _qemu)| host);
 
+        // The console's reader starts here, not in the connect half: it never waits for QEMU,
+        // and a batch launch then drains every console while it negotiates with the others.
         if let Some(console) = console_host {
             let log = match &cfg.console_log {
                 Some(path) => Some(create_private(path)?),
@@ -430,7 +437,29 @@ impl Machine {
                 transcript.clone(),
             )?));
         }
+        Ok(Spawned {
+            cfg,
+            process,
+            monitor,
+            agent,
+            transcript,
+            runs_binary,
+        })
+    }
 
+    /// The connect half of a launch: the monitor's connection and QMP handshake, then the
+    /// guest agent's channel, bounded by `deadline` (failing at once when QEMU exits). Called
+    /// with `life` locked, after [`spawn_locked`](Self::spawn_locked) succeeded; on error the
+    /// caller undoes the launch with [`launch_failed`](Self::launch_failed).
+    fn connect_locked(&self, spawned: Spawned, deadline: &Deadline<'_>) -> Result<()> {
+        let Spawned {
+            cfg,
+            process,
+            monitor,
+            agent,
+            transcript,
+            runs_binary,
+        } = spawned;
         if let Some(listen) = monitor {
             let sock = listen.connect(&process, deadline)?;
             let client = Arc::new(QmpClient::new(sock, &cfg.name, cfg.max_message)?);
@@ -471,6 +500,171 @@ impl Machine {
         }
         debug!("{}: launched, pid {}", cfg.name, process.reported_pid());
         Ok(())
+    }
+}
+
+/// What the spawn half of a launch hands to its connect half: a running QEMU and the ends
+/// still to connect.
+struct Spawned {
+    cfg: Config,
+    process: Arc<Process>,
+    monitor: Option<Listen>,
+    agent: Option<crate::qga::launch::Planned>,
+    transcript: Option<Arc<crate::qmp::TranscriptFile>>,
+    runs_binary: bool,
+}
+
+impl Spawned {
+    /// The descriptors whose readiness means the connect half can start without waiting for
+    /// QEMU: the monitor (readable once QEMU greeted or connected) and QEMU's exit. Without a
+    /// monitor, none: nothing to wait for before connecting the rest.
+    fn ready_fds(&self) -> Option<[RawFd; 2]> {
+        let monitor = match self.monitor.as_ref()? {
+            Listen::Pair(ours, _) => ours.as_raw_fd(),
+            Listen::Unix(l) => l.as_raw_fd(),
+            Listen::Tcp(l) => l.as_raw_fd(),
+        };
+        Some([monitor, self.process.exit_fd().as_raw_fd()])
+    }
+}
+
+/// Launches every machine in `machines` at once, from the calling thread, and returns one
+/// result per machine, in the same order: the cheaper path for many machines, which needs no
+/// thread per machine.
+///
+/// Every QEMU is started first (what [`Machine::prepare_launch`] creates, then the process;
+/// nothing here waits for QEMU), then each is connected and negotiated as
+/// [`Machine::launch`] does, in the order they become ready (greeted, or exited), so a QEMU
+/// slow to greet does not hold up the others. All of it is bounded by one deadline: `wait`,
+/// whose default is the largest QMP timer of the machines (no limit when one of them has none):
+/// they start together, so the batch needs as long as its slowest machine.
+///
+/// Each result is what [`Machine::launch_with`] with the same wait would give that machine,
+/// and one machine's failure leaves the others alone:
+/// - [`Error::State`] when it is already launched;
+/// - [`Error::Invalid`] for a machine that appears earlier in the slice too (it is launched
+///   once, for its first place);
+/// - [`Error::Launch`] for a launch that failed, with QEMU's exit code, command line and
+///   output, and everything it created removed (a token fired during the batch gives the
+///   machines not yet connected an [`Error::Launch`] whose cause is [`Error::Interrupted`]);
+/// - [`Error::Interrupted`] for every machine when the wait's token had already fired, and for
+///   those not started yet when it fires while starting: nothing of theirs was launched.
+///
+/// Each machine's launch lock is held from its start to the end of the batch (a shutdown
+/// from another thread waits for the batch); they are taken in one stable order (by address),
+/// so batches sharing machines, in any order, never deadlock with each other.
+///
+/// A machine prepared with [`Machine::prepare_launch`] starts with what was prepared and qm's
+/// own command line; [`Machine::launch_argv`] has no batch form.
+pub fn launch_all(machines: &[&Machine], wait: impl Into<Wait>) -> Vec<Result<()>> {
+    let default = machines.iter().try_fold(Duration::ZERO, |longest, m| {
+        m.qmp_timer().map(|t| longest.max(t))
+    });
+    let wait = wait.into().or_default(default);
+    let Ok(deadline) = wait.start() else {
+        // A fired token: the same error for each, launching nothing.
+        return machines.iter().map(|_| wait.start().map(drop)).collect();
+    };
+    let n = machines.len();
+    let mut results: Vec<Option<Result<()>>> = (0..n).map(|_| None).collect();
+
+    // The launch locks, taken in the order of the machines' addresses; the first place of a
+    // machine that appears twice takes it, the others are refused.
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by_key(|&i| (std::ptr::from_ref(machines[i]) as usize, i));
+    let mut lives: Vec<Option<MutexGuard<'_, Life>>> = (0..n).map(|_| None).collect();
+    let mut first: Option<usize> = None;
+    for &i in &order {
+        match first {
+            Some(j) if std::ptr::eq(machines[i], machines[j]) => {
+                results[i] = Some(Err(Error::Invalid(format!(
+                    "machines[{i}] is the same machine as machines[{j}], which this batch \
+                     launches"
+                ))));
+            }
+            _ => {
+                first = Some(i);
+                lives[i] = Some(lock(&machines[i].life));
+            }
+        }
+    }
+
+    // Start every QEMU.
+    let mut spawned: Vec<Option<Spawned>> = (0..n).map(|_| None).collect();
+    for (i, life) in lives.iter_mut().enumerate() {
+        let Some(life) = life.as_mut() else { continue };
+        let m = machines[i];
+        if life.launched {
+            results[i] = Some(Err(already_launched()));
+        } else if deadline.cancelled() {
+            results[i] = Some(Err(Error::Interrupted));
+        } else {
+            match m.spawn_locked(life, None, &[]) {
+                Ok(s) => spawned[i] = Some(s),
+                Err(cause) => results[i] = Some(Err(m.launch_failed(life, cause))),
+            }
+        }
+    }
+
+    // Connect each, the ready ones first.
+    let mut pending: Vec<usize> = (0..n).filter(|&i| spawned[i].is_some()).collect();
+    while !pending.is_empty() {
+        let ready = ready_to_connect(&pending, &spawned, &deadline);
+        for i in ready {
+            let m = machines[i];
+            let life = lives[i].as_mut().expect("locked above");
+            let s = spawned[i].take().expect("spawned above");
+            let connected = m
+                .connect_locked(s, &deadline)
+                .map_err(|cause| m.launch_failed(life, cause));
+            results[i] = Some(connected);
+        }
+        pending.retain(|&i| spawned[i].is_some());
+    }
+    drop(lives);
+    results
+        .into_iter()
+        .map(|r| r.expect("every machine has a result"))
+        .collect()
+}
+
+/// Which of the `pending` machines can be connected now without waiting for their QEMU; waits
+/// (within `deadline`) until there is one. All of them once the deadline passed or the token
+/// fired (each then fails as its own launch would), and when polling fails (then each is
+/// connected in turn).
+fn ready_to_connect(
+    pending: &[usize],
+    spawned: &[Option<Spawned>],
+    deadline: &Deadline<'_>,
+) -> Vec<usize> {
+    let mut watched = Vec::with_capacity(pending.len());
+    for &i in pending {
+        match spawned[i].as_ref().and_then(Spawned::ready_fds) {
+            Some(fds) => watched.push((i, fds)),
+            // No monitor: nothing to wait for.
+            None => return vec![i],
+        }
+    }
+    let mut fds: Vec<sys::PollFd> = watched
+        .iter()
+        .flat_map(|(_, fds)| fds.map(|fd| sys::pollfd(fd, sys::POLLIN)))
+        .collect();
+    if let Ok(Some(fd)) = deadline.cancel_fd() {
+        fds.push(sys::pollfd(fd, sys::POLLIN));
+    }
+    let ready: Vec<usize> = match sys::poll(&mut fds, deadline.remaining()) {
+        Ok(n) if n > 0 && !deadline.cancelled() => watched
+            .iter()
+            .zip(fds.chunks(2))
+            .filter(|(_, pair)| pair.iter().any(|p| p.revents != 0))
+            .map(|((i, _), _)| *i)
+            .collect(),
+        _ => Vec::new(),
+    };
+    if ready.is_empty() {
+        pending.to_vec()
+    } else {
+        ready
     }
 }
 

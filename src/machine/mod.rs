@@ -38,6 +38,7 @@ use crate::wait::Wait;
 pub use attach::AttachAddress;
 use config::Config;
 pub use config::MonitorAddress;
+pub use launch::launch_all;
 use launch::{Prepared, QemuLog};
 use process::Process;
 pub use shutdown::DEFAULT_SHUTDOWN_TIMEOUT;
