@@ -1,5 +1,6 @@
 //! `qm::launch_all`: many machines launched from one thread against a real QEMU, each with the
 //! result its own `launch` would give it.
+#![allow(clippy::needless_range_loop)] // indices name the machines in messages
 
 mod support;
 use support::vm;
