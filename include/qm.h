@@ -919,6 +919,32 @@ qm_status qm_set_max_message_size(qm_machine *m, size_t bytes, qm_error **err_ou
 qm_status qm_launch(qm_machine *m, int64_t timeout_ms, const qm_cancel *cancel, qm_error **err_out);
 
 /**
+ * Launches the `n` machines of `machines` at once from the calling thread, so launching many
+ * machines needs no thread per machine: every QEMU is started first, then each is connected
+ * and negotiated as `qm_launch` does, in the order they become ready, all within one
+ * `timeout_ms` (`QM_WAIT_DEFAULT`: the largest QMP timer of the machines, or no limit when one
+ * of them has none; `QM_WAIT_FOREVER`) and until `cancel` (may be NULL) fires.
+ *
+ * `machines` holds `n` borrowed handles (NULL only when `n` is 0). `errs_out` (may be NULL:
+ * then only the status reports failures) points to an array of `n` `qm_error *`: each
+ * `errs_out[i]` is set to NULL when machine i launched, or to an error the caller owns and
+ * frees with `qm_error_free`, the one `qm_launch` would give that machine:
+ * `QM_ERR_STATE` when already launched, `QM_ERR_LAUNCH` (cleaned up as for `qm_launch`),
+ * `QM_ERR_INTERRUPTED` when the token fired before the machine started, `QM_ERR_INVALID`
+ * for an entry that is not a live handle or is the same handle as an earlier entry (launched
+ * once, for its first place). One machine's failure leaves the others alone. A `timeout_ms`
+ * or `cancel` that is invalid fails every machine with `QM_ERR_INVALID`, launching nothing.
+ *
+ * Returns `QM_OK` when every machine launched, otherwise the status of the first failed one
+ * (in array order). Each machine's launch blocks shutdowns of it until the whole call returns.
+ */
+qm_status qm_launch_all(qm_machine *const *machines,
+                        size_t n,
+                        int64_t timeout_ms,
+                        const qm_cancel *cancel,
+                        qm_error **errs_out);
+
+/**
  * Prepares the next launch without starting QEMU: creates what `qm_launch` creates before
  * starting it (the monitor socketpair or listener, the console socketpair, QEMU's log) and
  * stores in `*base_args_out` (owned: free with `qm_string_free`) the arguments qm puts between

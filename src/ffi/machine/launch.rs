@@ -1,15 +1,16 @@
-//! Launching a `qm_machine`: `qm_launch`, and the prepared launch (`qm_launch_prepare`,
-//! `qm_launch_argv`, `qm_launch_abort`).
+//! Launching a `qm_machine`: `qm_launch`, many at once (`qm_launch_all`), and the prepared
+//! launch (`qm_launch_prepare`, `qm_launch_argv`, `qm_launch_abort`).
 
 use std::ffi::{c_char, c_int};
 
 use serde_json::Value;
 
 use super::{machine, open_fd, qm_machine};
-use crate::ffi::boundary::{out, strings, Result};
+use crate::ffi::boundary::{guard, out, strings, Result};
 use crate::ffi::cancel::{self, qm_cancel};
 use crate::ffi::error::{call, qm_error, qm_status};
-use crate::Error;
+use crate::ffi::handle;
+use crate::{Error, Machine};
 
 /// Starts QEMU and, unless QMP is off, connects and negotiates QMP.
 ///
@@ -32,6 +33,122 @@ pub unsafe extern "C" fn qm_launch(
         let (m, wait) = unsafe { (machine(m)?, cancel::wait(timeout_ms, cancel)?) };
         m.vm.launch_with(wait)
     })
+}
+
+/// Launches the `n` machines of `machines` at once from the calling thread, so launching many
+/// machines needs no thread per machine: every QEMU is started first, then each is connected
+/// and negotiated as `qm_launch` does, in the order they become ready, all within one
+/// `timeout_ms` (`QM_WAIT_DEFAULT`: the largest QMP timer of the machines, or no limit when one
+/// of them has none; `QM_WAIT_FOREVER`) and until `cancel` (may be NULL) fires.
+///
+/// `machines` holds `n` borrowed handles (NULL only when `n` is 0). `errs_out` (may be NULL:
+/// then only the status reports failures) points to an array of `n` `qm_error *`: each
+/// `errs_out[i]` is set to NULL when machine i launched, or to an error the caller owns and
+/// frees with `qm_error_free`, the one `qm_launch` would give that machine:
+/// `QM_ERR_STATE` when already launched, `QM_ERR_LAUNCH` (cleaned up as for `qm_launch`),
+/// `QM_ERR_INTERRUPTED` when the token fired before the machine started, `QM_ERR_INVALID`
+/// for an entry that is not a live handle or is the same handle as an earlier entry (launched
+/// once, for its first place). One machine's failure leaves the others alone. A `timeout_ms`
+/// or `cancel` that is invalid fails every machine with `QM_ERR_INVALID`, launching nothing.
+///
+/// Returns `QM_OK` when every machine launched, otherwise the status of the first failed one
+/// (in array order). Each machine's launch blocks shutdowns of it until the whole call returns.
+#[no_mangle]
+pub unsafe extern "C" fn qm_launch_all(
+    machines: *const *mut qm_machine,
+    n: usize,
+    timeout_ms: i64,
+    cancel: *const qm_cancel,
+    errs_out: *mut *mut qm_error,
+) -> qm_status {
+    const NAME: &str = "qm_launch_all";
+    let errs: &mut [*mut qm_error] = if errs_out.is_null() || n == 0 {
+        &mut []
+    } else {
+        // SAFETY: not NULL; the caller promises `n` writable `qm_error *`.
+        unsafe { std::slice::from_raw_parts_mut(errs_out, n) }
+    };
+    errs.fill(std::ptr::null_mut());
+    // SAFETY: the array, handle and token contracts (see `launch_results`).
+    let results = guard(None, || {
+        Some(unsafe { launch_results(machines, n, timeout_ms, cancel) })
+    });
+    let results: Vec<Option<Result>> = match results {
+        Some(results) => results.into_iter().map(Some).collect(),
+        None => (0..n).map(|_| None).collect(),
+    };
+    let mut status = qm_status::QM_OK;
+    for (i, result) in results.into_iter().enumerate() {
+        let err_out = errs
+            .get_mut(i)
+            .map_or(std::ptr::null_mut(), std::ptr::from_mut);
+        // Each error is stored as every export stores one (`call`).
+        let one = match result {
+            Some(result) => call(NAME, err_out, || result),
+            None => call(NAME, err_out, || -> Result {
+                panic!("the batch launch panicked; the machines' states are unknown")
+            }),
+        };
+        if status == qm_status::QM_OK {
+            status = one;
+        }
+    }
+    status
+}
+
+/// The body of `qm_launch_all`: one result per entry of `machines`.
+///
+/// # Safety
+/// A non-NULL `machines` points to `n` pointers, each NULL, or a handle live for the call (a
+/// handle that is not live is refused before any read); a live `cancel` stays live.
+unsafe fn launch_results(
+    machines: *const *mut qm_machine,
+    n: usize,
+    timeout_ms: i64,
+    cancel: *const qm_cancel,
+) -> Vec<Result> {
+    if n == 0 {
+        return Vec::new();
+    }
+    if machines.is_null() {
+        let null = || Error::Invalid(format!("machines is NULL but its length is {n}"));
+        return (0..n).map(|_| Err(null())).collect();
+    }
+    // SAFETY: the token contract.
+    let Ok(wait) = (unsafe { cancel::wait(timeout_ms, cancel) }) else {
+        // The same error for each.
+        // SAFETY: as above.
+        return (0..n)
+            .map(|_| unsafe { cancel::wait(timeout_ms, cancel) }.map(drop))
+            .collect();
+    };
+    // SAFETY: not NULL; the caller promises `n` readable pointers.
+    let handles = unsafe { std::slice::from_raw_parts(machines, n) };
+    let mut results: Vec<Option<Result>> = (0..n).map(|_| None).collect();
+    let mut valid: Vec<(usize, &Machine)> = Vec::with_capacity(n);
+    for (i, &m) in handles.iter().enumerate() {
+        // SAFETY: each entry is NULL or a handle: not live ones are refused before any read.
+        match unsafe { handle::borrow(m, &handle::MACHINE, &format!("machines[{i}]")) } {
+            Ok(m) => valid.push((i, &m.vm)),
+            Err(e) => results[i] = Some(Err(e)),
+        }
+    }
+    let refs: Vec<&Machine> = valid.iter().map(|(_, m)| *m).collect();
+    let launched = crate::launch_all(&refs, wait);
+    for ((i, _), result) in valid.iter().zip(launched) {
+        // The core names entries by their place among the valid ones: name them by the
+        // caller's.
+        results[*i] = Some(result.map_err(|e| match e {
+            Error::Invalid(_) => Error::Invalid(format!(
+                "machines[{i}] is the same handle as an earlier entry, which this call launches"
+            )),
+            other => other,
+        }));
+    }
+    results
+        .into_iter()
+        .map(|r| r.expect("every entry has a result"))
+        .collect()
 }
 
 /// Prepares the next launch without starting QEMU: creates what `qm_launch` creates before
