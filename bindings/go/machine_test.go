@@ -435,3 +435,53 @@ func TestMaxMessageSize(t *testing.T) {
 		t.Fatal("QEMU still runs")
 	}
 }
+
+func TestLaunchAll(t *testing.T) {
+	ctx := ctxT(t)
+	ms := []*qm.Machine{
+		newMachine(t, qm.WithMachineType("none")),
+		newMachine(t, qm.WithMachineType("none"), qm.WithArgs("-no-such-option-for-batch")),
+		newMachine(t, qm.WithMachineType("none")),
+	}
+	errs := qm.LaunchAll(ctx, ms[0], ms[1], ms[2], ms[0])
+	if len(errs) != 4 {
+		t.Fatalf("LaunchAll returned %d errors, want 4", len(errs))
+	}
+	for _, i := range []int{0, 2} {
+		if errs[i] != nil {
+			t.Fatalf("machine %d: %v", i, errs[i])
+		}
+		if _, err := ms[i].Cmd(ctx, "query-status", nil); err != nil {
+			t.Fatalf("machine %d query-status: %v", i, err)
+		}
+	}
+	// The bad one fails alone, with its own launch error.
+	var le *qm.LaunchError
+	if !errors.As(errs[1], &le) || le.ExitCode != 1 || !strings.Contains(le.Output, "no-such-option-for-batch") {
+		t.Fatalf("machine 1: %v (%T)", errs[1], errs[1])
+	}
+	if ms[1].Running() {
+		t.Fatal("the failed machine runs")
+	}
+	// The same machine twice: launched once.
+	mustErr(t, "machine 0 again", errs[3], qm.ErrInvalid)
+	// Launched already: ErrState, each.
+	for i, err := range qm.LaunchAll(ctx, ms[0], ms[2]) {
+		mustErr(t, fmt.Sprintf("relaunch %d", i), err, qm.ErrState)
+	}
+	// A cancelled context launches nothing.
+	fresh := newMachine(t, qm.WithMachineType("none"))
+	done, cancel := context.WithCancel(ctx)
+	cancel()
+	for _, err := range qm.LaunchAll(done, fresh) {
+		mustErr(t, "cancelled", err, qm.ErrInterrupted, context.Canceled)
+	}
+	if fresh.Running() {
+		t.Fatal("a cancelled batch launched a machine")
+	}
+	for _, i := range []int{0, 2} {
+		if err := ms[i].Shutdown(ctx); err != nil {
+			t.Fatalf("Shutdown %d: %v", i, err)
+		}
+	}
+}
