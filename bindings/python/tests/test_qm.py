@@ -398,3 +398,33 @@ def test_event_cap_drops_the_oldest_and_says_so_once(qemu: str) -> None:
         vm.set_max_queued_events(None)
     with pytest.raises(ValueError):
         qm.Machine(qemu, max_queued_events=-1)
+
+
+def test_launch_all_launches_each_and_fails_only_the_bad_one(qemu: str) -> None:
+    good = [qm.Machine(qemu, machine="none") for _ in range(2)]
+    bad = qm.Machine(qemu, machine="none", args=["-no-such-option-for-batch"])
+    try:
+        results = qm.launch_all([good[0], bad, good[1], good[0]], timeout=60)
+        assert len(results) == 4
+        assert results[0] is None and results[2] is None, results
+        for vm in good:
+            assert vm.cmd("query-status")["status"] == "running"
+        err = results[1]
+        assert isinstance(err, qm.LaunchError), err
+        assert err.exitcode == 1
+        assert "no-such-option-for-batch" in err.output
+        assert not bad.is_running
+        assert isinstance(results[3], qm.InvalidArgumentError), results[3]
+        # Launched already: StateError for each, returned rather than raised.
+        again = qm.launch_all(good)
+        assert all(isinstance(e, qm.StateError) for e in again), again
+        # A fired token launches nothing.
+        cancel = qm.Cancel()
+        cancel.fire()
+        fired = qm.launch_all([bad], cancel=cancel)
+        assert isinstance(fired[0], qm.Interrupted), fired
+        assert not bad.is_running
+    finally:
+        for vm in [*good, bad]:
+            vm.shutdown()
+            vm.close()

@@ -20,6 +20,7 @@ from ._guest_run import Channel, Guest, RunResult, linux_guest_args
 from ._library import has_caller_argv, set_log_level, version
 from ._machine import Machine
 from ._qmp import event_match
+from ._run import launch_all
 from ._schema import Schema
 from ._template import (
     ConsoleReady,
@@ -59,6 +60,7 @@ CORE_LOGS_TO_LOGGING = _log.install()
 __all__ = [
     "ConsoleReady",
     "Template",
+    "launch_all",
     "launch_incoming",
     "migrate",
     "restore_state",

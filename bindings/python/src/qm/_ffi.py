@@ -170,6 +170,7 @@ _PROTOTYPES: dict[str, tuple[Any, list[Any]]] = {
     "qm_add_fd": (_status, [MachineP, c_int, c_uint32, c_char_p, c_char_p, ErrOut]),
     "qm_set_max_message_size": (_status, [MachineP, c_size_t, ErrOut]),
     "qm_launch": (_status, [MachineP, c_int64, CancelP, ErrOut]),
+    "qm_launch_all": (_status, [POINTER(MachineP), c_size_t, c_int64, CancelP, ErrOut]),
     "qm_qmp": (_status, [MachineP, c_char_p, c_char_p, c_int64, CancelP, StrOut, ErrOut]),
     "qm_cmd": (_status, [MachineP, c_char_p, c_char_p, c_int64, CancelP, StrOut, ErrOut]),
     "qm_send_fd_scm": (_status, [MachineP, c_int, ErrOut]),

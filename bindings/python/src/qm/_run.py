@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import logging
 from ctypes import c_int
-from typing import List, Optional, Sequence
+from typing import TYPE_CHECKING, List, Optional, Sequence
 
-from . import _ffi
+from . import _ffi, errors
 from ._cancel import Cancel, _cancel_ptr
 from ._convert import (
     DEFAULT,
@@ -17,6 +17,9 @@ from ._convert import (
     _ms,
 )
 from ._handle import MachineHandle
+
+if TYPE_CHECKING:
+    from ._machine import Machine
 
 _lib = _ffi.lib
 
@@ -87,3 +90,53 @@ class _Run(MachineHandle):
         """Waits for QEMU to exit by itself (default 30 s), then cleans up; kills it and
         raises `AbnormalShutdownError` when it does not exit in time."""
         self._call(_lib.qm_wait, _ms(timeout), _cancel_ptr(cancel))
+
+
+def launch_all(
+    machines: Sequence[Machine],
+    timeout: Timeout = DEFAULT,
+    *,
+    cancel: Optional[Cancel] = None,
+) -> List[Optional[errors.QMError]]:
+    """Launches `machines` at once from this thread and returns one entry per machine, in the
+    same order: None when it launched, else the exception `launch` would have raised for it
+    (returned, not raised). The cheaper way to start many machines: no thread per machine.
+
+    Every QEMU is started first, then each is connected and negotiated in the order they become
+    ready, all within one `timeout` in seconds (default: the largest QMP timer of the machines;
+    None: no limit) or until `cancel` fires. One machine's failure leaves the others alone:
+    `StateError` when launched already, `LaunchError` (cleaned up) when its launch failed,
+    `Interrupted` when `cancel` had fired, `InvalidArgumentError` for a machine given twice
+    (launched once, for its first place). A closed machine gets `StateError`; closing a machine
+    waits for the batch to return."""
+    ms = list(machines)
+    results: List[Optional[errors.QMError]] = [None] * len(ms)
+    ms_ms = _ms(timeout)
+    cancel_p = _cancel_ptr(cancel)
+    entered: List[MachineHandle] = []
+    handles = []
+    place: List[int] = []
+    errs = (_ffi.ErrorP * max(len(ms), 1))()
+    try:
+        for i, m in enumerate(ms):
+            if not isinstance(m, MachineHandle):
+                raise TypeError(f"machines[{i}] is a {type(m).__name__}, not a qm.Machine")
+            try:
+                handles.append(m._enter())
+            except errors.StateError as exc:
+                results[i] = exc
+                continue
+            entered.append(m)
+            place.append(i)
+        if not handles:
+            return results
+        arr = (_ffi.MachineP * len(handles))(*handles)
+        _lib.qm_launch_all(arr, len(handles), ms_ms, cancel_p, errs)
+    finally:
+        for held in entered:
+            held._leave()
+    for k, i in enumerate(place):
+        err = errs[k]
+        if err:
+            results[i] = errors.from_c(_lib.qm_error_status(err), err)
+    return results
