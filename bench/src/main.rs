@@ -83,8 +83,10 @@ struct Stat {
 /// Metrics only the Rust subject runs (the guest agent's: the C and Go subjects reach the same
 /// core through thin wrappers, and booting a Linux guest per subject costs more than it tells).
 /// So are the rows of the guest runs, the fake QEMU and the schema (#21, #23, #26): C, Go and
-/// Python call the same core through the same thin wrappers.
+/// Python call the same core through the same thin wrappers. `scale_batch` too: the batch
+/// launch is one core call in every language (its cost over `scale` is the Rust subject's).
 const RUST_ONLY: &[&str] = &[
+    "scale_batch",
     "qga_rtt",
     "qga_exec",
     "console_latency",
@@ -217,6 +219,36 @@ const METRICS: &[Metric] = &[
                 target: Target::AtMost(0.0),
                 worst: true,
                 required: true,
+            },
+        ],
+    },
+    Metric {
+        name: "scale_batch",
+        unit: "ms",
+        params: &[("machines", 200, 50), ("rounds", 4, 1)],
+        target: Target::RatioAtMost(1.05),
+        go_target: None,
+        stats: &[
+            Stat {
+                name: "up_ms",
+                row: "scale_batch_up",
+                unit: "ms",
+                target: Target::None,
+                worst: false,
+            },
+            Stat {
+                name: "threads_per_machine",
+                row: "scale_batch_threads",
+                unit: "threads/machine",
+                target: Target::AtMost(1.0),
+                worst: false,
+            },
+            Stat {
+                name: "fd_delta",
+                row: "scale_batch_fds",
+                unit: "fds",
+                target: Target::AtMost(0.0),
+                worst: true,
             },
         ],
     },

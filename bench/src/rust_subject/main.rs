@@ -502,6 +502,46 @@ fn scale_qm(q: &str, n: usize) -> Res<Round> {
     })
 }
 
+/// qm's batch launch: every machine from this one thread with `qm::launch_all` (no thread per
+/// machine), then `quit` to each and a wait for each to exit, from the same thread: the raw
+/// client's order of work, through qm.
+fn scale_batch_qm(q: &str, n: usize) -> Res<Round> {
+    let fds0 = fd_count();
+    let t0 = Instant::now();
+    let (threads0, rss0) = self_status();
+    let vms: Vec<Machine> = (0..n)
+        .map(|_| {
+            let vm = Machine::new(q);
+            vm.set_machine("none");
+            vm
+        })
+        .collect();
+    let refs: Vec<&Machine> = vms.iter().collect();
+    for result in qm::launch_all(&refs, WAIT) {
+        result.map_err(e)?;
+    }
+    let up = t0.elapsed();
+    let (threads1, rss1) = self_status();
+    let t1 = Instant::now();
+    for vm in &vms {
+        vm.cmd("quit", None).map_err(e)?;
+    }
+    for vm in &vms {
+        vm.wait(WAIT).map_err(e)?;
+    }
+    let down = t1.elapsed();
+    drop(refs);
+    drop(vms);
+    Ok(Round {
+        wall: t0.elapsed(),
+        up,
+        down,
+        threads: threads1 - threads0,
+        rss_kib: rss1 - rss0,
+        fd_delta: fd_count() - fds0,
+    })
+}
+
 /// CPU time (user + system) this process has used so far, ms.
 fn cpu_ms() -> f64 {
     // SAFETY: rusage is plain data that getrusage fills.
@@ -512,7 +552,9 @@ fn cpu_ms() -> f64 {
     t(ru.ru_utime) + t(ru.ru_stime)
 }
 
-fn scale(p: &Params, out: &mut Out) -> Res<()> {
+/// `scale` (one caller thread per machine) or `scale_batch` (`qm::launch_all` from one thread),
+/// against the same raw client.
+fn scale(p: &Params, out: &mut Out, batch: bool) -> Res<()> {
     let (q, n, rounds) = (p.qemu(), p.get("machines", 200), p.get("rounds", 3));
     RawVm::launch(&q)?.shutdown()?;
     qm_launch(&q)?.shutdown(WAIT).map_err(e)?;
@@ -522,6 +564,7 @@ fn scale(p: &Params, out: &mut Out) -> Res<()> {
             let cpu0 = cpu_ms();
             let r = match side {
                 Side::Raw => scale_raw(&q, n)?,
+                Side::Qm if batch => scale_batch_qm(&q, n)?,
                 Side::Qm => scale_qm(&q, n)?,
             };
             let cpu = cpu_ms() - cpu0;
@@ -549,7 +592,8 @@ fn main() {
         "launch_ready" => launch_ready(&params, &mut out),
         "shutdown" => shutdown(&params, &mut out),
         "event_latency" => event_latency(&params, &mut out),
-        "scale" => scale(&params, &mut out),
+        "scale" => scale(&params, &mut out, false),
+        "scale_batch" => scale(&params, &mut out, true),
         "qga_rtt" => qga::qga_rtt(&params, &mut out),
         "qga_exec" => qga::qga_exec(&params, &mut out),
         "console_latency" => console::console_latency(&params, &mut out),
