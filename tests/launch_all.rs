@@ -7,7 +7,7 @@ use support::vm;
 
 use std::time::{Duration, Instant};
 
-use qm::{launch_all, Cancel, Error, Machine, Wait};
+use qm::{launch_all, Cancel, Error, Machine, MonitorAddress, Wait};
 use vm::{processes_with, scratch, script, unique, vm_none, T};
 
 /// A machine whose command line carries `mark` (`-name`), to find its processes.
@@ -40,6 +40,13 @@ fn shut_all(ms: &[Machine]) {
 fn four_machines_launched_at_once_all_answer() {
     let dir = scratch();
     let ms: Vec<Machine> = (0..4).map(|_| vm_none(dir.path())).collect();
+    // Every kind of monitor, and a console: each waits for its own readiness.
+    ms[1].set_monitor_address(MonitorAddress::Unix(None));
+    ms[2].set_monitor_address(MonitorAddress::Tcp {
+        host: "127.0.0.1".into(),
+        port: 0,
+    });
+    ms[3].set_console(None, 0);
     let refs: Vec<&Machine> = ms.iter().collect();
     let results = launch_all(&refs, T);
     assert_eq!(results.len(), 4);
