@@ -69,8 +69,8 @@ pub unsafe extern "C" fn qm_launch_all(
         unsafe { std::slice::from_raw_parts_mut(errs_out, n) }
     };
     errs.fill(std::ptr::null_mut());
-    // SAFETY: the array, handle and token contracts (see `launch_results`).
     let results = guard(None, || {
+        // SAFETY: the array, handle and token contracts (see `launch_results`).
         Some(unsafe { launch_results(machines, n, timeout_ms, cancel) })
     });
     let results: Vec<Option<Result>> = match results {
