@@ -225,7 +225,7 @@ const METRICS: &[Metric] = &[
     Metric {
         name: "scale_batch",
         unit: "ms",
-        params: &[("machines", 200, 50), ("rounds", 4, 1)],
+        params: &[("machines", 200, 50), ("rounds", 8, 1)],
         target: Target::RatioAtMost(1.05),
         go_target: None,
         stats: &[
