@@ -235,6 +235,7 @@ const METRICS: &[Metric] = &[
                 unit: "ms",
                 target: Target::None,
                 worst: false,
+                required: true,
             },
             Stat {
                 name: "threads_per_machine",
@@ -242,6 +243,7 @@ const METRICS: &[Metric] = &[
                 unit: "threads/machine",
                 target: Target::AtMost(1.0),
                 worst: false,
+                required: true,
             },
             Stat {
                 name: "fd_delta",
@@ -249,6 +251,7 @@ const METRICS: &[Metric] = &[
                 unit: "fds",
                 target: Target::AtMost(0.0),
                 worst: true,
+                required: true,
             },
         ],
     },
