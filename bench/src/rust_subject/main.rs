@@ -553,9 +553,16 @@ fn cpu_ms() -> f64 {
 }
 
 /// `scale` (one caller thread per machine) or `scale_batch` (`qm::launch_all` from one thread),
-/// against the same raw client.
+/// against the same raw client. By hand, `scale_batch vs=threads` puts `scale`'s qm round
+/// (a thread per machine) on the baseline's side instead of the raw client: the ratio is then
+/// what the batch saves over the thread per caller, both through qm, in one process.
 fn scale(p: &Params, out: &mut Out, batch: bool) -> Res<()> {
     let (q, n, rounds) = (p.qemu(), p.get("machines", 200), p.get("rounds", 3));
+    let vs_threads = match p.0.get("vs").map(String::as_str) {
+        None | Some("raw") => false,
+        Some("threads") if batch => true,
+        Some(other) => return Err(format!("vs={other}: raw, or threads with scale_batch")),
+    };
     RawVm::launch(&q)?.shutdown()?;
     qm_launch(&q)?.shutdown(WAIT).map_err(e)?;
     for round in 0..rounds {
@@ -563,6 +570,7 @@ fn scale(p: &Params, out: &mut Out, batch: bool) -> Res<()> {
         for side in order(round) {
             let cpu0 = cpu_ms();
             let r = match side {
+                Side::Raw if vs_threads => scale_qm(&q, n)?,
                 Side::Raw => scale_raw(&q, n)?,
                 Side::Qm if batch => scale_batch_qm(&q, n)?,
                 Side::Qm => scale_qm(&q, n)?,
