@@ -543,7 +543,9 @@ func main() {
 	case "event_latency":
 		err = eventLatency(p, out)
 	case "scale":
-		err = scale(p, out)
+		err = scale(p, out, false)
+	case "scale_batch":
+		err = scale(p, out, true)
 	default:
 		err = fmt.Errorf("unknown metric %s", metric)
 	}
