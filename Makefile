@@ -24,11 +24,12 @@ test-rust: ## cargo test (unit, integration, doc; with the `qm` command line)
 	$(CARGO) test --no-fail-fast --all-targets --features cli
 	$(CARGO) test --doc
 
-lint: ## rustfmt --check (the library, bench and fuzz crates) and clippy -D warnings
+lint: ## rustfmt --check (the library, bench and fuzz crates) and clippy -D warnings (library, bench)
 	$(CARGO) fmt --check
 	$(CARGO) fmt --check --manifest-path bench/Cargo.toml
 	$(CARGO) fmt --check --manifest-path fuzz/Cargo.toml
 	$(CARGO) clippy --all-targets --features cli -- -D warnings
+	$(CARGO) clippy --manifest-path bench/Cargo.toml --target-dir target/bench-build -- -D warnings
 
 clean: ## cargo clean
 	$(CARGO) clean
