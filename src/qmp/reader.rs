@@ -7,13 +7,6 @@
 //! condition variable of their own, bounded by their own deadline and token, so no caller ever
 //! waits for another caller's I/O; whoever leaves while nobody leads wakes one sleeper to take
 //! over.
-//!
-//! A leader with nothing to watch but the socket (no cancel token, no output waiting for
-//! room, no handshake watching QEMU's exit) skips the poll and sleeps in `recv` itself, as a
-//! hand-written client does: one system call per wake-up instead of two (poll, then recv) on
-//! the path every reply and event takes. The socket's read timeout ([`READ_SLICE`]) bounds that
-//! sleep, so the leader still looks at its deadline, a kick it could not hear and a new
-//! sender's needs at least that often.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::{Arc, Condvar, MutexGuard};
@@ -26,12 +19,6 @@ use super::{QmpClient, State};
 use crate::error::{Error, Result};
 use crate::sys::{self, poll, pollfd, EventFd, POLLIN, POLLOUT};
 use crate::wait::Deadline;
-
-/// How long a leader sleeping in `recv` (see the module's note) waits before it looks around
-/// again: the longest a sender whose output found the socket full waits for the leader to
-/// notice, while nothing arrives. A leader whose deadline is nearer than twice this polls
-/// instead, so deadlines keep their precision.
-pub(super) const READ_SLICE: Duration = Duration::from_millis(20);
 
 /// The reader's share of the client's state.
 ///
@@ -201,7 +188,7 @@ impl QmpClient {
             return Err(std::io::Error::from(std::io::ErrorKind::NotConnected));
         };
         match fd {
-            None => sys::socket::send_nowait(sock.as_fd(), data),
+            None => sys::socket::send(sock.as_fd(), data),
             Some(fd) => sys::socket::send_fd(sock.as_fd(), fd.as_fd()),
         }
     }
@@ -356,8 +343,7 @@ impl QmpClient {
 
     /// One round of the leader's I/O: waits (bounded by the deadline) until the socket is
     /// readable (or writable, with `want_out`), the kick, the cancel token or `watch` (QEMU's
-    /// exit) fires, and reads and parses what came. With only the socket to watch and the
-    /// deadline far, it sleeps in `recv` instead (at most [`READ_SLICE`]).
+    /// exit) fires, and reads and parses what came.
     fn io_round(
         &self,
         input: &mut LineBuffer,
@@ -372,24 +358,17 @@ impl QmpClient {
             exit,
         } = round;
         let raw = self.shared.raw;
-        let mut polled = Polled::default();
-        let io = |e: Error| Broken::Io(e.to_string());
-        let cancel = deadline.cancel_fd().map_err(io)?;
-        let far = deadline
-            .remaining()
-            .map_or(true, |left| left >= 2 * READ_SLICE);
-        if !want_out && cancel.is_none() && watch.is_none() && far {
-            // Nothing to watch but the socket: sleep in recv (bounded by READ_SLICE).
-            return self.read_some(input, msgs, exit).map(|()| polled);
-        }
         let events = POLLIN | if want_out { POLLOUT } else { 0 };
         // A descriptor of -1 is ignored by poll: the set needs no allocation.
+        let io = |e: Error| Broken::Io(e.to_string());
+        let cancel = deadline.cancel_fd().map_err(io)?;
         let mut fds = [
             pollfd(raw, events),
             pollfd(kick.map_or(-1, EventFd::raw), POLLIN),
             pollfd(cancel.unwrap_or(-1), POLLIN),
             pollfd(watch.map_or(-1, |fd| fd.as_raw_fd()), POLLIN),
         ];
+        let mut polled = Polled::default();
         let ready = poll(&mut fds, deadline.remaining())
             .map_err(|e| Broken::Io(format!("waiting for the monitor: {e}")))?;
         if ready == 0 {
@@ -407,25 +386,14 @@ impl QmpClient {
                 _ => Ok(polled),
             };
         }
-        self.read_some(input, msgs, exit).map(|()| polled)
-    }
-
-    /// One `recv` into `input` (it returns at once after a poll that found the socket
-    /// readable, and within [`READ_SLICE`] otherwise), and the messages it completed.
-    fn read_some(
-        &self,
-        input: &mut LineBuffer,
-        msgs: &mut Vec<Message>,
-        exit: Option<&OwnedFd>,
-    ) -> Result<(), Broken> {
         const CHUNK: usize = 64 << 10;
         // The leader's role keeps the socket open while it reads it by number (close waits
-        // for the leader to leave, and its shutdown ends a recv asleep).
-        let n = match input.fill(CHUNK, |room| sys::socket::recv(self.shared.raw, room)) {
+        // for the leader to leave).
+        let n = match input.fill(CHUNK, |room| sys::socket::recv(raw, room)) {
             Ok(n) => n,
             Err(err) => {
                 return match err.kind() {
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted => Ok(()),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted => Ok(polled),
                     _ => Err(Broken::Io(format!("reading the monitor failed: {err}"))),
                 };
             }
@@ -441,7 +409,7 @@ impl QmpClient {
             }
             return Err(Broken::Eof);
         }
-        Ok(())
+        Ok(polled)
     }
 }
 
@@ -564,11 +532,10 @@ mod tests {
         assert!(c.shared.lock().out.is_empty());
     }
 
-    /// A leader asleep in recv (no token, no deadline) cannot hear the kick of a sender whose
-    /// command filled the socket; its read timeout makes it look again, so the rest of the
-    /// command goes out and its reply comes back (without it, both would wait forever).
+    /// A command that fills the socket while another caller leads (waiting for events, no
+    /// deadline) gets out: its sender kicks the leader, whose poll then waits for room too.
     #[test]
-    fn a_command_that_fills_the_socket_gets_out_while_the_leader_sleeps_in_recv() {
+    fn a_command_that_fills_the_socket_gets_out_while_another_caller_leads() {
         let (c, mut peer) = pair();
         let c = Arc::new(c);
         let leader = {
