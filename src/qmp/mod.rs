@@ -113,8 +113,8 @@ impl QmpClient {
     /// Wraps a connected stream socket (unix or TCP). Nothing is read or written until
     /// [`handshake`](Self::handshake). `max_message` caps the size of one incoming message.
     pub fn new(socket: OwnedFd, nickname: &str, max_message: usize) -> Result<QmpClient> {
-        sys::socket::set_nonblocking(socket.as_fd())
-            .map_err(|e| Error::io("making the monitor socket non-blocking", e))?;
+        sys::socket::set_blocking_reads(socket.as_fd(), reader::READ_SLICE)
+            .map_err(|e| Error::io("setting up the monitor socket", e))?;
         let unix = sys::socket::is_unix(socket.as_fd());
         let kick = EventFd::new().map_err(|e| Error::io("creating the QMP client's eventfd", e))?;
         Ok(QmpClient {

@@ -7,6 +7,16 @@
 //! condition variable of their own, bounded by their own deadline and token, so no caller ever
 //! waits for another caller's I/O; whoever leaves while nobody leads wakes one sleeper to take
 //! over.
+//!
+//! A leader that reads for a crowd (other callers asleep) and has nothing to watch but the
+//! socket (no cancel token, no output waiting for room, no handshake watching QEMU's exit)
+//! skips the poll and sleeps in `recv` itself: one system call per wake-up instead of two.
+//! Measured (bench `qmp_threads`, 8 threads on one machine): 1.04-1.13x the raw sequential
+//! client with it, 0.93-0.96x without. A lone caller polls: pinned to one CPU, its round trip
+//! was ~2 % faster through `poll` then `recv` than through `recv` alone (`event_latency`
+//! 0.996-1.004 against 1.018, `qmp_rtt` 0.98 against 1.00). The socket's read timeout
+//! ([`READ_SLICE`]) bounds the sleep in `recv`, so the leader still looks at its deadline, a
+//! kick it could not hear and a new sender's needs at least that often.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::{Arc, Condvar, MutexGuard};
@@ -19,6 +29,12 @@ use super::{QmpClient, State};
 use crate::error::{Error, Result};
 use crate::sys::{self, poll, pollfd, EventFd, POLLIN, POLLOUT};
 use crate::wait::Deadline;
+
+/// How long a leader sleeping in `recv` (see the module's note) waits before it looks around
+/// again: the longest a sender whose output found the socket full waits for the leader to
+/// notice, while nothing arrives. A leader whose deadline is nearer than twice this polls
+/// instead, so deadlines keep their precision.
+pub(super) const READ_SLICE: Duration = Duration::from_millis(20);
 
 /// The reader's share of the client's state.
 ///
@@ -117,6 +133,8 @@ impl From<Error> for Ended {
 struct Round<'a> {
     /// Poll for room to write too.
     want_out: bool,
+    /// Other callers sleep while this one leads.
+    crowd: bool,
     /// The kick eventfd.
     kick: Option<&'a EventFd>,
     /// QEMU's exit descriptor, to fail at once when it becomes readable (a handshake).
@@ -188,7 +206,7 @@ impl QmpClient {
             return Err(std::io::Error::from(std::io::ErrorKind::NotConnected));
         };
         match fd {
-            None => sys::socket::send(sock.as_fd(), data),
+            None => sys::socket::send_nowait(sock.as_fd(), data),
             Some(fd) => sys::socket::send_fd(sock.as_fd(), fd.as_fd()),
         }
     }
@@ -298,6 +316,7 @@ impl QmpClient {
             st.reader.reading = true;
             st.reader.polling_out = !st.out.is_empty() && !st.out.writing;
             let polling_out = st.reader.polling_out;
+            let crowd = st.reader.sleepers.any();
             let exit = st.reader.exit.clone();
             let kick = st.reader.kick.clone();
             let mut input = std::mem::replace(&mut st.reader.input, LineBuffer::new(0));
@@ -306,6 +325,7 @@ impl QmpClient {
             let watch = exit.as_deref().filter(|_| watch_exit);
             let round = Round {
                 want_out: polling_out,
+                crowd,
                 kick: kick.as_deref(),
                 watch,
                 exit: exit.as_deref(),
@@ -343,7 +363,8 @@ impl QmpClient {
 
     /// One round of the leader's I/O: waits (bounded by the deadline) until the socket is
     /// readable (or writable, with `want_out`), the kick, the cancel token or `watch` (QEMU's
-    /// exit) fires, and reads and parses what came.
+    /// exit) fires, and reads and parses what came. With only the socket to watch and the
+    /// deadline far, it sleeps in `recv` instead (at most [`READ_SLICE`]).
     fn io_round(
         &self,
         input: &mut LineBuffer,
@@ -353,22 +374,31 @@ impl QmpClient {
     ) -> Result<Polled, Broken> {
         let Round {
             want_out,
+            crowd,
             kick,
             watch,
             exit,
         } = round;
         let raw = self.shared.raw;
-        let events = POLLIN | if want_out { POLLOUT } else { 0 };
-        // A descriptor of -1 is ignored by poll: the set needs no allocation.
+        let mut polled = Polled::default();
         let io = |e: Error| Broken::Io(e.to_string());
         let cancel = deadline.cancel_fd().map_err(io)?;
+        let far = deadline
+            .remaining()
+            .map_or(true, |left| left >= 2 * READ_SLICE);
+        if crowd && !want_out && cancel.is_none() && watch.is_none() && far {
+            // Others wait, and nothing to watch but the socket: sleep in recv (bounded by
+            // READ_SLICE).
+            return self.read_some(input, msgs, exit).map(|()| polled);
+        }
+        let events = POLLIN | if want_out { POLLOUT } else { 0 };
+        // A descriptor of -1 is ignored by poll: the set needs no allocation.
         let mut fds = [
             pollfd(raw, events),
             pollfd(kick.map_or(-1, EventFd::raw), POLLIN),
             pollfd(cancel.unwrap_or(-1), POLLIN),
             pollfd(watch.map_or(-1, |fd| fd.as_raw_fd()), POLLIN),
         ];
-        let mut polled = Polled::default();
         let ready = poll(&mut fds, deadline.remaining())
             .map_err(|e| Broken::Io(format!("waiting for the monitor: {e}")))?;
         if ready == 0 {
@@ -386,14 +416,25 @@ impl QmpClient {
                 _ => Ok(polled),
             };
         }
+        self.read_some(input, msgs, exit).map(|()| polled)
+    }
+
+    /// One `recv` into `input` (it returns at once after a poll that found the socket
+    /// readable, and within [`READ_SLICE`] otherwise), and the messages it completed.
+    fn read_some(
+        &self,
+        input: &mut LineBuffer,
+        msgs: &mut Vec<Message>,
+        exit: Option<&OwnedFd>,
+    ) -> Result<(), Broken> {
         const CHUNK: usize = 64 << 10;
         // The leader's role keeps the socket open while it reads it by number (close waits
-        // for the leader to leave).
-        let n = match input.fill(CHUNK, |room| sys::socket::recv(raw, room)) {
+        // for the leader to leave, and its shutdown ends a recv asleep).
+        let n = match input.fill(CHUNK, |room| sys::socket::recv(self.shared.raw, room)) {
             Ok(n) => n,
             Err(err) => {
                 return match err.kind() {
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted => Ok(polled),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted => Ok(()),
                     _ => Err(Broken::Io(format!("reading the monitor failed: {err}"))),
                 };
             }
@@ -409,7 +450,7 @@ impl QmpClient {
             }
             return Err(Broken::Eof);
         }
-        Ok(polled)
+        Ok(())
     }
 }
 
@@ -530,6 +571,28 @@ mod tests {
         peer.read_exact(&mut got).unwrap();
         assert_eq!(&got, b"hello");
         assert!(c.shared.lock().out.is_empty());
+    }
+
+    /// A leader reading for a crowd sleeps in recv, where no kick reaches it: with no deadline
+    /// and nothing arriving, its read timeout still brings it back to look around.
+    #[test]
+    fn a_leader_reading_for_a_crowd_looks_up_within_the_read_slice() {
+        let (c, _peer) = pair();
+        let forever = Wait::forever();
+        let deadline = forever.start().unwrap();
+        let mut input = LineBuffer::new(1 << 20);
+        let mut msgs = Vec::new();
+        let round = Round {
+            want_out: false,
+            crowd: true,
+            kick: None,
+            watch: None,
+            exit: None,
+        };
+        let t = std::time::Instant::now();
+        let polled = c.io_round(&mut input, &mut msgs, &deadline, round);
+        assert!(polled.is_ok() && msgs.is_empty());
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     }
 
     /// A command that fills the socket while another caller leads (waiting for events, no

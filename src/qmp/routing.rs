@@ -175,6 +175,11 @@ impl Sleepers {
         self.0.retain(|s| !Arc::ptr_eq(&s.wake, wake));
     }
 
+    /// Whether any caller is asleep here.
+    pub(super) fn any(&self) -> bool {
+        !self.0.is_empty()
+    }
+
     pub(super) fn wake_all(&self) {
         for s in &self.0 {
             s.wake.notify_one();

@@ -59,10 +59,34 @@ pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Makes `sock` blocking, with reads bounded by `read_timeout`: a `recv` that waits that long
+/// for nothing fails with `WouldBlock`. Sends that must never block say so per call
+/// ([`send_nowait`], [`send_fd`]).
+pub(crate) fn set_blocking_reads(
+    sock: BorrowedFd<'_>,
+    read_timeout: std::time::Duration,
+) -> std::io::Result<()> {
+    let flags = OFlag::from_bits_retain(fcntl(sock, FcntlArg::F_GETFL)?);
+    fcntl(sock, FcntlArg::F_SETFL(flags - OFlag::O_NONBLOCK))?;
+    let tv = nix::sys::time::TimeVal::new(
+        read_timeout.as_secs().try_into().unwrap_or(i64::MAX),
+        read_timeout.subsec_micros().into(),
+    );
+    socket::setsockopt(&sock, socket::sockopt::ReceiveTimeout, &tv)?;
+    Ok(())
+}
+
 /// send(2) with `MSG_NOSIGNAL`: a peer that is gone is `EPIPE`, never a SIGPIPE that would
 /// kill the host process.
 pub(crate) fn send(sock: BorrowedFd<'_>, buf: &[u8]) -> std::io::Result<usize> {
     Ok(socket::send(sock.as_raw_fd(), buf, MsgFlags::MSG_NOSIGNAL)?)
+}
+
+/// send(2) with `MSG_NOSIGNAL | MSG_DONTWAIT`: as [`send`], and `WouldBlock` instead of
+/// waiting when the socket is full, whether or not the socket is non-blocking.
+pub(crate) fn send_nowait(sock: BorrowedFd<'_>, buf: &[u8]) -> std::io::Result<usize> {
+    let flags = MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT;
+    Ok(socket::send(sock.as_raw_fd(), buf, flags)?)
 }
 
 /// recv(2) into `buf`; 0 is end of file. A raw number is accepted (for a reader that holds
@@ -73,14 +97,15 @@ pub(crate) fn recv(sock: impl AsRawFd, buf: &mut [u8]) -> std::io::Result<usize>
 }
 
 /// Sends one byte (a space, which JSON ignores) carrying `fd` with SCM_RIGHTS, without
-/// SIGPIPE. Returns the bytes sent (1), or the error; `WouldBlock` on a full non-blocking
-/// socket, for the caller to poll and retry.
+/// SIGPIPE and without blocking. Returns the bytes sent (1), or the error; `WouldBlock` on a
+/// full socket, for the caller to poll and retry.
 pub(crate) fn send_fd(sock: BorrowedFd<'_>, fd: BorrowedFd<'_>) -> std::io::Result<usize> {
     let fds = [fd.as_raw_fd()];
     let cmsg = [ControlMessage::ScmRights(&fds)];
     let iov = [IoSlice::new(b" ")];
+    let flags = MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT;
     loop {
-        match socket::sendmsg::<()>(sock.as_raw_fd(), &iov, &cmsg, MsgFlags::MSG_NOSIGNAL, None) {
+        match socket::sendmsg::<()>(sock.as_raw_fd(), &iov, &cmsg, flags, None) {
             Err(nix::errno::Errno::EINTR) => continue,
             other => return Ok(other?),
         }
