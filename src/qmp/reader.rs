@@ -11,8 +11,8 @@
 //! A leader that reads for a crowd (other callers asleep) and has nothing to watch but the
 //! socket (no cancel token, no output waiting for room, no handshake watching QEMU's exit)
 //! skips the poll and sleeps in `recv` itself: one system call per wake-up instead of two.
-//! Measured (bench `qmp_threads`, 8 threads on one machine): 1.04-1.13x the raw sequential
-//! client with it, 0.93-0.96x without. A lone caller polls: pinned to one CPU, its round trip
+//! Measured (bench `qmp_threads`, 8 threads on one machine, Rust and C, full runs): 1.01-1.24x
+//! the raw sequential client with it, 0.93-0.96x without. A lone caller polls: pinned to one CPU, its round trip
 //! was ~2 % faster through `poll` then `recv` than through `recv` alone (`event_latency`
 //! 0.996-1.004 against 1.018, `qmp_rtt` 0.98 against 1.00). The socket's read timeout
 //! ([`READ_SLICE`]) bounds the sleep in `recv`, so the leader still looks at its deadline, a
