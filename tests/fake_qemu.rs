@@ -270,20 +270,7 @@ fn the_idle_limit_ends_a_forgotten_fake() {
 fn scenario(vm: &Machine) -> Vec<Value> {
     let mut seen = Vec::new();
     vm.launch().unwrap();
-    seen.push(vm.cmd("query-status", None).unwrap());
-    let err = vm
-        .cmd(
-            "blockdev-add",
-            Some(&json!({"driver": "qcow2", "node-name": "disk0",
-                "file": {"driver": "file", "filename": "/nonexistent/disk.qcow2"}})),
-        )
-        .unwrap_err();
-    let Error::Qmp { class, desc } = err else {
-        panic!("expected a QMP error, got {err}");
-    };
-    seen.push(json!({"class": class, "desc": desc}));
-    vm.cmd("stop", None).unwrap();
-    seen.push(vm.event_wait("STOP", None, T).unwrap().unwrap());
+    vm::qmp_scenario(vm, &mut seen);
     seen.push(vm.cmd("query-status", None).unwrap());
     vm.cmd("cont", None).unwrap();
     seen.push(vm.event_wait("RESUME", None, T).unwrap().unwrap());

@@ -48,20 +48,7 @@ fn scenario(vm: &Machine, changed: bool) -> Vec<Value> {
     for ch in [Channel::Console, Channel::Agent] {
         vm.guest(ch).wait_ready(BOOT).unwrap();
     }
-    seen.push(vm.cmd("query-status", None).unwrap());
-    let err = vm
-        .cmd(
-            "blockdev-add",
-            Some(&json!({"driver": "qcow2", "node-name": "disk0",
-                "file": {"driver": "file", "filename": "/nonexistent/disk.qcow2"}})),
-        )
-        .unwrap_err();
-    let Error::Qmp { class, desc } = err else {
-        panic!("expected a QMP error, got {err}");
-    };
-    seen.push(json!({"class": class, "desc": desc}));
-    vm.cmd("stop", None).unwrap();
-    seen.push(vm.event_wait("STOP", None, T).unwrap().unwrap());
+    vm::qmp_scenario(vm, &mut seen);
     vm.cmd("cont", None).unwrap();
     seen.push(vm.event_wait("RESUME", None, T).unwrap().unwrap());
     if changed {

@@ -42,6 +42,27 @@ pub fn vm_guest(dir: &Path, banner: &str, action: GuestAction) -> Machine {
     vm
 }
 
+/// The QMP part of the record-then-replay scenarios (`fake_qemu.rs`, `replay_guest.rs`): what
+/// the program sees of `query-status`, a `blockdev-add` that QEMU refuses and `stop` with its
+/// `STOP` event, pushed to `seen` for comparison with the replay.
+pub fn qmp_scenario(vm: &Machine, seen: &mut Vec<qm::Value>) {
+    use serde_json::json;
+    seen.push(vm.cmd("query-status", None).unwrap());
+    let err = vm
+        .cmd(
+            "blockdev-add",
+            Some(&json!({"driver": "qcow2", "node-name": "disk0",
+                "file": {"driver": "file", "filename": "/nonexistent/disk.qcow2"}})),
+        )
+        .unwrap_err();
+    let qm::Error::Qmp { class, desc } = err else {
+        panic!("expected a QMP error, got {err}");
+    };
+    seen.push(json!({"class": class, "desc": desc}));
+    vm.cmd("stop", None).unwrap();
+    seen.push(vm.event_wait("STOP", None, T).unwrap().unwrap());
+}
+
 pub fn unique() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
