@@ -312,9 +312,7 @@ impl Inner {
             .and_then(|()| self.reply_to(&mut chan, id, deadline, sent_at));
         match result {
             Ok(mut reply) => {
-                if self.transcript.is_on() {
-                    self.transcript.agent("in", reply.to_string().as_bytes());
-                }
+                self.transcript.agent_reply(&reply);
                 if let Some(fields) = reply.as_object_mut() {
                     fields.remove("id");
                 }
@@ -389,9 +387,7 @@ impl Inner {
             // Without an id: an agent that does not echo ids (or could not read ours).
             let ours = ours_or_no_id(&msg, id);
             if ours {
-                if self.transcript.is_on() {
-                    self.transcript.agent("in", msg.to_string().as_bytes());
-                }
+                self.transcript.agent_reply(&msg);
                 return crate::qmp::into_return(msg).map(drop);
             }
         });

@@ -58,14 +58,15 @@ impl TranscriptFile {
         }))
     }
 
-    /// Writes one line: `{"t":…,` then `fields` (JSON members, without braces) then `}`.
-    fn write_line(&self, fields: &[u8]) {
+    /// Writes one line: `{"t":…,` then what `fields` appends (JSON members, without braces)
+    /// then `}`, built in one buffer of about `size` bytes.
+    fn write_line(&self, size: usize, fields: impl FnOnce(&mut Vec<u8>)) {
         let t = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default();
-        let mut line = Vec::with_capacity(fields.len() + 32);
+        let mut line = Vec::with_capacity(size + 80);
         let _ = write!(line, "{{\"t\":{}.{:06},", t.as_secs(), t.subsec_micros());
-        line.extend_from_slice(fields);
+        fields(&mut line);
         line.extend_from_slice(b"}\n");
         let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(f) = file.as_mut() {
@@ -100,7 +101,7 @@ impl Transcript {
     }
 
     /// True when lines are written.
-    pub(crate) fn is_on(&self) -> bool {
+    fn is_on(&self) -> bool {
         self.file.get().is_some()
     }
 
@@ -124,25 +125,31 @@ impl Transcript {
     /// Records one QMP message: `dir` is `out`, `in` or `event`; `msg` its JSON text (for a
     /// caller that has the text already, e.g. an event kept as text).
     pub(crate) fn record(&self, dir: &str, msg: &[u8]) {
-        let Some(file) = self.file.get() else {
-            return;
-        };
-        let mut fields = Vec::with_capacity(msg.len() + 24);
-        let _ = write!(fields, "\"dir\":\"{dir}\",\"msg\":");
-        fields.extend_from_slice(msg);
-        file.write_line(&fields);
+        self.message("", dir, msg);
     }
 
     /// Records a guest agent message: `dir` `out` (a command, `msg` its JSON text) or `in` (a
     /// reply).
     pub(crate) fn agent(&self, dir: &str, msg: &[u8]) {
+        self.message("\"chan\":\"agent\",", dir, msg);
+    }
+
+    /// Records a guest agent reply as parsed (serialised only when lines are written).
+    pub(crate) fn agent_reply(&self, reply: &Value) {
+        if self.is_on() {
+            self.agent("in", reply.to_string().as_bytes());
+        }
+    }
+
+    /// One `{"t":…,<chan>"dir":…,"msg":…}` line; `chan` is empty for QMP.
+    fn message(&self, chan: &str, dir: &str, msg: &[u8]) {
         let Some(file) = self.file.get() else {
             return;
         };
-        let mut fields = Vec::with_capacity(msg.len() + 40);
-        let _ = write!(fields, "\"chan\":\"agent\",\"dir\":\"{dir}\",\"msg\":");
-        fields.extend_from_slice(msg);
-        file.write_line(&fields);
+        file.write_line(msg.len(), |line| {
+            let _ = write!(line, "{chan}\"dir\":\"{dir}\",\"msg\":");
+            line.extend_from_slice(msg);
+        });
     }
 
     /// Records console bytes: `dir` `out` (qm wrote them) or `in` (read from the guest).
@@ -150,22 +157,22 @@ impl Transcript {
         let Some(file) = self.file.get() else {
             return;
         };
-        let mut fields = Vec::with_capacity(bytes.len() + 48);
-        let _ = write!(fields, "\"chan\":\"console\",\"dir\":\"{dir}\",");
-        match std::str::from_utf8(bytes) {
-            Ok(text) => {
-                fields.extend_from_slice(b"\"text\":");
-                serde_json::to_writer(&mut fields, text).expect("a string always serialises");
+        file.write_line(bytes.len(), |fields| {
+            let _ = write!(fields, "\"chan\":\"console\",\"dir\":\"{dir}\",");
+            match std::str::from_utf8(bytes) {
+                Ok(text) => {
+                    fields.extend_from_slice(b"\"text\":");
+                    serde_json::to_writer(&mut *fields, text).expect("a string always serialises");
+                }
+                Err(_) => {
+                    let _ = write!(
+                        fields,
+                        "\"bytes\":\"{}\"",
+                        crate::qga::base64::encode(bytes)
+                    );
+                }
             }
-            Err(_) => {
-                let _ = write!(
-                    fields,
-                    "\"bytes\":\"{}\"",
-                    crate::qga::base64::encode(bytes)
-                );
-            }
-        }
-        file.write_line(&fields);
+        });
     }
 }
 
