@@ -900,6 +900,14 @@ qm_status qm_add_fd(qm_machine *m,
                     qm_error **err_out);
 
 /**
+ * Lets QEMU inherit every descriptor of this process that is not close-on-exec (as
+ * `subprocess.Popen(close_fds=False)` does), besides those qm passes. Off by default: QEMU
+ * gets qm's own descriptors for it, those of `qm_add_fd` and the `extra_fds` of
+ * `qm_launch_argv`, nothing else. Takes effect at the next prepare or launch.
+ */
+qm_status qm_set_inherit_fds(qm_machine *m, bool inherit, qm_error **err_out);
+
+/**
  * Caps the size of one message from QEMU, in bytes (default 64 MiB; values under 1024 count
  * as 1024). A larger message fails the connection with `QM_ERR_PROTOCOL`.
  */

@@ -530,6 +530,38 @@ fn qemu_inherits_only_the_intended_descriptors() {
     drop(stray);
 }
 
+/// With `set_inherit_fds`, QEMU also gets what the host left inheritable (as the Python
+/// original's `close_fds=False`), and still not what is close-on-exec.
+#[test]
+fn inherit_fds_passes_what_the_host_left_inheritable_and_nothing_else() {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let dir = scratch();
+    let kept_path = file_with(dir.path(), 4096);
+    let closed_path = file_with(dir.path(), 4096);
+    let kept_file = std::fs::File::open(&kept_path).unwrap();
+    // SAFETY: dup(2) of a valid descriptor gives a new one without close-on-exec, owned here.
+    let kept = unsafe { OwnedFd::from_raw_fd(libc::dup(kept_file.as_raw_fd())) };
+    drop(kept_file);
+    let closed = std::fs::File::open(&closed_path).unwrap(); // close-on-exec, as Rust opens it
+    let vm = vm_none(dir.path());
+    vm.set_inherit_fds(true);
+    vm.launch().unwrap();
+    let pid = vm.pid().unwrap();
+    let targets: Vec<String> = vm::entries(std::path::Path::new(&format!("/proc/{pid}/fd")))
+        .iter()
+        .filter_map(|p| std::fs::read_link(p).ok())
+        .map(|t| t.to_string_lossy().into_owned())
+        .collect();
+    let count = |needle: &str| targets.iter().filter(|t| t.contains(needle)).count();
+    assert_eq!(count(&kept_path.to_string_lossy()), 1, "{targets:?}");
+    assert_eq!(count(&closed_path.to_string_lossy()), 0, "{targets:?}");
+    // Under its own number, as the original's Popen leaves it.
+    let link = std::fs::read_link(format!("/proc/{pid}/fd/{}", kept.as_raw_fd())).unwrap();
+    assert_eq!(link, kept_path);
+    vm.shutdown(T).unwrap();
+    drop((kept, closed));
+}
+
 #[test]
 fn kill_is_immediate_and_reports_no_error() {
     let dir = scratch();

@@ -48,6 +48,8 @@ pub(super) struct Config {
     pub(super) console: Option<(Option<String>, usize)>,
     /// Descriptors registered with `add_fd`, inherited by QEMU.
     pub(super) pass_fds: Vec<RawFd>,
+    /// QEMU also inherits every descriptor the host left inheritable (`set_inherit_fds`).
+    pub(super) inherit_fds: bool,
     pub(super) max_message: usize,
     /// The guest agent's channel (`set_guest_agent`).
     pub(super) guest_agent: Option<AgentChannel>,
@@ -76,6 +78,7 @@ impl Config {
             machine: None,
             console: None,
             pass_fds: Vec::new(),
+            inherit_fds: false,
             max_message: DEFAULT_MAX_MESSAGE,
             guest_agent: None,
             qmp_transcript: None,
@@ -199,6 +202,17 @@ impl Machine {
         let mut cfg = lock(&self.cfg);
         cfg.pass_fds.push(raw);
         cfg.args.extend(["-add-fd".to_owned(), option]);
+    }
+
+    /// Lets QEMU inherit every descriptor of this process that is not close-on-exec, as
+    /// `subprocess.Popen(close_fds=False)` does (QEMU's Python `QEMUMachine` launches that way,
+    /// so harnesses pass descriptors by marking them inheritable). Off by default: QEMU gets
+    /// the descriptors qm creates for it, those of [`add_fd`](Self::add_fd) and the extra ones
+    /// of [`launch_argv`](Self::launch_argv), and nothing else. qm's own descriptors are all
+    /// close-on-exec, so turning it on passes only what the host marked inheritable, as it
+    /// stands at the moment QEMU starts.
+    pub fn set_inherit_fds(&self, inherit: bool) {
+        lock(&self.cfg).inherit_fds = inherit;
     }
 
     /// Writes every QMP message to and from QEMU to `path` (`None`: no transcript, the default),

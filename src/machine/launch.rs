@@ -410,6 +410,7 @@ impl Machine {
         let process = Arc::new(Process::spawn(Spawn {
             argv,
             keep_fds,
+            inherit_all: cfg.inherit_fds,
             log,
         })?);
         self.last_pid

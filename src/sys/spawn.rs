@@ -41,8 +41,11 @@ const CHILD_STACK: usize = 64 * 1024;
 /// What to start.
 pub(crate) struct Spawn {
     pub argv: Vec<String>,
-    /// Descriptors QEMU inherits under the same numbers; everything else is closed at exec.
+    /// Descriptors QEMU inherits under the same numbers; everything else is closed at exec
+    /// (unless `inherit_all`).
     pub keep_fds: Vec<RawFd>,
+    /// Leave every descriptor the host left inheritable open too (`close_fds=False`).
+    pub inherit_all: bool,
     /// Receives QEMU's stdout and stderr.
     pub log: File,
 }
@@ -57,6 +60,7 @@ pub(crate) fn spawn(spawn: Spawn) -> io::Result<u32> {
     let mut job = Prepared::new(&spawn.argv, [null.as_raw_fd(), log, log], &spawn.keep_fds)?;
     job.death_signal = libc::SIGKILL;
     job.own_group = true;
+    job.inherit_all = spawn.inherit_all;
     let gone = || io::Error::other("the qm spawner thread is gone");
     let (tx, rx) = mpsc::sync_channel(1);
     spawner().send((job, tx)).map_err(|_| gone())?;
@@ -100,8 +104,11 @@ pub(crate) struct Prepared {
     stdio: [RawFd; 3],
     /// Copies made to lift a source of `stdio` above 2.
     _lifted: Vec<OwnedFd>,
-    /// Inherited under the same numbers; every other descriptor from 3 up is closed at exec.
+    /// Inherited under the same numbers; every other descriptor from 3 up is closed at exec,
+    /// unless `inherit_all`.
     keep_fds: Vec<RawFd>,
+    /// Leave open what the host left inheritable (only close-on-exec descriptors close).
+    pub inherit_all: bool,
     /// `PR_SET_PDEATHSIG` for the child (0: none).
     pub death_signal: c_int,
     /// Put the child in a new process group of its own (its pgid = its pid).
@@ -194,6 +201,7 @@ impl Prepared {
             stdio,
             _lifted: lifted,
             keep_fds: keep_fds.to_vec(),
+            inherit_all: false,
             death_signal: 0,
             own_group: false,
             ignore: Vec::new(),
@@ -483,7 +491,9 @@ fn child_setup_and_exec(ctx: &Ctx) -> ! {
             fail(ctx, Step::Stdio, errno());
         }
     }
-    close_on_exec_from(3);
+    if !p.inherit_all {
+        close_on_exec_from(3);
+    }
     for &fd in &p.keep_fds {
         // SAFETY: fcntl(2) on a descriptor number; touches no memory.
         if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } != 0 {

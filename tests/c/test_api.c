@@ -251,6 +251,8 @@ static void configuration_and_getters(void)
     OK(qm_set_console(m, "isa-serial", 2, &err));
     OK(qm_set_max_message_size(m, 1 << 20, &err));
     OK(qm_set_max_message_size(m, 0, &err));
+    OK(qm_set_inherit_fds(m, true, &err));
+    OK(qm_set_inherit_fds(m, false, &err));
 
     /* State before any launch. */
     CHECK(!qm_is_running(m));
@@ -319,6 +321,7 @@ static void null_pointers_everywhere(void)
     INVALID(qm_add_fd(NULL, 0, 0, "o", NULL, &err), "m is NULL");
     INVALID(qm_add_fd(m, 0, 0, NULL, NULL, &err), "opaque is NULL");
     INVALID(qm_set_max_message_size(NULL, 5, &err), "m is NULL");
+    INVALID(qm_set_inherit_fds(NULL, true, &err), "m is NULL");
     INVALID(qm_launch(NULL, QM_WAIT_DEFAULT, NULL, &err), "m is NULL");
 
     INVALID(qm_qmp(NULL, "c", NULL, 0, NULL, &s, &err), "m is NULL");

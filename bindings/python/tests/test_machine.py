@@ -227,6 +227,29 @@ def test_fd_passing_send_fd_scm_and_add_fd(qemu: str, tmp_path: Path) -> None:
         os.close(fd)
 
 
+def test_qemu_inherits_what_is_marked_inheritable_as_with_close_fds_false(
+    qemu: str, tmp_path: Path
+) -> None:
+    """The original launches with close_fds=False: a descriptor marked inheritable reaches
+    QEMU under its number without add_fd; one that is not marked does not."""
+    kept_path, closed_path = tmp_path / "kept", tmp_path / "closed"
+    kept_path.write_bytes(b"k")
+    closed_path.write_bytes(b"c")
+    kept = os.open(kept_path, os.O_RDONLY)
+    closed = os.open(closed_path, os.O_RDONLY)  # not inheritable (PEP 446)
+    try:
+        os.set_inheritable(kept, True)
+        with QEMUMachine(qemu, args=["-machine", "none"]) as vm:
+            vm.launch()
+            fds = f"/proc/{vm.get_pid()}/fd"
+            targets = {os.readlink(f"{fds}/{n}") for n in os.listdir(fds)}
+            assert os.readlink(f"{fds}/{kept}") == str(kept_path)
+            assert str(closed_path) not in targets
+    finally:
+        os.close(kept)
+        os.close(closed)
+
+
 def test_guest_console_and_guest_shutdown(qemu: str, guest_image: Path) -> None:
     vm = QEMUMachine(qemu, args=qm.guest.qemu_args(str(guest_image)))
     vm.set_console()

@@ -340,6 +340,23 @@ pub unsafe extern "C" fn qm_add_fd(
     })
 }
 
+/// Lets QEMU inherit every descriptor of this process that is not close-on-exec (as
+/// `subprocess.Popen(close_fds=False)` does), besides those qm passes. Off by default: QEMU
+/// gets qm's own descriptors for it, those of `qm_add_fd` and the `extra_fds` of
+/// `qm_launch_argv`, nothing else. Takes effect at the next prepare or launch.
+#[no_mangle]
+pub unsafe extern "C" fn qm_set_inherit_fds(
+    m: *mut qm_machine,
+    inherit: bool,
+    err_out: *mut *mut qm_error,
+) -> qm_status {
+    call("qm_set_inherit_fds", err_out, || {
+        // SAFETY: the handle contract.
+        unsafe { machine(m) }?.vm.set_inherit_fds(inherit);
+        Ok(())
+    })
+}
+
 /// Caps the size of one message from QEMU, in bytes (default 64 MiB; values under 1024 count
 /// as 1024). A larger message fails the connection with `QM_ERR_PROTOCOL`.
 #[no_mangle]

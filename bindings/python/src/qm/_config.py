@@ -171,6 +171,13 @@ class _Config(MachineHandle):
             raise ValueError(f"max_message_size must be a non-negative int, not {size!r}")
         self._call(_lib.qm_set_max_message_size, size)
 
+    def set_inherit_fds(self, inherit: bool = True) -> None:
+        """Lets QEMU inherit every descriptor of this process that is not close-on-exec
+        (`os.set_inheritable`), as `subprocess.Popen(close_fds=False)` does, from the next
+        launch. Off by default: QEMU gets the descriptors qm makes for it, those of `add_fd`
+        and the `pass_fds` of `launch_argv`, and nothing else."""
+        self._call(_lib.qm_set_inherit_fds, bool(inherit))
+
     def set_qmp_transcript(self, path: Optional[str]) -> None:
         """Writes every QMP message to and from QEMU to `path` as JSON lines (`t`, `dir`:
         out/in/event, `msg`), from the next launch; None turns it off. The console and the

@@ -169,6 +169,7 @@ _PROTOTYPES: dict[str, tuple[Any, list[Any]]] = {
     "qm_add_monitor_null": (_status, [MachineP, ErrOut]),
     "qm_add_fd": (_status, [MachineP, c_int, c_uint32, c_char_p, c_char_p, ErrOut]),
     "qm_set_max_message_size": (_status, [MachineP, c_size_t, ErrOut]),
+    "qm_set_inherit_fds": (_status, [MachineP, c_bool, ErrOut]),
     "qm_launch": (_status, [MachineP, c_int64, CancelP, ErrOut]),
     "qm_launch_all": (_status, [POINTER(MachineP), c_size_t, c_int64, CancelP, ErrOut]),
     "qm_qmp": (_status, [MachineP, c_char_p, c_char_p, c_int64, CancelP, StrOut, ErrOut]),

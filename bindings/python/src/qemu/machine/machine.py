@@ -95,26 +95,6 @@ class _NoConnection(QEMUMachineError, qm.StateError):
 _T = TypeVar("_T", bound="QEMUMachine")
 
 
-def _inheritable_fds() -> List[int]:
-    """The descriptors this process marked inheritable (`os.set_inheritable`): the original
-    launches QEMU with close_fds=False, so harnesses pass descriptors that way."""
-    fds = []
-    try:
-        names = os.listdir("/proc/self/fd")
-    except OSError:
-        return []
-    for name in names:
-        fd = int(name)
-        if fd < 3:
-            continue
-        try:
-            if os.get_inheritable(fd):
-                fds.append(fd)
-        except OSError:
-            continue  # the directory's own descriptor, closed by now
-    return fds
-
-
 class _Process:
     """What the original keeps in `_popen` (a `subprocess.Popen`), for harnesses that read
     `_popen.pid` / `_popen.returncode` or call `poll`, `wait`, `send_signal`, `kill`."""
@@ -511,6 +491,9 @@ class QEMUMachine:
         vm.set_qmp_monitor(self._qmp_set)
         vm.set_monitor(self._monitor_address if self._qmp_set else None)
         vm.set_qmp_timer(self._qmp_timer)
+        # The original launches with close_fds=False: harnesses pass descriptors by marking
+        # them inheritable (os.set_inheritable), so QEMU inherits whatever is marked at exec.
+        vm.set_inherit_fds(True)
         if self._machine is not None:
             vm.set_machine(self._machine)
         if self._console_set:
@@ -547,7 +530,7 @@ class QEMUMachine:
                     f"QEMU argument {i} ({arg!r}) is a {type(arg).__name__}, not a str"
                 )
         LOG.debug("VM launch command: %r", " ".join(self._qemu_full_args))
-        self._vm.launch_argv(self._qemu_full_args, pass_fds=_inheritable_fds())
+        self._vm.launch_argv(self._qemu_full_args)
         self._popen = _Process(self._vm, self._qemu_full_args)
         self._launched = True
         self._post_launch()
