@@ -222,7 +222,7 @@ fn point(
     let mut args = vec![format!("{}={x}", curve.param)];
     args.extend(super::params(curve.fixed, quick));
     let keep = samples_dir.join(format!("{}.{x}.{subject}.txt", curve.name));
-    let s = super::run_program(program, curve.metric, qemu, &args, &keep)?;
+    let s = super::run_program(program, curve.metric, false, qemu, &args, &keep)?;
     if let Some(why) = s.skip {
         return Ok(Err(why));
     }
