@@ -4,7 +4,7 @@
 //! launch undoes all of it.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek};
+use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
@@ -29,7 +29,26 @@ use crate::wait::{Cancel, Deadline, Wait};
 /// saves creating, reading back and unlinking a file on disk for every machine.
 pub(super) enum QemuLog {
     File(PathBuf),
-    Memory(File),
+    /// Shared with the live reader (`log_so_far`): both read at explicit offsets, so one
+    /// descriptor serves both.
+    Memory(Arc<File>),
+}
+
+/// Appends the whole of `file` to `text`, reading at explicit offsets from the start (the
+/// descriptor's own offset is QEMU's, or another reader's). Stops at the end or at an error,
+/// keeping what was read.
+pub(super) fn read_all_at(file: &File, text: &mut Vec<u8>) -> std::io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let start = text.len();
+    let mut chunk = vec![0u8; 64 << 10];
+    loop {
+        match file.read_at(&mut chunk, (text.len() - start) as u64) {
+            Ok(0) => return Ok(text.len() - start),
+            Ok(n) => text.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 impl QemuLog {
@@ -50,20 +69,18 @@ impl QemuLog {
                 let ours = file
                     .try_clone()
                     .map_err(|e| Error::io("duplicating the in-memory log", e))?;
-                Ok((QemuLog::Memory(ours), file))
+                Ok((QemuLog::Memory(Arc::new(ours)), file))
             }
         }
     }
 
     /// A descriptor to read the output while QEMU writes it (with positioned reads only).
-    pub(super) fn reader(&self) -> Result<File> {
+    pub(super) fn reader(&self) -> Result<Arc<File>> {
         match self {
-            QemuLog::File(path) => {
-                File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))
-            }
-            QemuLog::Memory(f) => f
-                .try_clone()
-                .map_err(|e| Error::io("duplicating the in-memory log", e)),
+            QemuLog::File(path) => File::open(path)
+                .map(Arc::new)
+                .map_err(|e| Error::io(format!("opening {}", path.display()), e)),
+            QemuLog::Memory(f) => Ok(f.clone()),
         }
     }
 
@@ -72,10 +89,8 @@ impl QemuLog {
         let mut text = Vec::new();
         let _ = match self {
             QemuLog::File(path) => File::open(path).and_then(|mut f| f.read_to_end(&mut text)),
-            // QEMU shared this file's offset; start over from the beginning.
-            QemuLog::Memory(mut f) => f
-                .seek(std::io::SeekFrom::Start(0))
-                .and_then(|_| f.read_to_end(&mut text)),
+            // From the start, at explicit offsets: the live reader may share the descriptor.
+            QemuLog::Memory(f) => read_all_at(&f, &mut text),
         };
         String::from_utf8_lossy(&text).into_owned()
     }
@@ -473,7 +488,7 @@ impl Machine {
             // not overtake qmp_capabilities), and also when it failed: events QEMU sent before
             // stay readable.
             let negotiated =
-                client.handshake_watching(&deadline.to_wait(), Some(process.exit_fd()));
+                client.handshake_watching(&deadline.to_wait(), Some(process.shared_exit_fd()?));
             if let Ok(greeting) = &negotiated {
                 self.schema_connected(runs_binary.then_some(cfg.binary.as_str()), greeting);
             }

@@ -117,7 +117,7 @@ struct RunOutput {
     log: Option<String>,
     /// QEMU's output while it runs, read with positioned reads (QEMU shares the in-memory
     /// file's offset: it must never move).
-    live_log: Option<File>,
+    live_log: Option<Arc<File>>,
 }
 
 static NEXT_NAME: AtomicU64 = AtomicU64::new(0);
@@ -230,16 +230,8 @@ impl Machine {
         }
         let file = output.live_log.as_ref()?;
         let mut text = Vec::new();
-        let mut chunk = vec![0u8; 64 << 10];
-        loop {
-            match std::os::unix::fs::FileExt::read_at(file, &mut chunk, text.len() as u64) {
-                Ok(0) => break,
-                Ok(n) => text.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                // What was read is still worth having.
-                Err(_) => break,
-            }
-        }
+        // On an error, what was read is still worth having.
+        let _ = launch::read_all_at(file, &mut text);
         if let Err(e) = std::str::from_utf8(&text) {
             if e.error_len().is_none() {
                 text.truncate(e.valid_up_to());

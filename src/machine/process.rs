@@ -72,6 +72,13 @@ impl Process {
         self.exit.fd()
     }
 
+    /// [`exit_fd`](Self::exit_fd) for a user that keeps it (shared, not duplicated).
+    pub(crate) fn shared_exit_fd(&self) -> Result<std::sync::Arc<std::os::fd::OwnedFd>> {
+        self.exit
+            .shared_fd()
+            .map_err(|e| Error::io("sharing QEMU's exit descriptor", e))
+    }
+
     /// The exit status if the process has exited (reaping it), `-N` for death by signal N.
     /// What is left of its group is killed first (`exit::try_reap`).
     pub(crate) fn try_status(&self) -> Option<i32> {

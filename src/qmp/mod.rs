@@ -142,18 +142,15 @@ impl QmpClient {
     }
 
     /// [`handshake`](Self::handshake), failing at once when `exit_fd` (readable once QEMU has
-    /// exited) becomes readable. The client keeps a copy of `exit_fd` for the rest of the
-    /// connection, to tell an end of stream because QEMU exited from a peer's fault.
+    /// exited) becomes readable. The client keeps `exit_fd` for the rest of the connection,
+    /// to tell an end of stream because QEMU exited from a peer's fault.
     pub(crate) fn handshake_watching(
         &self,
         wait: &Wait,
-        exit_fd: Option<BorrowedFd<'_>>,
+        exit_fd: Option<Arc<OwnedFd>>,
     ) -> Result<Value> {
         if let Some(fd) = exit_fd {
-            let fd = fd
-                .try_clone_to_owned()
-                .map_err(|e| Error::io("duplicating QEMU's exit descriptor", e))?;
-            self.shared.lock().reader.exit = Some(Arc::new(fd));
+            self.shared.lock().reader.exit = Some(fd);
         }
         let deadline = wait.start()?;
         let greeting = self

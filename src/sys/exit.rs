@@ -10,6 +10,7 @@
 //! eventfd when the child exits: the same exact wake-up, at the cost of one thread per child.
 
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use nix::errno::Errno;
@@ -25,7 +26,8 @@ pub(crate) struct ExitWatch {
 }
 
 enum Kind {
-    Pidfd(OwnedFd),
+    /// Shared (`shared_fd`) rather than duplicated: one descriptor per machine, not one per user.
+    Pidfd(Arc<OwnedFd>),
     Watched {
         event: EventFd,
         watcher: Option<JoinHandle<()>>,
@@ -43,7 +45,7 @@ impl ExitWatch {
             let fd = unsafe { OwnedFd::from_raw_fd(raw as RawFd) };
             return Ok(ExitWatch {
                 pid,
-                kind: Kind::Pidfd(fd),
+                kind: Kind::Pidfd(Arc::new(fd)),
             });
         }
         let err = std::io::Error::last_os_error();
@@ -74,6 +76,15 @@ impl ExitWatch {
         match &self.kind {
             Kind::Pidfd(fd) => fd.as_fd(),
             Kind::Watched { event, .. } => event.as_fd(),
+        }
+    }
+
+    /// The descriptor of [`fd`](Self::fd), for a user that keeps it beyond a borrow (the QMP
+    /// client): the pidfd itself, shared; a copy of the fallback's eventfd.
+    pub(crate) fn shared_fd(&self) -> std::io::Result<Arc<OwnedFd>> {
+        match &self.kind {
+            Kind::Pidfd(fd) => Ok(fd.clone()),
+            Kind::Watched { event, .. } => Ok(Arc::new(event.as_fd().try_clone_to_owned()?)),
         }
     }
 
