@@ -470,6 +470,30 @@ mod tests {
         );
     }
 
+    /// A damaged schema is refused with the entry named: its place, and its name once read.
+    #[test]
+    fn damaged_entries_are_named() {
+        let str_entry =
+            serde_json::json!({"name": "str", "meta-type": "builtin", "json-type": "string"});
+        let err = |entries: Vec<Value>| {
+            Schema::parse(&Value::Array(entries))
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(
+            err(vec![str_entry.clone(), serde_json::json!(5)]).contains("entry 1 is not an object"),
+        );
+        assert!(err(vec![serde_json::json!({"meta-type": "enum"})])
+            .contains("entry 0: no string \"name\""));
+        let e = err(vec![
+            str_entry.clone(),
+            serde_json::json!({"name": "e", "meta-type": "enum"}),
+        ]);
+        assert!(e.contains("entry 1 (\"e\"): no array \"values\""), "{e}");
+        let e = err(vec![str_entry.clone(), str_entry]);
+        assert!(e.contains("\"str\" is defined twice"), "{e}");
+    }
+
     /// A schema from outside whose alternates name each other (QAPI nests none) is checked
     /// and queried in bounded time and stack: it used to overflow the stack (found by the
     /// `schema_parse` fuzz target).

@@ -204,13 +204,30 @@ fn bad(what: impl std::fmt::Display) -> Error {
     Error::Protocol(format!("damaged QMP schema: {what}"))
 }
 
-fn string_field<'a>(v: &'a Value, key: &str, what: &str) -> Result<&'a str> {
+/// Where in the schema an entry is, for error messages: formatted only when one is made (a
+/// schema has ~1500 entries; building the text for each cost a tenth of the index's time).
+#[derive(Clone, Copy)]
+struct At<'a> {
+    index: usize,
+    name: Option<&'a str>,
+}
+
+impl std::fmt::Display for At<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.name {
+            None => write!(f, "entry {}", self.index),
+            Some(name) => write!(f, "entry {} ({name:?})", self.index),
+        }
+    }
+}
+
+fn string_field<'a>(v: &'a Value, key: &str, what: At<'_>) -> Result<&'a str> {
     v.get(key)
         .and_then(Value::as_str)
         .ok_or_else(|| bad(format!("{what}: no string \"{key}\"")))
 }
 
-fn features(v: &Value, what: &str) -> Result<Vec<String>> {
+fn features(v: &Value, what: At<'_>) -> Result<Vec<String>> {
     match v.get("features") {
         None => Ok(Vec::new()),
         Some(Value::Array(items)) => items
@@ -225,7 +242,7 @@ fn features(v: &Value, what: &str) -> Result<Vec<String>> {
     }
 }
 
-fn array<'a>(v: &'a Value, key: &str, what: &str) -> Result<&'a [Value]> {
+fn array<'a>(v: &'a Value, key: &str, what: At<'_>) -> Result<&'a [Value]> {
     v.get(key)
         .and_then(Value::as_array)
         .map(Vec::as_slice)
@@ -233,22 +250,26 @@ fn array<'a>(v: &'a Value, key: &str, what: &str) -> Result<&'a [Value]> {
 }
 
 fn parse_entry(v: &Value, index: usize) -> Result<(String, Info)> {
-    let here = format!("entry {index}");
+    let here = At { index, name: None };
     if !v.is_object() {
         return Err(bad(format!("{here} is not an object")));
     }
-    let name = string_field(v, "name", &here)?.to_owned();
-    let what = format!("entry {index} ({name:?})");
-    let meta = string_field(v, "meta-type", &what)?;
+    let name = string_field(v, "name", here)?;
+    let what = At {
+        index,
+        name: Some(name),
+    };
+    let name = name.to_owned();
+    let meta = string_field(v, "meta-type", what)?;
     let entry = match meta {
         "builtin" => {
-            let t = string_field(v, "json-type", &what)?;
+            let t = string_field(v, "json-type", what)?;
             Entry::Builtin(
                 JsonType::parse(t).ok_or_else(|| bad(format!("{what}: json-type {t:?}")))?,
             )
         }
         "enum" => {
-            let names = array(v, "values", &what)?;
+            let names = array(v, "values", what)?;
             let mut values = Vec::with_capacity(names.len());
             for n in names {
                 let n = n
@@ -265,8 +286,8 @@ fn parse_entry(v: &Value, index: usize) -> Result<(String, Info)> {
                     .as_array()
                     .ok_or_else(|| bad(format!("{what}: \"members\" is not an array")))?;
                 for m in members {
-                    let n = string_field(m, "name", &what)?;
-                    let f = features(m, &what)?;
+                    let n = string_field(m, "name", what)?;
+                    let f = features(m, what)?;
                     if let Some(value) = values.iter_mut().find(|e| e.name == n) {
                         value.features = f;
                     } else {
@@ -277,16 +298,16 @@ fn parse_entry(v: &Value, index: usize) -> Result<(String, Info)> {
             Entry::Enum { values }
         }
         "array" => Entry::Array {
-            element: string_field(v, "element-type", &what)?.to_owned(),
+            element: string_field(v, "element-type", what)?.to_owned(),
         },
         "object" => {
             let mut members = Vec::new();
-            for m in array(v, "members", &what)? {
+            for m in array(v, "members", what)? {
                 members.push(Member {
-                    name: string_field(m, "name", &what)?.to_owned(),
-                    ty: string_field(m, "type", &what)?.to_owned(),
+                    name: string_field(m, "name", what)?.to_owned(),
+                    ty: string_field(m, "type", what)?.to_owned(),
                     optional: m.get("default").is_some(),
-                    features: features(m, &what)?,
+                    features: features(m, what)?,
                 });
             }
             let tag = match v.get("tag") {
@@ -304,8 +325,8 @@ fn parse_entry(v: &Value, index: usize) -> Result<(String, Info)> {
                     .ok_or_else(|| bad(format!("{what}: \"variants\" is not an array")))?;
                 for c in list {
                     variants.push((
-                        string_field(c, "case", &what)?.to_owned(),
-                        string_field(c, "type", &what)?.to_owned(),
+                        string_field(c, "case", what)?.to_owned(),
+                        string_field(c, "type", what)?.to_owned(),
                     ));
                 }
             }
@@ -326,14 +347,14 @@ fn parse_entry(v: &Value, index: usize) -> Result<(String, Info)> {
         }
         "alternate" => {
             let mut branches = Vec::new();
-            for m in array(v, "members", &what)? {
-                branches.push(string_field(m, "type", &what)?.to_owned());
+            for m in array(v, "members", what)? {
+                branches.push(string_field(m, "type", what)?.to_owned());
             }
             Entry::Alternate { branches }
         }
         "command" => Entry::Command {
-            arg_type: string_field(v, "arg-type", &what)?.to_owned(),
-            ret_type: string_field(v, "ret-type", &what)?.to_owned(),
+            arg_type: string_field(v, "arg-type", what)?.to_owned(),
+            ret_type: string_field(v, "ret-type", what)?.to_owned(),
             allow_oob: match v.get("allow-oob") {
                 None => false,
                 Some(Value::Bool(b)) => *b,
@@ -341,7 +362,7 @@ fn parse_entry(v: &Value, index: usize) -> Result<(String, Info)> {
             },
         },
         "event" => Entry::Event {
-            arg_type: string_field(v, "arg-type", &what)?.to_owned(),
+            arg_type: string_field(v, "arg-type", what)?.to_owned(),
         },
         other => return Err(bad(format!("{what}: unknown meta-type {other:?}"))),
     };
@@ -349,7 +370,7 @@ fn parse_entry(v: &Value, index: usize) -> Result<(String, Info)> {
         name,
         Info {
             entry,
-            features: features(v, &what)?,
+            features: features(v, what)?,
         },
     ))
 }
@@ -371,8 +392,13 @@ impl Schema {
                 Entry::Event { .. } => events += 1,
                 _ => {}
             }
-            if entries.insert(name.clone(), info).is_some() {
-                return Err(bad(format!("{name:?} is defined twice")));
+            match entries.entry(name) {
+                std::collections::hash_map::Entry::Occupied(e) => {
+                    return Err(bad(format!("{:?} is defined twice", e.key())));
+                }
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(info);
+                }
             }
         }
         let schema = Schema {
