@@ -495,27 +495,38 @@ fn add_fd_passes_a_descriptor_on_the_command_line() {
     vm.shutdown(T).unwrap();
 }
 
+/// `path` opened read-only without close-on-exec, as a host that leaves descriptors
+/// inheritable has them.
+fn inheritable(path: &std::path::Path) -> std::os::fd::OwnedFd {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let file = std::fs::File::open(path).unwrap();
+    // SAFETY: dup(2) of a valid descriptor gives a new one without close-on-exec, owned here.
+    unsafe { OwnedFd::from_raw_fd(libc::dup(file.as_raw_fd())) }
+}
+
+/// What the descriptors of process `pid` point to.
+fn fd_targets(pid: u32) -> Vec<String> {
+    vm::entries(std::path::Path::new(&format!("/proc/{pid}/fd")))
+        .iter()
+        .filter_map(|p| std::fs::read_link(p).ok())
+        .map(|t| t.to_string_lossy().into_owned())
+        .collect()
+}
+
 #[test]
 fn qemu_inherits_only_the_intended_descriptors() {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     let dir = scratch();
     let passed_path = file_with(dir.path(), 4096);
     let stray_path = file_with(dir.path(), 4096);
     let passed = std::fs::File::open(&passed_path).unwrap();
     // A descriptor the host left inheritable (no O_CLOEXEC) must not reach QEMU.
-    let stray_file = std::fs::File::open(&stray_path).unwrap();
-    // SAFETY: dup(2) of a valid descriptor gives a new one without close-on-exec, owned here.
-    let stray = unsafe { OwnedFd::from_raw_fd(libc::dup(stray_file.as_raw_fd())) };
+    let stray = inheritable(&stray_path);
     let vm = vm_none(dir.path());
     vm.set_console(None, 0);
     vm.add_fd(passed.as_fd(), 1, "x", "");
     vm.launch().unwrap();
     let pid = vm.pid().unwrap();
-    let targets: Vec<String> = vm::entries(std::path::Path::new(&format!("/proc/{pid}/fd")))
-        .iter()
-        .filter_map(|p| std::fs::read_link(p).ok())
-        .map(|t| t.to_string_lossy().into_owned())
-        .collect();
+    let targets = fd_targets(pid);
     let count = |needle: &str| targets.iter().filter(|t| t.contains(needle)).count();
     assert_eq!(
         count(&stray_path.to_string_lossy()),
@@ -534,24 +545,17 @@ fn qemu_inherits_only_the_intended_descriptors() {
 /// original's `close_fds=False`), and still not what is close-on-exec.
 #[test]
 fn inherit_fds_passes_what_the_host_left_inheritable_and_nothing_else() {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::fd::AsRawFd;
     let dir = scratch();
     let kept_path = file_with(dir.path(), 4096);
     let closed_path = file_with(dir.path(), 4096);
-    let kept_file = std::fs::File::open(&kept_path).unwrap();
-    // SAFETY: dup(2) of a valid descriptor gives a new one without close-on-exec, owned here.
-    let kept = unsafe { OwnedFd::from_raw_fd(libc::dup(kept_file.as_raw_fd())) };
-    drop(kept_file);
+    let kept = inheritable(&kept_path);
     let closed = std::fs::File::open(&closed_path).unwrap(); // close-on-exec, as Rust opens it
     let vm = vm_none(dir.path());
     vm.set_inherit_fds(true);
     vm.launch().unwrap();
     let pid = vm.pid().unwrap();
-    let targets: Vec<String> = vm::entries(std::path::Path::new(&format!("/proc/{pid}/fd")))
-        .iter()
-        .filter_map(|p| std::fs::read_link(p).ok())
-        .map(|t| t.to_string_lossy().into_owned())
-        .collect();
+    let targets = fd_targets(pid);
     let count = |needle: &str| targets.iter().filter(|t| t.contains(needle)).count();
     assert_eq!(count(&kept_path.to_string_lossy()), 1, "{targets:?}");
     assert_eq!(count(&closed_path.to_string_lossy()), 0, "{targets:?}");
