@@ -382,18 +382,19 @@ impl QmpClient {
         let raw = self.shared.raw;
         let mut polled = Polled::default();
         let io = |e: Error| Broken::Io(e.to_string());
-        let cancel = deadline.cancel_fd().map_err(io)?;
         // The deadline is read last: a lone caller (the common case) pays no extra clock read.
         let far = || {
             deadline
                 .remaining()
                 .map_or(true, |left| left >= 2 * READ_SLICE)
         };
-        if crowd && !want_out && cancel.is_none() && watch.is_none() && far() {
+        if crowd && !want_out && deadline.cancel.is_none() && watch.is_none() && far() {
             // Others wait, and nothing to watch but the socket: sleep in recv (bounded by
             // READ_SLICE).
             return self.read_some(input, msgs, exit).map(|()| polled);
         }
+        // Only a poll needs the token's eventfd.
+        let cancel = deadline.cancel_fd().map_err(io)?;
         let events = POLLIN | if want_out { POLLOUT } else { 0 };
         // A descriptor of -1 is ignored by poll: the set needs no allocation.
         let mut fds = [
