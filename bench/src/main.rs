@@ -88,8 +88,10 @@ const RUST_AND_GO: &[&str] = &["scale_batch"];
 /// Metrics only the Rust subject runs (the guest agent's: the C and Go subjects reach the same
 /// core through thin wrappers, and booting a Linux guest per subject costs more than it tells).
 /// So are the rows of the guest runs, the fake QEMU and the schema (#21, #23, #26): C, Go and
-/// Python call the same core through the same thin wrappers.
+/// Python call the same core through the same thin wrappers. So is `event_latency`'s control
+/// (the raw client against itself): the harness's resolution, whatever the language.
 const RUST_ONLY: &[&str] = &[
+    "event_latency_aa",
     "qga_rtt",
     "qga_exec",
     "console_latency",
@@ -167,6 +169,15 @@ const METRICS: &[Metric] = &[
     // before the suffix.
     Metric {
         name: "event_latency_pinned",
+        ..EVENT_LATENCY
+    },
+    // The control: the raw client on both sides (Rust only). Its ratio is what this harness
+    // reads for two identical clients in this run, the resolution against which
+    // `event_latency`'s targets are read; no target of its own.
+    Metric {
+        name: "event_latency_aa",
+        target: Target::None,
+        go_target: None,
         ..EVENT_LATENCY
     },
     Metric {

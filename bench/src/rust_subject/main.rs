@@ -334,42 +334,73 @@ fn shutdown(p: &Params, out: &mut Out) -> Res<()> {
 }
 
 fn event_latency(p: &Params, out: &mut Out) -> Res<()> {
+    segments(p, out, |raw, vm, out| {
+        event_rounds(p, out, |side, cmd, event| match side {
+            Side::Raw => raw.command_and_event(cmd, event),
+            Side::Qm => {
+                let ev = qm_command_and_event(vm, cmd, event)?;
+                if ev["event"] != event {
+                    return Err(format!("wrong event: {ev}"));
+                }
+                Ok(())
+            }
+        })
+    })
+}
+
+/// `event_latency`'s control: the raw client on both sides, each with a QEMU of its own
+/// (launched in alternating order, segment by segment, as `segments` does for raw and qm). Its
+/// ratio is what the harness reads for two identical clients: the resolution of
+/// `event_latency`'s ratio on this machine, measured in the same run.
+fn event_latency_aa(p: &Params, out: &mut Out) -> Res<()> {
+    let q = p.qemu();
+    for seg in 0..p.get("segments", 20) {
+        out.pair();
+        let (mut a, mut b) = (RawVm::launch(&q)?, RawVm::launch(&q)?);
+        if seg % 2 == 1 {
+            std::mem::swap(&mut a, &mut b);
+        }
+        event_rounds(p, out, |side, cmd, event| match side {
+            Side::Raw => a.command_and_event(cmd, event),
+            Side::Qm => b.command_and_event(cmd, event),
+        })?;
+        a.shutdown()?;
+        b.shutdown()?;
+    }
+    Ok(())
+}
+
+/// The blocks of one `event_latency` segment: `run(side, command, event)` sends the command
+/// and returns once its reply and the event are in hand. Each sample is a `stop` until `STOP`;
+/// a `cont` until `RESUME` (not timed) follows it.
+fn event_rounds(
+    p: &Params,
+    out: &mut Out,
+    mut run: impl FnMut(Side, &str, &str) -> Res<()>,
+) -> Res<()> {
     let (blocks, reps) = (p.get("blocks", 2), p.get("reps", 50));
     // `side=raw` or `side=qm`: that side only, for a profiler (`perf stat`, `perf record`).
     let only = p.0.get("side").map(String::as_str);
-    segments(p, out, |raw, vm, out| {
-        for _ in 0..10 {
-            raw.command_and_event("stop", "STOP")?;
-            raw.command_and_event("cont", "RESUME")?;
-            qm_command_and_event(vm, "stop", "STOP")?;
-            qm_command_and_event(vm, "cont", "RESUME")?;
+    for _ in 0..10 {
+        for side in order(0) {
+            run(side, "stop", "STOP")?;
+            run(side, "cont", "RESUME")?;
         }
-        for block in 0..blocks {
-            for side in order(block) {
-                if only.is_some_and(|o| o != side.short()) {
-                    continue;
-                }
-                for _ in 0..reps {
-                    let t = Instant::now();
-                    match side {
-                        Side::Raw => raw.command_and_event("stop", "STOP")?,
-                        Side::Qm => {
-                            let ev = qm_command_and_event(vm, "stop", "STOP")?;
-                            if ev["event"] != "STOP" {
-                                return Err(format!("wrong event: {ev}"));
-                            }
-                        }
-                    }
-                    out.push(side, us(t.elapsed()));
-                    match side {
-                        Side::Raw => raw.command_and_event("cont", "RESUME")?,
-                        Side::Qm => drop(qm_command_and_event(vm, "cont", "RESUME")?),
-                    }
-                }
+    }
+    for block in 0..blocks {
+        for side in order(block) {
+            if only.is_some_and(|o| o != side.short()) {
+                continue;
+            }
+            for _ in 0..reps {
+                let t = Instant::now();
+                run(side, "stop", "STOP")?;
+                out.push(side, us(t.elapsed()));
+                run(side, "cont", "RESUME")?;
             }
         }
-        Ok(())
-    })
+    }
+    Ok(())
 }
 
 // ---- scale ----------------------------------------------------------------------------------
@@ -600,6 +631,7 @@ fn main() {
         "launch_ready" => launch_ready(&params, &mut out),
         "shutdown" => shutdown(&params, &mut out),
         "event_latency" => event_latency(&params, &mut out),
+        "event_latency_aa" => event_latency_aa(&params, &mut out),
         "scale" => scale(&params, &mut out, false),
         "scale_batch" => scale(&params, &mut out, true),
         "qga_rtt" => qga::qga_rtt(&params, &mut out),
