@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -146,4 +147,40 @@ func socketPair(t *testing.T) (*net.UnixConn, *net.UnixConn) {
 		conns[i] = c.(*net.UnixConn)
 	}
 	return conns[0], conns[1]
+}
+
+// TestInheritFDs: with WithInheritFDs(true), QEMU gets a descriptor the program left
+// inheritable, under its number; a close-on-exec one never reaches it, and without the option
+// neither does.
+func TestInheritFDs(t *testing.T) {
+	var open, cloexec [2]int
+	if err := syscall.Pipe2(open[:], 0); err != nil { // not close-on-exec
+		t.Fatal(err)
+	}
+	if err := syscall.Pipe2(cloexec[:], syscall.O_CLOEXEC); err != nil {
+		t.Fatal(err)
+	}
+	for _, fd := range append(open[:], cloexec[:]...) {
+		defer syscall.Close(fd)
+	}
+	// Compared by what the number names (pipe:[inode]): QEMU may reuse a number for a file
+	// of its own.
+	target := func(pid, fd int) string {
+		link, _ := os.Readlink(filepath.Join("/proc", strconv.Itoa(pid), "fd", strconv.Itoa(fd)))
+		return link
+	}
+	self := os.Getpid()
+	for _, inherit := range []bool{true, false} {
+		m := launched(t, qm.WithInheritFDs(inherit))
+		got := target(m.PID(), open[0]) == target(self, open[0])
+		if got != inherit {
+			t.Errorf("WithInheritFDs(%v): QEMU has the inheritable descriptor: %v", inherit, got)
+		}
+		if target(m.PID(), cloexec[0]) == target(self, cloexec[0]) {
+			t.Errorf("WithInheritFDs(%v): QEMU has a close-on-exec descriptor", inherit)
+		}
+		if err := m.Shutdown(ctxT(t)); err != nil {
+			t.Fatal(err)
+		}
+	}
 }

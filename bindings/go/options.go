@@ -222,6 +222,17 @@ func WithFD(f syscall.Conn, fdset uint32, opaque, opts string) Option {
 	}
 }
 
+// WithInheritFDs lets QEMU inherit every descriptor of this process that is not
+// close-on-exec, under its number, besides those qm passes (WithFD, qm's own). Off by default.
+// Go opens everything close-on-exec, so only a descriptor whose flag the program cleared (fcntl
+// F_SETFD), or made without it (syscall.Pipe2 with no flags), reaches QEMU this way; WithFD is
+// the usual way to hand QEMU a descriptor.
+func WithInheritFDs(inherit bool) Option {
+	return withSet(func(h *C.qm_machine, cerr **C.qm_error) C.qm_status {
+		return C.qm_set_inherit_fds(h, C.bool(inherit), cerr)
+	})
+}
+
 // WithMaxMessageSize caps the size of one message from QEMU, in bytes (default 64 MiB; values
 // under 1024 count as 1024). A larger message fails the connection with ErrProtocol.
 func WithMaxMessageSize(bytes int) Option {
