@@ -80,10 +80,11 @@ struct Stat {
     required: bool,
 }
 
-/// Metrics the Rust and Go subjects run: the batch launch is one core call in every language,
-/// so C and Python would measure what Rust does; Go is where the cheaper path saves most (a
-/// goroutine blocked in a cgo call per machine costs its runtime CPU, see `scale`).
-const RUST_AND_GO: &[&str] = &["scale_batch"];
+/// Metrics the Rust, Go and Python subjects run: the batch launch is one core call in every
+/// language, so C would measure what Rust does; Go and Python are where the cheaper path saves
+/// most (a goroutine blocked in a cgo call, or a thread under the GIL, per machine: see
+/// `scale`).
+const BATCH_SUBJECTS: &[&str] = &["scale_batch"];
 
 /// Metrics only the Rust subject runs (the guest agent's: the C and Go subjects reach the same
 /// core through thin wrappers, and booting a Linux guest per subject costs more than it tells).
@@ -794,7 +795,9 @@ fn main() {
             if RUST_ONLY.contains(&metric.name) && subject != "rust" {
                 continue;
             }
-            if RUST_AND_GO.contains(&metric.name) && subject != "rust" && subject != "go" {
+            if BATCH_SUBJECTS.contains(&metric.name)
+                && !matches!(subject.as_str(), "rust" | "go" | "python")
+            {
                 continue;
             }
             match run_subject(program, metric, quick, &qemu, &samples_dir, subject) {
