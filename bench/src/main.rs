@@ -80,12 +80,6 @@ struct Stat {
     required: bool,
 }
 
-/// Metrics the Rust, Go and Python subjects run: the batch launch is one core call in every
-/// language, so C would measure what Rust does; Go and Python are where the cheaper path saves
-/// most (a goroutine blocked in a cgo call, or a thread under the GIL, per machine: see
-/// `scale`).
-const BATCH_SUBJECTS: &[&str] = &["scale_batch"];
-
 /// Metrics only the Rust subject runs (the guest agent's: the C and Go subjects reach the same
 /// core through thin wrappers, and booting a Linux guest per subject costs more than it tells).
 /// So are the rows of the guest runs, the fake QEMU and the schema (#21, #23, #26): C, Go and
@@ -104,6 +98,18 @@ const RUST_ONLY: &[&str] = &[
     "schema_strict",
     "schema_check",
 ];
+
+/// Whether `subject` runs `metric`.
+fn runs(metric: &str, subject: &str) -> bool {
+    match metric {
+        m if RUST_ONLY.contains(&m) => subject == "rust",
+        // The batch launch is one core call in every language, so C would measure what Rust
+        // does; Go and Python are where the cheaper path saves most (a goroutine blocked in a
+        // cgo call, or a thread under the GIL, per machine: see `scale`).
+        "scale_batch" => matches!(subject, "rust" | "go" | "python"),
+        _ => true,
+    }
+}
 
 const EVENT_LATENCY: Metric = Metric {
     name: "event_latency",
@@ -792,12 +798,7 @@ fn main() {
             continue;
         }
         for (subject, program) in &subjects {
-            if RUST_ONLY.contains(&metric.name) && subject != "rust" {
-                continue;
-            }
-            if BATCH_SUBJECTS.contains(&metric.name)
-                && !matches!(subject.as_str(), "rust" | "go" | "python")
-            {
+            if !runs(metric.name, subject) {
                 continue;
             }
             match run_subject(program, metric, quick, &qemu, &samples_dir, subject) {
